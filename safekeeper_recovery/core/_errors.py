@@ -1,0 +1,123 @@
+"""The project's one error hierarchy.
+
+::
+
+    SafekeeperError                      root of everything we raise on purpose
+    ├── LocalProtocolError               we were asked to do something the protocol forbids
+    │   └── CommonPointError             find_highest_common_point preconditions (corruption)
+    ├── RemoteProtocolError              a peer sent something malformed (close-code hint)
+    ├── AcceptorError                    the acceptor refused a message (non-fatal, reconnect)
+    ├── FatalTimelineError               the timeline must stop (e.g. truncating committed WAL)
+    ├── StorageError                     durable storage failed or is inconsistent
+    │   └── CorruptionError              a checksum or layout check failed at load
+    ├── AuthError                        missing / invalid credentials (401) or scope (403)
+    └── RecoveryError                    one recovery attempt ended without success
+        ├── TermChanged                  our or the donor's term moved during the attempt
+        ├── NoCommonPoint                donor and local histories share no term
+        ├── DonorUnavailable             HTTP/WebSocket/timeouts talking to the donor
+        └── ProposerArrived              a proposer started streaming to this node
+
+Names follow httpx: *local* errors are our own misuse, *remote* errors are the peer's fault.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AcceptorError",
+    "AuthError",
+    "CommonPointError",
+    "CorruptionError",
+    "DonorUnavailable",
+    "FatalTimelineError",
+    "LocalProtocolError",
+    "NoCommonPoint",
+    "ProposerArrived",
+    "RecoveryError",
+    "RemoteProtocolError",
+    "SafekeeperError",
+    "StorageError",
+    "TermChanged",
+]
+
+# WebSocket close codes (RFC 6455) used as hints by RemoteProtocolError.
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_INTERNAL_ERROR = 1011
+
+
+class SafekeeperError(Exception):
+    """Root of every error this package raises deliberately."""
+
+
+class LocalProtocolError(SafekeeperError):
+    """We (the local side) attempted something the protocol forbids."""
+
+
+class CommonPointError(LocalProtocolError):
+    """A precondition of ``find_highest_common_point`` failed: histories are corrupt."""
+
+
+class RemoteProtocolError(SafekeeperError):
+    """The remote side sent something malformed, oversized or out of order.
+
+    ``close_code`` is the WebSocket close code a server should answer with (wsproto style).
+    """
+
+    def __init__(self, message: str, *, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+class AcceptorError(SafekeeperError):
+    """The acceptor refused a message; the sender should re-run its handshake."""
+
+
+class FatalTimelineError(SafekeeperError):
+    """The timeline must stop serving (e.g. a truncation below commit_lsn was requested)."""
+
+
+class StorageError(SafekeeperError):
+    """Durable storage failed (I/O error, full disk) or refused an operation."""
+
+
+class CorruptionError(StorageError):
+    """On-disk data failed verification (bad checksum, bad magic, impossible layout)."""
+
+
+class AuthError(SafekeeperError):
+    """Authentication failed. ``status`` is 401 (no/invalid token) or 403 (wrong scope)."""
+
+    def __init__(self, message: str, *, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RecoveryError(SafekeeperError):
+    """One peer-recovery attempt ended without success. ``outcome`` names it for metrics."""
+
+    outcome = "error"
+
+
+class TermChanged(RecoveryError):
+    """Our term or the donor's term changed during the attempt."""
+
+    outcome = "term_changed"
+
+
+class NoCommonPoint(RecoveryError):
+    """The donor's and our term histories share no term."""
+
+    outcome = "no_common_point"
+
+
+class DonorUnavailable(RecoveryError):
+    """The donor could not be reached, timed out, or closed the stream with an error."""
+
+    outcome = "donor_error"
+
+
+class ProposerArrived(RecoveryError):
+    """A proposer started streaming to this node; recovery yields to it."""
+
+    outcome = "proposer_arrived"
