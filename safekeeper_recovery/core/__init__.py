@@ -1,5 +1,15 @@
 """The pure consensus core: no trio, no clock, no disk (a test enforces this)."""
 
+from ._acceptor import (
+    Acceptor,
+    Effect,
+    FlushEffect,
+    PeerUpdate,
+    PersistEffect,
+    Step,
+    TruncateEffect,
+    WriteEffect,
+)
 from ._codec import (
     crc32c,
     decode_acceptor_message,
@@ -45,3 +55,5 @@ from ._messages import (
     VoteResponse,
     WalData,
 )
+from ._donors import DonorSelection, PeerInfo, select_donors
+from ._state import PersistentState, ServerInfo, decode_state, encode_state
