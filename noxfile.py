@@ -1,0 +1,47 @@
+"""Developer and CI sessions: ``nox -s tests lint typecheck`` (the README's check command)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|venv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = False
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def _install(session: nox.Session, *groups: str) -> None:
+    deps: list[str] = []
+    for group in groups:
+        deps.extend(nox.project.dependency_groups(PYPROJECT, group))
+    session.install("-e", ".", *deps)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite with a line-coverage report; the pure core must stay ≥ 95 %."""
+    _install(session, "test")
+    session.run(
+        "pytest",
+        "--cov=safekeeper_recovery",
+        "--cov-report=term",
+        *session.posargs,
+    )
+    session.run(
+        "coverage", "report", "--include=safekeeper_recovery/core/*", "--fail-under=95"
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (pyflakes, pycodestyle, bugbear, ASYNC, …) and the formatter check."""
+    _install(session, "lint")
+    session.run("ruff", "check", "safekeeper_recovery", "tests", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package and the tests."""
+    _install(session, "typecheck")
+    session.run("mypy", "--strict")

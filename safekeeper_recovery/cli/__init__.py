@@ -1,0 +1,5 @@
+"""The ``safekeeper-recovery`` command line (click)."""
+
+from ._main import main
+
+__all__ = ["main"]

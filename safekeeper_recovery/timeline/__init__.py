@@ -1,0 +1,35 @@
+"""One timeline (acceptor + storage + lock + notifications) and the registry of all."""
+
+from ._backend import FileBackend, MemoryBackend, StorageBackend
+from ._registry import (
+    TimelineConflict,
+    TimelineNotFound,
+    TimelineParams,
+    TimelineRegistry,
+    TimelineService,
+)
+from ._timeline import (
+    Receiver,
+    TermMismatch,
+    Timeline,
+    TimelineBroken,
+    TimelineSnapshot,
+)
+from ._watch import Watch
+
+__all__ = [
+    "FileBackend",
+    "MemoryBackend",
+    "Receiver",
+    "StorageBackend",
+    "TermMismatch",
+    "Timeline",
+    "TimelineBroken",
+    "TimelineConflict",
+    "TimelineNotFound",
+    "TimelineParams",
+    "TimelineRegistry",
+    "TimelineService",
+    "TimelineSnapshot",
+    "Watch",
+]

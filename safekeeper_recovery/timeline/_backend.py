@@ -1,0 +1,143 @@
+"""Where timelines keep their bytes: a directory per timeline, or memory (simulation)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+from ..core import CorruptionError, Lsn, TenantId, TenantTimelineId, TimelineId, decode_state
+from ..storage import (
+    ControlFileStore,
+    FileControlFileStore,
+    FileWalStore,
+    MemoryControlFileStore,
+    MemoryWalStore,
+    WalStore,
+)
+
+__all__ = ["FileBackend", "MemoryBackend", "StorageBackend"]
+
+
+class StorageBackend(Protocol):
+    """Creates, opens, lists and deletes the durable parts of timelines (all blocking)."""
+
+    def list(self) -> list[TenantTimelineId]: ...
+
+    def create(
+        self, ttid: TenantTimelineId, seg_size: int, start_lsn: Lsn, control_body: bytes
+    ) -> tuple[WalStore, ControlFileStore]: ...
+
+    def open(self, ttid: TenantTimelineId) -> tuple[WalStore, ControlFileStore, bytes]: ...
+
+    def delete(self, ttid: TenantTimelineId) -> None: ...
+
+
+class FileBackend:
+    """``<data_dir>/<tenant_id>/<timeline_id>/`` per timeline (DESIGN.md "Storage")."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def _dir(self, ttid: TenantTimelineId) -> Path:
+        # Ids are validated 32-hex strings, so these joins cannot escape data_dir.
+        return self.data_dir / str(ttid.tenant_id) / str(ttid.timeline_id)
+
+    def list(self) -> list[TenantTimelineId]:
+        found = []
+        if not self.data_dir.is_dir():
+            return []
+        for tdir in sorted(self.data_dir.iterdir()):
+            try:
+                tenant = TenantId.parse(tdir.name)
+            except ValueError:
+                continue
+            for ldir in sorted(tdir.iterdir()):
+                try:
+                    found.append(TenantTimelineId(tenant, TimelineId.parse(ldir.name)))
+                except ValueError:
+                    continue  # ".tmp-…" leftovers of an interrupted create, stray files
+        return found
+
+    def create(
+        self, ttid: TenantTimelineId, seg_size: int, start_lsn: Lsn, control_body: bytes
+    ) -> tuple[WalStore, ControlFileStore]:
+        final = self._dir(ttid)
+        if final.exists():
+            raise FileExistsError(f"timeline directory {final} already exists")
+        # Build in a temporary directory and rename: a crash mid-create leaves no half-made
+        # timeline behind, only a ".tmp-" directory that listing ignores.
+        tmp = final.parent / f".tmp-{ttid.timeline_id}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        store = FileWalStore.create(tmp, seg_size, start_lsn)
+        store.close()
+        FileControlFileStore(tmp).persist(control_body)
+        os.rename(tmp, final)
+        _fsync_dir(final.parent)
+        return FileWalStore.open(final, seg_size), FileControlFileStore(final)
+
+    def open(self, ttid: TenantTimelineId) -> tuple[WalStore, ControlFileStore, bytes]:
+        d = self._dir(ttid)
+        control = FileControlFileStore(d)
+        body = control.load()
+        if body is None:
+            raise CorruptionError(f"timeline directory {d} has no control file")
+        state = decode_state(body)
+        return FileWalStore.open(d, state.server.wal_seg_size), control, body
+
+    def delete(self, ttid: TenantTimelineId) -> None:
+        d = self._dir(ttid)
+        if d.exists():
+            # Rename first so a crash mid-delete never leaves a half-deleted live timeline.
+            doomed = d.parent / f".tmp-{ttid.timeline_id}"
+            if doomed.exists():
+                shutil.rmtree(doomed)
+            os.rename(d, doomed)
+            _fsync_dir(d.parent)
+            shutil.rmtree(doomed)
+
+
+class MemoryBackend:
+    """In-memory twin for the simulator: ``crash()`` keeps only what was made durable."""
+
+    def __init__(self) -> None:
+        self._timelines: dict[TenantTimelineId, tuple[MemoryWalStore, MemoryControlFileStore]] = {}
+
+    def list(self) -> list[TenantTimelineId]:
+        return sorted(self._timelines)
+
+    def create(
+        self, ttid: TenantTimelineId, seg_size: int, start_lsn: Lsn, control_body: bytes
+    ) -> tuple[WalStore, ControlFileStore]:
+        if ttid in self._timelines:
+            raise FileExistsError(f"timeline {ttid} already exists")
+        control = MemoryControlFileStore()
+        control.persist(control_body)
+        store = MemoryWalStore.create(seg_size, start_lsn)
+        self._timelines[ttid] = (store, control)
+        return store, control
+
+    def open(self, ttid: TenantTimelineId) -> tuple[WalStore, ControlFileStore, bytes]:
+        store, control = self._timelines[ttid]
+        body = control.load()
+        assert body is not None
+        return store, control, body
+
+    def delete(self, ttid: TenantTimelineId) -> None:
+        self._timelines.pop(ttid, None)
+
+    def crash(self) -> None:
+        """Lose everything that was not flushed (a power loss)."""
+        for ttid, (store, control) in list(self._timelines.items()):
+            self._timelines[ttid] = (store.crash(), control)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

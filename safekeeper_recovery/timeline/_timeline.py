@@ -1,0 +1,325 @@
+"""One timeline: acceptor + storage under one lock, change notifications, peers, receivers.
+
+Contract
+--------
+* Every message to the acceptor goes through :meth:`Timeline.process`, one at a time under
+  ``lock`` (reference §2.3); its effects are carried out in order before the reply is
+  returned, so a reply never acknowledges anything that is not durable.
+* A storage failure or a fatal acceptor error *breaks* the timeline: it stops taking writes
+  (``broken`` says why) while the process and the other timelines go on. A restart reloads
+  the truth from disk.
+* Waiters use :attr:`changed` (a :class:`Watch`): it fires after every processed message,
+  peer update, receiver change and on deletion.
+* Tasks that serve this timeline (connections, recovery) run inside :meth:`attach`, which
+  cancels them when the timeline is deleted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Literal
+
+import attrs
+import trio
+
+from ..core import (
+    Acceptor,
+    AcceptorMessage,
+    AppendRequest,
+    FatalTimelineError,
+    FlushEffect,
+    FlushWal,
+    Greeting,
+    Lsn,
+    NodeId,
+    PeerInfo,
+    PeerUpdate,
+    PersistEffect,
+    PersistentState,
+    ProposerElected,
+    SafekeeperError,
+    Step,
+    StorageError,
+    TenantTimelineId,
+    Term,
+    TermHistory,
+    TruncateEffect,
+    VoteRequest,
+    WriteEffect,
+    encode_state,
+)
+from ..storage import AsyncWalStore, ControlFileStore
+from ._watch import Watch
+
+__all__ = ["Receiver", "TermMismatch", "Timeline", "TimelineBroken", "TimelineSnapshot"]
+
+log = logging.getLogger(__name__)
+
+ReceiverKind = Literal["proposer", "recovery"]
+
+
+class TimelineBroken(SafekeeperError):
+    """The timeline has stopped taking writes (storage failure or fatal protocol error)."""
+
+
+class TermMismatch(SafekeeperError):
+    """A term-checked WAL read found a different current term."""
+
+    def __init__(self, requested: Term, current: Term) -> None:
+        super().__init__(f"failed to acquire term {requested}, current term {current}")
+        self.requested = requested
+        self.current = current
+
+
+@attrs.define
+class Receiver:
+    """A connection pushing WAL into this timeline (a proposer, or our own recovery)."""
+
+    id: int
+    kind: ReceiverKind
+    remote: str
+    status: Literal["voting", "streaming"] = "voting"
+
+
+@attrs.frozen
+class TimelineSnapshot:
+    """A consistent copy of everything status, peer exchange and recovery read."""
+
+    ttid: TenantTimelineId
+    node_id: NodeId
+    term: Term
+    last_log_term: Term
+    term_history: TermHistory
+    flush_lsn: Lsn
+    write_lsn: Lsn
+    commit_lsn: Lsn
+    timeline_start_lsn: Lsn
+    local_start_lsn: Lsn
+    backup_lsn: Lsn
+    peer_horizon_lsn: Lsn
+    remote_consistent_lsn: Lsn
+    wal_seg_size: int
+    pg_version: int
+    system_id: int
+    num_streaming_proposers: int
+    broken: str | None
+
+
+_receiver_ids = itertools.count(1)
+
+
+class Timeline:
+    """See the module docstring. Build with :meth:`from_stores`."""
+
+    def __init__(
+        self,
+        ttid: TenantTimelineId,
+        acceptor: Acceptor,
+        store: AsyncWalStore,
+        control: ControlFileStore,
+    ) -> None:
+        self.ttid = ttid
+        self.acceptor = acceptor
+        self.store = store
+        self.control = control
+        self.lock = trio.Lock()
+        self.changed = Watch()
+        self.peers: dict[NodeId, PeerInfo] = {}
+        self.receivers: dict[int, Receiver] = {}
+        self.walsenders: dict[int, dict[str, object]] = {}
+        self.broken: str | None = None
+        self.deleted = False
+        self.recovery_status: Callable[[], dict[str, object]] | None = None
+        """Set by the recovery engine; feeds the status JSON's ``recovery`` object."""
+        self._attached: set[trio.CancelScope] = set()
+
+    @classmethod
+    def from_stores(
+        cls,
+        node_id: NodeId,
+        state: PersistentState,
+        store: AsyncWalStore,
+        control: ControlFileStore,
+    ) -> Timeline:
+        acceptor = Acceptor(node_id, state, write_lsn=store.write_lsn, flush_lsn=store.flush_lsn)
+        return cls(TenantTimelineId(state.tenant_id, state.timeline_id), acceptor, store, control)
+
+    # ---- the one write path -------------------------------------------------------------
+
+    async def process(
+        self,
+        msg: Greeting | VoteRequest | ProposerElected | AppendRequest | FlushWal,
+        *,
+        flush: bool = True,
+    ) -> AcceptorMessage | None:
+        """Handle one proposer message and return the reply (``None`` if it has none).
+
+        Raises ``AcceptorError`` for a refusal (nothing changed), :class:`TimelineBroken`
+        if the timeline is (or becomes) broken.
+        """
+        async with self.lock:
+            self._check_usable()
+            try:
+                step = self.acceptor.handle(msg, flush=flush)
+            except FatalTimelineError as e:
+                self._break(str(e))
+                raise TimelineBroken(f"timeline {self.ttid} stopped: {e}") from e
+            await self._apply(step)
+        self.changed.notify()
+        return step.reply
+
+    async def record_peer_info(self, info: PeerInfo) -> None:
+        """Store a peer's info (stamped by the caller) and let commit_lsn follow it."""
+        self.peers[info.node_id] = info
+        update = PeerUpdate(
+            last_log_term=info.last_log_term,
+            commit_lsn=info.commit_lsn,
+            backup_lsn=info.backup_lsn,
+            peer_horizon_lsn=info.peer_horizon_lsn,
+            remote_consistent_lsn=info.remote_consistent_lsn,
+        )
+        if self.broken is None and not self.deleted:
+            async with self.lock:
+                if self.broken is None:
+                    await self._apply(self.acceptor.on_peer_update(update))
+        self.changed.notify()
+
+    async def bump_term(self, term: Term | None = None) -> Term:
+        """Raise the term (operators, tests). Returns the new term."""
+        async with self.lock:
+            self._check_usable()
+            await self._apply(self.acceptor.bump_term(term))
+        self.changed.notify()
+        return self.acceptor.term
+
+    async def persist_in_memory(self) -> None:
+        """Persist in-memory horizons (periodic, and at shutdown)."""
+        async with self.lock:
+            if self.broken is None and not self.deleted:
+                await self._apply(self.acceptor.persist_in_memory())
+
+    async def _apply(self, step: Step) -> None:
+        try:
+            for effect in step.effects:
+                match effect:
+                    case WriteEffect():
+                        await self.store.write(effect.lsn, effect.data)
+                    case FlushEffect():
+                        await self.store.flush()
+                    case TruncateEffect():
+                        await self.store.truncate(effect.lsn)
+                    case PersistEffect():
+                        body = encode_state(effect.state)
+                        await trio.to_thread.run_sync(self.control.persist, body)
+        except (OSError, StorageError) as e:
+            self._break(f"storage failure: {e}")
+            raise TimelineBroken(f"timeline {self.ttid} stopped: storage failure: {e}") from e
+
+    def _check_usable(self) -> None:
+        if self.deleted:
+            raise TimelineBroken(f"timeline {self.ttid} was deleted")
+        if self.broken is not None:
+            raise TimelineBroken(f"timeline {self.ttid} is stopped: {self.broken}")
+
+    def _break(self, reason: str) -> None:
+        if self.broken is None:
+            log.error("timeline %s stopped: %s", self.ttid, reason)
+            self.broken = reason
+        self.changed.notify()
+
+    # ---- reads --------------------------------------------------------------------------
+
+    async def read_wal(self, start: Lsn, max_bytes: int, *, term: Term | None = None) -> bytes:
+        """Up to ``max_bytes`` of durable WAL from ``start`` (never crossing a segment).
+
+        With ``term``, the current term must equal it, checked under the lock so WAL cannot
+        be truncated mid-read (raises :class:`TermMismatch`).
+        """
+        async with self.lock:
+            self._check_readable()
+            if term is not None and self.acceptor.term != term:
+                raise TermMismatch(term, self.acceptor.term)
+            return await self.store.read(start, max_bytes)
+
+    async def digest(self, from_lsn: Lsn, until_lsn: Lsn) -> str:
+        async with self.lock:
+            self._check_readable()
+            return await self.store.digest(from_lsn, until_lsn)
+
+    def _check_readable(self) -> None:
+        if self.deleted:
+            raise TimelineBroken(f"timeline {self.ttid} was deleted")
+
+    def snapshot(self) -> TimelineSnapshot:
+        a = self.acceptor
+        st = a.persisted
+        return TimelineSnapshot(
+            ttid=self.ttid,
+            node_id=a.node_id,
+            term=a.term,
+            last_log_term=a.last_log_term,
+            term_history=a.term_history,
+            flush_lsn=a.flush_lsn,
+            write_lsn=a.write_lsn,
+            commit_lsn=a.commit_lsn,
+            timeline_start_lsn=st.timeline_start_lsn,
+            local_start_lsn=st.local_start_lsn,
+            backup_lsn=a.backup_lsn,
+            peer_horizon_lsn=a.peer_horizon_lsn,
+            remote_consistent_lsn=a.remote_consistent_lsn,
+            wal_seg_size=st.server.wal_seg_size,
+            pg_version=st.server.pg_version,
+            system_id=st.server.system_id,
+            num_streaming_proposers=self.num_streaming_proposers,
+            broken=self.broken,
+        )
+
+    def alive_peers(self, now: float, heartbeat_timeout: float) -> list[PeerInfo]:
+        return [p for p in self.peers.values() if now - p.received_at <= heartbeat_timeout]
+
+    # ---- receivers and lifetime ---------------------------------------------------------
+
+    @property
+    def num_streaming_proposers(self) -> int:
+        return sum(
+            1 for r in self.receivers.values() if r.kind == "proposer" and r.status == "streaming"
+        )
+
+    @asynccontextmanager
+    async def receiver(self, kind: ReceiverKind, remote: str) -> AsyncIterator[Receiver]:
+        """Register a WAL-pushing connection for its lifetime."""
+        r = Receiver(next(_receiver_ids), kind, remote)
+        self.receivers[r.id] = r
+        self.changed.notify()
+        try:
+            yield r
+        finally:
+            del self.receivers[r.id]
+            self.changed.notify()
+
+    def mark_streaming(self, receiver: Receiver) -> None:
+        """A ProposerElected passed through this receiver: it is now a streaming proposer."""
+        if receiver.status != "streaming":
+            receiver.status = "streaming"
+            self.changed.notify()
+
+    @asynccontextmanager
+    async def attach(self) -> AsyncIterator[trio.CancelScope]:
+        """Run a task for this timeline; deleting the timeline cancels the block."""
+        self._check_readable()
+        with trio.CancelScope() as scope:
+            self._attached.add(scope)
+            try:
+                yield scope
+            finally:
+                self._attached.discard(scope)
+
+    def mark_deleted(self) -> None:
+        """Stop everything attached to this timeline; the registry removes the data."""
+        self.deleted = True
+        for scope in list(self._attached):
+            scope.cancel()
+        self.changed.notify()
