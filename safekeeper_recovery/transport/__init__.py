@@ -1,0 +1,1 @@
+"""Network transport: WAL port (WebSocket), HTTP API, peer exchange, auth."""
