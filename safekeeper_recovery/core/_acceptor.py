@@ -40,7 +40,7 @@ import attrs
 from ._errors import AcceptorError, FatalTimelineError
 from ._history import Term, TermHistory, find_highest_common_point
 from ._ids import NodeId
-from ._lsn import Lsn
+from ._lsn import INVALID_LSN, Lsn
 from ._messages import (
     AcceptorGreeting,
     AcceptorMessage,
@@ -116,9 +116,9 @@ class PeerUpdate:
 
     last_log_term: Term
     commit_lsn: Lsn
-    backup_lsn: Lsn = Lsn(0)
-    peer_horizon_lsn: Lsn = Lsn(0)
-    remote_consistent_lsn: Lsn = Lsn(0)
+    backup_lsn: Lsn = INVALID_LSN
+    peer_horizon_lsn: Lsn = INVALID_LSN
+    remote_consistent_lsn: Lsn = INVALID_LSN
 
 
 class Acceptor:
@@ -133,6 +133,10 @@ class Acceptor:
     ) -> None:
         if flush_lsn > write_lsn:
             raise ValueError(f"flush_lsn {flush_lsn} beyond write_lsn {write_lsn}")
+        if state.commit_lsn > max(flush_lsn, state.timeline_start_lsn):
+            raise ValueError(
+                f"R8: persisted commit_lsn {state.commit_lsn} beyond flush_lsn {flush_lsn}"
+            )
         self.node_id = node_id
         self.persisted = state
         self.write_lsn = write_lsn
@@ -222,14 +226,14 @@ class Acceptor:
                 system_id=msg.system_id,
                 wal_seg_size=old.wal_seg_size,
             )
-            effects = (self._persist(server=new_server),)
+            effects = (self._persist(attrs.evolve(st, server=new_server)),)
         return Step(effects, AcceptorGreeting(self.node_id, self.term))
 
     def _vote(self, msg: VoteRequest) -> Step:
         effects: list[Effect] = list(self._flush_effects())
         given = False
         if self.term < msg.term:
-            effects.append(self._persist(term=msg.term))
+            effects.append(self._persist(attrs.evolve(self.persisted, term=msg.term)))
             given = True
         reply = VoteResponse(
             term=self.term,
@@ -269,20 +273,23 @@ class Acceptor:
             )
         effects: list[Effect] = []
         if self.term < msg.term:
-            effects.append(self._persist(term=msg.term))
+            effects.append(self._persist(attrs.evolve(self.persisted, term=msg.term)))
         if not (start == self.write_lsn == self._flush_lsn):
             # Quick exit when nothing lies past S: the store never exposes bytes past its
             # recorded flush position, so there is nothing to cut.
             effects.append(TruncateEffect(start))
             self.write_lsn = start
             self._flush_lsn = start
-        effects.append(self._persist(term_history=msg.term_history))
+        effects.append(
+            self._persist(attrs.evolve(self.persisted, term_history=msg.term_history))
+        )
         self.term_start_lsn = msg.term_history[-1].lsn
         return Step(tuple(effects))
 
     def _append(self, msg: AppendRequest, *, flush: bool) -> Step:
+        history = self.persisted.term_history
         if self.term < msg.term or (
-            self.term == msg.term and self.persisted.term_history[-1].term != msg.term
+            self.term == msg.term and (not history or history[-1].term != msg.term)
         ):
             raise AcceptorError(
                 f"R6: got AppendRequest of term {msg.term} before ProposerElected "
@@ -315,13 +322,16 @@ class Acceptor:
     # ---- peer info and maintenance -------------------------------------------------------
 
     def on_peer_update(self, peer: PeerUpdate) -> Step:
-        """Apply a peer's info (R8): commit_lsn only from an equal last_log_term."""
-        effects: list[Effect] = []
-        if peer.commit_lsn and peer.last_log_term and peer.last_log_term == self.last_log_term:
-            effects.extend(self._update_commit_lsn(peer.commit_lsn))
+        """Apply a peer's info (R8): commit_lsn only from an equal last_log_term.
+
+        Horizons are raised first, so a persist caused by commit_lsn carries them too.
+        """
         self.backup_lsn = max(self.backup_lsn, peer.backup_lsn)
         self.peer_horizon_lsn = max(self.peer_horizon_lsn, peer.peer_horizon_lsn)
         self.remote_consistent_lsn = max(self.remote_consistent_lsn, peer.remote_consistent_lsn)
+        effects: list[Effect] = []
+        if peer.commit_lsn and peer.last_log_term and peer.last_log_term == self.last_log_term:
+            effects.extend(self._update_commit_lsn(peer.commit_lsn))
         seg = self.wal_seg_size
         st = self.persisted
         if not effects and (
@@ -337,7 +347,7 @@ class Acceptor:
         new = max(self.term, term if term is not None else self.term + 1)
         if new == self.term:
             return Step()
-        return Step((self._persist(term=new),))
+        return Step((self._persist(attrs.evolve(self.persisted, term=new)),))
 
     def persist_in_memory(self) -> Step:
         """Persist in-memory horizons if any is ahead of the persisted one."""
@@ -372,14 +382,15 @@ class Acceptor:
     def _append_response(self) -> AppendResponse:
         return AppendResponse(self.term, self.flush_lsn, self.persisted.commit_lsn)
 
-    def _persist(self, **changes: object) -> PersistEffect:
+    def _persist(self, base: PersistentState | None = None) -> PersistEffect:
+        """A change transaction: ``base`` (default: the persisted state) with the in-memory
+        horizons overlaid becomes the new persisted state."""
         new = attrs.evolve(
-            self.persisted,
+            self.persisted if base is None else base,
             commit_lsn=self.commit_lsn,
             backup_lsn=self.backup_lsn,
             peer_horizon_lsn=self.peer_horizon_lsn,
             remote_consistent_lsn=self.remote_consistent_lsn,
-            **changes,
         )
         self.persisted = new
         return PersistEffect(new)

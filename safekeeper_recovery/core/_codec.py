@@ -11,11 +11,11 @@ tag       message             fields
 ``g``     Greeting            16s tenant, 16s timeline, u32 pg_version, u64 system_id,
                               u32 wal_seg_size
 ``v``     VoteRequest         u64 term
-``e``     ProposerElected     u64 term, u64 start, u32 n, n × (u64 term, u64 lsn)
+``e``     ProposerElected     u64 term, u64 start, u32 n, n x (u64 term, u64 lsn)
 ``a``     AppendRequest       u64 term, u64 begin, u64 end, u64 commit, u64 truncate,
                               u32 crc32c(data), data
 ``G``     AcceptorGreeting    u64 node_id, u64 term
-``V``     VoteResponse        u64 term, u8 given, u64 flush, u64 truncate, u32 n, n × entry
+``V``     VoteResponse        u64 term, u8 given, u64 flush, u64 truncate, u32 n, n x entry
 ``A``     AppendResponse      u64 term, u64 flush, u64 commit
 ``w``     WalData             u64 start, u64 end, u64 wal_end, i64 ts, u32 crc32c, data
 ``k``     Keepalive           u64 wal_end, i64 ts, u8 reply_requested
@@ -213,7 +213,8 @@ class _Reader:
 
 def _d_greeting(r: _Reader) -> Greeting:
     tenant, timeline, pg_version, system_id, seg = r.unpack(_GREETING)
-    assert isinstance(tenant, bytes) and isinstance(timeline, bytes)
+    assert isinstance(tenant, bytes)
+    assert isinstance(timeline, bytes)
     return Greeting(TenantId(tenant), TimelineId(timeline), int(pg_version), int(system_id),
                     int(seg))
 
@@ -241,10 +242,8 @@ def _d_acceptor_greeting(r: _Reader) -> AcceptorGreeting:
 
 def _d_vote_response(r: _Reader) -> VoteResponse:
     term, given, flush, truncate, n = r.unpack(_VOTE_RESP)
-    if given not in (0, 1):
-        raise RemoteProtocolError(f"VoteResponse: vote_given must be 0 or 1, got {given}")
-    return VoteResponse(int(term), bool(given), Lsn(int(flush)), Lsn(int(truncate)),
-                        r.history(int(n)))
+    return VoteResponse(int(term), _flag(given, "VoteResponse"), Lsn(int(flush)),
+                        Lsn(int(truncate)), r.history(int(n)))
 
 
 def _d_append_response(r: _Reader) -> AppendResponse:
@@ -282,8 +281,13 @@ def _decoder(
     direction: str, table: dict[int, tuple[str, Callable[[_Reader], M]]]
 ) -> Callable[[bytes | bytearray | memoryview], M]:
     def decode(buf: bytes | bytearray | memoryview) -> M:
-        if isinstance(buf, str):
-            raise RemoteProtocolError(f"{direction}: expected a binary message, got text")
+        # Typed callers cannot pass anything else, but a transport may hand us a text frame
+        # (trio-websocket gives str for text messages); bytes(int) would even "succeed".
+        untrusted: object = buf
+        if not isinstance(untrusted, bytes | bytearray | memoryview):
+            raise RemoteProtocolError(
+                f"{direction}: expected a binary message, got {type(untrusted).__name__}"
+            )
         data = bytes(buf)
         if not data:
             raise RemoteProtocolError(f"{direction}: empty message")

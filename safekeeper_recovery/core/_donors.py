@@ -14,7 +14,7 @@ import attrs
 
 from ._history import Term, TermLsn
 from ._ids import NodeId
-from ._lsn import Lsn
+from ._lsn import INVALID_LSN, Lsn
 
 __all__ = ["DonorSelection", "PeerInfo", "select_donors"]
 
@@ -35,10 +35,10 @@ class PeerInfo:
     """Base URL of the peer's WAL port, e.g. ``ws://127.0.0.1:5454``."""
     received_at: float
     """Our monotonic clock when this info arrived (not the peer's clock)."""
-    backup_lsn: Lsn = Lsn(0)
-    peer_horizon_lsn: Lsn = Lsn(0)
-    remote_consistent_lsn: Lsn = Lsn(0)
-    local_start_lsn: Lsn = Lsn(0)
+    backup_lsn: Lsn = INVALID_LSN
+    peer_horizon_lsn: Lsn = INVALID_LSN
+    remote_consistent_lsn: Lsn = INVALID_LSN
+    local_start_lsn: Lsn = INVALID_LSN
 
     @property
     def position(self) -> TermLsn:

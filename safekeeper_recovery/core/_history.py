@@ -7,6 +7,7 @@ LSNs never decrease (two entries may share an LSN when a leader wrote nothing).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import final, overload
 
@@ -21,6 +22,11 @@ Term = int
 """A u64 logical clock; each election uses a higher one. Term 0 never has a leader."""
 
 
+def _check_term(_: object, __: object, term: int) -> None:
+    if not 0 <= term <= 0xFFFF_FFFF_FFFF_FFFF:
+        raise ValueError(f"term out of u64 range: {term}")
+
+
 @final
 @attrs.frozen(order=True)
 class TermLsn:
@@ -29,23 +35,31 @@ class TermLsn:
     This is the ``<last_log_term, flush_lsn>`` comparison that ranks how advanced a node is.
     """
 
-    term: Term = attrs.field(converter=int)
+    term: Term = attrs.field(converter=int, validator=_check_term)
     lsn: Lsn = attrs.field(converter=Lsn)
 
     def __str__(self) -> str:
         return f"({self.term}, {self.lsn})"
 
 
+def _to_entries(entries: Iterable[TermLsn]) -> tuple[TermLsn, ...]:
+    return tuple(entries)
+
+
 @final
 @attrs.frozen
 class TermHistory(Sequence[TermLsn]):
-    """An immutable, validated term history."""
+    """An immutable, validated term history; equality-comparable and hashable."""
 
-    entries: tuple[TermLsn, ...] = attrs.field(converter=tuple)
+    entries: tuple[TermLsn, ...] = attrs.field(converter=_to_entries)
 
     @entries.validator
     def _check(self, _: object, entries: tuple[TermLsn, ...]) -> None:
-        for prev, cur in zip(entries, entries[1:], strict=False):
+        untrusted: tuple[object, ...] = entries  # callers may pass anything at run time
+        for entry in untrusted:
+            if not isinstance(entry, TermLsn):
+                raise TypeError(f"term history entries must be TermLsn, got {entry!r}")
+        for prev, cur in itertools.pairwise(entries):
             if cur.term <= prev.term:
                 raise ValueError(f"term history terms must increase: {prev} then {cur}")
             if cur.lsn < prev.lsn:

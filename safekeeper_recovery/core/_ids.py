@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from typing import Self, final
 
 import attrs
@@ -38,8 +38,10 @@ class _HexId:
         return cls(bytes.fromhex(text))
 
     @classmethod
-    def generate(cls) -> Self:
-        return cls(os.urandom(16))
+    def generate(cls, randbytes: Callable[[int], bytes]) -> Self:
+        """A new random id from ``randbytes(16)`` (pass ``os.urandom`` or
+        ``secrets.token_bytes``): the core takes randomness as an argument, never a source."""
+        return cls(randbytes(16))
 
     @property
     def raw(self) -> bytes:
@@ -52,9 +54,12 @@ class _HexId:
         return f"{type(self).__name__}('{self}')"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._raw == self._raw  # type: ignore[attr-defined]
+        # A TenantId never equals a TimelineId, even with the same bytes.
+        return isinstance(other, _HexId) and type(other) is type(self) and other._raw == self._raw
 
-    def __lt__(self, other: Self) -> bool:
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, _HexId) or type(other) is not type(self):
+            return NotImplemented
         return self._raw < other._raw
 
     def __hash__(self) -> int:

@@ -29,7 +29,7 @@ class Lsn(int):
 
     @classmethod
     def parse(cls, text: str) -> Lsn:
-        """Parse ``X/Y`` (each part 1–8 hex digits, either case). Raise ``ValueError``."""
+        """Parse ``X/Y`` (each part 1 to 8 hex digits, either case). Raise ``ValueError``."""
         parts = text.strip().split("/")
         if len(parts) != 2 or not all(_is_u32_hex(p) for p in parts):
             raise ValueError(f"invalid LSN {text!r}: expected X/Y with two hex u32 parts")

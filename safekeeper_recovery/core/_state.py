@@ -10,7 +10,7 @@ import attrs
 from ._errors import CorruptionError
 from ._history import Term, TermHistory, TermLsn
 from ._ids import TenantId, TimelineId
-from ._lsn import Lsn
+from ._lsn import INVALID_LSN, Lsn
 
 __all__ = ["PersistentState", "ServerInfo", "decode_state", "encode_state"]
 
@@ -42,9 +42,9 @@ class PersistentState:
     timeline_start_lsn: Lsn
     local_start_lsn: Lsn
     commit_lsn: Lsn
-    backup_lsn: Lsn = Lsn(0)
-    peer_horizon_lsn: Lsn = Lsn(0)
-    remote_consistent_lsn: Lsn = Lsn(0)
+    backup_lsn: Lsn = INVALID_LSN
+    peer_horizon_lsn: Lsn = INVALID_LSN
+    remote_consistent_lsn: Lsn = INVALID_LSN
 
     @classmethod
     def new_timeline(
@@ -112,7 +112,7 @@ def decode_state(body: bytes) -> PersistentState:
             ),
             **{name: Lsn(_u64(doc[name])) for name in _LSN_FIELDS},
         )
-    except (ValueError, KeyError, TypeError, OverflowError) as e:
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as e:
         raise CorruptionError(f"control file body does not decode: {e!r}") from None
 
 
