@@ -1,1 +1,37 @@
-"""Durable storage: control file and WAL segment store, each with an in-memory twin."""
+"""Durable storage: control file and WAL segment store, each with an in-memory twin.
+
+Files in a timeline directory ``<data_dir>/<tenant_id>/<timeline_id>/``:
+``safekeeper.control`` (``FileControlFileStore``), ``flush_position``, WAL segments
+``<24 hex>`` / ``<24 hex>.partial``, and transiently ``waltmp``, ``truncate.pending`` and
+``*.partial`` temporaries (``FileWalStore``).
+"""
+
+from ._async_store import AsyncWalStore, AsyncWalStoreStatistics
+from ._control_file import (
+    CONTROL_FILE_NAME,
+    ControlFileStore,
+    FileControlFileStore,
+    MemoryControlFileStore,
+)
+from ._flush_position import FLUSH_POSITION_FILE_NAME
+from ._memory_wal import MemoryWalStore
+from ._segments import FileWalStore
+from ._truncation_mark import TRUNCATION_MARK_FILE_NAME
+from ._wal_store import MAX_SEG_SIZE, MIN_SEG_SIZE, WalStore, validate_seg_size
+
+__all__ = [
+    "CONTROL_FILE_NAME",
+    "FLUSH_POSITION_FILE_NAME",
+    "MAX_SEG_SIZE",
+    "MIN_SEG_SIZE",
+    "TRUNCATION_MARK_FILE_NAME",
+    "AsyncWalStore",
+    "AsyncWalStoreStatistics",
+    "ControlFileStore",
+    "FileControlFileStore",
+    "FileWalStore",
+    "MemoryControlFileStore",
+    "MemoryWalStore",
+    "WalStore",
+    "validate_seg_size",
+]

@@ -1,0 +1,240 @@
+"""``AsyncWalStore``: a ``WalStore`` for trio, with blocking calls batched onto threads.
+
+Writes accumulate in memory and reach the store in one thread hop once at least
+``write_batch_bytes`` are buffered or the buffer reaches a segment end (so completed
+segments are synced and renamed promptly); ``flush`` writes the rest and flushes in one hop.
+Reads may fetch up to ``read_ahead_bytes`` (within one segment) in one hop and serve the
+following smaller reads from that cache. Nothing here reads a clock, so it runs unchanged
+under trio's ``MockClock``.
+
+Concurrency: callers serialise mutations (``write``/``flush``/``truncate``); the timeline
+holds a lock for that. A ``trio.Lock`` inside still serialises every thread hop, because the
+wrapped store is not thread-safe. Thread hops are not cancellable: a cancelled caller
+returns only after the blocking call finished, so the store is never left mid-operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final, TypeVar, final
+
+import attrs
+import trio  # type: ignore[import-untyped, unused-ignore]  # trio < 0.23 has no py.typed
+
+from ..core import Lsn
+from ._wal_store import (
+    WalStore,
+    check_readable,
+    check_truncate_target,
+    check_write_position,
+    readable_length,
+)
+
+__all__ = ["AsyncWalStore", "AsyncWalStoreStatistics"]
+
+T = TypeVar("T")
+
+DEFAULT_WRITE_BATCH: Final = 1 << 20
+DEFAULT_READ_AHEAD: Final = 1 << 20
+
+
+@final
+@attrs.frozen
+class AsyncWalStoreStatistics:
+    """Counters since the ``AsyncWalStore`` was built."""
+
+    bytes_written: int
+    """Bytes handed to the wrapped store."""
+    flushes: int
+    """Completed ``flush`` calls that had something to flush."""
+    thread_hops: int
+    """Blocking calls run on a worker thread."""
+    buffered_bytes: int
+    """Bytes accepted by ``write`` but not yet handed to the store."""
+    read_cache_hits: int
+    """``read`` calls served from the read-ahead cache without a hop."""
+
+
+@final
+class AsyncWalStore:
+    """Trio facade over a blocking ``WalStore``; it owns the store (``aclose`` closes it)."""
+
+    def __init__(
+        self,
+        store: WalStore,
+        *,
+        write_batch_bytes: int = DEFAULT_WRITE_BATCH,
+        read_ahead_bytes: int = DEFAULT_READ_AHEAD,
+    ) -> None:
+        if write_batch_bytes <= 0 or read_ahead_bytes <= 0:
+            raise ValueError("write_batch_bytes and read_ahead_bytes must be positive")
+        self._store = store
+        self._write_batch = write_batch_bytes
+        self._read_ahead = read_ahead_bytes
+        self._lock = trio.Lock()
+        self._buffer = bytearray()  # accepted bytes not yet handed to the store
+        self._write_lsn = store.write_lsn  # end of accepted bytes (store + buffer)
+        self._cache_start = Lsn(0)
+        self._cache = b""  # durable bytes [cache_start, cache_start + len(cache))
+        self._bytes_written = 0
+        self._flushes = 0
+        self._hops = 0
+        self._cache_hits = 0
+
+    @property
+    def store(self) -> WalStore:
+        """The wrapped store (do not call it directly while this facade is in use)."""
+        return self._store
+
+    @property
+    def seg_size(self) -> int:
+        return self._store.seg_size
+
+    @property
+    def start_lsn(self) -> Lsn:
+        return self._store.start_lsn
+
+    @property
+    def write_lsn(self) -> Lsn:
+        """End of the accepted bytes, including those still buffered here."""
+        return self._write_lsn
+
+    @property
+    def flush_lsn(self) -> Lsn:
+        """End of the durable bytes (what ``flush`` last made durable)."""
+        return self._store.flush_lsn
+
+    def statistics(self) -> AsyncWalStoreStatistics:
+        return AsyncWalStoreStatistics(
+            bytes_written=self._bytes_written,
+            flushes=self._flushes,
+            thread_hops=self._hops,
+            buffered_bytes=len(self._buffer),
+            read_cache_hits=self._cache_hits,
+        )
+
+    async def _hop(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on a worker thread; the caller holds ``self._lock``."""
+        self._hops += 1
+        result: T = await trio.to_thread.run_sync(fn)
+        return result
+
+    async def _hand_over(self, then: Callable[[], T]) -> T:
+        """Write the whole buffer to the store, then run ``then``, in one hop.
+
+        On failure the buffer is dropped and ``write_lsn`` falls back to the store's: bytes
+        that were never flushed count as never written (the caller normally stops the
+        timeline on a ``StorageError``).
+        """
+        store = self._store
+        start = store.write_lsn
+        data = bytes(self._buffer)
+
+        def work() -> T:
+            if data:
+                store.write(start, data)
+            return then()
+
+        try:
+            result = await self._hop(work)
+        except BaseException:
+            self._bytes_written += int(store.write_lsn) - int(start) if data else 0
+            self._buffer.clear()
+            self._write_lsn = store.write_lsn
+            raise
+        self._bytes_written += len(data)
+        del self._buffer[: len(data)]
+        return result
+
+    async def write(self, lsn: Lsn, data: bytes) -> None:
+        """Accept ``data`` at ``lsn`` (which must equal ``write_lsn``); not durable yet.
+
+        Hops to a thread only when at least ``write_batch_bytes`` are buffered or the
+        buffer reaches a segment end. Raises ``StorageError`` on a rewrite or gap (nothing
+        is accepted) or when handing the buffer over fails (see ``flush``).
+        """
+        async with self._lock:
+            check_write_position(lsn, self._write_lsn)
+            self._buffer += data
+            self._write_lsn = lsn + len(data)
+            seg_size = self._store.seg_size
+            buffer_start = self._write_lsn - len(self._buffer)
+            reaches_segment_end = buffer_start.segment_number(
+                seg_size
+            ) != self._write_lsn.segment_number(seg_size)
+            if len(self._buffer) >= self._write_batch or reaches_segment_end:
+                await self._hand_over(lambda: None)
+
+    async def flush(self) -> Lsn:
+        """Write the buffer and make everything durable in one hop; return ``flush_lsn``.
+
+        When it returns, the flush position is durably recorded. Raises ``StorageError``;
+        the buffer is then dropped and ``write_lsn`` falls back to the store's.
+        """
+        async with self._lock:
+            if not self._buffer and self._store.write_lsn == self._store.flush_lsn:
+                return self._store.flush_lsn
+            flushed = await self._hand_over(self._store.flush)
+            self._flushes += 1
+            return flushed
+
+    async def truncate(self, lsn: Lsn) -> None:
+        """Crash-safe truncation to ``lsn`` in one hop; afterwards write = flush = ``lsn``.
+
+        Buffered bytes below ``lsn`` are written first, those above are dropped; the read
+        cache is invalidated. Raises ``StorageError`` if ``lsn`` is outside
+        ``[start_lsn, write_lsn]`` or the truncation fails (then the store refuses writes
+        until a truncation succeeds).
+        """
+        async with self._lock:
+            check_truncate_target(lsn, self._store.start_lsn, self._write_lsn)
+            self._cache = b""
+            keep = max(0, int(lsn) - int(self._store.write_lsn))
+            del self._buffer[keep:]
+            store = self._store
+            await self._hand_over(lambda: store.truncate(lsn))
+            self._write_lsn = lsn
+
+    async def read(self, start: Lsn, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` durable bytes from ``start``, never crossing a segment.
+
+        Only bytes below ``flush_lsn`` are ever returned (WAL senders must not see WAL a
+        crash could take back); ``b""`` when there are none yet. A hop reads ahead up to
+        ``read_ahead_bytes`` and later reads inside that range are served from memory.
+        Raises ``StorageError`` for ``start < start_lsn``, ``ValueError`` for
+        ``max_bytes <= 0``.
+        """
+        check_readable(start, self._store.start_lsn, max_bytes)
+        async with self._lock:
+            offset = int(start) - int(self._cache_start)
+            if self._cache and 0 <= offset < len(self._cache):
+                self._cache_hits += 1
+                return self._cache[offset : offset + max_bytes]
+            store = self._store
+            if readable_length(start, max_bytes, store.flush_lsn, store.seg_size) == 0:
+                return b""
+            want = max(max_bytes, self._read_ahead)
+            data = await self._hop(lambda: store.read(start, want))
+            self._cache_start, self._cache = start, data
+            return data[:max_bytes]
+
+    async def digest(self, from_lsn: Lsn, until_lsn: Lsn) -> str:
+        """Hex SHA-256 of durable ``[from_lsn, until_lsn)`` in one hop (``StorageError``
+        if the range is not within ``[start_lsn, flush_lsn]``)."""
+        async with self._lock:
+            store = self._store
+            return await self._hop(lambda: store.digest(from_lsn, until_lsn))
+
+    async def aclose(self) -> None:
+        """Close the wrapped store. Buffered, never-flushed bytes are dropped, exactly as
+        a crash would drop them; call ``flush`` first to keep them."""
+        async with self._lock:
+            self._buffer.clear()
+            self._write_lsn = self._store.flush_lsn
+            self._cache = b""
+            await self._hop(self._store.close)
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncWalStore({self._store!r}, write={self._write_lsn}, buffered={len(self._buffer)})"
+        )
