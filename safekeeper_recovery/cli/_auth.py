@@ -1,0 +1,90 @@
+"""``keygen`` and ``token``: make the Ed25519 key pair and sign JWTs for auth."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from ..core import TenantId
+from ..transport._auth import generate_keypair, issue_token
+from ._main import main
+
+__all__ = ["keygen", "token"]
+
+PRIVATE_KEY_FILE = "auth_private_key.pem"
+PUBLIC_KEY_FILE = "auth_public_key.pem"
+
+
+@main.command()
+@click.option(
+    "--out-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for auth_private_key.pem (mode 0600) and auth_public_key.pem.",
+)
+@click.option("--force", is_flag=True, help="Overwrite existing key files.")
+def keygen(out_dir: Path, force: bool) -> None:
+    """Generate an Ed25519 key pair for JWT auth.
+
+    Give every node the public key (--auth-public-key); keep the private key to sign
+    tokens with `safekeeper-recovery token`.
+    """
+    private, public = generate_keypair()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    private_path = out_dir / PRIVATE_KEY_FILE
+    public_path = out_dir / PUBLIC_KEY_FILE
+    if not force and (private_path.exists() or public_path.exists()):
+        raise click.ClickException(f"key files already exist in {out_dir} (use --force)")
+    _write(private_path, private, 0o600)
+    _write(public_path, public, 0o644)
+    click.echo(f"wrote {private_path} and {public_path}")
+
+
+@main.command()
+@click.option(
+    "--private-key",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The PEM private key made by `keygen`.",
+)
+@click.option(
+    "--scope",
+    required=True,
+    type=click.Choice(["safekeeperdata", "tenant"]),
+    help="safekeeperdata (peers, operators) or tenant (a proposer of one tenant).",
+)
+@click.option(
+    "--tenant-id", default=None, help="The tenant (32 hex digits); needed by --scope tenant."
+)
+def token(private_key: Path, scope: str, tenant_id: str | None) -> None:
+    """Sign a JWT and print it on stdout."""
+    tenant = None
+    if tenant_id is not None:
+        try:
+            tenant = TenantId.parse(tenant_id)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--tenant-id") from None
+    if scope == "tenant" and tenant is None:
+        raise click.UsageError("--scope tenant needs --tenant-id")
+    try:
+        jwt = issue_token(
+            private_key.read_bytes(), "tenant" if scope == "tenant" else "safekeeperdata", tenant
+        )
+    except ValueError as e:
+        raise click.ClickException(f"cannot sign with {private_key}: {e}") from None
+    click.echo(jwt)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Write a file with ``mode`` from the start (never world-readable, even briefly)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)  # the umask may have narrowed or the file pre-existed
+    os.replace(tmp, path)

@@ -1,0 +1,295 @@
+"""A node's configuration and where it comes from.
+
+Precedence, highest first: command-line options > ``SAFEKEEPER_*`` environment variables >
+``--config FILE.toml`` > defaults. Every key has one name, used everywhere: the TOML key
+(``heartbeat_timeout``), the environment variable in upper case with the ``SAFEKEEPER_``
+prefix (``SAFEKEEPER_HEARTBEAT_TIMEOUT``) and the CLI option with dashes
+(``--heartbeat-timeout``). Unknown keys and bad values raise :class:`ConfigError` naming
+the key and where the value came from.
+
+Value forms (strings from the CLI/environment, or native TOML values):
+
+* durations: ``5s``, ``500ms``, ``2m``, ``1h`` or a bare number of seconds (``1.5``);
+* addresses: ``HOST:PORT`` (``[::1]:5454`` for IPv6); port 0 picks a free port;
+* peers: ``ID=URL`` items separated by commas (CLI: repeat ``--peer``), or a TOML table
+  ``[peers]`` with ``"2" = "http://10.0.0.2:7676"``;
+* booleans: ``true/false/1/0/yes/no/on/off``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import attrs
+
+from ..core import NodeId, SafekeeperError
+
+__all__ = [
+    "ENV_PREFIX",
+    "ConfigError",
+    "HostPort",
+    "LogFormat",
+    "NodeConfig",
+    "load_config",
+    "parse_duration",
+    "parse_host_port",
+]
+
+ENV_PREFIX: Final = "SAFEKEEPER_"
+LogFormat = Literal["auto", "json", "console"]
+HostPort = tuple[str, int]
+_LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(SafekeeperError):
+    """The configuration is incomplete, names an unknown key, or holds a bad value."""
+
+
+@attrs.frozen(kw_only=True)
+class NodeConfig:
+    """Everything one ``serve`` process needs; build it with :func:`load_config`.
+
+    ``advertise_*`` default to the listen address (with the real bound port when port 0
+    was asked for); they are what peers are told to connect to.
+    """
+
+    node_id: NodeId
+    data_dir: Path
+    listen_http: HostPort
+    listen_wal: HostPort
+    advertise_http: HostPort | None = None
+    advertise_wal: HostPort | None = None
+    peers: Mapping[NodeId, str] = attrs.field(factory=dict)
+    recovery: bool = True
+    heartbeat_timeout: float = 5.0
+    peer_push_interval: float = 1.0
+    persist_interval: float = 5.0
+    auth_public_key: Path | None = None
+    auth_token: Path | None = None
+    keepalive_interval: float = 1.0
+    http_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    no_data_timeout: float = 30.0
+    max_concurrent_recoveries: int = 8
+    log_format: LogFormat = "auto"
+    log_level: str = "info"
+
+
+# ---- value parsers: str (CLI/env) or native TOML value -> typed value -------------------
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``5s``/``500ms``/``2m``/``1h``/``1.5`` (or a number). Must be > 0."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*", value)
+        if m is None:
+            raise ValueError(f"expected a duration like 5s, 500ms or 1.5, got {value!r}")
+        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m.group(2)]
+        seconds = float(m.group(1)) * scale
+    else:
+        raise ValueError(f"expected a duration, got {value!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
+
+
+def parse_host_port(value: object) -> HostPort:
+    """``HOST:PORT`` (``[v6]:PORT``) -> ``(host, port)``; port 0 means "pick one"."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    host, sep, port_text = value.strip().rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {value!r}")
+    return host, port
+
+
+def _parse_node_id(value: object) -> NodeId:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a node id, got {value!r}")
+    if isinstance(value, str):
+        if not value.strip().isdigit():
+            raise ValueError(f"expected a non-negative integer node id, got {value!r}")
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValueError(f"expected a node id, got {value!r}")
+    return NodeId(value)
+
+
+def _parse_path(value: object) -> Path:
+    if not isinstance(value, str | Path) or not str(value):
+        raise ValueError(f"expected a path, got {value!r}")
+    return Path(value)
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _parse_positive_int(value: object) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return value
+
+
+def _parse_url(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value.strip()):
+        raise ValueError(f"expected an http(s):// URL, got {value!r}")
+    return value.strip().rstrip("/")
+
+
+def _parse_peers(value: object) -> dict[NodeId, str]:
+    items: list[tuple[object, object]]
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, str | list | tuple):
+        parts = value.split(",") if isinstance(value, str) else list(value)
+        items = []
+        for part in parts:
+            if not isinstance(part, str):
+                raise ValueError(f"expected ID=URL, got {part!r}")
+            if not part.strip():
+                continue
+            node, sep, url = part.partition("=")
+            if not sep:
+                raise ValueError(f"expected ID=URL, got {part!r}")
+            items.append((node.strip(), url))
+    else:
+        raise ValueError(f"expected ID=URL items or a table, got {value!r}")
+    peers: dict[NodeId, str] = {}
+    for raw_id, raw_url in items:
+        node_id = _parse_node_id(raw_id)
+        if node_id in peers:
+            raise ValueError(f"peer {node_id} is listed twice")
+        peers[node_id] = _parse_url(raw_url)
+    return peers
+
+
+def _parse_log_format(value: object) -> LogFormat:
+    if value == "auto" or value == "json" or value == "console":
+        return value
+    raise ValueError(f"expected auto, json or console, got {value!r}")
+
+
+def _parse_log_level(value: object) -> str:
+    if isinstance(value, str) and value.strip().lower() in _LOG_LEVELS:
+        return value.strip().lower()
+    raise ValueError(f"expected one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+
+
+_PARSERS: Final[dict[str, Callable[[object], object]]] = {
+    "node_id": _parse_node_id,
+    "data_dir": _parse_path,
+    "listen_http": parse_host_port,
+    "listen_wal": parse_host_port,
+    "advertise_http": parse_host_port,
+    "advertise_wal": parse_host_port,
+    "peers": _parse_peers,
+    "recovery": _parse_bool,
+    "heartbeat_timeout": parse_duration,
+    "peer_push_interval": parse_duration,
+    "persist_interval": parse_duration,
+    "auth_public_key": _parse_path,
+    "auth_token": _parse_path,
+    "keepalive_interval": parse_duration,
+    "http_timeout": parse_duration,
+    "connect_timeout": parse_duration,
+    "no_data_timeout": parse_duration,
+    "max_concurrent_recoveries": _parse_positive_int,
+    "log_format": _parse_log_format,
+    "log_level": _parse_log_level,
+}
+_REQUIRED: Final = ("node_id", "data_dir", "listen_http", "listen_wal")
+_ENV_CONFIG_FILE: Final = ENV_PREFIX + "CONFIG"
+"""``SAFEKEEPER_CONFIG`` names the TOML file when ``--config`` is not given."""
+
+assert set(_PARSERS) == {f.name for f in attrs.fields(NodeConfig)}, "a key has no parser"
+
+
+def load_config(
+    cli: Mapping[str, object],
+    *,
+    env: Mapping[str, str],
+    config_file: Path | None = None,
+) -> NodeConfig:
+    """Merge the sources (CLI > env > TOML > defaults) into a checked :class:`NodeConfig`.
+
+    ``cli`` holds only the options the user gave (``None`` values are ignored); keys are
+    field names. ``env`` is usually ``os.environ``: only ``SAFEKEEPER_*`` variables are
+    read, and an unknown one is an error (a typo must not silently fall back to a default).
+    ``config_file`` (or ``SAFEKEEPER_CONFIG``) is a TOML file with top-level keys.
+    Raises :class:`ConfigError`.
+    """
+    values: dict[str, object] = {}
+
+    path = config_file
+    if path is None and env.get(_ENV_CONFIG_FILE):
+        path = Path(env[_ENV_CONFIG_FILE])
+    if path is not None:
+        for key, raw in _read_toml(path).items():
+            _set(values, key.replace("-", "_"), raw, f"{path}: {key}")
+
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == _ENV_CONFIG_FILE:
+            continue
+        _set(values, name[len(ENV_PREFIX):].lower(), raw, f"environment {name}")
+
+    for key, raw in cli.items():
+        if raw is None or (isinstance(raw, tuple | list) and not raw):
+            continue
+        _set(values, key, raw, f"--{key.replace('_', '-')}")
+
+    missing = [k for k in _REQUIRED if k not in values]
+    if missing:
+        hints = ", ".join(f"--{k.replace('_', '-')}" for k in missing)
+        raise ConfigError(f"missing required settings: {hints} (or {ENV_PREFIX}… / config file)")
+    config = NodeConfig(**values)  # type: ignore[arg-type]  # values are typed by _PARSERS
+    if config.node_id in config.peers:
+        raise ConfigError(f"peers lists this node's own id {config.node_id}")
+    if config.auth_public_key is not None and config.auth_token is None and config.peers:
+        # Peers of a node with auth on check tokens too: without one, every push would fail.
+        raise ConfigError("auth_public_key is set but auth_token (sent to peers) is not")
+    return config
+
+
+def _set(values: dict[str, object], key: str, raw: object, source: str) -> None:
+    parser = _PARSERS.get(key)
+    if parser is None:
+        raise ConfigError(f"unknown setting {key!r} ({source})")
+    try:
+        values[key] = parser(raw)
+    except (ValueError, OverflowError) as e:
+        raise ConfigError(f"bad value for {key} ({source}): {e}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
