@@ -94,6 +94,10 @@ class NodeId(int):
     def __repr__(self) -> str:
         return f"NodeId({int(self)})"
 
+    def __str__(self) -> str:
+        # int's str() defers to __repr__, so without this a log line would say "NodeId(3)".
+        return int.__repr__(self)
+
 
 @final
 @attrs.frozen(order=True)
