@@ -1,0 +1,39 @@
+"""Peer recovery: a lagging safekeeper catches up from the most advanced eligible peer.
+
+Public API for embedding: :class:`RecoveryEngine` (``supervise(target)`` per timeline),
+the :class:`RecoveryTarget` / :class:`AcceptorSession` Protocols your timeline implements,
+:class:`DonorConnector` (how donors are reached; :class:`NetworkDonorConnector` in
+production), :class:`RecoveryConfig`, and the outcome types.
+"""
+
+from ._attempt import AttemptResult, DonorTimeout, RecoveryConfig, run_attempt
+from ._donor import (
+    DonorConnector,
+    DonorStatus,
+    DonorStream,
+    NetworkDonorConnector,
+    parse_donor_status,
+)
+from ._engine import RecoveryEngine, RecoveryMetrics
+from ._status import RecoveryState, RecoveryStatus
+from ._target import AcceptorSession, LocalTarget, LocalView, RecoveryTarget
+
+__all__ = [
+    "AcceptorSession",
+    "AttemptResult",
+    "DonorConnector",
+    "DonorStatus",
+    "DonorStream",
+    "DonorTimeout",
+    "LocalTarget",
+    "LocalView",
+    "NetworkDonorConnector",
+    "RecoveryConfig",
+    "RecoveryEngine",
+    "RecoveryMetrics",
+    "RecoveryState",
+    "RecoveryStatus",
+    "RecoveryTarget",
+    "parse_donor_status",
+    "run_attempt",
+]

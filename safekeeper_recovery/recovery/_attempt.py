@@ -1,0 +1,294 @@
+"""One recovery attempt from one donor (reference §5.3, made production-grade).
+
+Structure: after the handshake (donor status, local vote, common point, local
+ProposerElected) one nursery holds three siblings linked by memory channels —
+
+* ``network_io``: donor WAL stream → AppendRequests into ``messages`` (256), status
+  updates back to the donor, the caught-up / still-a-donor / proposer-arrived checks;
+* the WAL acceptor: ``messages`` → local acceptor → ``replies`` (16);
+* ``read_replies``: every reply must carry the donor's term (else :class:`TermChanged`).
+
+Whichever sibling ends the attempt decides the outcome; the cancel scope tears down the
+others (trio's answer to ``select!``). A clean catch-up closes ``messages`` instead of
+cancelling, so the acceptor flushes what it received before the attempt ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from ..core import (
+    AcceptorMessage,
+    AppendRequest,
+    AppendResponse,
+    DonorUnavailable,
+    Keepalive,
+    Lsn,
+    NoCommonPoint,
+    PeerInfo,
+    ProposerArrived,
+    ProposerElected,
+    RecoveryError,
+    StatusUpdate,
+    TermChanged,
+    WalData,
+    find_highest_common_point,
+    select_donors,
+)
+from ..core import AcceptorError, SafekeeperError  # noqa: I001  (kept apart: broad catch)
+from ._donor import DonorConnector, DonorStream
+from ._status import RecoveryStatus
+from ._target import AcceptorSession, RecoveryTarget
+
+__all__ = ["AttemptResult", "DonorTimeout", "RecoveryConfig", "run_attempt"]
+
+log = logging.getLogger(__name__)
+
+MESSAGE_QUEUE_SIZE = 256
+REPLY_QUEUE_SIZE = 16
+
+
+class DonorTimeout(DonorUnavailable):
+    """The donor did not answer within a configured timeout."""
+
+    outcome = "timeout"
+
+
+@attrs.frozen
+class RecoveryConfig:
+    """Every timeout explicit and configurable (DESIGN.md "Network")."""
+
+    http_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    no_data_timeout: float = 30.0
+    heartbeat_timeout: float = 5.0
+    fallback_tick: float = 10.0
+    """Re-check even without a change notification (peer liveness expires silently)."""
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    max_concurrent: int = 8
+
+
+@attrs.frozen
+class AttemptResult:
+    """The attempt's one typed outcome. ``error`` is ``None`` for a clean catch-up."""
+
+    donor: PeerInfo
+    error: RecoveryError | None
+    message: str
+    start_lsn: Lsn
+    end_lsn: Lsn
+    bytes: int
+
+    @property
+    def outcome(self) -> str:
+        return "caught_up" if self.error is None else self.error.outcome
+
+
+class _Finished(Exception):
+    """Internal: network_io's clean end (caught up / not a donor anymore)."""
+
+
+async def run_attempt(
+    target: RecoveryTarget,
+    donor: PeerInfo,
+    connector: DonorConnector,
+    config: RecoveryConfig,
+    status: RecoveryStatus,
+    *,
+    now: Callable[[], float] = trio.current_time,
+) -> AttemptResult:
+    """Recover from ``donor`` until caught up or something ends the attempt.
+
+    Never raises for protocol outcomes (they are the result's ``error``); lets
+    ``trio.Cancelled`` through (timeline deleted, admin cancel, shutdown).
+    """
+    progress = _Progress(start=Lsn(0), received=Lsn(0))
+    try:
+        message = await _attempt(target, donor, connector, config, status, progress)
+        return AttemptResult(donor, None, message, progress.start, progress.received,
+                             progress.bytes)
+    except RecoveryError as e:
+        return AttemptResult(donor, e, str(e), progress.start, progress.received, progress.bytes)
+    except (AcceptorError, SafekeeperError) as e:
+        err = RecoveryError(f"local acceptor refused: {e}")
+        return AttemptResult(donor, err, str(err), progress.start, progress.received,
+                             progress.bytes)
+
+
+@attrs.define
+class _Progress:
+    start: Lsn
+    received: Lsn
+    bytes: int = 0
+
+
+async def _attempt(
+    target: RecoveryTarget,
+    donor: PeerInfo,
+    connector: DonorConnector,
+    config: RecoveryConfig,
+    status: RecoveryStatus,
+    progress: _Progress,
+) -> str:
+    ttid = target.ttid
+    # 1–3. The donor's own word on its term and history (the peer info may be stale).
+    with trio.move_on_after(config.http_timeout) as http_scope:
+        donor_status = await connector.fetch_status(donor, ttid)
+    if http_scope.cancelled_caught:
+        raise DonorTimeout(f"donor {donor.node_id} status: no answer in {config.http_timeout}s")
+    if donor_status.term != donor.term:
+        raise TermChanged(f"donor term changed from {donor.term} to {donor_status.term}")
+    donor_th = donor_status.term_history
+
+    async with target.open_session() as session:
+        # 4. Vote locally in the donor's term: harmless, that term's leader is elected.
+        vote = await session.vote(donor.term)
+        if vote.term != donor.term:
+            raise TermChanged(f"our term changed from {donor.term} to {vote.term}")
+        # 5. Where our WAL stops agreeing with the donor's history.
+        lcp = find_highest_common_point(donor_th, vote.term_history, vote.flush_lsn)
+        if lcp is None:
+            raise NoCommonPoint(
+                f"no common point in histories: donor {donor.node_id} {donor_th}, "
+                f"ours {vote.term_history}"
+            )
+        log.info("found last common point", extra={"lcp": str(lcp), "donor": int(donor.node_id)})
+        # 6. Truncate our divergent tail and adopt the donor's history, via the acceptor.
+        try:
+            await session.elected(ProposerElected(donor.term, lcp.lsn, donor_th))
+        except AcceptorError as e:
+            raise RecoveryError(f"ProposerElected handling: {e}") from e
+        progress.start = progress.received = lcp.lsn
+        status.attempt_started(donor, lcp.lsn)
+        # 7–11. Stream.
+        with trio.move_on_after(config.connect_timeout) as connect_scope:
+            stream_cm = connector.open_stream(donor, ttid, lcp.lsn, donor.term)
+            stream = await stream_cm.__aenter__()
+        if connect_scope.cancelled_caught:
+            raise DonorTimeout(
+                f"donor {donor.node_id}: WAL stream not open within {config.connect_timeout}s"
+            )
+        try:
+            return await _stream(target, donor, session, stream, config, status, progress)
+        finally:
+            # Close politely even when cancelled, but never hang on a dead donor.
+            with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                await stream_cm.__aexit__(None, None, None)
+
+
+async def _stream(
+    target: RecoveryTarget,
+    donor: PeerInfo,
+    session: AcceptorSession,
+    stream: DonorStream,
+    config: RecoveryConfig,
+    status: RecoveryStatus,
+    progress: _Progress,
+) -> str:
+    send_msg, recv_msg = trio.open_memory_channel[AppendRequest](MESSAGE_QUEUE_SIZE)
+    send_reply, recv_reply = trio.open_memory_channel[AcceptorMessage](REPLY_QUEUE_SIZE)
+    result: list[str] = []
+
+    async def network_io() -> None:
+        async with send_msg:
+            result.append(await _network_io(target, donor, session, stream, send_msg, config,
+                                            status, progress))
+        # Closing `send_msg` lets the acceptor drain, flush and close `replies`.
+
+    async def acceptor() -> None:
+        await session.run_acceptor(recv_msg, send_reply)
+
+    async def read_replies() -> None:
+        async with recv_reply:
+            async for reply in recv_reply:
+                if reply.term != donor.term:
+                    # Despite Neon's wording this is *our* term: a proposer voted us higher.
+                    raise TermChanged(
+                        f"our term changed from {donor.term} to {reply.term} during recovery"
+                    )
+                if isinstance(reply, AppendResponse):
+                    status.flushed(reply.flush_lsn)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(network_io)
+        nursery.start_soon(acceptor)
+        nursery.start_soon(read_replies)
+    # Every sibling ended without an error: network_io finished cleanly.
+    return result[0]
+
+
+async def _network_io(
+    target: RecoveryTarget,
+    donor: PeerInfo,
+    session: AcceptorSession,
+    stream: DonorStream,
+    messages: trio.MemorySendChannel[AppendRequest],
+    config: RecoveryConfig,
+    status: RecoveryStatus,
+    progress: _Progress,
+) -> str:
+    while True:
+        with trio.move_on_after(config.no_data_timeout) as data_scope:
+            msg = await stream.receive()
+        if data_scope.cancelled_caught:
+            raise DonorTimeout(
+                f"no message from donor {donor.node_id} within {config.no_data_timeout}s"
+            )
+        if isinstance(msg, WalData):
+            if msg.start_lsn != progress.received:
+                raise DonorUnavailable(
+                    f"donor sent WAL from {msg.start_lsn}, expected {progress.received}"
+                )
+            # A proposer that started streaming to us wins: stop within one batch, before
+            # queueing more data that would only be refused.
+            if session.proposer_streaming():
+                raise ProposerArrived("a proposer started streaming to this node")
+            if msg.data:
+                await messages.send(AppendRequest(donor.term, msg.start_lsn, Lsn(0), Lsn(0),
+                                                  msg.data))
+                progress.received = msg.end_lsn
+                progress.bytes += len(msg.data)
+                status.received(progress.received, len(msg.data), msg.wal_end)
+        elif isinstance(msg, Keepalive):
+            status.received(progress.received, 0, msg.wal_end)
+            if session.proposer_streaming():
+                raise ProposerArrived("a proposer started streaming to this node")
+            # The donor had nothing more for a while. Caught up with what it has, or no
+            # longer a donor at all (its term moved, a peer overtook it, …): done.
+            if progress.received >= msg.wal_end:
+                return (
+                    f"caught up at {progress.received} with donor {donor.node_id} "
+                    f"(term {donor.term})"
+                )
+            view = await target.local_view()
+            selection = select_donors(
+                my_node_id=target.node_id,
+                my_term=view.term,
+                my_last_log_term=view.last_log_term,
+                my_flush_lsn=view.flush_lsn,
+                peers=view.peers,
+                num_streaming_proposers=view.num_streaming_proposers,
+                now=view.now,
+                heartbeat_timeout=config.heartbeat_timeout,
+            )
+            if donor.node_id not in {d.node_id for d in selection.donors}:
+                return (
+                    f"terminating at {progress.received}: donor {donor.node_id} "
+                    f"(term {donor.term}) is not a donor anymore: {selection}"
+                )
+        await stream.send_status(
+            StatusUpdate(progress.received, progress.received, progress.received,
+                         _now_us(), False)
+        )
+
+
+def _now_us() -> int:
+    # Informational only (PostgreSQL's timestamp field); trio's clock keeps simulation
+    # deterministic.
+    return math.floor(trio.current_time() * 1e6)

@@ -1,0 +1,241 @@
+"""The recovery engine: one supervisor per timeline, node-wide limits and observability.
+
+Per timeline, :meth:`RecoveryEngine.supervise` loops forever (until cancelled):
+
+1. read the local view and select donors (pure, explained: ``why_no_donor``);
+2. no donor → wait for a change (peer info, local state), a trigger, or the slow fallback
+   tick — event-driven, so idle timelines cost next to nothing;
+3. donors → under the node-wide limit of concurrent recoveries, attempt the best donor;
+   when a donor fails (unreachable, timeout, stream error) fail over to the next one;
+4. after a failure, wait a jittered exponential back-off (0.5 s → 30 s, reset on success),
+   cut short by a trigger.
+
+Attempts end with one typed outcome (:class:`AttemptResult`); a term change, a proposer
+arriving, an admin cancel or the timeline's deletion (cancellation) all end the attempt's
+nursery cleanly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import structlog
+import trio
+
+from ..core import DonorUnavailable, TenantTimelineId, select_donors
+from ..timeline import Timeline
+from ._attempt import AttemptResult, RecoveryConfig, run_attempt
+from ._donor import DonorConnector
+from ._status import RecoveryStatus
+from ._target import LocalTarget, RecoveryTarget
+
+__all__ = ["RecoveryEngine", "RecoveryMetrics"]
+
+log = structlog.get_logger("safekeeper_recovery.recovery")
+
+
+class RecoveryMetrics(Protocol):
+    """Where the engine reports (per node, low cardinality)."""
+
+    def attempt_finished(self, outcome: str) -> None: ...
+    def bytes_received(self, n: int) -> None: ...
+
+
+class _NoMetrics:
+    def attempt_finished(self, outcome: str) -> None:
+        pass
+
+    def bytes_received(self, n: int) -> None:
+        pass
+
+
+class RecoveryEngine:
+    """Node-wide recovery: config, donor connector, limiter, statuses, admin controls.
+
+    Embed it: ``nursery.start_soon(engine.supervise, my_target)`` per timeline, where
+    ``my_target`` implements :class:`RecoveryTarget`. Cancel the task to stop.
+    """
+
+    def __init__(
+        self,
+        connector: DonorConnector,
+        config: RecoveryConfig | None = None,
+        *,
+        metrics: RecoveryMetrics | None = None,
+        rng: random.Random | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self.connector = connector
+        self.config = config or RecoveryConfig()
+        self.metrics = metrics or _NoMetrics()
+        self.rng = rng or random.Random()
+        self.enabled = enabled
+        self.statuses: dict[TenantTimelineId, RecoveryStatus] = {}
+        self._limiter = trio.CapacityLimiter(self.config.max_concurrent)
+        self._wake: dict[TenantTimelineId, trio.Event] = {}
+        self._attempt_scopes: dict[TenantTimelineId, trio.CancelScope] = {}
+
+    # ---- node integration ---------------------------------------------------------------
+
+    def service(self) -> Callable[[Timeline], Awaitable[None]]:
+        """A per-timeline service for :class:`TimelineRegistry` (in-process timelines)."""
+
+        async def run(timeline: Timeline) -> None:
+            status = self.statuses.setdefault(timeline.ttid, RecoveryStatus())
+            timeline.recovery_status = status.to_json
+            if not self.enabled:
+                status.state = "disabled"
+                return
+            try:
+                await self.supervise(LocalTarget(timeline), broken=lambda: timeline.broken)
+            finally:
+                self.statuses.pop(timeline.ttid, None)
+
+        return run
+
+    @property
+    def active_recoveries(self) -> int:
+        return sum(1 for s in self.statuses.values() if s.state == "recovering")
+
+    def total_lag_bytes(self) -> int:
+        return sum(s.lag_bytes for s in self.statuses.values())
+
+    # ---- admin --------------------------------------------------------------------------
+
+    def snapshot_all(self) -> list[dict[str, object]]:
+        return [
+            {"tenant_id": str(t.tenant_id), "timeline_id": str(t.timeline_id), **s.to_json()}
+            for t, s in sorted(self.statuses.items())
+        ]
+
+    def trigger(self, ttid: TenantTimelineId) -> None:
+        """Re-check now (skips an idle wait or a back-off). KeyError if unknown."""
+        if ttid not in self.statuses:
+            raise KeyError(ttid)
+        self._wake.setdefault(ttid, trio.Event()).set()
+
+    def cancel(self, ttid: TenantTimelineId) -> None:
+        """Abort the current attempt (it ends as ``cancelled`` and backs off)."""
+        if ttid not in self.statuses:
+            raise KeyError(ttid)
+        scope = self._attempt_scopes.get(ttid)
+        if scope is not None:
+            scope.cancel()
+
+    # ---- the supervisor -----------------------------------------------------------------
+
+    async def supervise(
+        self, target: RecoveryTarget, *, broken: Callable[[], str | None] = lambda: None
+    ) -> None:
+        """Keep ``target`` caught up with its peers. Never returns unless cancelled
+        (or the timeline is broken: then the state says so and the task ends)."""
+        ttid = target.ttid
+        status = self.statuses.setdefault(ttid, RecoveryStatus())
+        logger = log.bind(tenant=str(ttid.tenant_id), timeline=str(ttid.timeline_id))
+        failures = 0
+        try:
+            while True:
+                if (reason := broken()) is not None:
+                    status.state = "broken"
+                    status.last_error = reason
+                    return
+                view = await target.local_view()
+                selection = select_donors(
+                    my_node_id=target.node_id,
+                    my_term=view.term,
+                    my_last_log_term=view.last_log_term,
+                    my_flush_lsn=view.flush_lsn,
+                    peers=view.peers,
+                    num_streaming_proposers=view.num_streaming_proposers,
+                    now=view.now,
+                    heartbeat_timeout=self.config.heartbeat_timeout,
+                )
+                status.why_no_donor = selection.why_no_donor
+                if not selection.donors:
+                    status.state = "idle"
+                    await self._wait(target, self.config.fallback_tick, on_change=True)
+                    continue
+                logger.info("starting recovery", selection=str(selection))
+                result = await self._attempt_with_failover(target, selection.donors, status,
+                                                           logger)
+                if result.error is None:
+                    failures = 0
+                    status.state = "idle"
+                    continue
+                failures += 1
+                delay = min(self.config.backoff_max,
+                            self.config.backoff_initial * 2 ** (failures - 1))
+                delay *= 0.5 + 0.5 * self.rng.random()  # jitter: never in lockstep
+                status.state = "backoff"
+                status.backoff_until = trio.current_time() + delay
+                await self._wait(target, delay, on_change=False)
+                status.backoff_until = None
+        finally:
+            self._wake.pop(ttid, None)
+            self._attempt_scopes.pop(ttid, None)
+
+    async def _attempt_with_failover(
+        self,
+        target: RecoveryTarget,
+        donors: tuple[object, ...],
+        status: RecoveryStatus,
+        logger: structlog.typing.FilteringBoundLogger,
+    ) -> AttemptResult:
+        from ..core import PeerInfo, RecoveryError
+
+        result: AttemptResult | None = None
+        async with self._limiter:
+            for donor in donors:
+                assert isinstance(donor, PeerInfo)
+                status.attempts += 1
+                status.state = "recovering"
+                status.donor = int(donor.node_id)
+                with trio.CancelScope() as scope:
+                    self._attempt_scopes[target.ttid] = scope
+                    result = await run_attempt(target, donor, self.connector, self.config,
+                                               status)
+                self._attempt_scopes.pop(target.ttid, None)
+                if scope.cancelled_caught:
+                    err = RecoveryError("cancelled by an operator")
+                    err.outcome = "cancelled"
+                    result = AttemptResult(donor, err, str(err), donor.flush_lsn,
+                                           donor.flush_lsn, 0)
+                assert result is not None
+                status.last_outcome = result.outcome
+                status.last_error = None if result.error is None else result.message
+                self.metrics.attempt_finished(result.outcome)
+                self.metrics.bytes_received(result.bytes)
+                event = logger.info if result.error is None else logger.warning
+                event(
+                    "recovery attempt ended",
+                    donor=int(donor.node_id),
+                    outcome=result.outcome,
+                    detail=result.message,
+                    bytes=result.bytes,
+                    end_lsn=str(result.end_lsn),
+                )
+                if result.error is None or not isinstance(result.error, DonorUnavailable):
+                    break  # only donor trouble is worth trying the next donor for
+        assert result is not None
+        return result
+
+    async def _wait(self, target: RecoveryTarget, timeout: float, *, on_change: bool) -> None:
+        """Sleep until ``timeout``, a trigger, or (``on_change``) a local/peer change."""
+        wake = self._wake.setdefault(target.ttid, trio.Event())
+        if wake.is_set():
+            self._wake[target.ttid] = trio.Event()
+            return
+        with trio.move_on_after(timeout):
+            async with trio.open_nursery() as nursery:
+
+                async def first(fn: Callable[[], Awaitable[None]]) -> None:
+                    await fn()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(first, wake.wait)
+                if on_change:
+                    nursery.start_soon(first, target.wait_for_change)
+        if wake.is_set():
+            self._wake[target.ttid] = trio.Event()
