@@ -116,7 +116,7 @@ class MemoryBackend:
             raise FileExistsError(f"timeline {ttid} already exists")
         control = MemoryControlFileStore()
         control.persist(control_body)
-        store = MemoryWalStore.create(seg_size, start_lsn)
+        store = MemoryWalStore(seg_size, start_lsn)
         self._timelines[ttid] = (store, control)
         return store, control
 

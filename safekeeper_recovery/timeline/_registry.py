@@ -183,7 +183,7 @@ class TimelineRegistry:
             if timeline is not None:
                 timeline.mark_deleted()
                 async with timeline.lock:
-                    await trio.to_thread.run_sync(timeline.store.close_sync)
+                    await timeline.store.aclose()
             await trio.to_thread.run_sync(self.backend.delete, ttid)
             log.info("deleted timeline %s", ttid)
             return True
