@@ -1,0 +1,260 @@
+"""Clients of the WAL port: push WAL as a proposer (or recovery), or stream WAL out.
+
+::
+
+    async with open_wal_push(url, tenant, timeline, token=t) as conn:
+        await conn.send(Greeting(tenant, timeline))
+        reply = await conn.receive()          # AcceptorMessage
+
+    async with open_wal_stream(url, tenant, timeline, Lsn(...), term=5) as stream:
+        msg = await stream.receive()          # WalData | Keepalive
+        await stream.send_status(StatusUpdate(...))
+
+Errors: a refused or failed handshake raises :class:`WalConnectError` (with the HTTP
+``status`` and ``body`` of a refusal); the server closing the connection raises
+:class:`WalPushClosed` / :class:`WalStreamClosed` carrying its close ``code`` and
+``reason``; a malformed message raises ``RemoteProtocolError``. Callers add their own
+timeouts around ``receive`` (``trio.fail_after``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Final, final
+
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from ..core import (
+    MAX_MESSAGE_SIZE,
+    AcceptorMessage,
+    Lsn,
+    ProposerMessage,
+    RemoteProtocolError,
+    SafekeeperError,
+    StatusUpdate,
+    StreamSenderMessage,
+    TenantId,
+    Term,
+    TimelineId,
+    decode_acceptor_message,
+    decode_stream_sender_message,
+    encode,
+)
+
+__all__ = [
+    "WalConnectError",
+    "WalConnectionClosed",
+    "WalPushClosed",
+    "WalPushConnection",
+    "WalStreamClosed",
+    "WalStreamConnection",
+    "open_wal_push",
+    "open_wal_stream",
+    "wal_push_url",
+    "wal_stream_url",
+]
+
+RECEIVE_BUFFER_SIZE: Final = 256 * 1024
+CLOSE_TIMEOUT: Final = 5.0
+_ABNORMAL_CLOSURE: Final = 1006
+_TERM_REASONS: Final = ("term changed", "failed to acquire term")
+
+
+class WalConnectError(SafekeeperError):
+    """The WAL connection could not be opened.
+
+    ``status`` and ``body`` are the HTTP status and body of a refused handshake (400 bad
+    request, 401/403 auth, 404 unknown timeline), ``None`` for network errors and timeouts.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, body: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class WalConnectionClosed(SafekeeperError):
+    """The connection ended; ``code``/``reason`` are the server's close frame (1006: none)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"WAL connection closed with code {code}: {reason or '(no reason)'}")
+        self.code = code
+        self.reason = reason
+
+
+class WalPushClosed(WalConnectionClosed):
+    """The server closed a ``wal_push`` connection (4009: the acceptor refused a message)."""
+
+
+class WalStreamClosed(WalConnectionClosed):
+    """The server closed a ``wal_stream`` connection."""
+
+    @property
+    def term_changed(self) -> bool:
+        """The donor's term moved ("term changed: …" / "failed to acquire term …")."""
+        return self.code == 4000 and self.reason.startswith(_TERM_REASONS)
+
+
+def _base(url: str) -> str:
+    url = url.rstrip("/")
+    return url if "://" in url else f"ws://{url}"
+
+
+def wal_push_url(
+    url: str, tenant: TenantId, timeline: TimelineId, *, recovery: bool = False
+) -> str:
+    """The ``wal_push`` URL under the WAL-port base ``url`` (``ws://host:port``, ``host:port``)."""
+    query = "?recovery=true" if recovery else ""
+    return f"{_base(url)}/v1/tenant/{tenant}/timeline/{timeline}/wal_push{query}"
+
+
+def wal_stream_url(
+    url: str, tenant: TenantId, timeline: TimelineId, start_lsn: Lsn, *, term: Term | None = None
+) -> str:
+    """The ``wal_stream`` URL under the WAL-port base ``url``."""
+    query = f"?start_lsn={start_lsn}" + (f"&term={term}" if term is not None else "")
+    return f"{_base(url)}/v1/tenant/{tenant}/timeline/{timeline}/wal_stream{query}"
+
+
+def _close_details(e: ConnectionClosed) -> tuple[int, str]:
+    if e.reason is None:
+        return _ABNORMAL_CLOSURE, ""
+    return e.reason.code, e.reason.reason or ""
+
+
+def _binary(raw: str | bytes) -> bytes:
+    if isinstance(raw, str):
+        raise RemoteProtocolError("expected a binary WebSocket message, got text")
+    return raw
+
+
+@final
+class WalPushConnection:
+    """A ``wal_push`` connection: send proposer messages, receive acceptor replies."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self._ws = ws
+
+    async def send(self, msg: ProposerMessage) -> None:
+        """Send one message; raises :class:`WalPushClosed` if the server has closed."""
+        try:
+            await self._ws.send_message(encode(msg))
+        except ConnectionClosed as e:
+            raise WalPushClosed(*_close_details(e)) from None
+
+    async def receive(self) -> AcceptorMessage:
+        """The next reply; raises :class:`WalPushClosed` once the server has closed."""
+        try:
+            raw = await self._ws.get_message()
+        except ConnectionClosed as e:
+            raise WalPushClosed(*_close_details(e)) from None
+        return decode_acceptor_message(_binary(raw))
+
+    async def aclose(self) -> None:
+        """Close normally (1000). Idempotent."""
+        await self._ws.aclose()
+
+
+@final
+class WalStreamConnection:
+    """A ``wal_stream`` connection: receive WAL and keepalives, report progress."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self._ws = ws
+
+    async def receive(self) -> StreamSenderMessage:
+        """The next WalData or Keepalive; raises :class:`WalStreamClosed` at the end."""
+        try:
+            raw = await self._ws.get_message()
+        except ConnectionClosed as e:
+            raise WalStreamClosed(*_close_details(e)) from None
+        return decode_stream_sender_message(_binary(raw))
+
+    async def send_status(self, status: StatusUpdate) -> None:
+        try:
+            await self._ws.send_message(encode(status))
+        except ConnectionClosed as e:
+            raise WalStreamClosed(*_close_details(e)) from None
+
+    async def aclose(self) -> None:
+        await self._ws.aclose()
+
+
+@asynccontextmanager
+async def _open(url: str, token: str | None, connect_timeout: float) -> AsyncIterator[
+    WebSocketConnection
+]:
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token is not None else []
+    async with AsyncExitStack() as stack:
+        try:
+            ws = await stack.enter_async_context(
+                open_websocket_url(
+                    url,
+                    extra_headers=headers,
+                    max_message_size=MAX_MESSAGE_SIZE,
+                    receive_buffer_size=RECEIVE_BUFFER_SIZE,
+                    connect_timeout=connect_timeout,
+                    disconnect_timeout=CLOSE_TIMEOUT,
+                )
+            )
+        except ConnectionRejected as e:
+            body = (e.body or b"").decode("utf-8", errors="replace")
+            raise WalConnectError(
+                f"{url} refused the WebSocket handshake with HTTP {e.status_code}: {body}",
+                status=e.status_code,
+                body=body,
+            ) from None
+        except HandshakeError as e:
+            cause = e.__cause__ or e
+            raise WalConnectError(
+                f"could not connect to {url}: {type(cause).__name__}: {cause}"
+            ) from e
+        except OSError as e:
+            raise WalConnectError(f"could not connect to {url}: {e}") from e
+        yield ws
+
+
+@asynccontextmanager
+async def open_wal_push(
+    url: str,
+    tenant: TenantId,
+    timeline: TimelineId,
+    *,
+    token: str | None = None,
+    recovery: bool = False,
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[WalPushConnection]:
+    """Open a ``wal_push`` connection to the WAL port at ``url``; close it on exit.
+
+    ``recovery=True`` marks the connection as peer recovery (never counted as a streaming
+    proposer). The first message must be a Greeting. Raises :class:`WalConnectError`.
+    """
+    target = wal_push_url(url, tenant, timeline, recovery=recovery)
+    async with _open(target, token, connect_timeout) as ws:
+        yield WalPushConnection(ws)
+
+
+@asynccontextmanager
+async def open_wal_stream(
+    url: str,
+    tenant: TenantId,
+    timeline: TimelineId,
+    start_lsn: Lsn,
+    *,
+    term: Term | None = None,
+    token: str | None = None,
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[WalStreamConnection]:
+    """Open a ``wal_stream`` from ``start_lsn``; with ``term``, stream up to the donor's
+    flush_lsn while its term stays ``term``, else up to its commit_lsn. Raises
+    :class:`WalConnectError`; the stream's end raises :class:`WalStreamClosed`."""
+    target = wal_stream_url(url, tenant, timeline, start_lsn, term=term)
+    async with _open(target, token, connect_timeout) as ws:
+        yield WalStreamConnection(ws)

@@ -1,0 +1,277 @@
+"""The WAL port: a trio-websocket server routing ``wal_push`` and ``wal_stream``.
+
+Handshake (before anything is accepted): the target is parsed strictly, the bearer token
+checked, the timeline looked up; failures reject the HTTP upgrade with 400 / 401 / 403 /
+404 and a JSON body ``{"error": "..."}``.
+
+After the handshake every connection ends with a close code that says why
+(docs/architecture.md "Close codes"): 1000 normal end, 1002 protocol error, 1009 too big
+(sent by trio-websocket itself), 1011 internal error / stopped timeline, 4000 refusal
+(term moved, WAL removed), 4004 timeline deleted, 4009 acceptor refusal. A handler never
+lets an exception escape: trio-websocket would take the whole server down with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Final, Literal, NoReturn, final
+
+import attrs
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    serve_websocket,
+)
+
+from ..core import (
+    MAX_MESSAGE_SIZE,
+    AcceptorError,
+    AuthError,
+    Lsn,
+    RemoteProtocolError,
+    TenantTimelineId,
+    Term,
+)
+from ..timeline import Timeline, TimelineBroken, TimelineNotFound, TimelineRegistry
+from ._auth import Authenticator, bearer_token
+from ._paths import BadRequest, check_query, parse_bool, parse_lsn, parse_term, parse_timeline_path
+from ._wal_acceptor import serve_push_connection
+from ._wal_sender import WalSenderError, serve_stream_connection
+
+__all__ = [
+    "CLOSE_ACCEPTOR_REFUSED",
+    "CLOSE_TIMELINE_DELETED",
+    "WalPushTarget",
+    "WalServerConfig",
+    "WalStreamTarget",
+    "parse_wal_target",
+    "serve_wal",
+    "truncate_close_reason",
+]
+
+log = logging.getLogger(__name__)
+
+CLOSE_NORMAL: Final = 1000
+CLOSE_INTERNAL_ERROR: Final = 1011
+CLOSE_TIMELINE_DELETED: Final = 4004
+CLOSE_ACCEPTOR_REFUSED: Final = 4009
+MAX_CLOSE_REASON_BYTES: Final = 123
+"""RFC 6455: a close frame's payload is at most 125 bytes, two of them the code."""
+
+
+@final
+@attrs.frozen
+class WalServerConfig:
+    """Tunables of the WAL port. Defaults follow DESIGN.md "Network"."""
+
+    keepalive_interval: float = 1.0
+    """A WAL sender with nothing to send sends a Keepalive after this many idle seconds."""
+    flush_interval: float = 1.0
+    """A WalAcceptor fsyncs at least this often while appends keep arriving."""
+    max_message_size: int = MAX_MESSAGE_SIZE
+    """Bigger incoming frames are refused with 1009 before decoding."""
+    receive_buffer_size: int = 256 * 1024
+    """trio-websocket's read size; its 4 KiB default costs 4-6x in throughput."""
+    handshake_timeout: float = 10.0
+    """A client must finish the opening handshake within this time."""
+    close_timeout: float = 5.0
+    """How long to wait for the peer's half of the closing handshake."""
+
+
+@final
+@attrs.frozen
+class WalPushTarget:
+    ttid: TenantTimelineId
+    recovery: bool = False
+
+
+@final
+@attrs.frozen
+class WalStreamTarget:
+    ttid: TenantTimelineId
+    start_lsn: Lsn
+    term: Term | None = None
+
+
+def parse_wal_target(target: str) -> WalPushTarget | WalStreamTarget:
+    """Parse a WAL-port request target; raise :class:`BadRequest` for anything else."""
+    parsed = parse_timeline_path(target)
+    query = parsed.query
+    if parsed.action == "wal_push":
+        check_query(query, {"recovery"})
+        recovery = parse_bool(query["recovery"], name="recovery") if "recovery" in query else False
+        return WalPushTarget(parsed.ttid, recovery)
+    if parsed.action == "wal_stream":
+        check_query(query, {"start_lsn", "term"})
+        if "start_lsn" not in query:
+            raise BadRequest("wal_stream needs a start_lsn query parameter")
+        start = parse_lsn(query["start_lsn"], name="start_lsn")
+        term = parse_term(query["term"]) if "term" in query else None
+        return WalStreamTarget(parsed.ttid, start, term)
+    raise BadRequest(
+        f"unknown WAL endpoint {parsed.action!r}: expected wal_push or wal_stream"
+    )
+
+
+def truncate_close_reason(reason: str) -> str:
+    """Cut ``reason`` to the 123 UTF-8 bytes a close frame allows, never mid-character."""
+    raw = reason.encode("utf-8")
+    if len(raw) <= MAX_CLOSE_REASON_BYTES:
+        return reason
+    return raw[: MAX_CLOSE_REASON_BYTES - 3].decode("utf-8", errors="ignore") + "..."
+
+
+async def serve_wal(
+    registry: TimelineRegistry,
+    authenticator: Authenticator,
+    host: str,
+    port: int,
+    *,
+    config: WalServerConfig | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve the WAL port on ``host:port`` until cancelled.
+
+    ``port`` 0 picks a free port; ``task_status.started`` reports the bound port, so
+    ``port = await nursery.start(serve_wal, ...)``. Never returns unless cancelled;
+    a failing connection never affects the others.
+    """
+    config = config if config is not None else WalServerConfig()
+    handler = functools.partial(_handle_request, registry, authenticator, config)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(
+                serve_websocket,
+                handler,
+                host,
+                port,
+                None,
+                max_message_size=config.max_message_size,
+                receive_buffer_size=config.receive_buffer_size,
+                connect_timeout=config.handshake_timeout,
+                disconnect_timeout=config.close_timeout,
+            )
+        )
+        log.info("WAL port listening on %s:%d", host, server.port)
+        task_status.started(server.port)
+        await trio.sleep_forever()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _handle_request(
+    registry: TimelineRegistry,
+    authenticator: Authenticator,
+    config: WalServerConfig,
+    request: WebSocketRequest,
+) -> None:
+    remote = str(request.remote)
+    try:
+        target = parse_wal_target(request.path)
+        authenticator.check(_bearer(request), tenant_id=target.ttid.tenant_id)
+        timeline = registry.get(target.ttid)
+    except BadRequest as e:
+        await _reject(request, 400, str(e), remote)
+        return
+    except AuthError as e:
+        await _reject(request, e.status, str(e), remote)
+        return
+    except TimelineNotFound as e:
+        await _reject(request, 404, str(e), remote)
+        return
+    except Exception:  # never let one request take down the server
+        log.exception("WAL port: handshake with %s failed", remote)
+        await _reject(request, 500, "internal error", remote)
+        return
+    try:
+        ws = await request.accept()
+    except ConnectionClosed:
+        return
+    except Exception:
+        log.exception("WAL port: accepting %s failed", remote)
+        return
+    code, reason = await _run_connection(ws, timeline, target, remote, config)
+    with trio.move_on_after(config.close_timeout):
+        await _close(ws, code, reason, remote)
+
+
+async def _run_connection(
+    ws: WebSocketConnection,
+    timeline: Timeline,
+    target: WalPushTarget | WalStreamTarget,
+    remote: str,
+    config: WalServerConfig,
+) -> tuple[int, str]:
+    """Serve an accepted connection; return the close code and reason it ends with."""
+    try:
+        async with timeline.attach():
+            match target:
+                case WalPushTarget():
+                    kind: Literal["proposer", "recovery"] = (
+                        "recovery" if target.recovery else "proposer"
+                    )
+                    async with timeline.receiver(kind, remote) as receiver:
+                        await serve_push_connection(
+                            ws, timeline, receiver, flush_interval=config.flush_interval
+                        )
+                case WalStreamTarget():
+                    await serve_stream_connection(
+                        ws, timeline, target.start_lsn, target.term, remote=remote,
+                        keepalive_interval=config.keepalive_interval,
+                    )
+    except Exception as e:  # mapped to a close code: nothing escapes a handler
+        if timeline.deleted:
+            return CLOSE_TIMELINE_DELETED, "timeline deleted"
+        return _close_code_for(e, remote)
+    if timeline.deleted:
+        return CLOSE_TIMELINE_DELETED, "timeline deleted"
+    return CLOSE_NORMAL, ""
+
+
+def _close_code_for(error: Exception, remote: str) -> tuple[int, str]:
+    match error:
+        case WalSenderError():
+            log.info("WAL stream to %s ended: %s", remote, error)
+            return error.close_code, str(error)
+        case RemoteProtocolError():
+            log.info("WAL port: protocol error from %s: %s", remote, error)
+            return error.close_code, str(error)
+        case AcceptorError():
+            log.info("WAL push from %s refused: %s", remote, error)
+            return CLOSE_ACCEPTOR_REFUSED, str(error)
+        case TimelineBroken():
+            log.warning("WAL port: %s: %s", remote, error)
+            return CLOSE_INTERNAL_ERROR, str(error)
+    log.error("WAL port: connection from %s failed", remote, exc_info=error)
+    return CLOSE_INTERNAL_ERROR, f"internal error: {type(error).__name__}: {error}"
+
+
+def _bearer(request: WebSocketRequest) -> str | None:
+    for name, value in request.headers:
+        if name.lower() == b"authorization":
+            return bearer_token(value.decode("latin-1"))
+    return None
+
+
+async def _reject(request: WebSocketRequest, status: int, message: str, remote: str) -> None:
+    log.info("WAL port: rejected %s with %d: %s", remote, status, message)
+    body = json.dumps({"error": message}).encode()
+    try:
+        await request.reject(
+            status, extra_headers=[(b"content-type", b"application/json")], body=body
+        )
+    except ConnectionClosed:
+        pass  # the client is already gone
+    except Exception:
+        log.exception("WAL port: rejecting %s failed", remote)
+
+
+async def _close(ws: WebSocketConnection, code: int, reason: str, remote: str) -> None:
+    try:
+        await ws.aclose(code, truncate_close_reason(reason) or None)
+    except Exception:
+        log.exception("WAL port: closing the connection to %s failed", remote)
+
