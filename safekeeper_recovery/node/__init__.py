@@ -10,14 +10,18 @@ from ._config import (
     parse_host_port,
 )
 from ._logging import configure_logging
+from ._node import SHUTDOWN_FLUSH_TIMEOUT, RunningNode, serve_node
 
 __all__ = [
     "ConfigError",
     "HostPort",
     "LogFormat",
     "NodeConfig",
+    "RunningNode",
+    "SHUTDOWN_FLUSH_TIMEOUT",
     "configure_logging",
     "load_config",
     "parse_duration",
     "parse_host_port",
+    "serve_node",
 ]

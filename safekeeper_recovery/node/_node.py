@@ -1,0 +1,198 @@
+"""``serve_node``: wire one safekeeper node together and run it until cancelled.
+
+Start-up order (each step is ready before the next starts, so nothing is served half-made):
+
+1. the timeline registry loads every timeline from ``data_dir`` (a timeline that fails to
+   load is reported broken; the others run);
+2. the WAL port and 3. the HTTP port start listening (ports known once they listen);
+4. the peer exchange pushes our timelines' info to every configured peer about once per
+   ``peer_push_interval``; 5. in-memory horizons are persisted every ``persist_interval``;
+6. ``task_status.started(RunningNode(...))``.
+
+Shutdown is cancellation: servers stop accepting and their connections are cancelled, then
+(shielded, bounded by :data:`SHUTDOWN_FLUSH_TIMEOUT`) every timeline with written but
+unflushed WAL is fsynced (``FlushWal``), in-memory state is persisted, and the WAL stores
+are closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+from typing import Final
+
+import attrs
+import trio
+
+from ..core import FlushWal, SafekeeperError
+from ..timeline import FileBackend, Timeline, TimelineRegistry, TimelineService
+from ..transport._auth import Authenticator
+from ..transport._http_app import NodeContext, RecoveryAdmin, build_http_app
+from ..transport._http_server import serve_http
+from ..transport._metrics import NodeMetrics
+from ..transport._wal_server import WalServerConfig, serve_wal
+from ._config import HostPort, NodeConfig
+
+__all__ = ["SHUTDOWN_FLUSH_TIMEOUT", "RunningNode", "serve_node"]
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_FLUSH_TIMEOUT: Final = 30.0
+"""Upper bound on the shielded flush at shutdown (a dead disk must not hang the process)."""
+
+
+@attrs.frozen
+class RunningNode:
+    """What ``serve_node`` hands to ``task_status.started``: the bound ports and the parts."""
+
+    config: NodeConfig
+    http_port: int
+    wal_port: int
+    advertise_http: HostPort
+    advertise_wal: HostPort
+    registry: TimelineRegistry
+    context: NodeContext
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{_url_host(self.advertise_http[0])}:{self.advertise_http[1]}"
+
+    @property
+    def wal_url(self) -> str:
+        return f"ws://{_url_host(self.advertise_wal[0])}:{self.advertise_wal[1]}"
+
+
+async def serve_node(
+    config: NodeConfig,
+    *,
+    extra_services: Sequence[TimelineService] = (),
+    recovery_admin: RecoveryAdmin | None = None,
+    metrics: NodeMetrics | None = None,
+    task_status: trio.TaskStatus[RunningNode] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the node described by ``config`` until cancelled (see the module docstring).
+
+    ``extra_services`` run per timeline in the timeline's nursery (the recovery engine is
+    one); ``recovery_admin`` is handed to the HTTP app for its recovery admin endpoints;
+    ``metrics`` (made here if not given) is shared by the HTTP app and such services.
+    Raises ``OSError`` if a port cannot be bound, ``SafekeeperError``/``OSError`` if the
+    auth key or token file cannot be read. Never returns unless cancelled.
+    """
+    authenticator = Authenticator.from_file(config.auth_public_key)
+    peer_token = _read_token(config)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    registry = TimelineRegistry(
+        config.node_id, FileBackend(config.data_dir), services=extra_services
+    )
+    context = NodeContext(
+        registry=registry,
+        node_id=config.node_id,
+        authenticator=authenticator,
+        metrics=metrics if metrics is not None else NodeMetrics(),
+        recovery=recovery_admin,
+        heartbeat_timeout=config.heartbeat_timeout,
+    )
+    wal_config = WalServerConfig(
+        keepalive_interval=config.keepalive_interval, handshake_timeout=config.connect_timeout
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(registry.serve)
+            wal_host, wal_port_asked = config.listen_wal
+            wal_port: int = await nursery.start(
+                partial(
+                    serve_wal, registry, authenticator, wal_host, wal_port_asked,
+                    config=wal_config,
+                )
+            )
+            http_host, http_port_asked = config.listen_http
+            http_port: int = await nursery.start(
+                partial(
+                    serve_http,
+                    build_http_app(context),  # type: ignore[arg-type]  # Starlette's ASGI types are looser than hypercorn's
+                    http_host,
+                    http_port_asked,
+                )
+            )
+            # Port 0 binds are only known now: advertise the real ports.
+            advertise_wal = config.advertise_wal or (wal_host, wal_port)
+            advertise_http = config.advertise_http or (http_host, http_port)
+            running = RunningNode(
+                config=config,
+                http_port=http_port,
+                wal_port=wal_port,
+                advertise_http=advertise_http,
+                advertise_wal=advertise_wal,
+                registry=registry,
+                context=context,
+            )
+            context.http_addr = running.http_url
+            context.wal_addr = running.wal_url
+            del peer_token  # TODO(peer exchange): hand to HttpPeerExchange when it lands
+            nursery.start_soon(_persist_periodically, registry, config.persist_interval)
+            log.info(
+                "node %s serving: http %s, wal %s, %d peers, recovery %s",
+                config.node_id, running.http_url, running.wal_url, len(config.peers),
+                "on" if config.recovery else "off",
+            )
+            task_status.started(running)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_FLUSH_TIMEOUT) as cs:
+            await _flush_and_close(registry)
+        if cs.cancelled_caught:
+            log.error("shutdown flush did not finish within %ss", SHUTDOWN_FLUSH_TIMEOUT)
+
+
+async def _persist_periodically(registry: TimelineRegistry, interval: float) -> None:
+    """Persist in-memory horizons every ``interval`` seconds; never returns."""
+    while True:
+        await trio.sleep(interval)
+        try:
+            await registry.persist_all()
+        except SafekeeperError as e:
+            # A broken timeline reports itself; the others must keep being persisted.
+            log.warning("periodic persist failed: %s", e)
+
+
+async def _flush_and_close(registry: TimelineRegistry) -> None:
+    """Make written WAL durable, persist in-memory state, close the stores."""
+    timelines = list(registry.timelines.values())
+    for timeline in timelines:
+        await _flush(timeline)
+    try:
+        await registry.persist_all()
+    except SafekeeperError as e:
+        log.warning("persist at shutdown failed: %s", e)
+    for timeline in timelines:
+        if not timeline.deleted:
+            await timeline.store.aclose()
+    log.info("flushed and closed %d timelines", len(timelines))
+
+
+async def _flush(timeline: Timeline) -> None:
+    snap = timeline.snapshot()
+    if snap.broken is not None or timeline.deleted or snap.write_lsn <= snap.flush_lsn:
+        return
+    try:
+        await timeline.process(FlushWal())
+    except SafekeeperError as e:
+        log.error("timeline %s: flush at shutdown failed: %s", timeline.ttid, e)
+
+
+def _read_token(config: NodeConfig) -> str | None:
+    if config.auth_token is None:
+        return None
+    token = config.auth_token.read_text().strip()
+    if not token:
+        raise SafekeeperError(f"auth token file {config.auth_token} is empty")
+    return token
+
+
+def _url_host(host: str) -> str:
+    """A host as it goes into a URL: wildcard binds become loopback, IPv6 gets brackets."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
