@@ -1,6 +1,30 @@
 """Network transport: WAL port (WebSocket), HTTP API, peer exchange, auth."""
 
+from ._http_app import DEFAULT_MAX_BODY_SIZE, NodeContext, RecoveryAdmin, build_http_app
+from ._http_client import HttpError, HttpUnavailable, SafekeeperClient
+from ._http_server import serve_http
+from ._json import (
+    PeerInfoBatch,
+    PeerTimelineInfo,
+    decode_create_timeline,
+    decode_peer_info_batch,
+    encode_create_timeline,
+    encode_peer_info_batch,
+    parse_acceptor_state,
+    parse_term_history,
+    peer_timeline_info,
+    term_history_json,
+    timeline_status_json,
+)
+from ._metrics import METRICS_CONTENT_TYPE, RECOVERY_OUTCOMES, NodeMetrics
 from ._paths import BadRequest, TimelinePath, parse_timeline_path
+from ._peer_exchange import (
+    HttpPeerExchange,
+    PeerExchange,
+    PeerSenderStatistics,
+    build_peer_info_batch,
+    serve_peer_exchange,
+)
 from ._wal_acceptor import run_wal_acceptor
 from ._wal_client import (
     WalConnectError,
@@ -17,6 +41,20 @@ from ._wal_server import WalServerConfig, serve_wal
 
 __all__ = [
     "BadRequest",
+    "DEFAULT_MAX_BODY_SIZE",
+    "HttpError",
+    "HttpPeerExchange",
+    "HttpUnavailable",
+    "METRICS_CONTENT_TYPE",
+    "NodeContext",
+    "NodeMetrics",
+    "PeerExchange",
+    "PeerInfoBatch",
+    "PeerSenderStatistics",
+    "PeerTimelineInfo",
+    "RECOVERY_OUTCOMES",
+    "RecoveryAdmin",
+    "SafekeeperClient",
     "TimelinePath",
     "WalConnectError",
     "WalConnectionClosed",
@@ -26,10 +64,23 @@ __all__ = [
     "WalServerConfig",
     "WalStreamClosed",
     "WalStreamConnection",
+    "build_http_app",
+    "build_peer_info_batch",
+    "decode_create_timeline",
+    "decode_peer_info_batch",
+    "encode_create_timeline",
+    "encode_peer_info_batch",
     "open_wal_push",
     "open_wal_stream",
+    "parse_acceptor_state",
+    "parse_term_history",
     "parse_timeline_path",
+    "peer_timeline_info",
     "run_wal_acceptor",
     "run_wal_sender",
+    "serve_http",
+    "serve_peer_exchange",
     "serve_wal",
+    "term_history_json",
+    "timeline_status_json",
 ]

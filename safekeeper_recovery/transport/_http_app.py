@@ -1,0 +1,442 @@
+"""The HTTP API of a node: a Starlette app over the node's :class:`NodeContext`.
+
+Endpoints (all answers are JSON except ``/metrics``; errors are ``{"error": "…"}``):
+
+====== ========================================================= ======================
+GET    /healthz                                                  open
+GET    /metrics                                                  open (Prometheus text)
+GET    /v1/status                                                node-wide
+GET    /v1/timelines                                             node-wide
+POST   /v1/peer_info                                             node-wide
+GET    /v1/recovery                                              node-wide
+POST   /v1/tenant/{tenant_id}/timeline                           tenant
+GET    /v1/tenant/{tenant_id}/timeline/{timeline_id}             tenant
+DELETE /v1/tenant/{tenant_id}/timeline/{timeline_id}             tenant
+GET    /v1/tenant/{tenant_id}/timeline/{timeline_id}/digest      tenant
+POST   /v1/tenant/{tenant_id}/timeline/{timeline_id}/term_bump   tenant
+POST   /v1/tenant/{tenant_id}/timeline/{timeline_id}/recovery/trigger   tenant
+POST   /v1/tenant/{tenant_id}/timeline/{timeline_id}/recovery/cancel    tenant
+====== ========================================================= ======================
+
+Status codes: 400 bad id / LSN / body, 401 missing or invalid token, 403 token scope does
+not cover the request, 404 unknown timeline or route, 405 wrong method, 409 conflicting
+create, 413 body over ``NodeContext.max_body_size``, 503 broken timeline, 500 anything
+unexpected (logged). With auth on, "node-wide" needs scope ``safekeeperdata`` and "tenant"
+needs ``safekeeperdata`` or a ``tenant`` token for the tenant in the path. An unauthenticated
+request gets 401 before any validation, so ids are never probed without a token.
+
+A timeline that failed to load (``registry.broken``) answers its status with **503**
+``{"error": "timeline broken: <reason>", "broken": "<reason>", "tenant_id", "timeline_id"}``;
+one that stopped at run time (``timeline.broken``) answers 200 with its full status and a
+non-null ``broken``. Both are counted and listed as ``broken`` in ``/v1/status`` and
+``/v1/timelines``.
+
+Every handler turns its errors into a JSON answer, so no request can take the server down;
+``trio.Cancelled`` (a ``BaseException``) is never caught.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final, NoReturn, Protocol
+
+import attrs
+import trio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..core import AuthError, Lsn, NodeId, StorageError, TenantId, TenantTimelineId, TimelineId
+from ..timeline import (
+    Timeline,
+    TimelineBroken,
+    TimelineConflict,
+    TimelineNotFound,
+    TimelineRegistry,
+)
+from ._auth import Authenticator, bearer_token
+from ._json import decode_create_timeline, decode_peer_info_batch, timeline_status_json
+from ._metrics import METRICS_CONTENT_TYPE, NodeMetrics
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "NodeContext", "RecoveryAdmin", "build_http_app"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_SIZE: Final = 16 * 1024 * 1024
+
+
+class RecoveryAdmin(Protocol):
+    """What the recovery engine offers the HTTP API (all non-blocking).
+
+    ``trigger`` / ``cancel`` may raise ``TimelineNotFound`` (answered with 404).
+    """
+
+    def snapshot_all(self) -> list[dict[str, object]]: ...
+
+    def trigger(self, ttid: TenantTimelineId) -> None: ...
+
+    def cancel(self, ttid: TenantTimelineId) -> None: ...
+
+
+def _package_version() -> str:
+    from .. import __version__  # the root package imports this layer's siblings only lazily
+
+    return __version__
+
+
+@attrs.define
+class NodeContext:
+    """Everything the HTTP API needs from its node.
+
+    Mutable on purpose: the node may fill ``http_addr`` / ``wal_addr`` once its listeners
+    have bound (port 0), and attach ``recovery`` once the engine runs.
+    """
+
+    registry: TimelineRegistry
+    node_id: NodeId
+    http_addr: str = ""
+    """Base URL of this node's HTTP API, e.g. ``http://127.0.0.1:7676``."""
+    wal_addr: str = ""
+    """Base URL of this node's WAL port, e.g. ``ws://127.0.0.1:5454``."""
+    authenticator: Authenticator = attrs.field(factory=lambda: Authenticator(None))
+    metrics: NodeMetrics = attrs.field(factory=NodeMetrics)
+    recovery: RecoveryAdmin | None = None
+    heartbeat_timeout: float = 5.0
+    """A peer is listed in ``peers`` while its last info is younger than this (seconds)."""
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    version: str = attrs.field(factory=_package_version)
+
+
+class _Problem(Exception):
+    """An answer other than success, raised from a handler."""
+
+    def __init__(self, status: int, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def _error(status: int, message: str, *, headers: dict[str, str] | None = None,
+           extra: dict[str, object] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, **(extra or {})}, status_code=status,
+                        headers=headers)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _json_errors(handler: Handler) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except _Problem as e:
+            return _error(e.status, e.message, extra=e.extra)
+        except AuthError as e:
+            headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+            return _error(e.status, str(e), headers=headers)
+        except TimelineNotFound as e:
+            return _error(404, str(e))
+        except TimelineConflict as e:
+            return _error(409, str(e))
+        except TimelineBroken as e:
+            return _error(503, str(e))
+        except Exception as e:  # Cancelled is a BaseException and passes through
+            log.exception("%s %s failed", request.method, request.url.path)
+            return _error(500, f"internal error: {type(e).__name__}: {e}")
+
+    return endpoint
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class _Api:
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+
+    # ---- request helpers --------------------------------------------------------------
+
+    def _authorize(self, request: Request, *, tenant: bool) -> TenantId | None:
+        """Check the token; return the path's tenant (validated) if ``tenant``."""
+        token = bearer_token(request.headers.get("authorization"))
+        auth = self.ctx.authenticator
+        if not tenant:
+            auth.check(token, tenant_id=None)
+            return None
+        try:
+            tenant_id = TenantId.parse(request.path_params["tenant_id"])
+        except ValueError as e:
+            # Unauthenticated callers learn nothing about ids: 401 comes before 400.
+            try:
+                auth.check(token, tenant_id=None)
+            except AuthError as auth_error:
+                if auth_error.status == 401:
+                    raise
+            raise _Problem(400, str(e)) from None
+        auth.check(token, tenant_id=tenant_id)
+        return tenant_id
+
+    def _ttid(self, request: Request) -> TenantTimelineId:
+        tenant_id = self._authorize(request, tenant=True)
+        assert tenant_id is not None
+        try:
+            timeline_id = TimelineId.parse(request.path_params["timeline_id"])
+        except ValueError as e:
+            raise _Problem(400, str(e)) from None
+        return TenantTimelineId(tenant_id, timeline_id)
+
+    def _timeline(self, ttid: TenantTimelineId) -> Timeline:
+        reason = self.ctx.registry.broken.get(ttid)
+        if reason is not None:
+            raise _Problem(
+                503, f"timeline broken: {reason}", broken=reason,
+                tenant_id=str(ttid.tenant_id), timeline_id=str(ttid.timeline_id),
+            )
+        return self.ctx.registry.get(ttid)
+
+    async def _json_body(self, request: Request, *, allow_empty: bool = False) -> object:
+        limit = self.ctx.max_body_size
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise _Problem(400, "invalid Content-Length")
+            if int(declared) > limit:
+                raise _Problem(413, f"body larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _Problem(413, f"body larger than {limit} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if not body.strip():
+            if allow_empty:
+                return {}
+            raise _Problem(400, "empty body: expected a JSON object")
+        try:
+            return json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+            raise _Problem(400, f"malformed JSON: {e}") from None
+
+    def _query_lsn(self, request: Request, name: str) -> Lsn:
+        text = request.query_params.get(name)
+        if text is None:
+            raise _Problem(400, f"missing query parameter {name}")
+        try:
+            return Lsn.parse(text)
+        except ValueError as e:
+            raise _Problem(400, f"{name}: {e}") from None
+
+    def _broken_list(self) -> list[dict[str, str]]:
+        reg = self.ctx.registry
+        broken = [(ttid, reason) for ttid, reason in reg.broken.items()]
+        broken += [(t.ttid, t.broken) for t in reg.timelines.values() if t.broken is not None]
+        return [
+            {"tenant_id": str(t.tenant_id), "timeline_id": str(t.timeline_id), "broken": r}
+            for t, r in sorted(broken)
+        ]
+
+    def _status_json(self, timeline: Timeline) -> dict[str, object]:
+        recovery: dict[str, object] | None = None
+        if timeline.recovery_status is not None:
+            try:
+                recovery = timeline.recovery_status()
+            except Exception as e:
+                log.exception("recovery status of %s failed", timeline.ttid)
+                recovery = {"state": "unknown", "error": f"{type(e).__name__}: {e}"}
+        return timeline_status_json(
+            timeline.snapshot(),
+            peers=timeline.alive_peers(trio.current_time(), self.ctx.heartbeat_timeout),
+            walreceivers=list(timeline.receivers.values()),
+            walsenders=list(timeline.walsenders.values()),
+            recovery=recovery,
+        )
+
+    # ---- node-wide ----------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(self, request: Request) -> Response:
+        ctx = self.ctx
+        ctx.metrics.set_timeline_counts(
+            len(ctx.registry.timelines) + len(ctx.registry.broken), len(self._broken_list())
+        )
+        return Response(ctx.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    async def status(self, request: Request) -> Response:
+        self._authorize(request, tenant=False)
+        ctx = self.ctx
+        broken = self._broken_list()
+        return JSONResponse({
+            "node_id": int(ctx.node_id),
+            "version": ctx.version,
+            "http_addr": ctx.http_addr,
+            "wal_addr": ctx.wal_addr,
+            "timeline_count": len(ctx.registry.timelines) + len(ctx.registry.broken),
+            "broken_count": len(broken),
+            "broken_timelines": broken,
+        })
+
+    async def list_timelines(self, request: Request) -> Response:
+        self._authorize(request, tenant=False)
+        reg = self.ctx.registry
+        reasons: dict[TenantTimelineId, str | None] = {
+            t.ttid: t.broken for t in reg.timelines.values()
+        }
+        reasons.update(reg.broken)
+        return JSONResponse({"timelines": [
+            {
+                "tenant_id": str(ttid.tenant_id),
+                "timeline_id": str(ttid.timeline_id),
+                "state": "ok" if reason is None else "broken",
+                "broken": reason,
+            }
+            for ttid, reason in sorted(reasons.items())
+        ]})
+
+    async def peer_info(self, request: Request) -> Response:
+        self._authorize(request, tenant=False)
+        try:
+            batch = decode_peer_info_batch(await self._json_body(request))
+        except ValueError as e:
+            raise _Problem(400, str(e)) from None
+        now = trio.current_time()
+        applied = ignored = 0
+        for entry in batch.timelines:
+            timeline = self.ctx.registry.timelines.get(entry.ttid)
+            if timeline is None:
+                ignored += 1  # unknown here (reference §9): not an error
+                continue
+            info = entry.to_peer_info(batch.node_id, batch.http_addr, batch.wal_addr, now)
+            try:
+                await timeline.record_peer_info(info)
+            except TimelineBroken as e:
+                # One stopped timeline must not lose the rest of the batch.
+                log.warning("peer info for %s not applied: %s", entry.ttid, e)
+                ignored += 1
+                continue
+            applied += 1
+        return JSONResponse({"applied": applied, "ignored": ignored})
+
+    # ---- timelines -----------------------------------------------------------------------
+
+    async def create_timeline(self, request: Request) -> Response:
+        tenant_id = self._authorize(request, tenant=True)
+        assert tenant_id is not None
+        try:
+            timeline_id, params = decode_create_timeline(await self._json_body(request))
+        except ValueError as e:
+            raise _Problem(400, str(e)) from None
+        ttid = TenantTimelineId(tenant_id, timeline_id)
+        timeline, created = await self.ctx.registry.create(ttid, params)
+        return JSONResponse(self._status_json(timeline), status_code=201 if created else 200)
+
+    async def timeline_status(self, request: Request) -> Response:
+        return JSONResponse(self._status_json(self._timeline(self._ttid(request))))
+
+    async def delete_timeline(self, request: Request) -> Response:
+        ttid = self._ttid(request)
+        if not await self.ctx.registry.delete(ttid):
+            raise TimelineNotFound(f"timeline {ttid} not found on this node")
+        return JSONResponse(
+            {"tenant_id": str(ttid.tenant_id), "timeline_id": str(ttid.timeline_id),
+             "deleted": True}
+        )
+
+    async def digest(self, request: Request) -> Response:
+        ttid = self._ttid(request)
+        from_lsn = self._query_lsn(request, "from_lsn")
+        until_lsn = self._query_lsn(request, "until_lsn")
+        timeline = self._timeline(ttid)
+        snap = timeline.snapshot()
+        if from_lsn > until_lsn:
+            raise _Problem(400, f"from_lsn {from_lsn} > until_lsn {until_lsn}")
+        if from_lsn < snap.timeline_start_lsn or until_lsn > snap.flush_lsn:
+            raise _Problem(
+                400, f"range [{from_lsn}, {until_lsn}) is outside the durable WAL "
+                     f"[{snap.timeline_start_lsn}, {snap.flush_lsn})",
+            )
+        try:
+            sha = await timeline.digest(from_lsn, until_lsn)
+        except StorageError as e:
+            # The range was valid a moment ago: WAL moved under us (truncation) or I/O failed.
+            raise _Problem(409, f"digest failed: {e}") from None
+        return JSONResponse({"sha256": sha})
+
+    async def term_bump(self, request: Request) -> Response:
+        ttid = self._ttid(request)
+        body = await self._json_body(request, allow_empty=True)
+        if not isinstance(body, dict):
+            raise _Problem(400, "body: expected a JSON object")
+        term = body.get("term")
+        if term is not None and (
+            not isinstance(term, int) or isinstance(term, bool)
+            or not 0 <= term <= 0xFFFF_FFFF_FFFF_FFFF
+        ):
+            raise _Problem(400, "body.term: expected null or an integer in u64 range")
+        timeline = self._timeline(ttid)
+        previous = timeline.acceptor.term
+        current = await timeline.bump_term(term)
+        return JSONResponse({"previous_term": previous, "current_term": current})
+
+    # ---- recovery admin ------------------------------------------------------------------
+
+    def _recovery(self) -> RecoveryAdmin:
+        if self.ctx.recovery is None:
+            raise _Problem(404, "recovery is not running on this node")
+        return self.ctx.recovery
+
+    async def recovery_list(self, request: Request) -> Response:
+        self._authorize(request, tenant=False)
+        return JSONResponse({"recoveries": self._recovery().snapshot_all()})
+
+    async def recovery_trigger(self, request: Request) -> Response:
+        ttid = self._ttid(request)
+        admin = self._recovery()
+        self._timeline(ttid)
+        admin.trigger(ttid)
+        return JSONResponse({"status": "triggered"})
+
+    async def recovery_cancel(self, request: Request) -> Response:
+        ttid = self._ttid(request)
+        admin = self._recovery()
+        self._timeline(ttid)
+        admin.cancel(ttid)
+        return JSONResponse({"status": "cancelled"})
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    # Starlette's own 404 (no route) and 405 (wrong method), as JSON like everything else.
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+def build_http_app(node: NodeContext) -> Starlette:
+    """The node's HTTP API (see the module docstring). Serve it with ``serve_http``."""
+    api = _Api(node)
+    tl = "/v1/tenant/{tenant_id}/timeline/{timeline_id}"
+    routes = [
+        Route("/healthz", _json_errors(api.healthz), methods=["GET"]),
+        Route("/metrics", _json_errors(api.metrics), methods=["GET"]),
+        Route("/v1/status", _json_errors(api.status), methods=["GET"]),
+        Route("/v1/timelines", _json_errors(api.list_timelines), methods=["GET"]),
+        Route("/v1/peer_info", _json_errors(api.peer_info), methods=["POST"]),
+        Route("/v1/recovery", _json_errors(api.recovery_list), methods=["GET"]),
+        Route("/v1/tenant/{tenant_id}/timeline", _json_errors(api.create_timeline),
+              methods=["POST"]),
+        Route(tl, _json_errors(api.timeline_status), methods=["GET"]),
+        Route(tl, _json_errors(api.delete_timeline), methods=["DELETE"]),
+        Route(f"{tl}/digest", _json_errors(api.digest), methods=["GET"]),
+        Route(f"{tl}/term_bump", _json_errors(api.term_bump), methods=["POST"]),
+        Route(f"{tl}/recovery/trigger", _json_errors(api.recovery_trigger), methods=["POST"]),
+        Route(f"{tl}/recovery/cancel", _json_errors(api.recovery_cancel), methods=["POST"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})

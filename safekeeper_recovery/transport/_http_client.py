@@ -1,0 +1,212 @@
+"""A client of a node's HTTP API. The one module of the package that imports httpx.
+
+::
+
+    async with SafekeeperClient("http://127.0.0.1:7676", token=jwt) as client:
+        status = await client.timeline_status(ttid)
+
+Every method raises :class:`HttpError` when the node answers with an error status (its
+``{"error": …}`` message included) and :class:`HttpUnavailable` (a subclass, ``status``
+0) when the node cannot be reached or does not answer within ``timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+from ..core import Lsn, SafekeeperError, TenantTimelineId, Term
+from ..timeline import TimelineParams
+from ._json import PeerInfoBatch, encode_create_timeline, encode_peer_info_batch
+
+__all__ = ["HttpError", "HttpUnavailable", "SafekeeperClient"]
+
+
+class HttpError(SafekeeperError):
+    """The node answered ``status`` (>= 400) with ``message`` (or could not be reached)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+
+
+class HttpUnavailable(HttpError):
+    """No answer: connection refused or reset, timeout, malformed response."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
+
+
+def _tl_path(ttid: TenantTimelineId) -> str:
+    return f"/v1/tenant/{ttid.tenant_id}/timeline/{ttid.timeline_id}"
+
+
+class SafekeeperClient:
+    """An async client of one node; use as ``async with`` (or call :meth:`aclose`).
+
+    ``timeout`` (seconds) bounds connecting and each read/write of every request.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 10.0,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        params: dict[str, str] | None = None,
+    ) -> object:
+        content = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        try:
+            response = await self._client.request(
+                method, path, content=content, params=params, headers=headers
+            )
+        except httpx.HTTPError as e:  # transport errors, timeouts, protocol errors
+            raise HttpUnavailable(
+                f"{method} {self.base_url}{path}: {type(e).__name__}: {e}"
+            ) from e
+        try:
+            payload: object = response.json() if response.content else None
+        except ValueError:
+            payload = None
+        if response.status_code >= 400:
+            message = response.text[:500]
+            if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+                message = payload["error"]
+            raise HttpError(response.status_code, message)
+        if payload is None and method != "DELETE":
+            raise HttpUnavailable(f"{method} {self.base_url}{path}: answer is not JSON")
+        return payload
+
+    async def _object(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        params: dict[str, str] | None = None,
+    ) -> dict[str, object]:
+        payload = await self._request(method, path, body=body, params=params)
+        if not isinstance(payload, dict):
+            raise HttpUnavailable(f"{method} {self.base_url}{path}: expected a JSON object")
+        return payload
+
+    # ---- node ------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, object]:
+        return await self._object("GET", "/v1/status")
+
+    async def timelines(self) -> list[dict[str, object]]:
+        listing = (await self._object("GET", "/v1/timelines")).get("timelines")
+        if not isinstance(listing, list):
+            raise HttpUnavailable("GET /v1/timelines: expected a list of timelines")
+        return listing
+
+    async def metrics(self) -> str:
+        try:
+            response = await self._client.get("/metrics")
+        except httpx.HTTPError as e:
+            raise HttpUnavailable(f"GET {self.base_url}/metrics: {e}") from e
+        if response.status_code != 200:
+            raise HttpError(response.status_code, response.text[:500])
+        return response.text
+
+    async def post_peer_info(self, batch: PeerInfoBatch) -> dict[str, object]:
+        """Push one batch; returns ``{"applied": n, "ignored": m}``."""
+        return await self._object("POST", "/v1/peer_info", body=encode_peer_info_batch(batch))
+
+    # ---- timelines ---------------------------------------------------------------------
+
+    async def timeline_status(self, ttid: TenantTimelineId) -> dict[str, object]:
+        """The status JSON (reference §8 shape; parse with ``parse_acceptor_state``)."""
+        return await self._object("GET", _tl_path(ttid))
+
+    async def create_timeline(
+        self,
+        ttid: TenantTimelineId,
+        start_lsn: Lsn,
+        *,
+        wal_seg_size: int = 16 * 1024 * 1024,
+        pg_version: int = 0,
+        system_id: int = 0,
+    ) -> dict[str, object]:
+        """Create (or confirm, if equal) a timeline; returns its status JSON.
+
+        ``HttpError`` 409 if it exists with other parameters.
+        """
+        params = TimelineParams(start_lsn, wal_seg_size, pg_version, system_id)
+        body = encode_create_timeline(ttid.timeline_id, params)
+        return await self._object("POST", f"/v1/tenant/{ttid.tenant_id}/timeline", body=body)
+
+    async def delete_timeline(self, ttid: TenantTimelineId) -> None:
+        """Delete a timeline (``HttpError`` 404 if it does not exist)."""
+        await self._request("DELETE", _tl_path(ttid))
+
+    async def digest(self, ttid: TenantTimelineId, from_lsn: Lsn, until_lsn: Lsn) -> str:
+        """Hex SHA-256 of the durable WAL in ``[from_lsn, until_lsn)``."""
+        answer = await self._object(
+            "GET", f"{_tl_path(ttid)}/digest",
+            params={"from_lsn": str(from_lsn), "until_lsn": str(until_lsn)},
+        )
+        sha = answer.get("sha256")
+        if not isinstance(sha, str):
+            raise HttpUnavailable("digest answer has no sha256")
+        return sha
+
+    async def term_bump(self, ttid: TenantTimelineId, term: Term | None = None) -> tuple[
+        Term, Term
+    ]:
+        """Raise the term (to ``term``, or by one); returns ``(previous, current)``."""
+        answer = await self._object("POST", f"{_tl_path(ttid)}/term_bump", body={"term": term})
+        previous, current = answer.get("previous_term"), answer.get("current_term")
+        if not isinstance(previous, int) or not isinstance(current, int):
+            raise HttpUnavailable("term_bump answer lacks previous_term/current_term")
+        return previous, current
+
+    # ---- recovery admin ----------------------------------------------------------------
+
+    async def recovery_list(self) -> list[dict[str, object]]:
+        listing = (await self._object("GET", "/v1/recovery")).get("recoveries")
+        if not isinstance(listing, list):
+            raise HttpUnavailable("GET /v1/recovery: expected a list of recoveries")
+        return listing
+
+    async def recovery_trigger(self, ttid: TenantTimelineId) -> None:
+        await self._object("POST", f"{_tl_path(ttid)}/recovery/trigger")
+
+    async def recovery_cancel(self, ttid: TenantTimelineId) -> None:
+        await self._object("POST", f"{_tl_path(ttid)}/recovery/cancel")
+

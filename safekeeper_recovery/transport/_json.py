@@ -1,0 +1,354 @@
+"""JSON shapes of the HTTP API, shared by the server and its clients. Pure functions.
+
+* Timeline status (reference §8, plus ``last_log_term``, ``wal_seg_size``, ``broken`` and
+  ``recovery``): :func:`timeline_status_json` builds it; :func:`parse_acceptor_state` reads
+  the two fields recovery needs from a (possibly foreign) donor, leniently.
+* Peer info (reference §9): :class:`PeerInfoBatch` / :class:`PeerTimelineInfo`,
+  :func:`encode_peer_info_batch` and the strict :func:`decode_peer_info_batch`.
+* Timeline creation: :func:`encode_create_timeline` / :func:`decode_create_timeline`.
+
+All LSNs are ``"X/Y"`` strings. Decoders raise ``ValueError`` naming the offending field;
+they ignore unknown keys (newer peers may send more) but never coerce types: a JSON
+``true`` is not a term and ``"5"`` is not a node id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Final, TypeVar, final
+
+import attrs
+
+from ..core import (
+    INVALID_LSN,
+    Lsn,
+    NodeId,
+    PeerInfo,
+    TenantId,
+    TenantTimelineId,
+    Term,
+    TermHistory,
+    TermLsn,
+    TimelineId,
+)
+from ..timeline import Receiver, TimelineParams, TimelineSnapshot
+
+__all__ = [
+    "PeerInfoBatch",
+    "PeerTimelineInfo",
+    "decode_create_timeline",
+    "decode_peer_info_batch",
+    "encode_create_timeline",
+    "encode_peer_info_batch",
+    "parse_acceptor_state",
+    "parse_term_history",
+    "peer_timeline_info",
+    "term_history_json",
+    "timeline_status_json",
+]
+
+_U64: Final = 0xFFFF_FFFF_FFFF_FFFF
+MAX_ADDR_LEN: Final = 1024
+JsonObject = dict[str, object]
+_IdT = TypeVar("_IdT", TenantId, TimelineId)
+
+
+# ---- field readers (strict) ------------------------------------------------------------
+
+
+def _object(value: object, where: str) -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _int(obj: Mapping[str, object], key: str, where: str, *, lo: int = 0, hi: int = _U64,
+         default: int | None = None) -> int:
+    value = obj.get(key, default)
+    if value is None:
+        raise ValueError(f"{where}.{key}: required")
+    # bool is an int in Python but never a number in our API.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{where}.{key}: expected an integer, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{where}.{key}: {value} out of range [{lo}, {hi}]")
+    return value
+
+
+def _lsn(obj: Mapping[str, object], key: str, where: str, *, default: Lsn | None = None) -> Lsn:
+    value = obj.get(key)
+    if value is None:
+        if default is None:
+            raise ValueError(f"{where}.{key}: required")
+        return default
+    if not isinstance(value, str):
+        raise ValueError(f"{where}.{key}: expected an LSN string X/Y, got {type(value).__name__}")
+    try:
+        return Lsn.parse(value)
+    except ValueError as e:
+        raise ValueError(f"{where}.{key}: {e}") from None
+
+
+def _str(obj: Mapping[str, object], key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{where}.{key}: expected a string")
+    return value
+
+
+def _url(obj: Mapping[str, object], key: str, where: str, schemes: tuple[str, ...]) -> str:
+    value = _str(obj, key, where)
+    if len(value) > MAX_ADDR_LEN or not value.startswith(schemes) or any(
+        c.isspace() or not c.isprintable() for c in value
+    ):
+        raise ValueError(f"{where}.{key}: expected a {'/'.join(schemes)} URL, got {value!r:.80}")
+    return value
+
+
+def _id(cls: type[_IdT], obj: Mapping[str, object], key: str, where: str) -> _IdT:
+    try:
+        return cls.parse(_str(obj, key, where))
+    except ValueError as e:
+        raise ValueError(f"{where}.{key}: {e}") from None
+
+
+# ---- term history and timeline status ----------------------------------------------------
+
+
+def term_history_json(history: Iterable[TermLsn]) -> list[JsonObject]:
+    return [{"term": e.term, "lsn": str(e.lsn)} for e in history]
+
+
+def parse_term_history(value: object, where: str = "term_history") -> TermHistory:
+    """Parse ``[{"term": n, "lsn": "X/Y"}, …]`` into a validated :class:`TermHistory`."""
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: expected a list")
+    entries = []
+    for i, item in enumerate(value):
+        entry = _object(item, f"{where}[{i}]")
+        entries.append(TermLsn(_int(entry, "term", f"{where}[{i}]"),
+                               _lsn(entry, "lsn", f"{where}[{i}]")))
+    try:
+        return TermHistory(entries)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def parse_acceptor_state(status: object) -> tuple[Term, TermHistory]:
+    """``(term, term_history)`` from a timeline status object (reference §8).
+
+    Lenient on purpose: only ``acceptor_state.term`` and ``acceptor_state.term_history``
+    are required, so a donor that reports more (or other) fields still works.
+    """
+    state = _object(_object(status, "status").get("acceptor_state"), "acceptor_state")
+    term = _int(state, "term", "acceptor_state")
+    return term, parse_term_history(state.get("term_history"), "acceptor_state.term_history")
+
+
+def timeline_status_json(
+    snap: TimelineSnapshot,
+    *,
+    peers: Iterable[PeerInfo],
+    walreceivers: Iterable[Receiver],
+    walsenders: Iterable[Mapping[str, object]],
+    recovery: Mapping[str, object] | None,
+) -> JsonObject:
+    """The status JSON of one timeline (reference §8 names, plus ours).
+
+    ``peers`` should already be filtered to the alive ones; ``recovery`` is the recovery
+    engine's status object, or ``None`` for ``{"state": "disabled"}``.
+    """
+    return {
+        "tenant_id": str(snap.ttid.tenant_id),
+        "timeline_id": str(snap.ttid.timeline_id),
+        "acceptor_state": {
+            "term": snap.term,
+            "epoch": snap.last_log_term,
+            "term_history": term_history_json(snap.term_history),
+        },
+        "pg_info": {
+            "pg_version": snap.pg_version,
+            "system_id": snap.system_id,
+            "wal_seg_size": snap.wal_seg_size,
+        },
+        "last_log_term": snap.last_log_term,
+        "wal_seg_size": snap.wal_seg_size,
+        "flush_lsn": str(snap.flush_lsn),
+        "commit_lsn": str(snap.commit_lsn),
+        "timeline_start_lsn": str(snap.timeline_start_lsn),
+        "local_start_lsn": str(snap.local_start_lsn),
+        "backup_lsn": str(snap.backup_lsn),
+        "peer_horizon_lsn": str(snap.peer_horizon_lsn),
+        "remote_consistent_lsn": str(snap.remote_consistent_lsn),
+        "peers": [
+            {
+                "sk_id": int(p.node_id),
+                "term": p.term,
+                "last_log_term": p.last_log_term,
+                "flush_lsn": str(p.flush_lsn),
+                "commit_lsn": str(p.commit_lsn),
+                "local_start_lsn": str(p.local_start_lsn),
+                "http_addr": p.http_addr,
+                "wal_addr": p.wal_addr,
+            }
+            for p in sorted(peers, key=lambda p: int(p.node_id))
+        ],
+        "walreceivers": [
+            {"id": r.id, "kind": r.kind, "status": r.status, "remote": r.remote}
+            for r in walreceivers
+        ],
+        "walsenders": [dict(s) for s in walsenders],
+        "broken": snap.broken,
+        "recovery": dict(recovery) if recovery is not None else {"state": "disabled"},
+    }
+
+
+# ---- peer info ------------------------------------------------------------------------------
+
+
+@final
+@attrs.frozen
+class PeerTimelineInfo:
+    """What a node publishes about one of its timelines (reference §9 message fields)."""
+
+    ttid: TenantTimelineId
+    term: Term
+    last_log_term: Term
+    flush_lsn: Lsn
+    commit_lsn: Lsn
+    backup_lsn: Lsn = INVALID_LSN
+    peer_horizon_lsn: Lsn = INVALID_LSN
+    remote_consistent_lsn: Lsn = INVALID_LSN
+    local_start_lsn: Lsn = INVALID_LSN
+
+    def to_peer_info(self, node_id: NodeId, http_addr: str, wal_addr: str,
+                     received_at: float) -> PeerInfo:
+        """The receiver's view: stamped with *its* clock (``received_at``)."""
+        return PeerInfo(
+            node_id=node_id,
+            term=self.term,
+            last_log_term=self.last_log_term,
+            flush_lsn=self.flush_lsn,
+            commit_lsn=self.commit_lsn,
+            http_addr=http_addr,
+            wal_addr=wal_addr,
+            received_at=received_at,
+            backup_lsn=self.backup_lsn,
+            peer_horizon_lsn=self.peer_horizon_lsn,
+            remote_consistent_lsn=self.remote_consistent_lsn,
+            local_start_lsn=self.local_start_lsn,
+        )
+
+
+@final
+@attrs.frozen
+class PeerInfoBatch:
+    """One push of a node: its addresses and the info of all its timelines."""
+
+    node_id: NodeId
+    http_addr: str
+    wal_addr: str
+    timelines: tuple[PeerTimelineInfo, ...] = ()
+
+
+def peer_timeline_info(snap: TimelineSnapshot) -> PeerTimelineInfo:
+    """What to publish about a timeline, from a consistent snapshot of it."""
+    return PeerTimelineInfo(
+        ttid=snap.ttid,
+        term=snap.term,
+        last_log_term=snap.last_log_term,
+        flush_lsn=snap.flush_lsn,
+        commit_lsn=snap.commit_lsn,
+        backup_lsn=snap.backup_lsn,
+        peer_horizon_lsn=snap.peer_horizon_lsn,
+        remote_consistent_lsn=snap.remote_consistent_lsn,
+        local_start_lsn=snap.local_start_lsn,
+    )
+
+
+def encode_peer_info_batch(batch: PeerInfoBatch) -> JsonObject:
+    return {
+        "node_id": int(batch.node_id),
+        "http_addr": batch.http_addr,
+        "wal_addr": batch.wal_addr,
+        "timelines": [
+            {
+                "tenant_id": str(t.ttid.tenant_id),
+                "timeline_id": str(t.ttid.timeline_id),
+                "term": t.term,
+                "last_log_term": t.last_log_term,
+                "flush_lsn": str(t.flush_lsn),
+                "commit_lsn": str(t.commit_lsn),
+                "backup_lsn": str(t.backup_lsn),
+                "peer_horizon_lsn": str(t.peer_horizon_lsn),
+                "remote_consistent_lsn": str(t.remote_consistent_lsn),
+                "local_start_lsn": str(t.local_start_lsn),
+            }
+            for t in batch.timelines
+        ],
+    }
+
+
+def _decode_peer_timeline(value: object, where: str) -> PeerTimelineInfo:
+    obj = _object(value, where)
+    return PeerTimelineInfo(
+        ttid=TenantTimelineId(
+            _id(TenantId, obj, "tenant_id", where), _id(TimelineId, obj, "timeline_id", where)
+        ),
+        term=_int(obj, "term", where),
+        last_log_term=_int(obj, "last_log_term", where),
+        flush_lsn=_lsn(obj, "flush_lsn", where),
+        commit_lsn=_lsn(obj, "commit_lsn", where),
+        backup_lsn=_lsn(obj, "backup_lsn", where, default=INVALID_LSN),
+        peer_horizon_lsn=_lsn(obj, "peer_horizon_lsn", where, default=INVALID_LSN),
+        remote_consistent_lsn=_lsn(obj, "remote_consistent_lsn", where, default=INVALID_LSN),
+        local_start_lsn=_lsn(obj, "local_start_lsn", where, default=INVALID_LSN),
+    )
+
+
+def decode_peer_info_batch(value: object) -> PeerInfoBatch:
+    """Validate a whole batch; any bad field raises ``ValueError`` (nothing is half-read).
+
+    The horizons and ``local_start_lsn`` may be omitted (0/0); everything else is required.
+    """
+    obj = _object(value, "batch")
+    timelines = obj.get("timelines")
+    if not isinstance(timelines, list):
+        raise ValueError("batch.timelines: expected a list")
+    return PeerInfoBatch(
+        node_id=NodeId(_int(obj, "node_id", "batch")),
+        http_addr=_url(obj, "http_addr", "batch", ("http://", "https://")),
+        wal_addr=_url(obj, "wal_addr", "batch", ("ws://", "wss://")),
+        timelines=tuple(
+            _decode_peer_timeline(t, f"timelines[{i}]") for i, t in enumerate(timelines)
+        ),
+    )
+
+
+# ---- timeline creation ----------------------------------------------------------------------
+
+
+def encode_create_timeline(timeline_id: TimelineId, params: TimelineParams) -> JsonObject:
+    return {
+        "timeline_id": str(timeline_id),
+        "start_lsn": str(params.start_lsn),
+        "wal_seg_size": params.wal_seg_size,
+        "pg_version": params.pg_version,
+        "system_id": params.system_id,
+    }
+
+
+def decode_create_timeline(value: object) -> tuple[TimelineId, TimelineParams]:
+    """``{timeline_id, start_lsn, wal_seg_size?, pg_version?, system_id?}`` (strict)."""
+    obj = _object(value, "body")
+    defaults = TimelineParams(start_lsn=Lsn(1))
+    timeline_id = _id(TimelineId, obj, "timeline_id", "body")
+    start_lsn = _lsn(obj, "start_lsn", "body")
+    wal_seg_size = _int(obj, "wal_seg_size", "body", default=defaults.wal_seg_size)
+    pg_version = _int(obj, "pg_version", "body", hi=0xFFFF_FFFF, default=defaults.pg_version)
+    system_id = _int(obj, "system_id", "body", default=defaults.system_id)
+    try:
+        params = TimelineParams(start_lsn, wal_seg_size, pg_version, system_id)
+    except ValueError as e:
+        raise ValueError(f"body: {e}") from None
+    return timeline_id, params
