@@ -20,18 +20,18 @@ from ._truncation_mark import TRUNCATION_MARK_FILE_NAME
 from ._wal_store import MAX_SEG_SIZE, MIN_SEG_SIZE, WalStore, validate_seg_size
 
 __all__ = [
-    "CONTROL_FILE_NAME",
-    "FLUSH_POSITION_FILE_NAME",
-    "MAX_SEG_SIZE",
-    "MIN_SEG_SIZE",
-    "TRUNCATION_MARK_FILE_NAME",
     "AsyncWalStore",
     "AsyncWalStoreStatistics",
+    "CONTROL_FILE_NAME",
     "ControlFileStore",
+    "FLUSH_POSITION_FILE_NAME",
     "FileControlFileStore",
     "FileWalStore",
+    "MAX_SEG_SIZE",
+    "MIN_SEG_SIZE",
     "MemoryControlFileStore",
     "MemoryWalStore",
+    "TRUNCATION_MARK_FILE_NAME",
     "WalStore",
     "validate_seg_size",
 ]

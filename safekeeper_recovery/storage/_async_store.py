@@ -5,7 +5,9 @@ Writes accumulate in memory and reach the store in one thread hop once at least
 segments are synced and renamed promptly); ``flush`` writes the rest and flushes in one hop.
 Reads may fetch up to ``read_ahead_bytes`` (within one segment) in one hop and serve the
 following smaller reads from that cache. Nothing here reads a clock, so it runs unchanged
-under trio's ``MockClock``.
+under trio's ``MockClock``. But a thread hop leaves the run loop idle, and an *autojump*
+clock then jumps virtual time forward (timeouts may fire while the disk "works"): for
+simulations over ``MemoryWalStore`` pass ``inline=True`` to run the calls in the trio thread.
 
 Concurrency: callers serialise mutations (``write``/``flush``/``truncate``); the timeline
 holds a lock for that. A ``trio.Lock`` inside still serialises every thread hop, because the
@@ -48,7 +50,7 @@ class AsyncWalStoreStatistics:
     flushes: int
     """Completed ``flush`` calls that had something to flush."""
     thread_hops: int
-    """Blocking calls run on a worker thread."""
+    """Batched blocking calls (run on a worker thread, or in the trio thread if inline)."""
     buffered_bytes: int
     """Bytes accepted by ``write`` but not yet handed to the store."""
     read_cache_hits: int
@@ -65,12 +67,21 @@ class AsyncWalStore:
         *,
         write_batch_bytes: int = DEFAULT_WRITE_BATCH,
         read_ahead_bytes: int = DEFAULT_READ_AHEAD,
+        inline: bool = False,
     ) -> None:
+        """Wrap ``store`` (which this object then owns and closes in ``aclose``).
+
+        ``inline=True`` runs the batched blocking calls directly in the trio thread (each
+        preceded by a checkpoint) instead of on a worker thread: only for stores that never
+        block, such as ``MemoryWalStore`` under a mock clock.
+        """
         if write_batch_bytes <= 0 or read_ahead_bytes <= 0:
             raise ValueError("write_batch_bytes and read_ahead_bytes must be positive")
         self._store = store
+        self._in_thread = in_thread
         self._write_batch = write_batch_bytes
         self._read_ahead = read_ahead_bytes
+        self._inline = inline
         self._lock = trio.Lock()
         self._buffer = bytearray()  # accepted bytes not yet handed to the store
         self._write_lsn = store.write_lsn  # end of accepted bytes (store + buffer)
@@ -114,8 +125,11 @@ class AsyncWalStore:
         )
 
     async def _hop(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on a worker thread; the caller holds ``self._lock``."""
+        """Run ``fn`` on a worker thread (or inline); the caller holds ``self._lock``."""
         self._hops += 1
+        if self._inline:
+            await trio.lowlevel.checkpoint()
+            return fn()
         result: T = await trio.to_thread.run_sync(fn)
         return result
 
