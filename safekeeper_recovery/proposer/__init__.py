@@ -1,0 +1,42 @@
+"""A test proposer: elects itself over a quorum of safekeepers and writes deterministic WAL.
+
+``propose(config, connect)`` runs one proposer; the pure election and commit rules are in
+``elect`` / ``quorum_commit_lsn`` / ``start_point``; ``WalGenerator`` makes the WAL.
+"""
+
+from ._connection import Connect, FetchWal, SafekeeperConnection
+from ._election import Election, elect, next_term, quorum_commit_lsn, quorum_size, start_point
+from ._errors import LostQuorumError, NewerTermError, ProposerError
+from ._proposer import (
+    NodeStatistics,
+    Proposer,
+    ProposerConfig,
+    ProposeResult,
+    ProposerStatistics,
+    propose,
+)
+from ._walgen import BLOCK_SIZE, WalGenerator, chunk_end
+
+__all__ = [
+    "BLOCK_SIZE",
+    "Connect",
+    "Election",
+    "FetchWal",
+    "LostQuorumError",
+    "NewerTermError",
+    "NodeStatistics",
+    "ProposeResult",
+    "Proposer",
+    "ProposerConfig",
+    "ProposerError",
+    "ProposerStatistics",
+    "SafekeeperConnection",
+    "WalGenerator",
+    "chunk_end",
+    "elect",
+    "next_term",
+    "propose",
+    "quorum_commit_lsn",
+    "quorum_size",
+    "start_point",
+]

@@ -1,0 +1,603 @@
+"""The proposer driver: greet, elect, stream WAL, commit (reference Appendix C).
+
+Theory of operation
+-------------------
+One task per safekeeper runs *sessions*: connect → Greeting → (wait for the term) →
+VoteRequest → (wait for the election) → ProposerElected at the node's own start point →
+stream. A coordinator decides the term once every node's first connection attempt has
+settled, and elects once every greeted node has voted or failed; a node that connects later
+(or reconnects) goes through the same session and joins the stream at its common point.
+
+Streaming is pipelined: up to ``window`` AppendRequests per node are unanswered at a time.
+Each AppendResponse records the node's flush; commit_lsn is the quorum-th highest flush in
+our term (rule E6 of ``_election``) and rides on the next append. When a node has been sent
+everything, it gets an empty append whenever commit_lsn moves, and a keepalive append when
+idle (which is also how a newer term is noticed).
+
+Rules
+-----
+P1  A term above ours in any greeting, vote or append response stops the run with
+    :class:`NewerTermError`; so does a refused vote at our own term that we never asked for.
+P2  Fewer than a quorum of greetings or votes in the first round, or fewer than a quorum of
+    reachable nodes for ``lost_quorum_timeout``, stops the run with :class:`LostQuorumError`.
+P3  The proposer sends only WAL it holds: the generated WAL from propTermStartLsn on, and,
+    for a node whose start point is below it, WAL fetched from a peer that holds it (the
+    donor first) through ``fetch_wal``. Without ``fetch_wal`` such a node is excluded with a
+    warning; a gap is never created.
+P4  A failed node is retried with exponential back-off while the others go on; an auth or
+    "timeline not found" refusal is permanent for that node.
+P5  The run succeeds once commit_lsn reaches the end and a quorum acknowledged an append
+    carrying it; nodes still streaming then get up to ``drain_timeout`` to catch up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Final, Literal, NoReturn, final
+
+import attrs
+import trio
+
+from ..core import (
+    INVALID_LSN,
+    AcceptorGreeting,
+    AcceptorMessage,
+    AppendRequest,
+    AppendResponse,
+    AuthError,
+    Greeting,
+    Lsn,
+    ProposerElected,
+    RemoteProtocolError,
+    TenantId,
+    Term,
+    TimelineId,
+    VoteRequest,
+    VoteResponse,
+)
+from ._connection import Connect, FetchWal, SafekeeperConnection
+from ._election import Election, elect, next_term, quorum_commit_lsn, quorum_size
+from ._errors import LostQuorumError, NewerTermError, ProposerError
+from ._walgen import WalGenerator, chunk_end
+
+__all__ = [
+    "NodeStatistics",
+    "ProposeResult",
+    "Proposer",
+    "ProposerConfig",
+    "ProposerStatistics",
+    "propose",
+]
+
+log = logging.getLogger(__name__)
+
+NodeStatus = Literal["connecting", "greeted", "voted", "streaming", "down", "failed"]
+_UNREACHABLE: Final = ("down", "failed")
+_PERMANENT_CLOSE_CODES: Final = frozenset({1008, 4004})
+
+
+@final
+@attrs.frozen
+class ProposerConfig:
+    """What to write where, and every timeout (seconds) and limit of the run."""
+
+    safekeepers: tuple[str, ...] = attrs.field(converter=tuple)
+    tenant_id: TenantId
+    timeline_id: TimelineId
+    total_bytes: int
+    seed: int = 0
+    expect_start_lsn: Lsn | None = None
+    """If set, refuse to write unless the elected term starts exactly here."""
+    window: int = 32
+    """Unanswered AppendRequests per node (each at most 128 KiB)."""
+    response_timeout: float = 30.0
+    keepalive_interval: float = 1.0
+    reconnect_min: float = 0.1
+    reconnect_max: float = 2.0
+    lost_quorum_timeout: float = 3.0
+    drain_timeout: float = 5.0
+    fetch_chunk: int = 8 * 1024 * 1024
+
+    @safekeepers.validator
+    def _check(self, _: object, urls: tuple[str, ...]) -> None:
+        if not urls:
+            raise ValueError("need at least one safekeeper")
+        if len(set(urls)) != len(urls):
+            raise ValueError(f"safekeepers listed twice: {', '.join(urls)}")
+
+
+@final
+@attrs.frozen
+class NodeStatistics:
+    status: NodeStatus
+    flush_lsn: Lsn | None
+    """Highest flush this node acknowledged in our term (None: none yet)."""
+    last_error: str | None
+
+
+@final
+@attrs.frozen
+class ProposerStatistics:
+    phase: Literal["electing", "streaming", "finishing", "done", "failed"]
+    term: Term | None
+    start_lsn: Lsn | None
+    end_lsn: Lsn | None
+    commit_lsn: Lsn
+    total_bytes: int
+    nodes: Mapping[str, NodeStatistics]
+
+    @property
+    def committed_bytes(self) -> int:
+        if self.start_lsn is None or self.commit_lsn < self.start_lsn:
+            return 0
+        return int(self.commit_lsn - self.start_lsn)
+
+
+@final
+@attrs.frozen
+class ProposeResult:
+    """A successful run: term, where it wrote (start_lsn .. end_lsn), commit_lsn and flushes."""
+
+    term: Term
+    start_lsn: Lsn
+    end_lsn: Lsn
+    commit_lsn: Lsn
+    flush_lsns: Mapping[str, Lsn | None]
+    bytes: int
+    seconds: float
+
+    def summary(self) -> str:
+        """One line for humans."""
+        rate = self.bytes / self.seconds / 2**20 if self.seconds > 0 else 0.0
+        flushes = ", ".join(f"{u}={f}" for u, f in self.flush_lsns.items())
+        return (
+            f"term {self.term}: wrote {self.bytes} bytes {self.start_lsn}..{self.end_lsn} in "
+            f"{self.seconds:.2f}s ({rate:.1f} MiB/s), commit_lsn {self.commit_lsn}; "
+            f"flush: {flushes}"
+        )
+
+
+class _NodeUnavailable(Exception):
+    """A node cannot take part now (``permanent``: for the rest of the run)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@attrs.define
+class _Node:
+    url: str
+    status: NodeStatus = "connecting"
+    greeting_term: Term | None = None
+    vote_requested: bool = False
+    vote: VoteResponse | None = None
+    session_flush: Lsn | None = None
+    """Flush from this connection's AppendResponses (None until the first)."""
+    flush: Lsn | None = None
+    """Highest flush acknowledged in our term, over all connections (commit evidence)."""
+    known_flush: Lsn | None = None
+    """Last flush heard of in any reply (for truncate_lsn)."""
+    acked_commit: Lsn = INVALID_LSN
+    session_acked_commit: Lsn = INVALID_LSN
+    last_error: str | None = None
+
+
+class _Changed:
+    """Wake every waiter whenever anything about the run changes."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self._event.wait()
+
+
+class Proposer:
+    """A test proposer for one timeline: elects itself over a quorum and writes
+    ``total_bytes`` of deterministic WAL (seeded), then commits it.
+
+    ``connect`` opens one safekeeper connection; ``fetch_wal`` (optional) reads WAL below
+    our term start from a peer for nodes that lag (rule P3). Use :meth:`run` once.
+    """
+
+    def __init__(
+        self, config: ProposerConfig, connect: Connect, *, fetch_wal: FetchWal | None = None
+    ) -> None:
+        self._cfg = config
+        self._connect = connect
+        self._fetch_wal = fetch_wal
+        self._nodes = [_Node(url) for url in config.safekeepers]
+        self._quorum = quorum_size(len(self._nodes))
+        self._changed = _Changed()
+        self._term: Term | None = None
+        self._election: Election | None = None
+        self._end: Lsn | None = None
+        self._commit_lsn = INVALID_LSN
+        self._truncate_lsn = INVALID_LSN
+        self._wal = WalGenerator(config.seed, config.total_bytes)
+        self._phase: Literal["electing", "streaming", "finishing", "done", "failed"] = "electing"
+        self._fatal: ProposerError | None = None
+        self._result: ProposeResult | None = None
+        self._scope: trio.CancelScope | None = None
+        self._started_at = 0.0
+        self._ran = False
+
+    # ---- public --------------------------------------------------------------------------
+
+    def statistics(self) -> ProposerStatistics:
+        el = self._election
+        return ProposerStatistics(
+            phase=self._phase,
+            term=self._term,
+            start_lsn=el.term_start_lsn if el else None,
+            end_lsn=self._end,
+            commit_lsn=self._commit_lsn,
+            total_bytes=self._cfg.total_bytes,
+            nodes={
+                n.url: NodeStatistics(n.status, n.flush, n.last_error) for n in self._nodes
+            },
+        )
+
+    async def run(self) -> ProposeResult:
+        """Write and commit the WAL. Return the result; raise :class:`NewerTermError` or
+        :class:`LostQuorumError` (both :class:`ProposerError`) when the run cannot finish.
+        Every connection is closed on return."""
+        if self._ran:
+            raise RuntimeError("a Proposer runs once")
+        self._ran = True
+        self._started_at = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            self._scope = nursery.cancel_scope
+            for node in self._nodes:
+                nursery.start_soon(self._node_loop, node)
+            nursery.start_soon(self._guard_quorum)
+            nursery.start_soon(self._coordinate)
+        if self._fatal is not None:
+            self._phase = "failed"
+            raise self._fatal
+        assert self._result is not None, "P5: the run ended without a result or an error"
+        self._phase = "done"
+        return self._result
+
+    # ---- coordination --------------------------------------------------------------------
+
+    def _reachable(self) -> int:
+        return sum(n.status not in _UNREACHABLE for n in self._nodes)
+
+    def _lost_quorum(self, count: int) -> LostQuorumError:
+        reasons = {
+            n.url: n.last_error or "no reply"
+            for n in self._nodes
+            if n.status in _UNREACHABLE or n.last_error
+        }
+        return LostQuorumError(count, len(self._nodes), self._quorum, reasons)
+
+    async def _abort(self, exc: ProposerError) -> NoReturn:
+        """Stop the whole run with ``exc`` (the first fatal error wins)."""
+        if self._fatal is None:
+            self._fatal = exc
+            log.error("proposer stopping: %s", exc)
+        assert self._scope is not None
+        self._scope.cancel()
+        await trio.sleep_forever()
+
+    async def _coordinate(self) -> None:
+        nodes = self._nodes
+        await self._changed.wait_for(lambda: all(n.status != "connecting" for n in nodes))
+        greeted = [n for n in nodes if n.status not in _UNREACHABLE]
+        if len(greeted) < self._quorum:
+            await self._abort(self._lost_quorum(len(greeted)))
+        self._term = next_term(n.greeting_term or 0 for n in greeted)
+        log.info("campaigning for term %d", self._term)
+        self._changed.notify()
+
+        await self._changed.wait_for(
+            lambda: all(n.status not in ("connecting", "greeted") for n in nodes)
+        )
+        votes = {n.url: n.vote for n in nodes if n.status == "voted" and n.vote is not None}
+        if len(votes) < self._quorum:
+            await self._abort(self._lost_quorum(len(votes)))
+        election = elect(self._term, votes)
+        expected = self._cfg.expect_start_lsn
+        if expected is not None and election.term_start_lsn != expected:
+            await self._abort(
+                ProposerError(
+                    f"the quorum's WAL ends at {election.term_start_lsn}, not at the requested "
+                    f"start LSN {expected}"
+                )
+            )
+        self._election = election
+        self._truncate_lsn = election.truncate_lsn
+        self._end = election.term_start_lsn + self._cfg.total_bytes
+        self._phase = "streaming"
+        log.info("%s; writing %d bytes up to %s", election, self._cfg.total_bytes, self._end)
+        self._changed.notify()
+
+        end = self._end
+        await self._changed.wait_for(
+            lambda: self._commit_lsn >= end
+            and sum(n.acked_commit >= end for n in nodes) >= self._quorum
+        )
+        self._phase = "finishing"
+        with trio.move_on_after(self._cfg.drain_timeout):
+            await self._changed.wait_for(
+                lambda: all(
+                    n.status != "streaming" or n.session_acked_commit >= end for n in nodes
+                )
+            )
+        self._result = ProposeResult(
+            term=election.term,
+            start_lsn=election.term_start_lsn,
+            end_lsn=end,
+            commit_lsn=self._commit_lsn,
+            flush_lsns={n.url: n.flush for n in nodes},
+            bytes=self._cfg.total_bytes,
+            seconds=trio.current_time() - self._started_at,
+        )
+        assert self._scope is not None
+        self._scope.cancel()
+
+    async def _guard_quorum(self) -> None:
+        """P2: fail when fewer than a quorum stay reachable for ``lost_quorum_timeout``."""
+        while True:
+            await self._changed.wait_for(
+                lambda: self._phase == "finishing" or self._reachable() < self._quorum
+            )
+            if self._phase == "finishing":
+                return
+            with trio.move_on_after(self._cfg.lost_quorum_timeout):
+                await self._changed.wait_for(lambda: self._reachable() >= self._quorum)
+                continue
+            await self._abort(self._lost_quorum(self._reachable()))
+
+    def _update_commit(self) -> None:
+        el = self._election
+        assert el is not None
+        flushes = [n.flush for n in self._nodes if n.flush is not None]
+        commit = quorum_commit_lsn(flushes, self._quorum, el.term_start_lsn)
+        self._commit_lsn = max(self._commit_lsn, commit)
+        known = [n.known_flush for n in self._nodes]
+        if all(f is not None for f in known):
+            low = min(f for f in known if f is not None)
+            self._truncate_lsn = max(self._truncate_lsn, min(low, self._commit_lsn))
+
+    # ---- one node ------------------------------------------------------------------------
+
+    async def _node_loop(self, node: _Node) -> None:
+        """Run sessions with one node until the run ends; P4 back-off between failures."""
+        failures = 0
+        while True:
+            try:
+                async with self._connect(node.url) as conn:
+                    await self._session(node, conn)
+            except Exception as exc:  # any failure of this node; Cancelled propagates
+                was_streaming = node.status == "streaming"
+                permanent = _is_permanent(exc)
+                self._mark_down(node, _describe(exc), permanent=permanent)
+                if permanent:
+                    return
+                failures = 1 if was_streaming else failures + 1
+            delay = min(self._cfg.reconnect_max, self._cfg.reconnect_min * 2 ** (failures - 1))
+            await trio.sleep(delay)
+
+    def _mark_down(self, node: _Node, reason: str, *, permanent: bool) -> None:
+        node.status = "failed" if permanent else "down"
+        node.last_error = reason
+        node.vote = None
+        node.session_flush = None
+        node.session_acked_commit = INVALID_LSN
+        log.warning(
+            "safekeeper %s %s: %s", node.url, "failed" if permanent else "unavailable", reason
+        )
+        self._changed.notify()
+
+    async def _receive(self, conn: SafekeeperConnection) -> AcceptorMessage:
+        with trio.fail_after(self._cfg.response_timeout):
+            return await conn.receive()
+
+    async def _session(self, node: _Node, conn: SafekeeperConnection) -> None:
+        """One connection's life: handshake, then stream until cancelled or broken."""
+        cfg = self._cfg
+        await conn.send(Greeting(cfg.tenant_id, cfg.timeline_id))
+        greeting = await self._receive(conn)
+        if not isinstance(greeting, AcceptorGreeting):
+            raise RemoteProtocolError(f"expected a greeting, got {type(greeting).__name__}")
+        node.greeting_term = greeting.term
+        node.status = "greeted"
+        node.last_error = None
+        self._changed.notify()
+
+        await self._changed.wait_for(lambda: self._term is not None)
+        term = self._term
+        assert term is not None
+        if greeting.term > term:
+            await self._abort(NewerTermError(greeting.term, term, where=f"greeting {node.url}"))
+        asked_before, node.vote_requested = node.vote_requested, True
+        await conn.send(VoteRequest(term))
+        vote = await self._receive(conn)
+        if not isinstance(vote, VoteResponse):
+            raise RemoteProtocolError(f"expected a vote, got {type(vote).__name__}")
+        if vote.term > term:
+            await self._abort(NewerTermError(vote.term, term, where=f"vote {node.url}"))
+        if not vote.vote_given and not asked_before:
+            await self._abort(
+                NewerTermError(vote.term, None, where=f"vote {node.url}, term already taken")
+            )
+        node.vote = vote
+        node.known_flush = vote.flush_lsn
+        node.status = "voted"
+        self._changed.notify()
+
+        await self._changed.wait_for(lambda: self._election is not None)
+        el = self._election
+        assert el is not None
+        start = el.start_for(vote)
+        if start < el.term_start_lsn and self._fetch_wal is None:
+            raise _NodeUnavailable(
+                f"needs WAL {start}..{el.term_start_lsn} from before our term and no WAL "
+                "fetcher is configured; excluded",
+                permanent=True,
+            )
+        await conn.send(ProposerElected(el.term, start, el.term_history))
+        node.status = "streaming"
+        log.info("streaming to %s from %s", node.url, start)
+        self._changed.notify()
+
+        window = trio.Semaphore(cfg.window)
+        in_flight: deque[Lsn] = deque()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receive_appends, node, conn, window, in_flight)
+            await self._send_appends(node, conn, start, window, in_flight)
+
+    async def _send_appends(
+        self,
+        node: _Node,
+        conn: SafekeeperConnection,
+        start: Lsn,
+        window: trio.Semaphore,
+        in_flight: deque[Lsn],
+    ) -> NoReturn:
+        el, end = self._election, self._end
+        assert el is not None
+        assert end is not None
+        pos = start
+        sent_commit: Lsn | None = None
+
+        async def send(data: bytes) -> None:
+            nonlocal pos, sent_commit
+            await window.acquire()
+            commit = self._commit_lsn
+            in_flight.append(commit)
+            await conn.send(AppendRequest(el.term, pos, commit, self._truncate_lsn, data))
+            pos += len(data)
+            sent_commit = commit
+
+        while True:
+            if pos < el.term_start_lsn:
+                stop = Lsn(min(int(el.term_start_lsn), pos + self._cfg.fetch_chunk))
+                data = await self._fetch(node, pos, stop)
+                base = pos
+                while pos < stop:
+                    piece_end = chunk_end(pos, stop)
+                    await send(data[pos - base : piece_end - base])
+            elif pos < end:
+                stop = chunk_end(pos, end)
+                await send(self._wal.read(pos - el.term_start_lsn, stop - pos))
+            elif sent_commit is None or sent_commit < self._commit_lsn:
+                await send(b"")
+            else:
+                with trio.move_on_after(self._cfg.keepalive_interval) as idle:
+                    await self._wait_commit_moves(self._commit_lsn)
+                if idle.cancelled_caught:
+                    await send(b"")  # keepalive: also how a newer term shows up (P1)
+
+    async def _wait_commit_moves(self, seen: Lsn) -> None:
+        await self._changed.wait_for(lambda: self._commit_lsn != seen)
+
+    async def _fetch(self, node: _Node, start: Lsn, end: Lsn) -> bytes:
+        """P3: WAL below our term start from the donor, else another node that holds it."""
+        el = self._election
+        assert el is not None
+        assert self._fetch_wal is not None
+        sources = [el.donor] + [
+            n.url
+            for n in self._nodes
+            if n.status == "streaming" and n.flush is not None and n.flush >= end
+        ]
+        errors: list[str] = []
+        for url in dict.fromkeys(sources):
+            if url == node.url:
+                continue
+            try:
+                data = await self._fetch_wal(url, start, end, el.term)
+            except Exception as exc:  # try the next source; Cancelled propagates
+                errors.append(f"{url}: {_describe(exc)}")
+                continue
+            if len(data) == end - start:
+                return data
+            errors.append(f"{url}: returned {len(data)} bytes, wanted {end - start}")
+        raise _NodeUnavailable(
+            f"cannot fetch WAL {start}..{end} for catch-up: {'; '.join(errors) or 'no source'}"
+        )
+
+    async def _receive_appends(
+        self,
+        node: _Node,
+        conn: SafekeeperConnection,
+        window: trio.Semaphore,
+        in_flight: deque[Lsn],
+    ) -> None:
+        el, end = self._election, self._end
+        assert el is not None
+        assert end is not None
+        while True:
+            with trio.move_on_after(self._cfg.response_timeout) as quiet:
+                msg = await conn.receive()
+            if quiet.cancelled_caught:
+                if in_flight:
+                    raise _NodeUnavailable(
+                        f"no AppendResponse for {self._cfg.response_timeout}s"
+                    )
+                continue
+            if not isinstance(msg, AppendResponse):
+                raise RemoteProtocolError(f"expected AppendResponse, got {type(msg).__name__}")
+            if msg.term > el.term:
+                await self._abort(NewerTermError(msg.term, el.term, where=f"append {node.url}"))
+            if msg.term != el.term:
+                raise RemoteProtocolError(f"AppendResponse of term {msg.term}, ours {el.term}")
+            if not in_flight:
+                raise RemoteProtocolError("AppendResponse without an AppendRequest")
+            commit = in_flight.popleft()
+            window.release()
+            node.session_flush = msg.flush_lsn
+            node.known_flush = msg.flush_lsn
+            node.flush = max(node.flush or INVALID_LSN, msg.flush_lsn)
+            if msg.flush_lsn >= end:
+                node.session_acked_commit = max(node.session_acked_commit, commit)
+                node.acked_commit = max(node.acked_commit, commit)
+            self._update_commit()
+            self._changed.notify()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    inner = getattr(exc, "exceptions", None)
+    if isinstance(inner, (list, tuple)) and inner:
+        return [leaf for e in inner for leaf in _leaves(e)]
+    return [exc]
+
+
+def _describe(exc: BaseException) -> str:
+    leaf = _leaves(exc)[0]
+    text = str(leaf)
+    code = getattr(leaf, "close_code", None)
+    if code is not None and str(code) not in text:
+        text = f"{text} (close code {code})"
+    if isinstance(leaf, _NodeUnavailable):
+        return text
+    return f"{type(leaf).__name__}: {text}" if text else type(leaf).__name__
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    for leaf in _leaves(exc):
+        if isinstance(leaf, AuthError):
+            return True
+        if isinstance(leaf, _NodeUnavailable) and leaf.permanent:
+            return True
+        if getattr(leaf, "close_code", None) in _PERMANENT_CLOSE_CODES:
+            return True
+    return False
+
+
+async def propose(
+    config: ProposerConfig, connect: Connect, *, fetch_wal: FetchWal | None = None
+) -> ProposeResult:
+    """Run one :class:`Proposer` to the end (see :meth:`Proposer.run`)."""
+    return await Proposer(config, connect, fetch_wal=fetch_wal).run()
