@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from typing import Final, NoReturn, Protocol
 
 import attrs
@@ -210,11 +211,13 @@ class _Api:
                 raise _Problem(413, f"body larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _Problem(413, f"body larger than {limit} bytes")
-            chunks.append(chunk)
+        # aclosing: leaving the stream early must finalise it now, not in the GC.
+        async with aclosing(request.stream()) as stream:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > limit:
+                    raise _Problem(413, f"body larger than {limit} bytes")
+                chunks.append(chunk)
         body = b"".join(chunks)
         if not body.strip():
             if allow_empty:
