@@ -16,6 +16,7 @@ from ._proposer import (
     propose,
 )
 from ._walgen import BLOCK_SIZE, WalGenerator, chunk_end
+from ._websocket import websocket_connector, websocket_fetcher
 
 __all__ = [
     "BLOCK_SIZE",
@@ -39,4 +40,6 @@ __all__ = [
     "quorum_commit_lsn",
     "quorum_size",
     "start_point",
+    "websocket_connector",
+    "websocket_fetcher",
 ]

@@ -3,8 +3,9 @@
 Production plugs in the WebSocket WAL client; tests plug in in-memory fakes that drive a
 real acceptor. The proposer treats every exception out of these calls (other than
 cancellation) as "this safekeeper is unavailable for now" and reconnects with back-off;
-an exception with a ``close_code`` of 1008 (policy: auth, bad request) or 4004 (timeline
-not found), or an :class:`~safekeeper_recovery.core.AuthError`, is permanent for that node.
+an exception whose ``close_code`` (or ``code``) is 1008 (policy: auth, bad request) or 4004
+(timeline not found), whose ``status`` is an HTTP 400/401/403/404 refusal, or an
+:class:`~safekeeper_recovery.core.AuthError`, is permanent for that node.
 """
 
 from __future__ import annotations

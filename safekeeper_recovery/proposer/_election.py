@@ -82,8 +82,7 @@ class Election:
 
     def __str__(self) -> str:
         voters = ", ".join(
-            f"{key}: last_log_term={v.term_history.last_log_term(v.flush_lsn)} "
-            f"flush={v.flush_lsn}"
+            f"{key}: last_log_term={v.term_history.last_log_term(v.flush_lsn)} flush={v.flush_lsn}"
             for key, v in self.votes.items()
         )
         return (

@@ -36,9 +36,7 @@ class NewerTermError(ProposerError):
 class LostQuorumError(ProposerError):
     """Fewer than ``quorum`` of ``total`` safekeepers are reachable; ``reasons`` says why."""
 
-    def __init__(
-        self, reachable: int, total: int, quorum: int, reasons: Mapping[str, str]
-    ) -> None:
+    def __init__(self, reachable: int, total: int, quorum: int, reasons: Mapping[str, str]) -> None:
         why = "; ".join(f"{url}: {reason}" for url, reason in reasons.items())
         super().__init__(
             f"lost quorum: {reachable} of {total} safekeepers reachable, need {quorum}"

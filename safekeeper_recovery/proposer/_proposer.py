@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 NodeStatus = Literal["connecting", "greeted", "voted", "streaming", "down", "failed"]
 _UNREACHABLE: Final = ("down", "failed")
 _PERMANENT_CLOSE_CODES: Final = frozenset({1008, 4004})
+_PERMANENT_HTTP_STATUSES: Final = frozenset({400, 401, 403, 404})
 
 
 @final
@@ -241,9 +242,7 @@ class Proposer:
             end_lsn=self._end,
             commit_lsn=self._commit_lsn,
             total_bytes=self._cfg.total_bytes,
-            nodes={
-                n.url: NodeStatistics(n.status, n.flush, n.last_error) for n in self._nodes
-            },
+            nodes={n.url: NodeStatistics(n.status, n.flush, n.last_error) for n in self._nodes},
         )
 
     async def run(self) -> ProposeResult:
@@ -323,15 +322,15 @@ class Proposer:
 
         end = self._end
         await self._changed.wait_for(
-            lambda: self._commit_lsn >= end
-            and sum(n.acked_commit >= end for n in nodes) >= self._quorum
+            lambda: (
+                self._commit_lsn >= end
+                and sum(n.acked_commit >= end for n in nodes) >= self._quorum
+            )
         )
         self._phase = "finishing"
         with trio.move_on_after(self._cfg.drain_timeout):
             await self._changed.wait_for(
-                lambda: all(
-                    n.status != "streaming" or n.session_acked_commit >= end for n in nodes
-                )
+                lambda: all(n.status != "streaming" or n.session_acked_commit >= end for n in nodes)
             )
         self._result = ProposeResult(
             term=election.term,
@@ -543,9 +542,7 @@ class Proposer:
                 msg = await conn.receive()
             if quiet.cancelled_caught:
                 if in_flight:
-                    raise _NodeUnavailable(
-                        f"no AppendResponse for {self._cfg.response_timeout}s"
-                    )
+                    raise _NodeUnavailable(f"no AppendResponse for {self._cfg.response_timeout}s")
                 continue
             if not isinstance(msg, AppendResponse):
                 raise RemoteProtocolError(f"expected AppendResponse, got {type(msg).__name__}")
@@ -577,7 +574,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 def _describe(exc: BaseException) -> str:
     leaf = _leaves(exc)[0]
     text = str(leaf)
-    code = getattr(leaf, "close_code", None)
+    code = _close_code(leaf)
     if code is not None and str(code) not in text:
         text = f"{text} (close code {code})"
     if isinstance(leaf, _NodeUnavailable):
@@ -591,9 +588,17 @@ def _is_permanent(exc: BaseException) -> bool:
             return True
         if isinstance(leaf, _NodeUnavailable) and leaf.permanent:
             return True
-        if getattr(leaf, "close_code", None) in _PERMANENT_CLOSE_CODES:
+        if _close_code(leaf) in _PERMANENT_CLOSE_CODES:
+            return True
+        if getattr(leaf, "status", None) in _PERMANENT_HTTP_STATUSES:
             return True
     return False
+
+
+def _close_code(exc: BaseException) -> object:
+    """The WebSocket close code an error carries (``close_code`` or the client's ``code``)."""
+    code = getattr(exc, "close_code", None)
+    return code if code is not None else getattr(exc, "code", None)
 
 
 async def propose(
