@@ -78,7 +78,6 @@ class AsyncWalStore:
         if write_batch_bytes <= 0 or read_ahead_bytes <= 0:
             raise ValueError("write_batch_bytes and read_ahead_bytes must be positive")
         self._store = store
-        self._in_thread = in_thread
         self._write_batch = write_batch_bytes
         self._read_ahead = read_ahead_bytes
         self._inline = inline

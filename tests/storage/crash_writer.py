@@ -25,7 +25,7 @@ from safekeeper_recovery.storage import FileControlFileStore, FileWalStore
 
 SEG = 1 << 20
 START = Lsn(SEG - 12345)  # not segment-aligned, so the first segment is partly unused
-MAX_WAL = 6 * SEG  # truncate back once this much WAL exists, to keep digests cheap
+MAX_WAL = 4 * SEG  # truncate back once this much WAL exists, to keep digests cheap
 
 
 def emit(line: str) -> None:

@@ -114,15 +114,22 @@ def check_survivors(directory: Path, reported: Reported) -> None:
                 store.digest(start, Lsn(reported.lsn)) == reported.sha
             )
             pending = reported.pending_truncation
-            truncated_ok = pending is not None and (
-                flush == pending[0] and store.digest(start, flush) == pending[1]
+            truncated_ok = (
+                not last_ok
+                and pending is not None
+                and flush == pending[0]
+                and store.digest(start, flush) == pending[1]
             )
+            if truncated_ok:
+                assert pending is not None
+                reported.lsn, reported.sha = pending
             assert last_ok or truncated_ok, (
                 f"store at {flush} does not hold the reported WAL: last reported "
                 f"{Lsn(reported.lsn)}, pending truncation {pending}"
             )
         # What survived is the new baseline (the next writer will report it as READY).
-        reported.lsn, reported.sha = int(flush), store.digest(start, flush)
+        if flush != reported.lsn:
+            reported.lsn, reported.sha = int(flush), store.digest(start, flush)
         reported.pending_truncation = None
     finally:
         store.close()

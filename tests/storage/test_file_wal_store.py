@@ -176,12 +176,13 @@ def test_a_failed_truncation_stays_pending_until_one_succeeds(
     with pytest.raises(StorageError, match="injected"):
         s.truncate(Lsn(500))
     assert s.truncation_pending
+    assert TRUNCATION_MARK_FILE_NAME in listing(tmp_path)
     assert s.flush_lsn == 500  # lowered durably before the failing step
     with pytest.raises(StorageError, match="truncation is pending"):
         s.write(s.write_lsn, b"k")
     monkeypatch.setattr(os, "ftruncate", real_ftruncate)
     s.truncate(Lsn(400))
-    assert not s.truncation_pending
+    assert TRUNCATION_MARK_FILE_NAME not in listing(tmp_path)
     s.write(Lsn(400), b"k")
     s.flush()
     s.close()
