@@ -1,0 +1,200 @@
+"""Peer exchange between in-process nodes (real registries, HTTP apps over ASGI)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+import trio
+from starlette.applications import Starlette
+
+from safekeeper_recovery.core import NodeId
+from safekeeper_recovery.transport import (
+    HttpPeerExchange,
+    PeerInfoBatch,
+    SafekeeperClient,
+    serve_peer_exchange,
+)
+
+from ._http_support import (
+    CREATE_BODY,
+    START,
+    TENANT,
+    TL_PATH,
+    HttpNode,
+    asgi_client,
+    start_http_node,
+    wal,
+    write_wal,
+)
+
+
+def in_process(apps: dict[str, Starlette | httpx.AsyncBaseTransport]) -> Callable[
+    [str], SafekeeperClient
+]:
+    """A client factory routing each peer URL to an app (or a mock transport)."""
+
+    def factory(url: str) -> SafekeeperClient:
+        target = apps[url]
+        transport = target if isinstance(target, httpx.AsyncBaseTransport) else \
+            httpx.ASGITransport(app=target)
+        return SafekeeperClient(url, timeout=10.0, transport=transport)
+
+    return factory
+
+
+async def two_nodes(nursery: trio.Nursery, tmp_path: Path) -> tuple[HttpNode, HttpNode]:
+    nodes = []
+    for node_id in (1, 2):
+        node = await start_http_node(nursery, tmp_path / f"sk{node_id}", node_id=node_id)
+        async with node.client as c:
+            assert (await c.post(f"/v1/tenant/{TENANT}/timeline", json=CREATE_BODY)
+                    ).status_code == 201
+        nodes.append(node)
+    return nodes[0], nodes[1]
+
+
+async def start_exchange(
+    nursery: trio.Nursery, source: HttpNode, peers: dict[NodeId, str],
+    apps: dict[str, Starlette | httpx.AsyncBaseTransport], interval: float = 0.02,
+) -> HttpPeerExchange:
+    exchange = HttpPeerExchange(peers, client_factory=in_process(apps))
+    await nursery.start(exchange.serve)
+    await nursery.start(functools.partial(
+        serve_peer_exchange, source.registry, exchange, source.ctx.node_id,
+        source.ctx.http_addr, source.ctx.wal_addr, interval=interval,
+    ))
+    return exchange
+
+
+async def test_exchange_updates_peers_and_commit_follows_equal_last_log_term(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    a, b = await two_nodes(nursery, tmp_path)
+    data = wal(10_000)
+    await write_wal(a.timeline, 1, data, commit=START + 8000)
+    await write_wal(b.timeline, 1, data)  # same WAL, but B does not know what is committed
+    assert a.timeline.acceptor.commit_lsn == START + 8000
+    assert b.timeline.acceptor.commit_lsn < START + 8000
+
+    t0 = trio.current_time()
+    await start_exchange(nursery, a, {NodeId(2): "http://b"}, {"http://b": b.app})
+    await start_exchange(nursery, b, {NodeId(1): "http://a"}, {"http://a": a.app})
+    with trio.fail_after(5):
+        await b.timeline.changed.wait_for(
+            lambda: b.timeline.acceptor.commit_lsn == START + 8000
+        )
+        await a.timeline.changed.wait_for(lambda: NodeId(2) in a.timeline.peers)
+    info = b.timeline.peers[NodeId(1)]
+    assert t0 <= info.received_at <= trio.current_time()
+    assert info.http_addr == a.ctx.http_addr
+    assert info.wal_addr == a.ctx.wal_addr
+    assert info.last_log_term == 1
+    assert info.flush_lsn == START + len(data)
+    # Peers keep being refreshed with the receiver's clock.
+    first = info.received_at
+    with trio.fail_after(5):
+        await b.timeline.changed.wait_for(
+            lambda: b.timeline.peers[NodeId(1)].received_at > first
+        )
+    async with asgi_client(b.app) as c:
+        [peer] = (await c.get(TL_PATH)).json()["peers"]
+    assert peer["sk_id"] == 1
+    assert peer["commit_lsn"] == str(START + 8000)
+
+
+async def test_commit_does_not_follow_a_peer_with_other_last_log_term(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    a, b = await two_nodes(nursery, tmp_path)
+    await write_wal(a.timeline, 2, wal(10_000), commit=START + 8000)
+    await write_wal(b.timeline, 1, wal(10_000))
+    exchange = HttpPeerExchange({NodeId(2): "http://b"}, client_factory=in_process(
+        {"http://b": b.app}))
+    async with trio.open_nursery() as inner:
+        await inner.start(functools.partial(
+            serve_peer_exchange, a.registry, exchange, NodeId(1), a.ctx.http_addr,
+            a.ctx.wal_addr,
+        ))  # without exchange.serve, publish pushes and waits: the first batch is in
+        inner.cancel_scope.cancel()
+    await exchange.aclose()
+    assert NodeId(1) in b.timeline.peers
+    assert b.timeline.acceptor.commit_lsn < START + 8000
+
+
+def failing_transport() -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    return httpx.MockTransport(handler)
+
+
+async def test_failing_peer_is_logged_once_and_never_stops_the_loop(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "safekeeper_recovery.transport._peer_exchange")
+    a, b = await two_nodes(nursery, tmp_path)
+    exchange = await start_exchange(
+        nursery, a, {NodeId(2): "http://b", NodeId(3): "http://dead"},
+        {"http://b": b.app, "http://dead": failing_transport()}, interval=0.01,
+    )
+    with trio.fail_after(5):
+        while exchange.statistics()[NodeId(3)].failed < 5 or \
+                exchange.statistics()[NodeId(2)].sent < 5:
+            await trio.sleep(0.01)
+    stats = exchange.statistics()
+    assert stats[NodeId(2)].failed == 0
+    assert "ConnectError" in (stats[NodeId(3)].last_error or "")
+    warnings = [r for r in caplog.records if "sk 3" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "at most once per 60s" in warnings[0].getMessage()
+
+
+async def test_a_hanging_peer_does_not_delay_the_others(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    a, b = await two_nodes(nursery, tmp_path)
+    exchange = await start_exchange(
+        nursery, a, {NodeId(2): "http://b", NodeId(3): "http://hang"},
+        {"http://b": b.app, "http://hang": httpx.MockTransport(hang)}, interval=0.01,
+    )
+    with trio.fail_after(5):
+        while exchange.statistics()[NodeId(2)].sent < 10:
+            await trio.sleep(0.01)
+    assert exchange.statistics()[NodeId(3)].sent == 0
+
+
+@attrs.define
+class FlakyExchange:
+    fail_first: int
+    calls: int = 0
+    published: list[PeerInfoBatch] = attrs.Factory(list)
+
+    async def publish(self, batch: PeerInfoBatch) -> None:
+        self.calls += 1
+        if self.calls <= self.fail_first:
+            raise RuntimeError("broker down")
+        self.published.append(batch)
+
+
+async def test_publish_errors_are_survived(nursery: trio.Nursery, tmp_path: Path) -> None:
+    a, _ = await two_nodes(nursery, tmp_path)
+    flaky = FlakyExchange(fail_first=3)
+    await nursery.start(functools.partial(
+        serve_peer_exchange, a.registry, flaky, NodeId(1), "http://a", "ws://a", interval=0.01
+    ))
+    with trio.fail_after(5):
+        while len(flaky.published) < 2:
+            await trio.sleep(0.01)
+    batch = flaky.published[0]
+    assert batch.node_id == 1
+    assert [t.ttid for t in batch.timelines] == [a.timeline.ttid]
