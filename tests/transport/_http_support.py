@@ -88,12 +88,15 @@ async def start_http_node(
     return HttpNode(registry, ctx, app, asgi_client(app))
 
 
-async def write_wal(timeline: Timeline, term: Term, data: bytes, *, commit: Lsn = Lsn(0)) -> Lsn:
+async def write_wal(timeline: Timeline, term: Term, data: bytes, *, commit: Lsn | None = None
+                    ) -> Lsn:
     """Elect ``term`` on ``timeline`` directly and append ``data`` at its flush position."""
     vote = await timeline.process(VoteRequest(term))
     assert isinstance(vote, VoteResponse)
     assert vote.vote_given
     history = TermHistory([*vote.term_history, TermLsn(term, vote.flush_lsn)])
     await timeline.process(ProposerElected(term, vote.flush_lsn, history))
-    await timeline.process(AppendRequest(term, vote.flush_lsn, commit, Lsn(0), data))
+    await timeline.process(
+        AppendRequest(term, vote.flush_lsn, commit or Lsn(0), Lsn(0), data)
+    )
     return vote.flush_lsn + len(data)

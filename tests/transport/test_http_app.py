@@ -300,7 +300,8 @@ async def test_peer_info_batch_with_one_bad_entry_applies_nothing(
 ) -> None:
     good = peer_batch()["timelines"]
     bad = peer_batch(flush_lsn=12)["timelines"]
-    assert isinstance(good, list) and isinstance(bad, list)
+    assert isinstance(good, list)
+    assert isinstance(bad, list)
     r = await with_timeline.client.post(
         "/v1/peer_info", json={**peer_batch(), "timelines": good + bad}
     )
@@ -347,6 +348,11 @@ async def test_peer_info_roundtrip_of_encoder(with_timeline: HttpNode) -> None:
 # ---- hostile input --------------------------------------------------------------------------
 
 
+def listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -363,14 +369,14 @@ async def test_peer_info_roundtrip_of_encoder(with_timeline: HttpNode) -> None:
     ],
 )
 async def test_bad_ids_are_rejected(with_timeline: HttpNode, tmp_path: Path, path: str) -> None:
-    before = sorted(p.name for p in tmp_path.rglob("*"))
+    before = listing(tmp_path)
     for method in ("GET", "DELETE"):
         r = await with_timeline.client.request(method, path)
         assert r.status_code in (400, 404), (method, path, r.text)
         assert "error" in r.json()
     r = await with_timeline.client.post(f"{path}/term_bump", json={"term": 5})
     assert r.status_code in (400, 404)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert listing(tmp_path) == before
     assert with_timeline.timeline.acceptor.term == 0
     await assert_serving(with_timeline)
 

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safekeeper_recovery.core import Lsn, NodeId, TenantId, TenantTimelineId, TermHistory, TimelineId
+from safekeeper_recovery.core import (
+    Lsn,
+    NodeId,
+    TenantId,
+    TenantTimelineId,
+    TermHistory,
+    TimelineId,
+)
 from safekeeper_recovery.timeline import TimelineParams
 from safekeeper_recovery.transport import (
     PeerInfoBatch,
@@ -99,8 +106,10 @@ def test_acceptor_state_parsing_is_lenient_about_other_fields() -> None:
     term, history = parse_acceptor_state(status)
     assert term == 3
     assert history == TermHistory.of((1, 0x14EE150), (3, 0x16B9188))
-    for bad in ({}, {"acceptor_state": {"term": 1}}, {"acceptor_state": {"term": "1",
-                                                                         "term_history": []}},
-                [], None):
-        with pytest.raises(ValueError):
+    bad_statuses: list[object] = [
+        {}, {"acceptor_state": {"term": 1}},
+        {"acceptor_state": {"term": "1", "term_history": []}}, [], None,
+    ]
+    for bad in bad_statuses:
+        with pytest.raises(ValueError, match=r"acceptor_state|status"):
             parse_acceptor_state(bad)

@@ -33,10 +33,10 @@ from ._http_support import (
     write_wal,
 )
 
+Target = Starlette | httpx.AsyncBaseTransport
 
-def in_process(apps: dict[str, Starlette | httpx.AsyncBaseTransport]) -> Callable[
-    [str], SafekeeperClient
-]:
+
+def in_process(apps: dict[str, Target]) -> Callable[[str], SafekeeperClient]:
     """A client factory routing each peer URL to an app (or a mock transport)."""
 
     def factory(url: str) -> SafekeeperClient:
@@ -61,7 +61,7 @@ async def two_nodes(nursery: trio.Nursery, tmp_path: Path) -> tuple[HttpNode, Ht
 
 async def start_exchange(
     nursery: trio.Nursery, source: HttpNode, peers: dict[NodeId, str],
-    apps: dict[str, Starlette | httpx.AsyncBaseTransport], interval: float = 0.02,
+    apps: dict[str, Target], interval: float = 0.02,
 ) -> HttpPeerExchange:
     exchange = HttpPeerExchange(peers, client_factory=in_process(apps))
     await nursery.start(exchange.serve)
@@ -127,6 +127,22 @@ async def test_commit_does_not_follow_a_peer_with_other_last_log_term(
     assert b.timeline.acceptor.commit_lsn < START + 8000
 
 
+class Counting(httpx.AsyncBaseTransport):
+    """Wraps a transport; ``reached`` is set once ``target`` requests went through it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, target: int) -> None:
+        self.inner = inner
+        self.target = target
+        self.count = 0
+        self.reached = trio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.count += 1
+        if self.count >= self.target:
+            self.reached.set()
+        return await self.inner.handle_async_request(request)
+
+
 def failing_transport() -> httpx.MockTransport:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
@@ -139,15 +155,17 @@ async def test_failing_peer_is_logged_once_and_never_stops_the_loop(
 ) -> None:
     caplog.set_level(logging.WARNING, "safekeeper_recovery.transport._peer_exchange")
     a, b = await two_nodes(nursery, tmp_path)
+    good = Counting(httpx.ASGITransport(app=b.app), 5)
+    dead = Counting(failing_transport(), 6)
     exchange = await start_exchange(
         nursery, a, {NodeId(2): "http://b", NodeId(3): "http://dead"},
-        {"http://b": b.app, "http://dead": failing_transport()}, interval=0.01,
+        {"http://b": good, "http://dead": dead}, interval=0.01,
     )
     with trio.fail_after(5):
-        while exchange.statistics()[NodeId(3)].failed < 5 or \
-                exchange.statistics()[NodeId(2)].sent < 5:
-            await trio.sleep(0.01)
+        await good.reached.wait()
+        await dead.reached.wait()
     stats = exchange.statistics()
+    assert stats[NodeId(3)].failed >= 5
     assert stats[NodeId(2)].failed == 0
     assert "ConnectError" in (stats[NodeId(3)].last_error or "")
     warnings = [r for r in caplog.records if "sk 3" in r.getMessage()]
@@ -163,13 +181,14 @@ async def test_a_hanging_peer_does_not_delay_the_others(
         raise AssertionError("unreachable")
 
     a, b = await two_nodes(nursery, tmp_path)
+    good = Counting(httpx.ASGITransport(app=b.app), 11)
     exchange = await start_exchange(
         nursery, a, {NodeId(2): "http://b", NodeId(3): "http://hang"},
-        {"http://b": b.app, "http://hang": httpx.MockTransport(hang)}, interval=0.01,
+        {"http://b": good, "http://hang": httpx.MockTransport(hang)}, interval=0.01,
     )
     with trio.fail_after(5):
-        while exchange.statistics()[NodeId(2)].sent < 10:
-            await trio.sleep(0.01)
+        await good.reached.wait()
+    assert exchange.statistics()[NodeId(2)].sent >= 10
     assert exchange.statistics()[NodeId(3)].sent == 0
 
 
@@ -178,12 +197,15 @@ class FlakyExchange:
     fail_first: int
     calls: int = 0
     published: list[PeerInfoBatch] = attrs.Factory(list)
+    two_published: trio.Event = attrs.Factory(trio.Event)
 
     async def publish(self, batch: PeerInfoBatch) -> None:
         self.calls += 1
         if self.calls <= self.fail_first:
             raise RuntimeError("broker down")
         self.published.append(batch)
+        if len(self.published) >= 2:
+            self.two_published.set()
 
 
 async def test_publish_errors_are_survived(nursery: trio.Nursery, tmp_path: Path) -> None:
@@ -193,8 +215,7 @@ async def test_publish_errors_are_survived(nursery: trio.Nursery, tmp_path: Path
         serve_peer_exchange, a.registry, flaky, NodeId(1), "http://a", "ws://a", interval=0.01
     ))
     with trio.fail_after(5):
-        while len(flaky.published) < 2:
-            await trio.sleep(0.01)
+        await flaky.two_published.wait()
     batch = flaky.published[0]
     assert batch.node_id == 1
     assert [t.ttid for t in batch.timelines] == [a.timeline.ttid]
