@@ -7,7 +7,7 @@ from typing import Self, final
 
 import attrs
 
-__all__ = ["NodeId", "TenantId", "TimelineId", "TenantTimelineId"]
+__all__ = ["NodeId", "TenantId", "TenantTimelineId", "TimelineId"]
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 

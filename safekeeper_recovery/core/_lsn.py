@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final, final
 
-__all__ = ["INVALID_LSN", "MAX_LSN", "XLOG_BLCKSZ", "Lsn", "segment_file_name"]
+__all__ = ["INVALID_LSN", "Lsn", "MAX_LSN", "XLOG_BLCKSZ", "segment_file_name"]
 
 XLOG_BLCKSZ: Final = 8192
 _U32: Final = 0xFFFF_FFFF

@@ -22,7 +22,6 @@ from ._ids import NodeId, TenantId, TimelineId
 from ._lsn import Lsn
 
 __all__ = [
-    "MAX_SEND_SIZE",
     "AcceptorGreeting",
     "AcceptorMessage",
     "AppendRequest",
@@ -30,6 +29,7 @@ __all__ = [
     "FlushWal",
     "Greeting",
     "Keepalive",
+    "MAX_SEND_SIZE",
     "ProposerElected",
     "ProposerMessage",
     "StatusUpdate",
