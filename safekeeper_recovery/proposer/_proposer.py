@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final, Literal, NoReturn, final
 
 import attrs
@@ -79,12 +79,16 @@ _PERMANENT_CLOSE_CODES: Final = frozenset({1008, 4004})
 _PERMANENT_HTTP_STATUSES: Final = frozenset({400, 401, 403, 404})
 
 
+def _to_urls(urls: Iterable[str]) -> tuple[str, ...]:
+    return tuple(urls)
+
+
 @final
 @attrs.frozen
 class ProposerConfig:
     """What to write where, and every timeout (seconds) and limit of the run."""
 
-    safekeepers: tuple[str, ...] = attrs.field(converter=tuple)
+    safekeepers: tuple[str, ...] = attrs.field(converter=_to_urls)
     tenant_id: TenantId
     timeline_id: TimelineId
     total_bytes: int

@@ -118,9 +118,9 @@ class FakeConnection:
         if self.closed:
             raise trio.BrokenResourceError("connection closed")
         stall = self._cluster.stalls.get((self._proposer, self.url))
-        if isinstance(msg, AppendRequest) and msg.data and stall is not None:
-            if msg.begin_lsn >= stall:
-                await trio.sleep_forever()
+        stalled = stall is not None and isinstance(msg, AppendRequest) and msg.begin_lsn >= stall
+        if stalled and isinstance(msg, AppendRequest) and msg.data:
+            await trio.sleep_forever()
         node = self._cluster.nodes[self.url]
         try:
             reply = node.handle(decode_proposer_message(encode(msg)))
@@ -158,8 +158,9 @@ class FakeCluster:
         self._event.set()
         self._event = trio.Event()
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        with trio.fail_after(timeout):
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds, at most 10 s (then ``trio.TooSlowError``)."""
+        with trio.fail_after(10):
             while not predicate():
                 await self._event.wait()
 

@@ -1,0 +1,231 @@
+"""The proposer driver against in-process fake safekeepers built on the real Acceptor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from safekeeper_recovery.core import Lsn, TermHistory
+from safekeeper_recovery.proposer import (
+    LostQuorumError,
+    NewerTermError,
+    Proposer,
+    ProposerConfig,
+    ProposeResult,
+    WalGenerator,
+    propose,
+)
+
+from ._fakes import START, TENANT, TIMELINE, FakeCluster
+
+MiB = 1024 * 1024
+
+
+def config(cluster: FakeCluster, nbytes: int, seed: int = 1, **kw: Any) -> ProposerConfig:
+    fast: dict[str, Any] = {
+        "reconnect_min": 0.01,
+        "reconnect_max": 0.05,
+        "keepalive_interval": 0.05,
+        "lost_quorum_timeout": 0.3,
+        "drain_timeout": 2.0,
+        "response_timeout": 5.0,
+    }
+    fast.update(kw)
+    return ProposerConfig(cluster.urls, TENANT, TIMELINE, nbytes, seed=seed, **fast)
+
+
+def gen(seed: int, nbytes: int) -> bytes:
+    return WalGenerator(seed, nbytes).read(0, nbytes)
+
+
+async def test_three_nodes_hold_identical_wal_and_commit_is_a_quorum_flush() -> None:
+    cluster = FakeCluster(3)
+    with trio.fail_after(20):
+        result = await propose(config(cluster, 4 * MiB), cluster.connector("A"))
+    assert result.term == 1
+    assert result.start_lsn == START
+    assert result.end_lsn == START + 4 * MiB
+    assert result.commit_lsn == result.end_lsn
+    flushes = sorted((f for f in result.flush_lsns.values() if f is not None), reverse=True)
+    assert result.commit_lsn == flushes[1]  # the quorum-th highest flush
+    for node in cluster.nodes.values():
+        assert node.durable_wal() == gen(1, 4 * MiB)
+        assert node.acceptor.commit_lsn == result.end_lsn
+        assert node.acceptor.term_history == TermHistory.of((0, START), (1, START))
+    assert "term 1" in result.summary()
+
+
+async def test_zero_bytes_still_elects_and_commits_the_term_start() -> None:
+    cluster = FakeCluster(3)
+    with trio.fail_after(10):
+        result = await propose(config(cluster, 0), cluster.connector("A"))
+    assert result.commit_lsn == result.end_lsn == START
+
+
+async def test_one_node_down_from_the_start_finishes_on_the_quorum() -> None:
+    cluster = FakeCluster(3)
+    cluster[2].kill()
+    with trio.fail_after(20):
+        result = await propose(config(cluster, 2 * MiB, drain_timeout=0.1), cluster.connector("A"))
+    assert result.commit_lsn == START + 2 * MiB
+    assert result.flush_lsns[cluster.urls[2]] is None
+    assert cluster[0].durable_wal() == cluster[1].durable_wal() == gen(1, 2 * MiB)
+    assert cluster[2].durable_wal() == b""
+
+
+async def test_one_node_killed_mid_propose_the_proposer_finishes_on_the_quorum() -> None:
+    cluster = FakeCluster(3)
+    cluster.stall("A", 2, START + MiB)  # hold node 3 at 1 MiB so the kill lands mid-run
+    async with trio.open_nursery() as nursery:
+        outcome: list[ProposeResult] = []
+
+        async def run() -> None:
+            outcome.append(await propose(config(cluster, 4 * MiB), cluster.connector("A")))
+
+        nursery.start_soon(run)
+        await cluster.wait_until(lambda: cluster[2].flush_lsn == START + MiB)
+        cluster[2].kill()
+    assert outcome[0].commit_lsn == START + 4 * MiB
+    assert cluster[0].durable_wal() == cluster[1].durable_wal() == gen(1, 4 * MiB)
+    assert cluster[2].durable_wal() == gen(1, MiB)
+
+
+async def test_a_restarted_node_reconnects_and_catches_up_in_the_same_term() -> None:
+    cluster = FakeCluster(3)
+    cluster.stall("A", 2, START + MiB)
+    async with trio.open_nursery() as nursery:
+        outcome: list[ProposeResult] = []
+
+        async def run() -> None:
+            cfg = config(cluster, 3 * MiB, drain_timeout=10.0)  # a bound, not a wait
+            outcome.append(await propose(cfg, cluster.connector("A")))
+
+        nursery.start_soon(run)
+        await cluster.wait_until(lambda: cluster[2].flush_lsn == START + MiB)
+        cluster[2].kill()
+        del cluster.stalls[("A", cluster.urls[2])]
+        cluster[2].restart()
+    assert outcome[0].commit_lsn == START + 3 * MiB
+    for node in cluster.nodes.values():
+        assert node.durable_wal() == gen(1, 3 * MiB)
+
+
+async def test_two_nodes_down_from_the_start_is_a_clear_quorum_error() -> None:
+    cluster = FakeCluster(3)
+    cluster[1].kill()
+    cluster[2].kill()
+    with trio.fail_after(10), pytest.raises(LostQuorumError) as info:
+        await propose(config(cluster, MiB), cluster.connector("A"))
+    assert str(info.value).startswith("lost quorum: 1 of 3 safekeepers reachable, need 2")
+    assert "connection refused" in str(info.value)
+
+
+async def test_two_nodes_killed_mid_propose_stops_with_a_clear_quorum_error() -> None:
+    cluster = FakeCluster(3)
+    for i in (1, 2):
+        cluster.stall("A", i, START + MiB)
+    async with trio.open_nursery() as nursery:
+        errors: list[LostQuorumError] = []
+
+        async def run() -> None:
+            with pytest.raises(LostQuorumError) as info:
+                await propose(config(cluster, 4 * MiB), cluster.connector("A"))
+            errors.append(info.value)
+
+        nursery.start_soon(run)
+        await cluster.wait_until(
+            lambda: cluster[1].flush_lsn == cluster[2].flush_lsn == START + MiB
+        )
+        cluster[1].kill()
+        cluster[2].kill()
+    assert "lost quorum: 1 of 3 safekeepers reachable, need 2" in str(errors[0])
+
+
+async def test_newer_term_takes_over_and_truncates_the_unacknowledged_tail() -> None:
+    """A writes 2 MiB; only node 3 gets it all (nodes 1-2 hang at 512 KiB, so A commits at
+    most 512 KiB). B elects on nodes 1-2 in term 2 (node 3 unreachable for it), then node 3
+    joins B: its unacknowledged term-1 tail past 512 KiB is truncated and replaced by B's
+    WAL. A notices term 2 and stops with NewerTermError."""
+    cluster = FakeCluster(3)
+    cut = START + 512 * 1024
+    cluster.stall("A", 0, cut)
+    cluster.stall("A", 1, cut)
+    cluster.block("B", 2)
+    cluster.stall("B", 1, cut + 256 * 1024)  # B's quorum needs node 3 to finish
+    a_errors: list[NewerTermError] = []
+    b_results: list[ProposeResult] = []
+
+    async def run_a() -> None:
+        with pytest.raises(NewerTermError) as info:
+            await propose(config(cluster, 2 * MiB, seed=1), cluster.connector("A"))
+        a_errors.append(info.value)
+
+    async def run_b() -> None:
+        cfg = config(cluster, MiB, seed=2, drain_timeout=0.1)
+        b_results.append(await propose(cfg, cluster.connector("B")))
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_a)
+            await cluster.wait_until(
+                lambda: (
+                    cluster[2].flush_lsn == START + 2 * MiB
+                    and cluster[0].flush_lsn == cluster[1].flush_lsn == cut
+                )
+            )
+            nursery.start_soon(run_b)
+            await cluster.wait_until(lambda: cluster[0].acceptor.term_history[-1].term == 2)
+            cluster.unblock("B", 2)
+
+    assert a_errors[0].term == 2
+    assert "newer term 2" in str(a_errors[0])
+    assert "another proposer took over" in str(a_errors[0])
+    b = b_results[0]
+    assert b.term == 2
+    assert b.start_lsn == cut
+    assert b.commit_lsn == b.end_lsn == cut + MiB
+    expected = gen(1, 512 * 1024) + gen(2, MiB)
+    assert cluster[0].durable_wal() == expected
+    assert cluster[2].durable_wal() == expected  # A's tail past 512 KiB is gone
+    assert cluster[2].acceptor.term_history == TermHistory.of((0, START), (1, START), (2, cut))
+
+
+async def test_a_node_behind_the_term_start_is_caught_up_from_the_donor() -> None:
+    cluster = FakeCluster(3)
+    cluster[2].kill()
+    with trio.fail_after(20):
+        first = await propose(config(cluster, 2 * MiB, drain_timeout=0.1), cluster.connector("A"))
+    cluster[2].restart()
+    with trio.fail_after(20):
+        second = await propose(
+            config(cluster, MiB, seed=2), cluster.connector("B"), fetch_wal=cluster.fetcher()
+        )
+    assert second.start_lsn == first.end_lsn
+    for node in cluster.nodes.values():
+        assert node.durable_wal() == gen(1, 2 * MiB) + gen(2, MiB)
+
+
+async def test_without_a_fetcher_a_node_behind_the_term_start_is_excluded() -> None:
+    cluster = FakeCluster(3)
+    cluster[2].kill()
+    with trio.fail_after(20):
+        await propose(config(cluster, MiB, drain_timeout=0.1), cluster.connector("A"))
+    cluster[2].restart()
+    proposer = Proposer(config(cluster, MiB, seed=2, drain_timeout=0.1), cluster.connector("B"))
+    with trio.fail_after(20):
+        result = await proposer.run()
+    assert result.commit_lsn == START + 2 * MiB
+    node3 = proposer.statistics().nodes[cluster.urls[2]]
+    assert node3.status == "failed"
+    assert node3.last_error is not None
+    assert "no WAL fetcher" in node3.last_error
+    assert cluster[2].durable_wal() == b""  # no gap was ever created
+
+
+async def test_start_lsn_mismatch_is_refused_before_writing() -> None:
+    cluster = FakeCluster(3)
+    with trio.fail_after(10), pytest.raises(Exception, match="not at the requested start LSN"):
+        await propose(config(cluster, MiB, expect_start_lsn=Lsn(START + 1)), cluster.connector("A"))
+    assert all(node.durable_wal() == b"" for node in cluster.nodes.values())
