@@ -1,0 +1,168 @@
+"""``propose``: elect a test proposer over the listed safekeepers and write WAL."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import trio
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from ..core import Lsn, SafekeeperError, TenantId, TimelineId
+from ..proposer import (
+    Proposer,
+    ProposerConfig,
+    ProposeResult,
+    websocket_connector,
+    websocket_fetcher,
+)
+from ._main import main
+from ._timeline import parse_size
+
+__all__ = ["propose_command"]
+
+
+def _size(_: click.Context, __: click.Parameter, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _lsn(_: click.Context, __: click.Parameter, value: str | None) -> Lsn | None:
+    if value is None:
+        return None
+    try:
+        return Lsn.parse(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _urls(_: click.Context, __: click.Parameter, value: str) -> tuple[str, ...]:
+    urls = tuple(u.strip() for u in value.split(",") if u.strip())
+    if not urls:
+        raise click.BadParameter("list at least one safekeeper")
+    if len(set(urls)) != len(urls):
+        raise click.BadParameter("a safekeeper is listed twice")
+    return urls
+
+
+@main.command("propose")
+@click.option(
+    "--safekeepers",
+    required=True,
+    callback=_urls,
+    help="Comma-separated WAL port URLs: ws://HOST:PORT,ws://HOST:PORT,...",
+)
+@click.option("--tenant-id", required=True, help="32 hex digits.")
+@click.option("--timeline-id", required=True, help="32 hex digits.")
+@click.option(
+    "--bytes",
+    "nbytes",
+    default="64MiB",
+    show_default=True,
+    callback=_size,
+    help="How much WAL to write: 1000, 64MiB, 1GiB.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="File holding a JWT (tenant scope) for nodes with auth on.",
+)
+@click.option(
+    "--start-lsn",
+    callback=_lsn,
+    help="Refuse to write unless the quorum's WAL ends exactly here (default: continue "
+    "from what the quorum holds).",
+)
+@click.option("--connect-timeout", default=10.0, show_default=True, help="Seconds.")
+@click.option(
+    "--lost-quorum-timeout",
+    default=3.0,
+    show_default=True,
+    help="Seconds with fewer than a quorum reachable before giving up.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a progress bar (default: when stdout is a terminal).",
+)
+def propose_command(
+    safekeepers: tuple[str, ...],
+    tenant_id: str,
+    timeline_id: str,
+    nbytes: int,
+    seed: int,
+    token_file: Path | None,
+    start_lsn: Lsn | None,
+    connect_timeout: float,
+    lost_quorum_timeout: float,
+    progress: bool | None,
+) -> None:
+    """Elect a proposer over a quorum of SAFEKEEPERS and write deterministic WAL.
+
+    Succeeds, printing a one-line summary, once the WAL is committed on a quorum; exits
+    non-zero with the reason otherwise (lost quorum, a newer term took over, ...).
+    """
+    try:
+        tenant, timeline = TenantId.parse(tenant_id), TimelineId.parse(timeline_id)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    token = token_file.read_text().strip() if token_file is not None else None
+    config = ProposerConfig(
+        safekeepers,
+        tenant,
+        timeline,
+        nbytes,
+        seed=seed,
+        expect_start_lsn=start_lsn,
+        lost_quorum_timeout=lost_quorum_timeout,
+    )
+    proposer = Proposer(
+        config,
+        websocket_connector(tenant, timeline, token=token, connect_timeout=connect_timeout),
+        fetch_wal=websocket_fetcher(tenant, timeline, token=token, connect_timeout=connect_timeout),
+    )
+    show = sys.stdout.isatty() if progress is None else progress
+    try:
+        result = trio.run(_run, proposer, show)
+    except SafekeeperError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(result.summary())
+
+
+async def _run(proposer: Proposer, show_progress: bool) -> ProposeResult:
+    if not show_progress:
+        return await proposer.run()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns) as bar:
+        task = bar.add_task("electing", total=proposer.statistics().total_bytes)
+        async with trio.open_nursery() as nursery:
+
+            async def refresh() -> None:
+                while True:
+                    stats = proposer.statistics()
+                    label = f"term {stats.term} {stats.phase}" if stats.term else stats.phase
+                    bar.update(task, completed=stats.committed_bytes, description=label)
+                    await trio.sleep(0.1)
+
+            nursery.start_soon(refresh)
+            result = await proposer.run()
+            nursery.cancel_scope.cancel()
+        bar.update(task, completed=result.bytes, description=f"term {result.term} done")
+    return result
