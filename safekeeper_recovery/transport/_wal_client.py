@@ -193,6 +193,15 @@ async def _open(url: str, token: str | None, connect_timeout: float) -> AsyncIte
 ]:
     headers = [(b"authorization", f"Bearer {token}".encode())] if token is not None else []
     async with AsyncExitStack() as stack:
+        opened: list[WebSocketConnection] = []
+
+        async def close_socket() -> None:
+            # trio-websocket 0.12 never closes a client's TCP stream when the server closed
+            # the WebSocket first (aclose() returns early): close it ourselves, last.
+            for conn in opened:
+                await conn._stream.aclose()
+
+        stack.push_async_callback(close_socket)
         try:
             ws = await stack.enter_async_context(
                 open_websocket_url(
@@ -218,6 +227,7 @@ async def _open(url: str, token: str | None, connect_timeout: float) -> AsyncIte
             ) from e
         except OSError as e:
             raise WalConnectError(f"could not connect to {url}: {e}") from e
+        opened.append(ws)
         yield ws
 
 

@@ -1,0 +1,143 @@
+"""wal_push over a real socket, and the socket-free WalAcceptor core."""
+
+from __future__ import annotations
+
+import trio
+
+from safekeeper_recovery.core import (
+    AcceptorError,
+    AcceptorGreeting,
+    AcceptorMessage,
+    AppendRequest,
+    AppendResponse,
+    Greeting,
+    Lsn,
+    ProposerElected,
+    ProposerMessage,
+    TermHistory,
+    TermLsn,
+    VoteRequest,
+    VoteResponse,
+)
+from safekeeper_recovery.transport import (
+    WalPushClosed,
+    open_wal_push,
+    run_wal_acceptor,
+)
+
+from .conftest import START, TENANT, TIMELINE, WalNode, elect, push, wait_flushed, wal
+
+
+async def test_push_handshake_and_appends_get_growing_flush_lsn(node: WalNode) -> None:
+    async with open_wal_push(node.url, TENANT, TIMELINE) as conn:
+        await conn.send(Greeting(TENANT, TIMELINE))
+        greeting = await conn.receive()
+        assert isinstance(greeting, AcceptorGreeting)
+        assert greeting.term == 0
+        await conn.send(VoteRequest(1))
+        vote = await conn.receive()
+        assert isinstance(vote, VoteResponse)
+        assert vote.vote_given
+        assert vote.flush_lsn == START
+        await elect(conn, 2)  # a second round: greeting again, vote in term 2
+        flushes: list[Lsn] = []
+        pos = START
+        for i in range(3):
+            pos = await push(conn, 2, pos, wal(64 * 1024, seed=i))
+            resp = await wait_flushed(conn, pos)
+            assert resp.term == 2
+            flushes.append(resp.flush_lsn)
+        assert flushes == [START + 64 * 1024 * k for k in (1, 2, 3)]
+    assert node.timeline.acceptor.flush_lsn == START + 3 * 64 * 1024
+    data = await node.timeline.read_wal(START, 64 * 1024)
+    assert data == wal(64 * 1024, seed=0)
+
+
+async def test_unflushed_appends_are_flushed_on_disconnect(node: WalNode) -> None:
+    async with open_wal_push(node.url, TENANT, TIMELINE) as conn:
+        await elect(conn, 1)
+        end = await push(conn, 1, START, wal(10_000))
+    with trio.fail_after(10):
+        await node.timeline.changed.wait_for(lambda: node.timeline.acceptor.flush_lsn == end)
+
+
+async def test_recovery_push_is_not_a_streaming_proposer(node: WalNode) -> None:
+    timeline = node.timeline
+    async with open_wal_push(node.url, TENANT, TIMELINE, recovery=True) as rec:
+        await elect(rec, 1)
+        end = await push(rec, 1, START, wal(1000))
+        await wait_flushed(rec, end)
+        assert [r.kind for r in timeline.receivers.values()] == ["recovery"]
+        assert timeline.snapshot().num_streaming_proposers == 0
+        async with open_wal_push(node.url, TENANT, TIMELINE) as prop:
+            await elect(prop, 2)
+            end = await push(prop, 2, end, wal(1000))
+            await wait_flushed(prop, end)
+            assert timeline.snapshot().num_streaming_proposers == 1
+            # the recovery connection now gets term-only replies, and is still not counted
+            await rec.send(AppendRequest(1, end, Lsn(0), Lsn(0), b"x"))
+            reply = await rec.receive()
+            assert reply == AppendResponse(2, Lsn(0), Lsn(0))
+            assert timeline.snapshot().num_streaming_proposers == 1
+    with trio.fail_after(10):
+        await timeline.changed.wait_for(lambda: not timeline.receivers)
+    assert timeline.snapshot().num_streaming_proposers == 0
+
+
+async def test_acceptor_refusal_closes_4009_with_reason(node: WalNode) -> None:
+    async with open_wal_push(node.url, TENANT, TIMELINE) as conn:
+        await elect(conn, 1)
+        await push(conn, 1, START + 100, b"gap")  # R7: creates a gap
+        with trio.fail_after(10):
+            try:
+                while True:
+                    await conn.receive()
+            except WalPushClosed as e:
+                closed = e
+    assert closed.code == 4009
+    assert "creates a gap" in closed.reason
+
+
+async def test_run_wal_acceptor_in_process_flushes_and_closes_replies(node: WalNode) -> None:
+    timeline = node.timeline
+    msg_send, msg_recv = trio.open_memory_channel[ProposerMessage](256)
+    rep_send, rep_recv = trio.open_memory_channel[AcceptorMessage](16)
+    replies: list[AcceptorMessage] = []
+
+    async def collect() -> None:
+        async for msg in rep_recv:
+            replies.append(msg)
+
+    async with timeline.receiver("recovery", "test") as receiver, trio.open_nursery() as n:
+        n.start_soon(collect)
+        await msg_send.send(VoteRequest(1))
+        # no Greeting needed in-process (recovery never sends one)
+        history = TermHistory([TermLsn(0, START), TermLsn(1, START)])
+        await msg_send.send(ProposerElected(1, START, history))
+        for i in range(5):
+            await msg_send.send(AppendRequest(1, START + 100 * i, Lsn(0), Lsn(0), wal(100, i)))
+        await msg_send.aclose()
+        with trio.fail_after(10):
+            await run_wal_acceptor(timeline, receiver, msg_recv, rep_send, flush_interval=0.5)
+        assert receiver.status == "voting"  # recovery is never marked streaming
+    appends = [r for r in replies if isinstance(r, AppendResponse)]
+    assert appends
+    assert appends[-1].flush_lsn == START + 500
+    assert timeline.acceptor.flush_lsn == START + 500
+
+
+async def test_run_wal_acceptor_raises_the_processing_error(node: WalNode) -> None:
+    timeline = node.timeline
+    msg_send, msg_recv = trio.open_memory_channel[ProposerMessage](256)
+    rep_send, rep_recv = trio.open_memory_channel[AcceptorMessage](16)
+    async with timeline.receiver("recovery", "test") as receiver:
+        await msg_send.send(AppendRequest(1, START, Lsn(0), Lsn(0), b"early"))
+        try:
+            await run_wal_acceptor(timeline, receiver, msg_recv, rep_send)
+        except AcceptorError as e:
+            assert "before ProposerElected" in str(e)
+        else:
+            raise AssertionError("expected AcceptorError")
+    # the reply channel was closed on the way out
+    with trio.fail_after(1):
+        assert [m async for m in rep_recv] == []
