@@ -410,6 +410,7 @@ def test_r5_wal_is_truncated_before_the_history_is_adopted() -> None:
     node.elect(1)
     node.append(1, b"a" * 0x100)  # uncommitted term-1 tail
     winner = TermHistory.of((0, S), (1, S), (3, S + 0x80))
+    commit_before = node.acc.commit_lsn
     step = node.handle(ProposerElected(3, S + 0x80, winner))
     assert kinds(step) == ["PersistEffect", "TruncateEffect", "PersistEffect"]
     term_persist, truncate, history_persist = step.effects
@@ -421,6 +422,7 @@ def test_r5_wal_is_truncated_before_the_history_is_adopted() -> None:
     assert history_persist.state.term_history == winner
     assert node.write_lsn == node.flushed == S + 0x80
     assert node.acc.term_start_lsn == S + 0x80
+    assert node.acc.commit_lsn == commit_before  # an election never commits anything
     assert step.reply is None
 
 
