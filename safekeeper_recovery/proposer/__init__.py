@@ -7,13 +7,14 @@
 from ._connection import Connect, FetchWal, SafekeeperConnection
 from ._election import Election, elect, next_term, quorum_commit_lsn, quorum_size, start_point
 from ._errors import LostQuorumError, NewerTermError, ProposerError
-from ._proposer import (
+from ._proposer import Proposer, propose
+from ._results import (
     NodeStatistics,
-    Proposer,
+    NodeStatus,
+    Phase,
     ProposerConfig,
     ProposeResult,
     ProposerStatistics,
-    propose,
 )
 from ._walgen import BLOCK_SIZE, WalGenerator, chunk_end
 from ._websocket import websocket_connector, websocket_fetcher
@@ -26,6 +27,8 @@ __all__ = [
     "LostQuorumError",
     "NewerTermError",
     "NodeStatistics",
+    "NodeStatus",
+    "Phase",
     "ProposeResult",
     "Proposer",
     "ProposerConfig",

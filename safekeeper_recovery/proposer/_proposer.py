@@ -8,11 +8,14 @@ stream. A coordinator decides the term once every node's first connection attemp
 settled, and elects once every greeted node has voted or failed; a node that connects later
 (or reconnects) goes through the same session and joins the stream at its common point.
 
-Streaming is pipelined: up to ``window`` AppendRequests per node are unanswered at a time.
-Each AppendResponse records the node's flush; commit_lsn is the quorum-th highest flush in
-our term (rule E6 of ``_election``) and rides on the next append. When a node has been sent
-everything, it gets an empty append whenever commit_lsn moves, and a keepalive append when
-idle (which is also how a newer term is noticed).
+Streaming is pipelined: up to ``window_bytes`` of WAL per node may be sent but not yet
+reported flushed. Safekeepers answer appends in batches (one AppendResponse per fsync, not
+per request), so progress is read from the flush positions the responses carry, never from
+counting them. commit_lsn is the quorum-th highest flush in our term (rule E6 of
+``_election``) and rides on the next append. A node that has been sent everything gets an
+empty append whenever ``min(commit_lsn, its flush)`` moves (an acceptor clamps commit_lsn to
+its flush when it processes the append), and a keepalive append when idle, which is also how
+a newer term is noticed.
 
 Rules
 -----
@@ -26,16 +29,17 @@ P3  The proposer sends only WAL it holds: the generated WAL from propTermStartLs
     warning; a gap is never created.
 P4  A failed node is retried with exponential back-off while the others go on; an auth or
     "timeline not found" refusal is permanent for that node.
-P5  The run succeeds once commit_lsn reaches the end and a quorum acknowledged an append
-    carrying it; nodes still streaming then get up to ``drain_timeout`` to catch up.
+P5  The run succeeds once commit_lsn reaches the end and a quorum was sent an append
+    carrying it after reporting a flush at the end; nodes still streaming then get up to
+    ``drain_timeout`` to catch up. Connections are then closed cleanly (the server processes
+    and flushes what it was sent), each within ``close_timeout``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from typing import Final, Literal, NoReturn, final
+from collections.abc import Callable
+from typing import Final, NoReturn
 
 import attrs
 import trio
@@ -51,117 +55,30 @@ from ..core import (
     Lsn,
     ProposerElected,
     RemoteProtocolError,
-    TenantId,
     Term,
-    TimelineId,
     VoteRequest,
     VoteResponse,
 )
 from ._connection import Connect, FetchWal, SafekeeperConnection
 from ._election import Election, elect, next_term, quorum_commit_lsn, quorum_size
 from ._errors import LostQuorumError, NewerTermError, ProposerError
+from ._results import (
+    NodeStatistics,
+    NodeStatus,
+    Phase,
+    ProposerConfig,
+    ProposeResult,
+    ProposerStatistics,
+)
 from ._walgen import WalGenerator, chunk_end
 
-__all__ = [
-    "NodeStatistics",
-    "ProposeResult",
-    "Proposer",
-    "ProposerConfig",
-    "ProposerStatistics",
-    "propose",
-]
+__all__ = ["Proposer", "propose"]
 
 log = logging.getLogger(__name__)
 
-NodeStatus = Literal["connecting", "greeted", "voted", "streaming", "down", "failed"]
 _UNREACHABLE: Final = ("down", "failed")
 _PERMANENT_CLOSE_CODES: Final = frozenset({1008, 4004})
 _PERMANENT_HTTP_STATUSES: Final = frozenset({400, 401, 403, 404})
-
-
-def _to_urls(urls: Iterable[str]) -> tuple[str, ...]:
-    return tuple(urls)
-
-
-@final
-@attrs.frozen
-class ProposerConfig:
-    """What to write where, and every timeout (seconds) and limit of the run."""
-
-    safekeepers: tuple[str, ...] = attrs.field(converter=_to_urls)
-    tenant_id: TenantId
-    timeline_id: TimelineId
-    total_bytes: int
-    seed: int = 0
-    expect_start_lsn: Lsn | None = None
-    """If set, refuse to write unless the elected term starts exactly here."""
-    window: int = 32
-    """Unanswered AppendRequests per node (each at most 128 KiB)."""
-    response_timeout: float = 30.0
-    keepalive_interval: float = 1.0
-    reconnect_min: float = 0.1
-    reconnect_max: float = 2.0
-    lost_quorum_timeout: float = 3.0
-    drain_timeout: float = 5.0
-    fetch_chunk: int = 8 * 1024 * 1024
-
-    @safekeepers.validator
-    def _check(self, _: object, urls: tuple[str, ...]) -> None:
-        if not urls:
-            raise ValueError("need at least one safekeeper")
-        if len(set(urls)) != len(urls):
-            raise ValueError(f"safekeepers listed twice: {', '.join(urls)}")
-
-
-@final
-@attrs.frozen
-class NodeStatistics:
-    status: NodeStatus
-    flush_lsn: Lsn | None
-    """Highest flush this node acknowledged in our term (None: none yet)."""
-    last_error: str | None
-
-
-@final
-@attrs.frozen
-class ProposerStatistics:
-    phase: Literal["electing", "streaming", "finishing", "done", "failed"]
-    term: Term | None
-    start_lsn: Lsn | None
-    end_lsn: Lsn | None
-    commit_lsn: Lsn
-    total_bytes: int
-    nodes: Mapping[str, NodeStatistics]
-
-    @property
-    def committed_bytes(self) -> int:
-        if self.start_lsn is None or self.commit_lsn < self.start_lsn:
-            return 0
-        return int(self.commit_lsn - self.start_lsn)
-
-
-@final
-@attrs.frozen
-class ProposeResult:
-    """A successful run: term, where it wrote (start_lsn .. end_lsn), commit_lsn and flushes."""
-
-    term: Term
-    start_lsn: Lsn
-    end_lsn: Lsn
-    commit_lsn: Lsn
-    flush_lsns: Mapping[str, Lsn | None]
-    bytes: int
-    seconds: float
-
-    def summary(self) -> str:
-        """One line for humans."""
-        rate = self.bytes / self.seconds / 2**20 if self.seconds > 0 else 0.0
-        flushes = ", ".join(f"{u}={f}" for u, f in self.flush_lsns.items())
-        return (
-            f"term {self.term}: wrote {self.bytes} bytes {self.start_lsn}..{self.end_lsn} in "
-            f"{self.seconds:.2f}s ({rate:.1f} MiB/s), commit_lsn {self.commit_lsn}; "
-            f"flush: {flushes}"
-        )
 
 
 class _NodeUnavailable(Exception):
@@ -179,15 +96,23 @@ class _Node:
     greeting_term: Term | None = None
     vote_requested: bool = False
     vote: VoteResponse | None = None
-    session_flush: Lsn | None = None
-    """Flush from this connection's AppendResponses (None until the first)."""
+    session_flush: Lsn = INVALID_LSN
+    """Flush this connection reported (its start point until the first AppendResponse)."""
     flush: Lsn | None = None
     """Highest flush acknowledged in our term, over all connections (commit evidence)."""
     known_flush: Lsn | None = None
     """Last flush heard of in any reply (for truncate_lsn)."""
-    acked_commit: Lsn = INVALID_LSN
-    session_acked_commit: Lsn = INVALID_LSN
+    committed_end: bool = False
+    """Was sent commit_lsn >= end after reporting a flush >= end (any connection)."""
+    session_committed_end: bool = False
     last_error: str | None = None
+
+
+@attrs.define
+class _Sent:
+    """How far one connection has been sent WAL (shared by its sender and reply reader)."""
+
+    pos: Lsn
 
 
 class _Changed:
@@ -228,7 +153,8 @@ class Proposer:
         self._commit_lsn = INVALID_LSN
         self._truncate_lsn = INVALID_LSN
         self._wal = WalGenerator(config.seed, config.total_bytes)
-        self._phase: Literal["electing", "streaming", "finishing", "done", "failed"] = "electing"
+        self._phase: Phase = "electing"
+        self._closing = False
         self._fatal: ProposerError | None = None
         self._result: ProposeResult | None = None
         self._scope: trio.CancelScope | None = None
@@ -326,15 +252,13 @@ class Proposer:
 
         end = self._end
         await self._changed.wait_for(
-            lambda: (
-                self._commit_lsn >= end
-                and sum(n.acked_commit >= end for n in nodes) >= self._quorum
-            )
+            lambda: self._commit_lsn >= end and sum(n.committed_end for n in nodes) >= self._quorum
         )
         self._phase = "finishing"
+        self._changed.notify()
         with trio.move_on_after(self._cfg.drain_timeout):
             await self._changed.wait_for(
-                lambda: all(n.status != "streaming" or n.session_acked_commit >= end for n in nodes)
+                lambda: all(n.status != "streaming" or n.session_committed_end for n in nodes)
             )
         self._result = ProposeResult(
             term=election.term,
@@ -345,6 +269,13 @@ class Proposer:
             bytes=self._cfg.total_bytes,
             seconds=trio.current_time() - self._started_at,
         )
+        log.info("%s", self._result.summary())
+        # P5: close cleanly, all within close_timeout (a sender stuck in a send that never
+        # completes is cancelled with the rest).
+        self._closing = True
+        self._changed.notify()
+        with trio.move_on_after(self._cfg.close_timeout):
+            await self._changed.wait_for(lambda: all(n.status != "streaming" for n in nodes))
         assert self._scope is not None
         self._scope.cancel()
 
@@ -381,6 +312,12 @@ class Proposer:
             try:
                 async with self._connect(node.url) as conn:
                     await self._session(node, conn)
+                    if self._closing:
+                        with trio.move_on_after(self._cfg.close_timeout):
+                            await conn.aclose()
+                        node.status = "closed"
+                        self._changed.notify()
+                        return
             except Exception as exc:  # any failure of this node; Cancelled propagates
                 was_streaming = node.status == "streaming"
                 permanent = _is_permanent(exc)
@@ -395,8 +332,8 @@ class Proposer:
         node.status = "failed" if permanent else "down"
         node.last_error = reason
         node.vote = None
-        node.session_flush = None
-        node.session_acked_commit = INVALID_LSN
+        node.session_flush = INVALID_LSN
+        node.session_committed_end = False
         log.warning(
             "safekeeper %s %s: %s", node.url, "failed" if permanent else "unavailable", reason
         )
@@ -450,60 +387,67 @@ class Proposer:
                 permanent=True,
             )
         await conn.send(ProposerElected(el.term, start, el.term_history))
+        node.session_flush = start
         node.status = "streaming"
         log.info("streaming to %s from %s", node.url, start)
         self._changed.notify()
 
-        window = trio.Semaphore(cfg.window)
-        in_flight: deque[Lsn] = deque()
+        sent = _Sent(start)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._receive_appends, node, conn, window, in_flight)
-            await self._send_appends(node, conn, start, window, in_flight)
+            nursery.start_soon(self._receive_appends, node, conn, sent)
+            await self._send_appends(node, conn, sent)
+            nursery.cancel_scope.cancel()  # closing (P5): stop reading replies
 
-    async def _send_appends(
-        self,
-        node: _Node,
-        conn: SafekeeperConnection,
-        start: Lsn,
-        window: trio.Semaphore,
-        in_flight: deque[Lsn],
-    ) -> NoReturn:
+    async def _send_appends(self, node: _Node, conn: SafekeeperConnection, sent: _Sent) -> None:
+        """Stream to one node until the run is closing (returns) or the connection breaks."""
         el, end = self._election, self._end
         assert el is not None
         assert end is not None
-        pos = start
-        sent_commit: Lsn | None = None
+        window = self._cfg.window_bytes
+        applied = INVALID_LSN  # the commit_lsn this node has been able to apply, as far as sent
 
         async def send(data: bytes) -> None:
-            nonlocal pos, sent_commit
-            await window.acquire()
-            commit = self._commit_lsn
-            in_flight.append(commit)
-            await conn.send(AppendRequest(el.term, pos, commit, self._truncate_lsn, data))
-            pos += len(data)
-            sent_commit = commit
+            if data:  # backpressure: at most window_bytes beyond the node's reported flush
+                await self._changed.wait_for(
+                    lambda: self._closing or sent.pos - node.session_flush < window
+                )
+                if self._closing:
+                    return
+            await conn.send(
+                AppendRequest(el.term, sent.pos, self._commit_lsn, self._truncate_lsn, data)
+            )
+            sent.pos += len(data)
 
-        while True:
-            if pos < el.term_start_lsn:
-                stop = Lsn(min(int(el.term_start_lsn), pos + self._cfg.fetch_chunk))
-                data = await self._fetch(node, pos, stop)
-                base = pos
-                while pos < stop:
-                    piece_end = chunk_end(pos, stop)
-                    await send(data[pos - base : piece_end - base])
-            elif pos < end:
-                stop = chunk_end(pos, end)
-                await send(self._wal.read(pos - el.term_start_lsn, stop - pos))
-            elif sent_commit is None or sent_commit < self._commit_lsn:
+        while not self._closing:
+            if sent.pos < el.term_start_lsn:
+                stop = Lsn(min(int(el.term_start_lsn), sent.pos + self._cfg.fetch_chunk))
+                data = await self._fetch(node, sent.pos, stop)
+                base = sent.pos
+                while sent.pos < stop and not self._closing:
+                    piece_end = chunk_end(sent.pos, stop)
+                    await send(data[sent.pos - base : piece_end - base])
+            elif sent.pos < end:
+                stop = chunk_end(sent.pos, end)
+                await send(self._wal.read(sent.pos - el.term_start_lsn, stop - sent.pos))
+            elif (target := min(self._commit_lsn, node.session_flush)) > applied:
+                # The acceptor clamps commit_lsn to its flush when it processes the append,
+                # so commit is re-sent whenever either moves (P5).
                 await send(b"")
+                applied = target
+                if target >= end:
+                    node.committed_end = node.session_committed_end = True
+                    self._changed.notify()
             else:
                 with trio.move_on_after(self._cfg.keepalive_interval) as idle:
-                    await self._wait_commit_moves(self._commit_lsn)
+                    await self._wait_applicable_moves(node, target)
                 if idle.cancelled_caught:
                     await send(b"")  # keepalive: also how a newer term shows up (P1)
 
-    async def _wait_commit_moves(self, seen: Lsn) -> None:
-        await self._changed.wait_for(lambda: self._commit_lsn != seen)
+    async def _wait_applicable_moves(self, node: _Node, seen: Lsn) -> None:
+        """Until closing, or the commit_lsn ``node`` could apply differs from ``seen``."""
+        await self._changed.wait_for(
+            lambda: self._closing or min(self._commit_lsn, node.session_flush) != seen
+        )
 
     async def _fetch(self, node: _Node, start: Lsn, end: Lsn) -> bytes:
         """P3: WAL below our term start from the donor, else another node that holds it."""
@@ -532,21 +476,19 @@ class Proposer:
         )
 
     async def _receive_appends(
-        self,
-        node: _Node,
-        conn: SafekeeperConnection,
-        window: trio.Semaphore,
-        in_flight: deque[Lsn],
-    ) -> None:
-        el, end = self._election, self._end
+        self, node: _Node, conn: SafekeeperConnection, sent: _Sent
+    ) -> NoReturn:
+        el = self._election
         assert el is not None
-        assert end is not None
         while True:
             with trio.move_on_after(self._cfg.response_timeout) as quiet:
                 msg = await conn.receive()
             if quiet.cancelled_caught:
-                if in_flight:
-                    raise _NodeUnavailable(f"no AppendResponse for {self._cfg.response_timeout}s")
+                if sent.pos > node.session_flush:
+                    raise _NodeUnavailable(
+                        f"no AppendResponse for {self._cfg.response_timeout}s with "
+                        f"{sent.pos - node.session_flush} bytes unflushed"
+                    )
                 continue
             if not isinstance(msg, AppendResponse):
                 raise RemoteProtocolError(f"expected AppendResponse, got {type(msg).__name__}")
@@ -554,16 +496,13 @@ class Proposer:
                 await self._abort(NewerTermError(msg.term, el.term, where=f"append {node.url}"))
             if msg.term != el.term:
                 raise RemoteProtocolError(f"AppendResponse of term {msg.term}, ours {el.term}")
-            if not in_flight:
-                raise RemoteProtocolError("AppendResponse without an AppendRequest")
-            commit = in_flight.popleft()
-            window.release()
+            if msg.flush_lsn > sent.pos:
+                raise RemoteProtocolError(
+                    f"AppendResponse flush {msg.flush_lsn} beyond what was sent ({sent.pos})"
+                )
             node.session_flush = msg.flush_lsn
             node.known_flush = msg.flush_lsn
             node.flush = max(node.flush or INVALID_LSN, msg.flush_lsn)
-            if msg.flush_lsn >= end:
-                node.session_acked_commit = max(node.session_acked_commit, commit)
-                node.acked_commit = max(node.acked_commit, commit)
             self._update_commit()
             self._changed.notify()
 

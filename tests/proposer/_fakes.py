@@ -20,6 +20,7 @@ from safekeeper_recovery.core import (
     AcceptorMessage,
     AppendRequest,
     FlushEffect,
+    FlushWal,
     Lsn,
     NodeId,
     PersistEffect,
@@ -69,8 +70,10 @@ class FakeSafekeeper:
     def durable_wal(self) -> bytes:
         return bytes(self.wal[: self.flushed - self.base])
 
-    def handle(self, msg: ProposerMessage) -> AcceptorMessage | None:
-        step = self.acceptor.handle(msg)
+    def handle(
+        self, msg: ProposerMessage | FlushWal, *, flush: bool = True
+    ) -> AcceptorMessage | None:
+        step = self.acceptor.handle(msg, flush=flush)
         for effect in step.effects:
             match effect:
                 case WriteEffect(lsn=lsn, data=data):
@@ -107,6 +110,7 @@ class FakeConnection:
         self.url = url
         self._tx, self._rx = trio.open_memory_channel[AcceptorMessage | Exception](math.inf)
         self.closed = False
+        self._unflushed = 0
 
     def close(self, error: Exception) -> None:
         if not self.closed:
@@ -120,15 +124,30 @@ class FakeConnection:
         stall = self._cluster.stalls.get((self._proposer, self.url))
         stalled = stall is not None and isinstance(msg, AppendRequest) and msg.begin_lsn >= stall
         if stalled and isinstance(msg, AppendRequest) and msg.data:
+            if self._unflushed:  # the server drained its queue: it flushes and answers
+                self._unflushed = 0
+                self._reply(self._cluster.nodes[self.url].handle(FlushWal()))
             await trio.sleep_forever()
         node = self._cluster.nodes[self.url]
         try:
-            reply = node.handle(decode_proposer_message(encode(msg)))
+            msg = decode_proposer_message(encode(msg))
+            if self._cluster.batch and isinstance(msg, AppendRequest):
+                # Like the real WAL port: no-flush appends, one fsync + reply per batch.
+                node.handle(msg, flush=False)
+                self._unflushed += 1
+                batch_done = not msg.data or self._unflushed >= 3
+                reply = node.handle(FlushWal()) if batch_done else None
+                self._unflushed = 0 if batch_done else self._unflushed
+            else:
+                reply = node.handle(msg)
         except AcceptorError as e:  # the server closes with 4009 and the reason
             self.close(RemoteProtocolError(str(e), close_code=4009))
         else:
-            if reply is not None:
-                self._tx.send_nowait(decode_acceptor_message(encode(reply)))
+            self._reply(reply)
+
+    def _reply(self, reply: AcceptorMessage | None) -> None:
+        if reply is not None:
+            self._tx.send_nowait(decode_acceptor_message(encode(reply)))
         self._cluster.notify()
 
     async def receive(self) -> AcceptorMessage:
@@ -144,7 +163,9 @@ class FakeConnection:
 
 
 class FakeCluster:
-    def __init__(self, n: int = 3) -> None:
+    def __init__(self, n: int = 3, *, batch: bool = False) -> None:
+        self.batch = batch
+        """Answer appends in batches (every third, or an empty one), as the WAL port does."""
         self.nodes = {f"ws://sk{i}": FakeSafekeeper(i) for i in range(1, n + 1)}
         self.urls = list(self.nodes)
         self.blocked: set[tuple[str, str]] = set()

@@ -31,6 +31,7 @@ def config(cluster: FakeCluster, nbytes: int, seed: int = 1, **kw: Any) -> Propo
         "lost_quorum_timeout": 0.3,
         "drain_timeout": 2.0,
         "response_timeout": 5.0,
+        "close_timeout": 0.5,
     }
     fast.update(kw)
     return ProposerConfig(cluster.urls, TENANT, TIMELINE, nbytes, seed=seed, **fast)
@@ -40,8 +41,9 @@ def gen(seed: int, nbytes: int) -> bytes:
     return WalGenerator(seed, nbytes).read(0, nbytes)
 
 
-async def test_three_nodes_hold_identical_wal_and_commit_is_a_quorum_flush() -> None:
-    cluster = FakeCluster(3)
+@pytest.mark.parametrize("batch", [False, True], ids=["reply-each", "reply-batched"])
+async def test_three_nodes_hold_identical_wal_and_commit_is_a_quorum_flush(batch: bool) -> None:
+    cluster = FakeCluster(3, batch=batch)
     with trio.fail_after(20):
         result = await propose(config(cluster, 4 * MiB), cluster.connector("A"))
     assert result.term == 1
@@ -143,12 +145,13 @@ async def test_two_nodes_killed_mid_propose_stops_with_a_clear_quorum_error() ->
     assert "lost quorum: 1 of 3 safekeepers reachable, need 2" in str(errors[0])
 
 
-async def test_newer_term_takes_over_and_truncates_the_unacknowledged_tail() -> None:
+@pytest.mark.parametrize("batch", [False, True], ids=["reply-each", "reply-batched"])
+async def test_newer_term_takes_over_and_truncates_the_unacknowledged_tail(batch: bool) -> None:
     """A writes 2 MiB; only node 3 gets it all (nodes 1-2 hang at 512 KiB, so A commits at
     most 512 KiB). B elects on nodes 1-2 in term 2 (node 3 unreachable for it), then node 3
     joins B: its unacknowledged term-1 tail past 512 KiB is truncated and replaced by B's
     WAL. A notices term 2 and stops with NewerTermError."""
-    cluster = FakeCluster(3)
+    cluster = FakeCluster(3, batch=batch)
     cut = START + 512 * 1024
     cluster.stall("A", 0, cut)
     cluster.stall("A", 1, cut)
