@@ -20,15 +20,16 @@ timeouts around ``receive`` (``trio.fail_after``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Final, final
+from urllib.parse import urlsplit
 
+import trio
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
-    HandshakeError,
     WebSocketConnection,
-    open_websocket_url,
+    wrap_client_stream,
 )
 
 from ..core import (
@@ -188,47 +189,86 @@ class WalStreamConnection:
 
 
 @asynccontextmanager
-async def _open(url: str, token: str | None, connect_timeout: float) -> AsyncIterator[
-    WebSocketConnection
-]:
+async def _open(
+    url: str, token: str | None, connect_timeout: float
+) -> AsyncIterator[WebSocketConnection]:
+    """A client WebSocket on a TCP stream we own.
+
+    Not ``open_websocket_url``: trio-websocket 0.12 leaks the client socket when the
+    handshake is rejected or when the server closes first. Here the stream is always
+    closed on the way out, and the reader task's errors come out unwrapped.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or not parts.hostname:
+        raise WalConnectError(f"unsupported WAL URL {url!r}: expected ws://host:port/...")
+    host, port = parts.hostname, parts.port or 80
+    resource = parts.path + (f"?{parts.query}" if parts.query else "")
     headers = [(b"authorization", f"Bearer {token}".encode())] if token is not None else []
-    async with AsyncExitStack() as stack:
-        opened: list[WebSocketConnection] = []
-
-        async def close_socket() -> None:
-            # trio-websocket 0.12 never closes a client's TCP stream when the server closed
-            # the WebSocket first (aclose() returns early): close it ourselves, last.
-            for conn in opened:
-                await conn._stream.aclose()
-
-        stack.push_async_callback(close_socket)
+    try:
+        with trio.fail_after(connect_timeout):
+            stream = await trio.open_tcp_stream(host, port)
+    except trio.TooSlowError:
+        raise WalConnectError(
+            f"could not connect to {url}: no connection within {connect_timeout} s"
+        ) from None
+    except OSError as e:
+        raise WalConnectError(f"could not connect to {url}: {e}") from e
+    async with stream:
         try:
-            ws = await stack.enter_async_context(
-                open_websocket_url(
-                    url,
-                    extra_headers=headers,
-                    max_message_size=MAX_MESSAGE_SIZE,
-                    receive_buffer_size=RECEIVE_BUFFER_SIZE,
-                    connect_timeout=connect_timeout,
-                    disconnect_timeout=CLOSE_TIMEOUT,
-                )
-            )
-        except ConnectionRejected as e:
-            body = (e.body or b"").decode("utf-8", errors="replace")
-            raise WalConnectError(
-                f"{url} refused the WebSocket handshake with HTTP {e.status_code}: {body}",
-                status=e.status_code,
-                body=body,
-            ) from None
-        except HandshakeError as e:
-            cause = e.__cause__ or e
-            raise WalConnectError(
-                f"could not connect to {url}: {type(cause).__name__}: {cause}"
-            ) from e
-        except OSError as e:
-            raise WalConnectError(f"could not connect to {url}: {e}") from e
-        opened.append(ws)
-        yield ws
+            async with trio.open_nursery(strict_exception_groups=True) as nursery:
+                try:
+                    with trio.fail_after(connect_timeout):
+                        ws = await wrap_client_stream(
+                            nursery,
+                            stream,
+                            f"{host}:{port}",
+                            resource,
+                            extra_headers=headers,
+                            max_message_size=MAX_MESSAGE_SIZE,
+                            receive_buffer_size=RECEIVE_BUFFER_SIZE,
+                        )
+                except trio.TooSlowError:
+                    raise WalConnectError(
+                        f"{url}: no WebSocket handshake within {connect_timeout} s"
+                    ) from None
+                try:
+                    yield ws
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                        await ws.aclose()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _unwrap(group, url) from None
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException], url: str) -> BaseException:
+    """The one meaningful exception of the connection nursery."""
+    rejected, rest = group.split(ConnectionRejected)
+    if rejected is not None:
+        e = rejected.exceptions[0]
+        assert isinstance(e, ConnectionRejected)
+        body = (e.body or b"").decode("utf-8", errors="replace")
+        return WalConnectError(
+            f"{url} refused the WebSocket handshake with HTTP {e.status_code}: {body}",
+            status=e.status_code,
+            body=body,
+        )
+    if rest is None:  # pragma: no cover - split() always leaves something here
+        return group
+    errors = list(_leaves(rest))
+    meaningful = [e for e in errors if not isinstance(e, trio.Cancelled)]
+    if len(meaningful) == 1:
+        return meaningful[0]
+    if not meaningful:
+        return errors[0]
+    return group
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 @asynccontextmanager

@@ -148,9 +148,10 @@ async def serve_stream_connection(
 ) -> None:
     """Run one accepted ``wal_stream`` WebSocket: WAL out, StatusUpdates in.
 
-    The connection is listed in ``timeline.walsenders[id]`` while it runs (``remote``,
+    The connection is listed in ``timeline.walsenders[id]`` while it runs: ``remote``,
     ``start_lsn``, ``term``, ``sent_lsn`` and, once the reader reports, ``feedback`` with
-    ``write_lsn``/``flush_lsn``/``apply_lsn``/``timestamp_us``; LSNs as ``X/Y`` strings).
+    ``write_lsn``/``flush_lsn``/``apply_lsn``/``timestamp_us`` (LSNs as ``X/Y`` strings).
+    ``timeline.changed`` fires when it comes, goes and reports feedback.
     Returns normally when the client went away. Raises :class:`WalSenderError`,
     :class:`RemoteProtocolError` (a malformed message from the reader) or the timeline's
     error. Does not close ``ws``.
@@ -204,14 +205,17 @@ async def serve_stream_connection(
                 "apply_lsn": str(msg.apply_lsn),
                 "timestamp_us": msg.timestamp_us,
             }
+            timeline.changed.notify()
         cancel_scope.cancel()
 
     timeline.walsenders[sender_id] = info
+    timeline.changed.notify()
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream, nursery.cancel_scope)
             nursery.start_soon(read_feedback, nursery.cancel_scope)
     finally:
         del timeline.walsenders[sender_id]
+        timeline.changed.notify()
     if errors:
         raise errors[0]

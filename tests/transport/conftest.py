@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import attrs
@@ -41,6 +40,7 @@ SEG = 1 << 20
 TENANT = TenantId(bytes(range(16)))
 TIMELINE = TimelineId(bytes(range(16, 32)))
 TTID = TenantTimelineId(TENANT, TIMELINE)
+NO_COMMIT = Lsn(0)
 
 
 def wal(n: int, seed: int = 0) -> bytes:
@@ -99,7 +99,7 @@ async def elect(conn: WalPushConnection, term: Term, start: Lsn = START) -> None
 
 
 async def push(
-    conn: WalPushConnection, term: Term, begin: Lsn, data: bytes, *, commit: Lsn = Lsn(0)
+    conn: WalPushConnection, term: Term, begin: Lsn, data: bytes, *, commit: Lsn = NO_COMMIT
 ) -> Lsn:
     """Send ``data`` as AppendRequests of at most 128 KiB; return the end position."""
     pos = begin
@@ -121,7 +121,7 @@ async def wait_flushed(conn: WalPushConnection, lsn: Lsn) -> AppendResponse:
 
 
 @pytest.fixture
-async def pushed(node: WalNode) -> AsyncIterator[tuple[WalNode, Lsn]]:
+async def pushed(node: WalNode) -> tuple[WalNode, Lsn]:
     """A node whose timeline holds 300 KiB of term-1 WAL, 200 KiB of it committed."""
     async with open_wal_push(node.url, TENANT, TIMELINE) as conn:
         await elect(conn, 1)
@@ -133,4 +133,4 @@ async def pushed(node: WalNode) -> AsyncIterator[tuple[WalNode, Lsn]]:
             await node.timeline.changed.wait_for(
                 lambda: node.timeline.acceptor.commit_lsn == START + 200 * 1024
             )
-    yield node, end
+    return node, end

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from safekeeper_recovery.core import (
@@ -132,12 +133,8 @@ async def test_run_wal_acceptor_raises_the_processing_error(node: WalNode) -> No
     rep_send, rep_recv = trio.open_memory_channel[AcceptorMessage](16)
     async with timeline.receiver("recovery", "test") as receiver:
         await msg_send.send(AppendRequest(1, START, Lsn(0), Lsn(0), b"early"))
-        try:
+        with pytest.raises(AcceptorError, match="before ProposerElected"):
             await run_wal_acceptor(timeline, receiver, msg_recv, rep_send)
-        except AcceptorError as e:
-            assert "before ProposerElected" in str(e)
-        else:
-            raise AssertionError("expected AcceptorError")
     # the reply channel was closed on the way out
     with trio.fail_after(1):
         assert [m async for m in rep_recv] == []

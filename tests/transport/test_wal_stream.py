@@ -138,9 +138,10 @@ async def test_status_updates_are_recorded_and_dropped_on_exit(
     async with open_wal_stream(node.url, TENANT, TIMELINE, START, term=1) as stream:
         await read_until(stream, end)
         await stream.send_status(StatusUpdate(end, end, Lsn(0), 123))
-        with trio.fail_after(5):  # feedback is recorded quietly (no change notification)
-            while not any(w["feedback"] is not None for w in timeline.walsenders.values()):
-                await trio.sleep(0.01)
+        with trio.fail_after(5):
+            await timeline.changed.wait_for(
+                lambda: any(w["feedback"] is not None for w in timeline.walsenders.values())
+            )
         (info,) = timeline.walsenders.values()
         assert info["feedback"] == {
             "write_lsn": str(end),
@@ -150,8 +151,7 @@ async def test_status_updates_are_recorded_and_dropped_on_exit(
         }
         assert info["sent_lsn"] == str(end)
     with trio.fail_after(5):
-        while timeline.walsenders:
-            await trio.sleep(0.01)
+        await timeline.changed.wait_for(lambda: not timeline.walsenders)
 
 
 async def test_deleting_the_timeline_closes_4004(pushed: tuple[WalNode, Lsn]) -> None:
