@@ -138,3 +138,26 @@ async def test_run_wal_acceptor_raises_the_processing_error(node: WalNode) -> No
     # the reply channel was closed on the way out
     with trio.fail_after(1):
         assert [m async for m in rep_recv] == []
+
+
+@pytest.mark.parametrize(("flush_interval", "expected_flushes"), [(3600.0, 1), (0.0, 10)])
+async def test_appends_are_flushed_when_the_queue_drains_or_the_interval_is_up(
+    node: WalNode, flush_interval: float, expected_flushes: int
+) -> None:
+    timeline = node.timeline
+    msg_send, msg_recv = trio.open_memory_channel[ProposerMessage](256)
+    rep_send, rep_recv = trio.open_memory_channel[AcceptorMessage](256)
+    history = TermHistory([TermLsn(0, START), TermLsn(1, START)])
+    await msg_send.send(VoteRequest(1))
+    await msg_send.send(ProposerElected(1, START, history))
+    for i in range(10):  # all queued up front: the queue drains only after the last one
+        await msg_send.send(AppendRequest(1, START + 10 * i, Lsn(0), Lsn(0), wal(10, i)))
+    await msg_send.aclose()
+    async with timeline.receiver("recovery", "test") as receiver:
+        with trio.fail_after(10):
+            await run_wal_acceptor(
+                timeline, receiver, msg_recv, rep_send, flush_interval=flush_interval
+            )
+    flushes = [m async for m in rep_recv if isinstance(m, AppendResponse)]
+    assert len(flushes) == expected_flushes
+    assert flushes[-1].flush_lsn == START + 100
