@@ -14,6 +14,7 @@ from ._donor import (
     NetworkDonorConnector,
     parse_donor_status,
 )
+from ._inprocess import InProcessDonorConnector
 from ._engine import RecoveryEngine, RecoveryMetrics
 from ._status import RecoveryState, RecoveryStatus
 from ._target import AcceptorSession, LocalTarget, LocalView, RecoveryTarget
@@ -25,6 +26,7 @@ __all__ = [
     "DonorStatus",
     "DonorStream",
     "DonorTimeout",
+    "InProcessDonorConnector",
     "LocalTarget",
     "LocalView",
     "NetworkDonorConnector",

@@ -166,20 +166,10 @@ async def _attempt(
             raise RecoveryError(f"ProposerElected handling: {e}") from e
         progress.start = progress.received = lcp.lsn
         status.attempt_started(donor, lcp.lsn)
-        # 7–11. Stream.
-        with trio.move_on_after(config.connect_timeout) as connect_scope:
-            stream_cm = connector.open_stream(donor, ttid, lcp.lsn, donor.term)
-            stream = await stream_cm.__aenter__()
-        if connect_scope.cancelled_caught:
-            raise DonorTimeout(
-                f"donor {donor.node_id}: WAL stream not open within {config.connect_timeout}s"
-            )
-        try:
+        # 7–11. Stream. The connector applies the connect timeout itself (a cancel scope
+        # around entering a context manager would misnest its nursery).
+        async with connector.open_stream(donor, ttid, lcp.lsn, donor.term) as stream:
             return await _stream(target, donor, session, stream, config, status, progress)
-        finally:
-            # Close politely even when cancelled, but never hang on a dead donor.
-            with trio.CancelScope(shield=True), trio.move_on_after(2.0):
-                await stream_cm.__aexit__(None, None, None)
 
 
 async def _stream(
@@ -215,12 +205,37 @@ async def _stream(
                 if isinstance(reply, AppendResponse):
                     status.flushed(reply.flush_lsn)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(network_io)
-        nursery.start_soon(acceptor)
-        nursery.start_soon(read_replies)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network_io)
+            nursery.start_soon(acceptor)
+            nursery.start_soon(read_replies)
+    except BaseExceptionGroup as group:
+        # The first sibling to fail cancelled the others; its error is the outcome.
+        raise _outcome_of(group) from None
     # Every sibling ended without an error: network_io finished cleanly.
     return result[0]
+
+
+def _outcome_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error that ended the attempt: a recovery outcome if there is one."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    for e in leaves:
+        if isinstance(e, RecoveryError):
+            return e
+    for e in leaves:
+        if not isinstance(e, trio.Cancelled):
+            return e
+    return leaves[0]
 
 
 async def _network_io(

@@ -58,7 +58,8 @@ class DonorConnector(Protocol):
     def open_stream(
         self, donor: PeerInfo, ttid: TenantTimelineId, start_lsn: Lsn, term: Term
     ) -> AbstractAsyncContextManager[DonorStream]:
-        """Connect to the donor's WAL stream naming ``term``; raise DonorUnavailable."""
+        """Connect to the donor's WAL stream naming ``term``; raise DonorUnavailable (or
+        ``DonorTimeout``) when it cannot be opened within the connector's connect timeout."""
 
 
 def parse_donor_status(doc: object) -> DonorStatus:

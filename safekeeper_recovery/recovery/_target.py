@@ -104,7 +104,7 @@ class _LocalSession:
         messages: trio.MemoryReceiveChannel[AppendRequest],
         replies: trio.MemorySendChannel[AcceptorMessage],
     ) -> None:
-        from ..transport import run_wal_acceptor
+        from ..transport._wal_acceptor import run_wal_acceptor
 
         await run_wal_acceptor(self._timeline, self._receiver, messages, replies)
 

@@ -23,6 +23,9 @@ __all__ = ["FileBackend", "MemoryBackend", "StorageBackend"]
 class StorageBackend(Protocol):
     """Creates, opens, lists and deletes the durable parts of timelines (all blocking)."""
 
+    in_thread: bool
+    """Whether store calls must run in a worker thread (False only for memory twins)."""
+
     def list(self) -> list[TenantTimelineId]: ...
 
     def create(
@@ -36,6 +39,8 @@ class StorageBackend(Protocol):
 
 class FileBackend:
     """``<data_dir>/<tenant_id>/<timeline_id>/`` per timeline (DESIGN.md "Storage")."""
+
+    in_thread = True
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -102,6 +107,8 @@ class FileBackend:
 
 class MemoryBackend:
     """In-memory twin for the simulator: ``crash()`` keeps only what was made durable."""
+
+    in_thread = False
 
     def __init__(self) -> None:
         self._timelines: dict[TenantTimelineId, tuple[MemoryWalStore, MemoryControlFileStore]] = {}

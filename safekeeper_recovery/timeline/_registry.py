@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import attrs
 import trio
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TimelineService = Callable[[Timeline], Awaitable[None]]
 """A per-timeline task, run in the timeline's nursery until the timeline is deleted."""
@@ -97,7 +99,7 @@ class TimelineRegistry:
         """Load every timeline, start their services, then run until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            ttids = await trio.to_thread.run_sync(self.backend.list)
+            ttids = await self._blocking(self.backend.list)
             for ttid in ttids:
                 try:
                     timeline = await self._load(ttid)
@@ -111,11 +113,18 @@ class TimelineRegistry:
             await trio.sleep_forever()
 
     async def _load(self, ttid: TenantTimelineId) -> Timeline:
-        store, control, body = await trio.to_thread.run_sync(self.backend.open, ttid)
+        store, control, body = await self._blocking(lambda: self.backend.open(ttid))
         state = decode_state(body)
         if (state.tenant_id, state.timeline_id) != (ttid.tenant_id, ttid.timeline_id):
             raise CorruptionError(f"control file of {ttid} names {state.tenant_id}/{state.timeline_id}")
-        return Timeline.from_stores(self.node_id, state, AsyncWalStore(store), control)
+        return Timeline.from_stores(self.node_id, state, AsyncWalStore(store, inline=not self.backend.in_thread), control,
+            inline=not self.backend.in_thread)
+
+    async def _blocking(self, fn: Callable[[], T]) -> T:
+        if not self.backend.in_thread:
+            await trio.lowlevel.checkpoint()
+            return fn()
+        return await trio.to_thread.run_sync(fn)
 
     def _start(self, timeline: Timeline) -> None:
         assert self._nursery is not None, "registry is not serving"
@@ -162,13 +171,14 @@ class TimelineRegistry:
                 ServerInfo(params.pg_version, params.system_id, params.wal_seg_size),
             )
             try:
-                store, control = await trio.to_thread.run_sync(
-                    self.backend.create, ttid, params.wal_seg_size, params.start_lsn,
-                    encode_state(state),
+                body = encode_state(state)
+                store, control = await self._blocking(
+                    lambda: self.backend.create(ttid, params.wal_seg_size, params.start_lsn, body)
                 )
             except OSError as e:
                 raise StorageError(f"creating timeline {ttid} failed: {e}") from e
-            timeline = Timeline.from_stores(self.node_id, state, AsyncWalStore(store), control)
+            timeline = Timeline.from_stores(self.node_id, state, AsyncWalStore(store, inline=not self.backend.in_thread), control,
+            inline=not self.backend.in_thread)
             self._start(timeline)
             log.info("created timeline %s at %s", ttid, params.start_lsn)
             return timeline, True
@@ -184,7 +194,7 @@ class TimelineRegistry:
                 timeline.mark_deleted()
                 async with timeline.lock:
                     await timeline.store.aclose()
-            await trio.to_thread.run_sync(self.backend.delete, ttid)
+            await self._blocking(lambda: self.backend.delete(ttid))
             log.info("deleted timeline %s", ttid)
             return True
 

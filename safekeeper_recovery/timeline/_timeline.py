@@ -120,8 +120,11 @@ class Timeline:
         acceptor: Acceptor,
         store: AsyncWalStore,
         control: ControlFileStore,
+        *,
+        inline: bool = False,
     ) -> None:
         self.ttid = ttid
+        self._inline = inline
         self.acceptor = acceptor
         self.store = store
         self.control = control
@@ -143,9 +146,13 @@ class Timeline:
         state: PersistentState,
         store: AsyncWalStore,
         control: ControlFileStore,
+        *,
+        inline: bool = False,
     ) -> Timeline:
+        """``inline=True`` (memory twins only) runs control-file writes without a thread."""
         acceptor = Acceptor(node_id, state, write_lsn=store.write_lsn, flush_lsn=store.flush_lsn)
-        return cls(TenantTimelineId(state.tenant_id, state.timeline_id), acceptor, store, control)
+        ttid = TenantTimelineId(state.tenant_id, state.timeline_id)
+        return cls(ttid, acceptor, store, control, inline=inline)
 
     # ---- the one write path -------------------------------------------------------------
 
@@ -213,7 +220,11 @@ class Timeline:
                         await self.store.truncate(effect.lsn)
                     case PersistEffect():
                         body = encode_state(effect.state)
-                        await trio.to_thread.run_sync(self.control.persist, body)
+                        if self._inline:
+                            await trio.lowlevel.checkpoint()
+                            self.control.persist(body)
+                        else:
+                            await trio.to_thread.run_sync(self.control.persist, body)
         except (OSError, StorageError) as e:
             self._break(f"storage failure: {e}")
             raise TimelineBroken(f"timeline {self.ttid} stopped: storage failure: {e}") from e

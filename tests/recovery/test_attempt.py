@@ -1,0 +1,235 @@
+"""One recovery attempt, in process: every way an attempt ends, and that each end tears down
+all three siblings (network_io, WAL acceptor, reply reader)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from safekeeper_recovery.core import (
+    DonorUnavailable,
+    Lsn,
+    NodeId,
+    NoCommonPoint,
+    PeerInfo,
+    ProposerArrived,
+    TermChanged,
+)
+from safekeeper_recovery.recovery import (
+    AttemptResult,
+    DonorStatus,
+    DonorTimeout,
+    InProcessDonorConnector,
+    LocalTarget,
+    RecoveryConfig,
+    RecoveryStatus,
+    run_attempt,
+)
+from safekeeper_recovery.timeline import Timeline
+
+from .conftest import START, TTID, Cluster
+
+MiB = 1 << 20
+
+
+def connector(cluster: Cluster, **kw: float) -> InProcessDonorConnector:
+    return InProcessDonorConnector(lambda node, ttid: cluster.timelines.get(int(node)), **kw)
+
+
+async def attempt(
+    cluster: Cluster, node: int, donor: int, conn: InProcessDonorConnector | None = None,
+    *, count_tasks: bool = True, **config: float,
+) -> AttemptResult:
+    """Run one attempt and check that it leaves no task behind and unregisters itself."""
+    tl = cluster[node]
+    before = trio.lowlevel.current_statistics().tasks_living
+    result = await run_attempt(
+        LocalTarget(tl), cluster.peer_info(donor), conn or connector(cluster),
+        RecoveryConfig(**config), RecoveryStatus(),
+    )
+    if count_tasks:
+        # Structured concurrency: the attempt's nursery is gone, so are its three siblings.
+        assert trio.lowlevel.current_statistics().tasks_living == before
+    assert not tl.receivers, "the recovery receiver must be unregistered"
+    return result
+
+
+async def digest(tl: Timeline) -> str:
+    return await tl.digest(START, tl.snapshot().flush_lsn)
+
+
+async def test_lagging_node_catches_up_and_equals_the_donor(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    end = await cluster.propose(1, [1, 2], 3 * MiB)
+    await cluster.exchange()
+    result = await attempt(cluster, 3, 1)
+    assert result.error is None, result.message
+    assert result.outcome == "caught_up"
+    assert result.end_lsn == end
+    assert result.bytes == 3 * MiB
+    snap = cluster[3].snapshot()
+    assert (snap.term, snap.last_log_term, snap.flush_lsn) == (1, 1, end)
+    assert await digest(cluster[3]) == await digest(cluster[1])
+
+
+async def test_divergent_tail_is_truncated_and_replaced(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2, 3], 1 * MiB)
+    # Term 2 reaches only node 3 (a losing, uncommitted tail)…
+    await cluster.propose(2, [3], 512 * 1024, seed=2)
+    # …then term 3 wins on nodes 1 and 2 and writes different WAL.
+    end = await cluster.propose(3, [1, 2], 2 * MiB, seed=3)
+    await cluster.exchange()
+    result = await attempt(cluster, 3, 1)
+    assert result.error is None, result.message
+    assert result.start_lsn == START + MiB, "the common point is the end of term 1"
+    assert cluster[3].snapshot().flush_lsn == end
+    assert await digest(cluster[3]) == await digest(cluster[1])
+    assert [e.term for e in cluster[3].snapshot().term_history] == [0, 1, 3]
+
+
+async def test_donor_term_bump_before_the_attempt_is_term_changed(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], MiB)
+    donor = cluster.peer_info(1)
+    await cluster[1].bump_term(5)
+    result = await run_attempt(LocalTarget(cluster[3]), donor, connector(cluster),
+                               RecoveryConfig(), RecoveryStatus())
+    assert isinstance(result.error, TermChanged)
+    assert "donor term changed from 1 to 5" in result.message
+
+
+async def test_donor_term_bump_mid_stream_ends_term_changed(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], MiB)
+
+    class BumpingConnector(InProcessDonorConnector):
+        async def fetch_status(self, donor: PeerInfo, ttid: object) -> DonorStatus:
+            status = await super().fetch_status(donor, ttid)  # type: ignore[arg-type]
+            # The donor's term moves right after it told us its status.
+            await cluster[1].bump_term(7)
+            return status
+
+    conn = BumpingConnector(lambda node, ttid: cluster.timelines.get(int(node)))
+    result = await attempt(cluster, 3, 1, conn)
+    assert isinstance(result.error, TermChanged), result
+    assert "term" in result.message
+
+
+async def test_our_term_moving_mid_stream_ends_term_changed(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], 8 * MiB)
+    await cluster.exchange()
+
+    async def voter() -> None:
+        # A proposer of a higher term votes node 3 up once recovery is under way.
+        await cluster[3].changed.wait_for(lambda: cluster[3].snapshot().flush_lsn > START + MiB)
+        await cluster[3].bump_term(9)
+
+    before = trio.lowlevel.current_statistics().tasks_living
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(voter)
+        result = await attempt(cluster, 3, 1, count_tasks=False)
+    assert trio.lowlevel.current_statistics().tasks_living == before
+    assert isinstance(result.error, TermChanged), result
+
+
+async def test_proposer_streaming_to_us_ends_the_attempt_within_one_batch(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], 8 * MiB)
+    target = cluster[3]
+
+    async def proposer_arrives() -> None:
+        await target.changed.wait_for(lambda: target.snapshot().flush_lsn > START + MiB)
+        async with target.receiver("proposer", "test") as r:
+            target.mark_streaming(r)
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(proposer_arrives)
+        result = await run_attempt(LocalTarget(target), cluster.peer_info(1),
+                                   connector(cluster), RecoveryConfig(), RecoveryStatus())
+        nursery.cancel_scope.cancel()
+    assert isinstance(result.error, ProposerArrived), result
+    assert result.end_lsn < START + 8 * MiB
+
+
+async def test_no_common_point_is_reported(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], MiB)
+
+    class StrangerConnector(InProcessDonorConnector):
+        async def fetch_status(self, donor: PeerInfo, ttid: object) -> DonorStatus:
+            from safekeeper_recovery.core import TermHistory
+
+            return DonorStatus(1, TermHistory.of((1, 0x200_0000)))
+
+    conn = StrangerConnector(lambda node, ttid: cluster.timelines.get(int(node)))
+    result = await attempt(cluster, 3, 1, conn)
+    assert isinstance(result.error, NoCommonPoint), result
+
+
+async def test_silent_donor_hits_the_no_data_timeout(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], MiB)
+    # Keepalives every hour: the 30 s no-data timeout fires first.
+    conn = connector(cluster, keepalive_interval=3600.0)
+    await cluster[1].bump_term(1)  # no-op: same term
+    # Make the donor look ahead but serve nothing new: start streaming past its end.
+    result = await attempt(cluster, 3, 1, conn, no_data_timeout=30.0)
+    # The donor streams its 1 MiB, then goes silent: timeout, not success.
+    assert isinstance(result.error, DonorTimeout), result
+    assert result.end_lsn == START + MiB
+
+
+async def test_unreachable_donor_is_donor_unavailable(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], MiB)
+    conn = InProcessDonorConnector(lambda node, ttid: None)
+    result = await attempt(cluster, 3, 1, conn)
+    assert isinstance(result.error, DonorUnavailable), result
+
+
+async def test_deleting_the_timeline_cancels_the_attempt_and_its_siblings(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], 8 * MiB)
+    tl = cluster[3]
+    before = trio.lowlevel.current_statistics().tasks_living
+    outcome: list[AttemptResult] = []
+
+    async def recover() -> None:
+        async with tl.attach():
+            outcome.append(await run_attempt(LocalTarget(tl), cluster.peer_info(1),
+                                             connector(cluster), RecoveryConfig(),
+                                             RecoveryStatus()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recover)
+        await tl.changed.wait_for(lambda: tl.snapshot().flush_lsn > START + MiB)
+        tl.mark_deleted()
+    assert outcome == [], "a cancelled attempt returns no outcome"
+    # The attempt's tasks are gone, and so is the registry's task serving the deleted
+    # timeline (deleting a timeline cancels everything attached to it).
+    assert trio.lowlevel.current_statistics().tasks_living == before - 1
+    assert not tl.receivers
+
+
+@pytest.mark.parametrize("node", [1])
+async def test_a_node_never_recovers_from_itself(
+    cluster: Cluster, node: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], MiB)
+    info = cluster.peer_info(node)
+    assert info.node_id == NodeId(node)
+    assert Lsn(info.flush_lsn) == START + MiB
