@@ -14,8 +14,8 @@ from ._donor import (
     NetworkDonorConnector,
     parse_donor_status,
 )
-from ._inprocess import InProcessDonorConnector
 from ._engine import RecoveryEngine, RecoveryMetrics
+from ._inprocess import InProcessDonorConnector
 from ._status import RecoveryState, RecoveryStatus
 from ._target import AcceptorSession, LocalTarget, LocalView, RecoveryTarget
 

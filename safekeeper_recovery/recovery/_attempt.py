@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from ..core import (
+    AcceptorError,
     AcceptorMessage,
     AppendRequest,
     AppendResponse,
@@ -34,13 +35,13 @@ from ..core import (
     ProposerArrived,
     ProposerElected,
     RecoveryError,
+    SafekeeperError,
     StatusUpdate,
     TermChanged,
     WalData,
     find_highest_common_point,
     select_donors,
 )
-from ..core import AcceptorError, SafekeeperError  # noqa: I001  (kept apart: broad catch)
 from ._donor import DonorConnector, DonorStream
 from ._status import RecoveryStatus
 from ._target import AcceptorSession, RecoveryTarget
@@ -137,7 +138,7 @@ async def _attempt(
     progress: _Progress,
 ) -> str:
     ttid = target.ttid
-    # 1–3. The donor's own word on its term and history (the peer info may be stale).
+    # 1-3. The donor's own word on its term and history (the peer info may be stale).
     with trio.move_on_after(config.http_timeout) as http_scope:
         donor_status = await connector.fetch_status(donor, ttid)
     if http_scope.cancelled_caught:
@@ -166,7 +167,7 @@ async def _attempt(
             raise RecoveryError(f"ProposerElected handling: {e}") from e
         progress.start = progress.received = lcp.lsn
         status.attempt_started(donor, lcp.lsn)
-        # 7–11. Stream. The connector applies the connect timeout itself (a cancel scope
+        # 7-11. Stream. The connector applies the connect timeout itself (a cancel scope
         # around entering a context manager would misnest its nursery).
         async with connector.open_stream(donor, ttid, lcp.lsn, donor.term) as stream:
             return await _stream(target, donor, session, stream, config, status, progress)

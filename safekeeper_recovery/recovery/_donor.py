@@ -92,7 +92,7 @@ class _NetworkStream:
             return await self._conn.receive()  # type: ignore[attr-defined, no-any-return]  # WalStreamConnection
         except WalStreamClosed as e:
             reason = str(e.reason)
-            if "term" in reason:
+            if e.term_changed:
                 raise TermChanged(f"donor ended the stream: {reason}") from e
             raise DonorUnavailable(f"donor ended the stream: code {e.code}: {reason}") from e
 
@@ -136,7 +136,7 @@ class NetworkDonorConnector:
     async def _open(
         self, donor: PeerInfo, ttid: TenantTimelineId, start_lsn: Lsn, term: Term
     ) -> AsyncIterator[DonorStream]:
-        from ..transport import WalClientError, open_wal_stream
+        from ..transport import WalConnectError, open_wal_stream
 
         # Errors raised inside the body are already translated by _NetworkStream; this
         # handler gives connection failures (handshake refused, refused port) their type.
@@ -146,5 +146,5 @@ class NetworkDonorConnector:
                 token=self.token, connect_timeout=self.connect_timeout,
             ) as conn:
                 yield _NetworkStream(conn)
-        except (WalClientError, OSError) as e:
+        except (WalConnectError, OSError) as e:
             raise DonorUnavailable(f"donor {donor.node_id} WAL stream: {e}") from e

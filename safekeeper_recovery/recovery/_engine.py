@@ -221,13 +221,13 @@ class RecoveryEngine:
         assert result is not None
         return result
 
-    async def _wait(self, target: RecoveryTarget, timeout: float, *, on_change: bool) -> None:
-        """Sleep until ``timeout``, a trigger, or (``on_change``) a local/peer change."""
+    async def _wait(self, target: RecoveryTarget, delay: float, *, on_change: bool) -> None:
+        """Sleep for ``delay``, until a trigger, or (``on_change``) a local/peer change."""
         wake = self._wake.setdefault(target.ttid, trio.Event())
         if wake.is_set():
             self._wake[target.ttid] = trio.Event()
             return
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(delay):
             async with trio.open_nursery() as nursery:
 
                 async def first(fn: Callable[[], Awaitable[None]]) -> None:

@@ -26,7 +26,7 @@ from ..core import (
     decode_state,
     encode_state,
 )
-from ..storage import AsyncWalStore
+from ..storage import AsyncWalStore, ControlFileStore, WalStore
 from ._backend import StorageBackend
 from ._timeline import Timeline
 
@@ -116,15 +116,23 @@ class TimelineRegistry:
         store, control, body = await self._blocking(lambda: self.backend.open(ttid))
         state = decode_state(body)
         if (state.tenant_id, state.timeline_id) != (ttid.tenant_id, ttid.timeline_id):
-            raise CorruptionError(f"control file of {ttid} names {state.tenant_id}/{state.timeline_id}")
-        return Timeline.from_stores(self.node_id, state, AsyncWalStore(store, inline=not self.backend.in_thread), control,
-            inline=not self.backend.in_thread)
+            raise CorruptionError(
+                f"control file of {ttid} names {state.tenant_id}/{state.timeline_id}"
+            )
+        return self._timeline(state, store, control)
 
     async def _blocking(self, fn: Callable[[], T]) -> T:
         if not self.backend.in_thread:
             await trio.lowlevel.checkpoint()
             return fn()
         return await trio.to_thread.run_sync(fn)
+
+    def _timeline(
+        self, state: PersistentState, store: WalStore, control: ControlFileStore
+    ) -> Timeline:
+        inline = not self.backend.in_thread
+        async_store = AsyncWalStore(store, inline=inline)
+        return Timeline.from_stores(self.node_id, state, async_store, control, inline=inline)
 
     def _start(self, timeline: Timeline) -> None:
         assert self._nursery is not None, "registry is not serving"
@@ -177,8 +185,7 @@ class TimelineRegistry:
                 )
             except OSError as e:
                 raise StorageError(f"creating timeline {ttid} failed: {e}") from e
-            timeline = Timeline.from_stores(self.node_id, state, AsyncWalStore(store, inline=not self.backend.in_thread), control,
-            inline=not self.backend.in_thread)
+            timeline = self._timeline(state, store, control)
             self._start(timeline)
             log.info("created timeline %s at %s", ttid, params.start_lsn)
             return timeline, True

@@ -82,7 +82,8 @@ class Cluster:
         votes: dict[int, VoteResponse] = {}
         for n in nodes:
             reply = await self.timelines[n].process(VoteRequest(term))
-            assert isinstance(reply, VoteResponse) and reply.term == term, reply
+            assert isinstance(reply, VoteResponse), reply
+            assert reply.term == term, reply
             votes[n] = reply
         best = max(votes.values(), key=lambda v: (v.term_history.last_log_term(v.flush_lsn),
                                                     v.flush_lsn))

@@ -10,8 +10,8 @@ import trio.testing
 from safekeeper_recovery.core import (
     DonorUnavailable,
     Lsn,
-    NodeId,
     NoCommonPoint,
+    NodeId,
     PeerInfo,
     ProposerArrived,
     TermChanged,
@@ -28,7 +28,7 @@ from safekeeper_recovery.recovery import (
 )
 from safekeeper_recovery.timeline import Timeline
 
-from .conftest import START, TTID, Cluster
+from .conftest import START, Cluster
 
 MiB = 1 << 20
 
@@ -39,14 +39,14 @@ def connector(cluster: Cluster, **kw: float) -> InProcessDonorConnector:
 
 async def attempt(
     cluster: Cluster, node: int, donor: int, conn: InProcessDonorConnector | None = None,
-    *, count_tasks: bool = True, **config: float,
+    *, count_tasks: bool = True, no_data_timeout: float = 30.0,
 ) -> AttemptResult:
     """Run one attempt and check that it leaves no task behind and unregisters itself."""
     tl = cluster[node]
     before = trio.lowlevel.current_statistics().tasks_living
     result = await run_attempt(
         LocalTarget(tl), cluster.peer_info(donor), conn or connector(cluster),
-        RecoveryConfig(**config), RecoveryStatus(),
+        RecoveryConfig(no_data_timeout=no_data_timeout), RecoveryStatus(),
     )
     if count_tasks:
         # Structured concurrency: the attempt's nursery is gone, so are its three siblings.

@@ -1,0 +1,174 @@
+"""The per-timeline supervisor: event-driven waking, failover, back-off, admin controls."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+
+import trio
+import trio.testing
+
+from safekeeper_recovery.core import PeerInfo, TenantTimelineId
+from safekeeper_recovery.recovery import (
+    DonorStatus,
+    InProcessDonorConnector,
+    LocalTarget,
+    RecoveryConfig,
+    RecoveryEngine,
+)
+
+from .conftest import Cluster
+
+MiB = 1 << 20
+
+
+async def wait_until(predicate: Callable[[], bool], deadline: float = 60.0) -> None:
+    """Poll in virtual time (autojump clock) until ``predicate`` holds, or fail."""
+    with trio.fail_after(deadline):
+        while not predicate():  # noqa: ASYNC110  (RecoveryStatus has no change event)
+            await trio.sleep(0.05)
+
+
+def engine_for(cluster: Cluster, connector: InProcessDonorConnector | None = None,
+               **config: float) -> RecoveryEngine:
+    conn = connector or InProcessDonorConnector(
+        lambda node, ttid: cluster.timelines.get(int(node))
+    )
+    return RecoveryEngine(conn, RecoveryConfig(**config), rng=random.Random(1))  # type: ignore[arg-type]
+
+
+async def test_supervisor_recovers_when_peer_info_arrives(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    end = await cluster.propose(1, [1, 2], 2 * MiB)
+    engine = engine_for(cluster)
+    tl = cluster[3]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.supervise, LocalTarget(tl))
+        await trio.testing.wait_all_tasks_blocked()
+        status = engine.statuses[tl.ttid]
+        assert status.state == "idle"
+        assert status.why_no_donor == "no alive peers"
+        # Peer info is what wakes the supervisor: no polling needed.
+        await cluster.exchange()
+        await wait_until(lambda: status.last_outcome is not None)
+        assert status.last_outcome == "caught_up", status.last_error
+        assert tl.snapshot().flush_lsn == end
+        assert status.attempts == 1
+        nursery.cancel_scope.cancel()
+    assert await tl.digest(tl.snapshot().timeline_start_lsn, end) == await cluster[1].digest(
+        tl.snapshot().timeline_start_lsn, end
+    )
+
+
+async def test_failover_to_the_next_donor_when_the_best_is_unreachable(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    end = await cluster.propose(1, [1, 2], MiB)
+    # Node 1 ranks first (equal position, lower id) but is unreachable.
+    reachable = {2}
+    conn = InProcessDonorConnector(
+        lambda node, ttid: cluster.timelines.get(int(node)) if int(node) in reachable else None
+    )
+    engine = engine_for(cluster, conn)
+    tl = cluster[3]
+    await cluster.exchange()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.supervise, LocalTarget(tl))
+        await wait_until(lambda: tl.ttid in engine.statuses)
+        status = engine.statuses[tl.ttid]
+        await wait_until(lambda: status.last_outcome == "caught_up")
+        assert tl.snapshot().flush_lsn == end
+        assert status.attempts == 2, "first donor failed, the second was tried at once"
+        assert status.last_outcome == "caught_up"
+        assert status.donor == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_failed_attempts_back_off_exponentially_with_jitter(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], MiB)
+    conn = InProcessDonorConnector(lambda node, ttid: None)  # every donor unreachable
+    engine = engine_for(cluster, conn, backoff_initial=0.5, backoff_max=30.0)
+    tl = cluster[3]
+    starts: list[float] = []
+
+    class Recording(InProcessDonorConnector):
+        async def fetch_status(self, donor: PeerInfo, ttid: TenantTimelineId) -> DonorStatus:
+            starts.append(trio.current_time())
+            return await super().fetch_status(donor, ttid)
+
+    engine.connector = Recording(lambda node, ttid: None)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.supervise, LocalTarget(tl))
+        # Keep the peers alive so donors stay eligible.
+        for _ in range(60):
+            await cluster.exchange()
+            await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    # Each round tries both donors back to back, then waits.
+    rounds = [t for i, t in enumerate(starts) if i % 2 == 0]
+    gaps = [b - a for a, b in itertools.pairwise(rounds)]
+    assert len(gaps) >= 4
+    for i, gap in enumerate(gaps[:5]):
+        nominal = min(30.0, 0.5 * 2**i)
+        assert 0.5 * nominal <= gap <= nominal + 1e-6, (i, gap, gaps)
+
+
+async def test_trigger_skips_the_backoff_and_cancel_ends_an_attempt(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], MiB)
+    engine = engine_for(cluster, InProcessDonorConnector(lambda node, ttid: None),
+                        backoff_initial=1000.0, backoff_max=1000.0)
+    tl = cluster[3]
+    await cluster.exchange()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.supervise, LocalTarget(tl))
+        await trio.testing.wait_all_tasks_blocked()
+        status = engine.statuses[tl.ttid]
+        assert status.state == "backoff"
+        before = status.attempts
+        start = trio.current_time()
+        engine.trigger(tl.ttid)
+        await trio.testing.wait_all_tasks_blocked()
+        assert status.attempts > before
+        assert trio.current_time() - start < 1.0, "trigger must not wait out the back-off"
+        nursery.cancel_scope.cancel()
+
+
+async def test_no_donor_when_our_term_is_above_every_peer(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], MiB)
+    await cluster[3].bump_term(5)
+    await cluster.exchange()
+    engine = engine_for(cluster)
+    tl = cluster[3]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.supervise, LocalTarget(tl))
+        await trio.testing.wait_all_tasks_blocked()
+        status = engine.statuses[tl.ttid]
+        assert status.attempts == 0
+        assert status.why_no_donor is not None
+        assert "term 1 < our term 5" in status.why_no_donor
+        nursery.cancel_scope.cancel()
+
+
+async def test_no_donor_when_no_peer_is_ahead(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2, 3], MiB)
+    await cluster.exchange()
+    engine = engine_for(cluster)
+    tl = cluster[3]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.supervise, LocalTarget(tl))
+        await trio.testing.wait_all_tasks_blocked()
+        status = engine.statuses[tl.ttid]
+        assert status.attempts == 0
+        assert status.why_no_donor is not None
+        assert "not ahead" in status.why_no_donor
+        nursery.cancel_scope.cancel()
