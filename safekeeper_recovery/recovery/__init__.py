@@ -16,6 +16,7 @@ from ._donor import (
 )
 from ._engine import RecoveryEngine, RecoveryMetrics
 from ._inprocess import InProcessDonorConnector
+from ._remote import RemoteTarget, local_view_from_status
 from ._status import RecoveryState, RecoveryStatus
 from ._target import AcceptorSession, LocalTarget, LocalView, RecoveryTarget
 
@@ -36,6 +37,8 @@ __all__ = [
     "RecoveryState",
     "RecoveryStatus",
     "RecoveryTarget",
+    "RemoteTarget",
+    "local_view_from_status",
     "parse_donor_status",
     "run_attempt",
 ]
