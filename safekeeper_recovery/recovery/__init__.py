@@ -17,6 +17,7 @@ from ._donor import (
 from ._engine import RecoveryEngine, RecoveryMetrics
 from ._inprocess import InProcessDonorConnector
 from ._remote import RemoteTarget, local_view_from_status
+from ._sidecar import serve_sidecar
 from ._status import RecoveryState, RecoveryStatus
 from ._target import AcceptorSession, LocalTarget, LocalView, RecoveryTarget
 
@@ -41,4 +42,5 @@ __all__ = [
     "local_view_from_status",
     "parse_donor_status",
     "run_attempt",
+    "serve_sidecar",
 ]
