@@ -41,7 +41,9 @@ class NodeMetrics:
     def __init__(self, prefix: str = "safekeeper") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.timelines = Gauge(f"{prefix}_timelines", "Timelines loaded on this node", registry=r)
+        self.timelines = Gauge(
+            f"{prefix}_timelines", "Timelines on this node, broken ones included", registry=r
+        )
         self.broken_timelines = Gauge(
             f"{prefix}_broken_timelines",
             "Timelines that failed to load or stopped (storage failure, fatal error)",
