@@ -21,8 +21,10 @@ POST   /v1/tenant/{tenant_id}/timeline/{timeline_id}/recovery/cancel    tenant
 Status codes: 400 bad id / LSN / body, 401 missing or invalid token, 403 token scope does
 not cover the request, 404 unknown timeline or route, 405 wrong method, 409 conflicting
 create (or a digest whose range moved under it), 413 body over
-``NodeContext.max_body_size``, 503 broken timeline, 500 anything unexpected (logged). With auth on, "node-wide" needs scope ``safekeeperdata`` and "tenant"
-needs ``safekeeperdata`` or a ``tenant`` token for the tenant in the path. An unauthenticated
+``NodeContext.max_body_size``, 503 broken timeline, 500 anything unexpected (logged).
+
+With auth on, "node-wide" needs scope ``safekeeperdata`` and "tenant" needs
+``safekeeperdata`` or a ``tenant`` token for the tenant in the path. An unauthenticated
 request gets 401 before any validation, so ids are never probed without a token.
 
 A timeline that failed to load (``registry.broken``) answers its status with **503**
