@@ -184,8 +184,10 @@ class Acceptor:
     ) -> Step:
         """Process one message. ``flush=False`` makes an AppendRequest a no-flush append.
 
-        Raises :class:`AcceptorError` for a refusal (nothing changed) and
-        :class:`FatalTimelineError` when the request would destroy committed WAL.
+        Raises :class:`AcceptorError` for a refusal and :class:`FatalTimelineError` when the
+        request would destroy committed WAL (R4); :class:`CommonPointError` when a leader's
+        history gives one of our terms a different start LSN (corruption somewhere). In every
+        case nothing changed: all checks run before any state does.
         """
         match msg:
             case Greeting():
