@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -46,8 +47,6 @@ def sidecar(
         no_data_timeout=no_data_timeout,
         heartbeat_timeout=heartbeat_timeout,
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop it
         trio.run(lambda: serve_sidecar(node_url, token=token, config=config,
                                        poll_interval=poll_interval))
-    except KeyboardInterrupt:
-        pass
