@@ -31,6 +31,7 @@ from ..transport._auth import Authenticator
 from ..transport._http_app import NodeContext, RecoveryAdmin, build_http_app
 from ..transport._http_server import serve_http
 from ..transport._metrics import NodeMetrics
+from ..transport._peer_exchange import HttpPeerExchange, serve_peer_exchange
 from ..transport._wal_server import WalServerConfig, serve_wal
 from ._config import HostPort, NodeConfig
 
@@ -53,6 +54,7 @@ class RunningNode:
     advertise_wal: HostPort
     registry: TimelineRegistry
     context: NodeContext
+    exchange: HttpPeerExchange
 
     @property
     def http_url(self) -> str:
@@ -126,10 +128,19 @@ async def serve_node(
                 advertise_wal=advertise_wal,
                 registry=registry,
                 context=context,
+                exchange=HttpPeerExchange(
+                    config.peers, token=peer_token, timeout=config.http_timeout
+                ),
             )
             context.http_addr = running.http_url
             context.wal_addr = running.wal_url
-            del peer_token  # TODO(peer exchange): hand to HttpPeerExchange when it lands
+            await nursery.start(running.exchange.serve)
+            await nursery.start(
+                partial(
+                    serve_peer_exchange, registry, running.exchange, config.node_id,
+                    running.http_url, running.wal_url, interval=config.peer_push_interval,
+                )
+            )
             nursery.start_soon(_persist_periodically, registry, config.persist_interval)
             log.info(
                 "node %s serving: http %s, wal %s, %d peers, recovery %s",

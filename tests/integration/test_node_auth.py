@@ -1,0 +1,89 @@
+"""Auth on (keys and tokens made with the CLI): 401 without a token, 403 for another
+tenant's token, success with a valid one — on the HTTP port and on the WAL port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from safekeeper_recovery.core import (
+    AcceptorGreeting,
+    Greeting,
+    TenantId,
+    TenantTimelineId,
+    TimelineId,
+)
+from safekeeper_recovery.transport._http_client import HttpError, SafekeeperClient
+from safekeeper_recovery.transport._wal_client import WalConnectError, open_wal_push
+
+from .conftest import ClusterFactory
+from .harness import run_cli, wait_until
+
+TENANT_A = TenantId.parse("a" * 32)
+TENANT_B = TenantId.parse("b" * 32)
+TTID = TenantTimelineId(TENANT_A, TimelineId.parse("1" * 32))
+
+
+async def make_token(key: Path, scope: str, tenant: TenantId | None = None) -> str:
+    args = ["token", "--private-key", str(key), "--scope", scope]
+    if tenant is not None:
+        args += ["--tenant-id", str(tenant)]
+    result = await run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.slow
+async def test_auth_on_both_ports(tmp_path: Path, make_cluster: ClusterFactory) -> None:
+    keys = tmp_path / "keys"
+    assert (await run_cli("keygen", "--out-dir", str(keys))).returncode == 0
+    private = keys / "auth_private_key.pem"
+    admin = await make_token(private, "safekeeperdata")
+    token_a = await make_token(private, "tenant", TENANT_A)
+    token_b = await make_token(private, "tenant", TENANT_B)
+    (tmp_path / "peer.jwt").write_text(admin + "\n")
+    cluster = make_cluster(
+        2,
+        extra_args=[
+            "--auth-public-key", str(keys / "auth_public_key.pem"),
+            "--auth-token", str(tmp_path / "peer.jwt"),
+        ],
+        token=admin,
+    )
+    await cluster.start()
+    await cluster.create_timeline(TTID)
+    node = cluster[1]
+
+    # HTTP port.
+    for token, expected in ((None, 401), ("not-a-jwt", 401), (token_b, 403)):
+        async with SafekeeperClient(node.http_url, token=token) as client:
+            with pytest.raises(HttpError) as info:
+                await client.timeline_status(TTID)
+            assert info.value.status == expected, (token, info.value)
+    async with SafekeeperClient(node.http_url, token=token_a) as client:
+        assert (await client.timeline_status(TTID))["flush_lsn"] == "0/1000000"
+        with pytest.raises(HttpError) as info:
+            await client.status()  # node-wide: a tenant token is not enough
+        assert info.value.status == 403
+
+    # WAL port.
+    for token, expected in ((None, 401), (token_b, 403)):
+        with pytest.raises(WalConnectError) as wal_info:
+            async with open_wal_push(node.wal_url, TENANT_A, TTID.timeline_id, token=token):
+                pass
+        assert wal_info.value.status == expected, (token, wal_info.value)
+    async with open_wal_push(node.wal_url, TENANT_A, TTID.timeline_id, token=token_a) as conn:
+        await conn.send(Greeting(TENANT_A, TTID.timeline_id))
+        reply = await conn.receive()
+        assert isinstance(reply, AcceptorGreeting)
+        assert reply.node_id == 1
+
+    # The nodes authenticate to each other: each one hears from its peer.
+    async def peer_seen() -> bool:
+        status = await cluster.status(1, TTID)
+        peers = status["peers"]
+        assert isinstance(peers, list)
+        return any(isinstance(p, dict) and p.get("sk_id") == 2 for p in peers)
+
+    await wait_until(peer_seen, 10, message="node 1 to list node 2 as a peer")
