@@ -112,7 +112,7 @@ async def serve_node(
             http_port: int = await nursery.start(
                 partial(
                     serve_http,
-                    build_http_app(context),  # type: ignore[arg-type]  # Starlette's ASGI types are looser than hypercorn's
+                    build_http_app(context),
                     http_host,
                     http_port_asked,
                 )

@@ -1,0 +1,54 @@
+"""Three real nodes and a real ``propose`` process: identical WAL, commit on a quorum."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
+
+from .conftest import ClusterFactory
+from .harness import DEFAULT_START_LSN, Cluster
+
+TTID = TenantTimelineId(TenantId.parse("d" * 32), TimelineId.parse("1" * 32))
+
+
+def propose_args(cluster: Cluster, ttid: TenantTimelineId, nbytes: str, *extra: str) -> list[str]:
+    return [
+        "--safekeepers", cluster.wal_urls,
+        "--tenant-id", str(ttid.tenant_id),
+        "--timeline-id", str(ttid.timeline_id),
+        "--bytes", nbytes,
+        "--no-progress",
+        *extra,
+    ]
+
+
+def summary_lsn(text: str, name: str) -> Lsn:
+    m = re.search(rf"{name} ([0-9A-F]+/[0-9A-F]+)", text)
+    assert m is not None, f"no {name} in {text!r}"
+    return Lsn.parse(m.group(1))
+
+
+@pytest.mark.slow
+async def test_three_nodes_hold_identical_wal_and_commit_is_a_quorum_flush(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(3)
+    await cluster.start()
+    await cluster.create_timeline(TTID)
+    result = await cluster.propose(*propose_args(cluster, TTID, "32MiB"))
+    assert result.returncode == 0, result.stderr
+    commit_lsn = summary_lsn(result.stdout, "commit_lsn")
+    end_lsn = DEFAULT_START_LSN + 32 * 1024 * 1024
+    assert commit_lsn == end_lsn
+
+    flushes = [await cluster.flush_lsn(i, TTID) for i in (1, 2, 3)]
+    # commit_lsn is the flush of a quorum: at least two nodes have flushed up to it.
+    assert sorted(flushes, reverse=True)[1] >= commit_lsn
+    digests = {
+        i: await cluster.digest(i, TTID, DEFAULT_START_LSN, flushes[i - 1]) for i in (1, 2, 3)
+    }
+    assert set(flushes) == {end_lsn}, flushes
+    assert len(set(digests.values())) == 1, digests
