@@ -30,9 +30,11 @@ P3  The proposer sends only WAL it holds: the generated WAL from propTermStartLs
 P4  A failed node is retried with exponential back-off while the others go on; an auth or
     "timeline not found" refusal is permanent for that node.
 P5  The run succeeds once commit_lsn reaches the end and a quorum was sent an append
-    carrying it after reporting a flush at the end; nodes still streaming then get up to
-    ``drain_timeout`` to catch up. Connections are then closed cleanly (the server processes
-    and flushes what it was sent), each within ``close_timeout``.
+    carrying it after reporting a flush at the end. Every node that joined the stream in this
+    run and has not failed permanently then gets up to ``drain_timeout`` to catch up, also
+    when it is down or reconnecting at that moment (a restarted node rejoins at its common
+    point); a node never reached is not waited for. Connections are then closed cleanly (the
+    server processes and flushes what it was sent), each within ``close_timeout``.
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ class _Node:
     committed_end: bool = False
     """Was sent commit_lsn >= end after reporting a flush >= end (any connection)."""
     session_committed_end: bool = False
+    joined: bool = False
+    """Was streaming in some session of this run (a drop-out is waited for at the end, P5)."""
     last_error: str | None = None
 
 
@@ -256,9 +260,14 @@ class Proposer:
         )
         self._phase = "finishing"
         self._changed.notify()
+        # A node that dropped out of the stream (down, in back-off, or re-handshaking) is a
+        # laggard too: waiting only on "streaming" ones would finish in the instant a
+        # restarted node is reconnecting and leave it behind although it could catch up (P5).
         with trio.move_on_after(self._cfg.drain_timeout):
             await self._changed.wait_for(
-                lambda: all(n.status != "streaming" or n.session_committed_end for n in nodes)
+                lambda: all(
+                    n.session_committed_end or not n.joined or n.status == "failed" for n in nodes
+                )
             )
         self._result = ProposeResult(
             term=election.term,
@@ -389,6 +398,7 @@ class Proposer:
         await conn.send(ProposerElected(el.term, start, el.term_history))
         node.session_flush = start
         node.status = "streaming"
+        node.joined = True
         log.info("streaming to %s from %s", node.url, start)
         self._changed.notify()
 

@@ -47,7 +47,9 @@ class ProposerConfig:
     reconnect_max: float = 2.0
     lost_quorum_timeout: float = 3.0
     drain_timeout: float = 5.0
-    """Once committed, how long nodes still streaming get to catch up before closing."""
+    """Once committed, how long lagging nodes get to catch up before closing: those streaming
+    and those that dropped out of the stream and may reconnect (a node killed for good
+    mid-run costs this much; one never reached costs nothing)."""
     close_timeout: float = 5.0
     fetch_chunk: int = 8 * 1024 * 1024
 

@@ -77,6 +77,15 @@ async def test_one_node_down_from_the_start_finishes_on_the_quorum() -> None:
     assert cluster[2].durable_wal() == b""
 
 
+async def test_a_node_never_reached_is_not_waited_for_at_the_end() -> None:
+    cluster = FakeCluster(3)
+    cluster[2].kill()
+    with trio.fail_after(5):  # drain_timeout is far longer: it must not be spent on node 3
+        result = await propose(config(cluster, MiB, drain_timeout=60.0), cluster.connector("A"))
+    assert result.commit_lsn == START + MiB
+    assert result.flush_lsns[cluster.urls[2]] is None
+
+
 async def test_one_node_killed_mid_propose_the_proposer_finishes_on_the_quorum() -> None:
     cluster = FakeCluster(3)
     cluster.stall("A", 2, START + MiB)  # hold node 3 at 1 MiB so the kill lands mid-run
@@ -84,7 +93,9 @@ async def test_one_node_killed_mid_propose_the_proposer_finishes_on_the_quorum()
         outcome: list[ProposeResult] = []
 
         async def run() -> None:
-            outcome.append(await propose(config(cluster, 4 * MiB), cluster.connector("A")))
+            # Node 3 joined the stream, so the end waits drain_timeout for it to come back.
+            cfg = config(cluster, 4 * MiB, drain_timeout=0.1)
+            outcome.append(await propose(cfg, cluster.connector("A")))
 
         nursery.start_soon(run)
         await cluster.wait_until(lambda: cluster[2].flush_lsn == START + MiB)
@@ -110,6 +121,8 @@ async def test_a_restarted_node_reconnects_and_catches_up_in_the_same_term() -> 
         del cluster.stalls[("A", cluster.urls[2])]
         cluster[2].restart()
     assert outcome[0].commit_lsn == START + 3 * MiB
+    # The quorum finishes while node 3 is still reconnecting: the drain must wait for it.
+    assert outcome[0].flush_lsns[cluster.urls[2]] == START + 3 * MiB
     for node in cluster.nodes.values():
         assert node.durable_wal() == gen(1, 3 * MiB)
 
