@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -23,6 +24,9 @@ def demo(size: str, keep: bool) -> None:
     """Start three nodes, write WAL while node 3 is down, watch node 3 recover it from a
     peer, and compare digests fetched from each node. Exits 0 only if all three match."""
     console = Console()
+    # Node 3 is down on purpose while the proposer writes: its "unavailable" warnings are
+    # expected here and would only bury the demo's own output.
+    logging.getLogger("safekeeper_recovery.proposer").setLevel(logging.ERROR)
     nbytes = parse_size(size)
     root, keep = demo_root(keep)
     try:

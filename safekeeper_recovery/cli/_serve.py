@@ -13,7 +13,17 @@ from pathlib import Path
 import click
 import trio
 
-from ..node import ConfigError, NodeConfig, RunningNode, configure_logging, load_config, serve_node
+from ..node import (
+    ConfigError,
+    NodeConfig,
+    RunningNode,
+    build_recovery_engine,
+    configure_logging,
+    load_config,
+    read_peer_token,
+    serve_node,
+)
+from ..transport import NodeMetrics
 from ._main import main
 
 __all__ = ["serve"]
@@ -88,7 +98,14 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
     """Serve until a signal arrives; signals are caught from before start-up."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            running: RunningNode = await nursery.start(partial(serve_node, config))
+            metrics = NodeMetrics()
+            engine = build_recovery_engine(config, metrics, read_peer_token(config))
+            running: RunningNode = await nursery.start(
+                partial(
+                    serve_node, config, extra_services=[engine.service()],
+                    recovery_admin=engine, metrics=metrics,
+                )
+            )
             log.info(
                 "node %s ready: http %s, wal %s", config.node_id, running.http_url,
                 running.wal_url,

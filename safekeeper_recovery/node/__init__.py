@@ -10,7 +10,8 @@ from ._config import (
     parse_host_port,
 )
 from ._logging import configure_logging
-from ._node import SHUTDOWN_FLUSH_TIMEOUT, RunningNode, serve_node
+from ._node import SHUTDOWN_FLUSH_TIMEOUT, RunningNode, read_peer_token, serve_node
+from ._recovery import build_recovery_engine
 
 __all__ = [
     "ConfigError",
@@ -19,9 +20,11 @@ __all__ = [
     "NodeConfig",
     "RunningNode",
     "SHUTDOWN_FLUSH_TIMEOUT",
+    "build_recovery_engine",
     "configure_logging",
     "load_config",
     "parse_duration",
     "parse_host_port",
+    "read_peer_token",
     "serve_node",
 ]

@@ -82,7 +82,7 @@ async def serve_node(
     auth key or token file cannot be read. Never returns unless cancelled.
     """
     authenticator = Authenticator.from_file(config.auth_public_key)
-    peer_token = _read_token(config)
+    peer_token = read_peer_token(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     registry = TimelineRegistry(
         config.node_id, FileBackend(config.data_dir), services=extra_services
@@ -191,7 +191,8 @@ async def _flush(timeline: Timeline) -> None:
         log.error("timeline %s: flush at shutdown failed: %s", timeline.ttid, e)
 
 
-def _read_token(config: NodeConfig) -> str | None:
+def read_peer_token(config: NodeConfig) -> str | None:
+    """The token this node sends to its peers (``--auth-token``), or ``None``."""
     if config.auth_token is None:
         return None
     token = config.auth_token.read_text().strip()
