@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import signal
 from pathlib import Path
 
 import click
@@ -47,6 +47,17 @@ def sidecar(
         no_data_timeout=no_data_timeout,
         heartbeat_timeout=heartbeat_timeout,
     )
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop it
-        trio.run(lambda: serve_sidecar(node_url, token=token, config=config,
-                                       poll_interval=poll_interval))
+    trio.run(_run, node_url, token, config, poll_interval)
+
+
+async def _run(node_url: str, token: str | None, config: RecoveryConfig,
+               poll_interval: float) -> None:
+    """Run until SIGINT or SIGTERM, then cancel the engine and exit 0. (Catching
+    KeyboardInterrupt does not work: trio delivers it wrapped in an exception group.)"""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: serve_sidecar(node_url, token=token, config=config,
+                                                     poll_interval=poll_interval))
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
