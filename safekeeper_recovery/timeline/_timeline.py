@@ -110,6 +110,9 @@ class TimelineSnapshot:
 
 _receiver_ids = itertools.count(1)
 
+PEER_SILENCE_WAKE = 2.0
+"""A peer silent for longer than this (seconds) wakes waiters when it speaks again."""
+
 
 class Timeline:
     """See the module docstring. Build with :meth:`from_stores`."""
@@ -179,8 +182,20 @@ class Timeline:
         return step.reply
 
     async def record_peer_info(self, info: PeerInfo) -> None:
-        """Store a peer's info (stamped by the caller) and let commit_lsn follow it."""
+        """Store a peer's info (stamped by the caller) and let commit_lsn follow it.
+
+        Waiters are woken only when the info says something new (or the peer was silent
+        for a while and may have been counted dead): peers repeat themselves every
+        second, and waking 10,000 idle recovery supervisors for nothing is the cost the
+        event-driven design exists to avoid.
+        """
+        old = self.peers.get(info.node_id)
         self.peers[info.node_id] = info
+        news = (
+            old is None
+            or info.received_at - old.received_at > PEER_SILENCE_WAKE
+            or attrs.evolve(old, received_at=info.received_at) != info
+        )
         update = PeerUpdate(
             last_log_term=info.last_log_term,
             commit_lsn=info.commit_lsn,
@@ -191,8 +206,13 @@ class Timeline:
         if self.broken is None and not self.deleted:
             async with self.lock:
                 if self.broken is None:
-                    await self._apply(self.acceptor.on_peer_update(update))
-        self.changed.notify()
+                    commit_before = self.acceptor.commit_lsn
+                    step = self.acceptor.on_peer_update(update)
+                    await self._apply(step)
+                    # commit_lsn moving matters to WAL senders in commit mode.
+                    news = news or self.acceptor.commit_lsn != commit_before
+        if news:
+            self.changed.notify()
 
     async def bump_term(self, term: Term | None = None) -> Term:
         """Raise the term (operators, tests). Returns the new term."""
