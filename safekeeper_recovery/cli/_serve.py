@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import trio
 
+from ..core import SafekeeperError
 from ..node import (
     ConfigError,
     NodeConfig,
@@ -88,10 +89,23 @@ def serve(config_file: Path | None, ready_file: Path | None, **options: object) 
     configure_logging(config.log_format, config.log_level)
     try:
         trio.run(_run, config, ready_file)
-    except (OSError, ConfigError) as e:
-        log.error("node %s failed: %s", config.node_id, e)
-        click.echo(f"error: {e}", err=True)
+    except (OSError, SafekeeperError, ExceptionGroup) as e:
+        # A port in use, an unreadable key or token: say so in one line, exit 1. Other
+        # errors (bugs) keep their traceback.
+        leaves = _leaves(e)
+        if not all(isinstance(x, OSError | SafekeeperError) for x in leaves):
+            raise
+        message = "; ".join(str(x) for x in leaves)
+        log.error("node %s failed: %s", config.node_id, message)
+        click.echo(f"error: {message}", err=True)
         sys.exit(1)
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The non-group exceptions inside ``error`` (nurseries may wrap a start-up failure)."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 async def _run(config: NodeConfig, ready_file: Path | None) -> None:

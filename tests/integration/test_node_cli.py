@@ -2,31 +2,50 @@
 
 from __future__ import annotations
 
+import socket
 import stat
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
+
+from safekeeper_recovery.cli import main
 
 from .harness import run_cli
 
-COMMANDS = [
-    (),
-    ("serve",),
-    ("keygen",),
-    ("token",),
-    ("timeline",),
-    ("timeline", "create"),
-    ("timeline", "status"),
-    ("timeline", "delete"),
-    ("propose",),
-]
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path under ``group`` (the root included), found from the registry."""
+    found = [prefix]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            found += all_commands(command, (*prefix, name))
+        else:
+            found.append((*prefix, name))
+    return found
+
+
+COMMANDS = all_commands(main)
+EXPECTED = {"serve", "keygen", "token", "timeline", "propose"}
+
+
+def test_every_expected_command_is_registered() -> None:
+    assert {c[0] for c in COMMANDS if c} >= EXPECTED
+    assert ("timeline", "create") in COMMANDS
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
-async def test_help_exits_zero(command: tuple[str, ...]) -> None:
-    result = await run_cli(*command, "--help")
+def test_help_exits_zero(command: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"], prog_name="safekeeper-recovery")
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+async def test_python_dash_m_serve_help_exits_zero() -> None:
+    result = await run_cli("serve", "--help")
     assert result.returncode == 0, result.stderr
-    assert "Usage:" in result.stdout
+    assert "--ready-file" in result.stdout
 
 
 async def test_keygen_writes_a_private_key_only_the_owner_can_read(tmp_path: Path) -> None:
@@ -59,3 +78,26 @@ async def test_serve_refuses_bad_configuration_with_a_clear_message(tmp_path: Pa
     assert result.returncode == 2
     assert "heartbeat_timeout" in result.stderr
     assert "duration" in result.stderr
+
+
+async def test_serve_exits_one_when_its_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await run_cli(
+            "serve", "--id", "1", "--data-dir", str(tmp_path), "--listen-http", "127.0.0.1:0",
+            "--listen-wal", f"127.0.0.1:{port}", "--log-format", "json",
+        )
+    assert result.returncode == 1, result.stderr
+    assert "error:" in result.stderr
+
+
+async def test_serve_exits_one_on_an_empty_peer_token_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.jwt").write_text("")
+    result = await run_cli(
+        "serve", "--id", "1", "--data-dir", str(tmp_path), "--listen-http", "127.0.0.1:0",
+        "--listen-wal", "127.0.0.1:0", "--auth-token", str(tmp_path / "empty.jwt"),
+    )
+    assert result.returncode == 1, result.stderr
+    assert "empty" in result.stderr
