@@ -16,12 +16,14 @@ __all__ = ["METRICS_CONTENT_TYPE", "RECOVERY_OUTCOMES", "NodeMetrics"]
 METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 RECOVERY_OUTCOMES: Final = (
-    "success",
-    "error",
-    "term_changed",
-    "no_common_point",
+    "caught_up",
+    "cancelled",
     "donor_error",
+    "error",
+    "no_common_point",
     "proposer_arrived",
+    "term_changed",
+    "timeout",
 )
 """Outcomes pre-declared so that rates exist (as 0) before the first attempt; the error
 outcomes are the ``outcome`` attributes of ``core.RecoveryError`` subclasses."""

@@ -172,3 +172,18 @@ async def test_no_donor_when_no_peer_is_ahead(
         assert status.why_no_donor is not None
         assert "not ahead" in status.why_no_donor
         nursery.cancel_scope.cancel()
+
+
+def test_every_attempt_outcome_is_a_predeclared_metric_label() -> None:
+    from safekeeper_recovery.core import RecoveryError
+    from safekeeper_recovery.transport import RECOVERY_OUTCOMES
+
+    def subclasses(cls: type[RecoveryError]) -> set[type[RecoveryError]]:
+        found = set(cls.__subclasses__())
+        for sub in list(found):
+            found |= subclasses(sub)
+        return found
+
+    outcomes = {"caught_up", "cancelled", RecoveryError.outcome}
+    outcomes |= {c.outcome for c in subclasses(RecoveryError)}
+    assert outcomes <= set(RECOVERY_OUTCOMES)
