@@ -229,6 +229,14 @@ class Timeline:
                 await self._apply(self.acceptor.persist_in_memory())
 
     async def _apply(self, step: Step) -> None:
+        # The acceptor's in-memory state already counts these effects as done, so they must
+        # run to completion: a cancellation here (a recovery attempt or proposer connection
+        # torn down) would otherwise drop buffered WAL while flush_lsn still claims it.
+        # Disk work is bounded; the shield only delays a cancel until it is finished.
+        with trio.CancelScope(shield=True):
+            await self._apply_effects(step)
+
+    async def _apply_effects(self, step: Step) -> None:
         try:
             for effect in step.effects:
                 match effect:
