@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
@@ -26,6 +26,9 @@ from ..core import (
     TermLsn,
     WalData,
 )
+
+if TYPE_CHECKING:
+    from ..transport import WalStreamClosed
 
 __all__ = [
     "DonorConnector",
@@ -91,10 +94,7 @@ class _NetworkStream:
         try:
             return await self._conn.receive()  # type: ignore[attr-defined, no-any-return]  # WalStreamConnection
         except WalStreamClosed as e:
-            reason = str(e.reason)
-            if e.term_changed:
-                raise TermChanged(f"donor ended the stream: {reason}") from e
-            raise DonorUnavailable(f"donor ended the stream: code {e.code}: {reason}") from e
+            raise _stream_closed(e) from e
 
     async def send_status(self, update: StatusUpdate) -> None:
         from ..transport import WalStreamClosed
@@ -102,7 +102,16 @@ class _NetworkStream:
         try:
             await self._conn.send_status(update)  # type: ignore[attr-defined]  # WalStreamConnection
         except WalStreamClosed as e:
-            raise DonorUnavailable(f"donor closed the stream: {e.reason}") from e
+            # The close is often first seen here (between two receives): same translation.
+            raise _stream_closed(e) from e
+
+
+def _stream_closed(e: WalStreamClosed) -> TermChanged | DonorUnavailable:
+    """The typed outcome of the donor closing its stream (its term moved, or trouble)."""
+    reason = str(e.reason)
+    if e.term_changed:
+        return TermChanged(f"donor ended the stream: {reason}")
+    return DonorUnavailable(f"donor ended the stream: code {e.code}: {reason}")
 
 
 class NetworkDonorConnector:
