@@ -5,7 +5,11 @@ Every wait has a deadline; digests are always fetched from each node separately.
 
 from __future__ import annotations
 
+import json
 import random
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Final
 
 from safekeeper_recovery.core import (
@@ -27,18 +31,21 @@ from safekeeper_recovery.core import (
 )
 from safekeeper_recovery.transport import open_wal_push
 
-from .harness import DEFAULT_START_LSN, Cluster, wait_until
+from .harness import DEFAULT_START_LSN, Cluster, NodeProcess, wait_until
 
 __all__ = [
     "MiB",
     "acceptor_state",
     "assert_same_wal",
+    "attempts_logged",
+    "frozen",
     "inject_divergent_tail",
     "lsn_field",
     "propose_to",
     "recovery_status",
     "ttid_for",
     "wait_caught_up",
+    "wait_mid_recovery",
     "wait_recovery",
 ]
 
@@ -159,3 +166,46 @@ async def inject_divergent_tail(cluster: Cluster, node_id: int, ttid: TenantTime
             if isinstance(reply, AppendResponse) and reply.flush_lsn >= end:
                 break
     return start, end
+
+
+@asynccontextmanager
+async def frozen(node: NodeProcess) -> AsyncIterator[None]:
+    """SIGSTOP ``node`` for the block (SIGCONT after, even on failure): whatever the node
+    is doing — e.g. receiving a recovery stream — is caught mid-way, deterministically."""
+    process = node.process
+    assert process is not None
+    assert node.running, f"node {node.node_id} is not running"
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGCONT)
+
+
+def attempts_logged(node: NodeProcess) -> list[tuple[int, str]]:
+    """``(donor, outcome)`` of every ``recovery attempt ended`` line in the node's log."""
+    ended = []
+    for line in node.stderr().splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash
+        if isinstance(entry, dict) and entry.get("event") == "recovery attempt ended":
+            ended.append((int(entry["donor"]), str(entry["outcome"])))
+    return ended
+
+
+async def wait_mid_recovery(cluster: Cluster, node_id: int,
+                            ttid: TenantTimelineId) -> dict[str, object]:
+    """Wait until ``node_id`` is recovering and has received some (not all) WAL."""
+
+    def mid_stream(rec: dict[str, object]) -> bool:
+        received = rec["bytes"]
+        return (rec["state"] == "recovering" and isinstance(received, int) and received > 0
+                and rec["received_lsn"] != rec["target_lsn"])
+
+    return await wait_recovery(cluster, node_id, ttid, mid_stream, 30,
+                               f"sk{node_id} to be mid-recovery")
