@@ -195,6 +195,8 @@ async def _stream(
     async def acceptor() -> None:
         await session.run_acceptor(recv_msg, send_reply)
 
+    watch_scope = trio.CancelScope()
+
     async def read_replies() -> None:
         async with recv_reply:
             async for reply in recv_reply:
@@ -205,12 +207,28 @@ async def _stream(
                     )
                 if isinstance(reply, AppendResponse):
                     status.flushed(reply.flush_lsn)
+        watch_scope.cancel()  # the replies ended cleanly: the attempt is over
+
+    async def watch_local() -> None:
+        # A proposer voting us into a higher term (or starting to stream) must end the
+        # attempt even while the donor is silent, not only when the next message arrives.
+        with watch_scope:
+            while True:
+                if session.proposer_streaming():
+                    raise ProposerArrived("a proposer started streaming to this node")
+                view = await target.local_view()
+                if view.term != donor.term:
+                    raise TermChanged(
+                        f"our term changed from {donor.term} to {view.term} during recovery"
+                    )
+                await target.wait_for_change()
 
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(network_io)
             nursery.start_soon(acceptor)
             nursery.start_soon(read_replies)
+            nursery.start_soon(watch_local)
     except BaseExceptionGroup as group:
         # The first sibling to fail cancelled the others; its error is the outcome.
         raise _outcome_of(group) from None

@@ -233,3 +233,25 @@ async def test_a_node_never_recovers_from_itself(
     info = cluster.peer_info(node)
     assert info.node_id == NodeId(node)
     assert Lsn(info.flush_lsn) == START + MiB
+
+
+async def test_a_vote_while_the_donor_is_silent_ends_the_attempt_at_once(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], MiB)
+    # The donor streams its 1 MiB, then says nothing for an hour (no keepalives).
+    conn = connector(cluster, keepalive_interval=3600.0)
+    tl = cluster[3]
+
+    async def voter() -> None:
+        await tl.changed.wait_for(lambda: tl.snapshot().flush_lsn == START + MiB)
+        await trio.sleep(1.0)
+        await tl.bump_term(9)  # a proposer's VoteRequest, as far as recovery can tell
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(voter)
+        result = await run_attempt(LocalTarget(tl), cluster.peer_info(1), conn,
+                                   RecoveryConfig(no_data_timeout=30.0), RecoveryStatus())
+    assert isinstance(result.error, TermChanged), result
+    assert trio.current_time() - start < 5.0, "noticed from local state, not by a timeout"
