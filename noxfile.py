@@ -45,3 +45,11 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
     _install(session, "typecheck")
     session.run("mypy", "--strict")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (minutes; needs PostgreSQL's binaries): prints a table and writes
+    docs/benchmarks.md. ``nox -s bench -- --quick`` for the short run."""
+    session.install("-e", ".")
+    session.run("safekeeper-recovery", "bench", *session.posargs)

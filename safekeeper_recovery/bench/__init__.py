@@ -1,0 +1,34 @@
+"""Benchmarks: recovery and ingest throughput against ``pg_receivewal`` and the disk,
+latency, idle cost at scale, memory. Run with ``safekeeper-recovery bench``."""
+
+from ._cluster import BenchCluster, LatencyTrial, RecoveryRun, peak_rss, rss
+from ._disk import SEGMENT_SIZE, write_segments
+from ._idle import IdleResult, cpu_seconds, measure_idle
+from ._postgres import PostgresServer, find_bindir
+from ._report import figures, render_markdown, render_table, targets
+from ._run import BenchConfig, BenchResults, run_benchmarks
+from ._stats import Samples, ratio
+
+__all__ = [
+    "SEGMENT_SIZE",
+    "BenchCluster",
+    "BenchConfig",
+    "BenchResults",
+    "IdleResult",
+    "LatencyTrial",
+    "PostgresServer",
+    "RecoveryRun",
+    "Samples",
+    "cpu_seconds",
+    "figures",
+    "find_bindir",
+    "measure_idle",
+    "peak_rss",
+    "ratio",
+    "render_markdown",
+    "render_table",
+    "rss",
+    "run_benchmarks",
+    "targets",
+    "write_segments",
+]

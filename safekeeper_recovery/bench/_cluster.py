@@ -1,0 +1,243 @@
+"""Three real ``serve`` processes set up once for the recovery, ingest and latency figures.
+
+Nodes 1 and 2 (the donors) hold one *main* timeline of N bytes and one *small* one of N/4,
+each under its own tenant; node 3 holds both timelines as created (empty). Node 3's data
+dir is snapshotted while it is stopped, so every recovery round restores the snapshot
+(keeping only the timeline under test), starts node 3, and times it catching up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import attrs
+import trio
+
+from ..core import Lsn, TenantId, TenantTimelineId, TimelineId
+from ..demo._local_cluster import LocalCluster, LocalNode
+from ..transport import SafekeeperClient
+
+__all__ = ["BenchCluster", "LatencyTrial", "RecoveryRun", "peak_rss", "rss"]
+
+START_LSN = Lsn.parse("0/1000000")
+POLL = 0.01
+"""Status polling period (s): the resolution of every time taken from outside a node."""
+
+
+def _proc_status(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} missing from /proc/{pid}/status")
+
+
+def peak_rss(pid: int) -> int:
+    """Peak resident set (VmHWM) in bytes."""
+    return _proc_status(pid, "VmHWM")
+
+
+def rss(pid: int) -> int:
+    """Current resident set (VmRSS) in bytes."""
+    return _proc_status(pid, "VmRSS")
+
+
+def _new_ttid() -> TenantTimelineId:
+    return TenantTimelineId(TenantId(os.urandom(16)), TimelineId(os.urandom(16)))
+
+
+def _lsn(status: dict[str, object], key: str) -> Lsn:
+    return Lsn.parse(str(status[key]))
+
+
+@attrs.frozen
+class RecoveryRun:
+    bytes: int
+    seconds: float
+    """From the attempt's start (``recovery.started_at``) to flush == donor flush."""
+    seconds_from_start: float
+    """From spawning node 3 to flush == donor flush (process start-up included)."""
+    peak_rss: int
+
+
+@attrs.frozen
+class LatencyTrial:
+    detect: float
+    """Proposer done (the donors hold the new WAL and are free) → attempt streaming."""
+    finish: float
+    """Node 3 has received the donor's last byte → its flush and commit_lsn equal the
+    donor's (both observed by polling, ``POLL`` resolution)."""
+
+
+@attrs.define
+class BenchCluster:
+    root: Path
+    cluster: LocalCluster
+    main: TenantTimelineId = attrs.Factory(_new_ttid)
+    small: TenantTimelineId = attrs.Factory(_new_ttid)
+    targets: dict[TenantTimelineId, Lsn] = attrs.Factory(dict)
+
+    @classmethod
+    def plan(cls, root: Path) -> BenchCluster:
+        return cls(root, LocalCluster.plan(root / "nodes", 3))
+
+    @property
+    def snapshot(self) -> Path:
+        return self.root / "sk3-snapshot"
+
+    async def setup(self, nbytes: int, small_bytes: int) -> None:
+        """Start all, create both timelines everywhere, stop node 3, write WAL to {1, 2}."""
+        for node in self.cluster.nodes.values():
+            await node.start()
+        for node in self.cluster.nodes.values():
+            async with SafekeeperClient(node.http_url) as client:
+                for ttid in (self.main, self.small):
+                    await client.create_timeline(ttid, start_lsn=START_LSN)
+        await self.cluster[3].stop()
+        shutil.copytree(self.cluster[3].work_dir / "data", self.snapshot)
+        for ttid, n in ((self.main, nbytes), (self.small, small_bytes)):
+            await self.propose(ttid, n, nodes=(1, 2))
+            async with SafekeeperClient(self.cluster[1].http_url) as client:
+                self.targets[ttid] = _lsn(await client.timeline_status(ttid), "flush_lsn")
+
+    async def propose(self, ttid: TenantTimelineId, nbytes: int, nodes: tuple[int, ...]
+                      ) -> float:
+        """Write ``nbytes`` to ``nodes`` with the test proposer; returns its wall time."""
+        from ..proposer import ProposerConfig, propose, websocket_connector, websocket_fetcher
+
+        # Absent nodes are expected here; their warnings would bury the table.
+        logging.getLogger("safekeeper_recovery.proposer").setLevel(logging.ERROR)
+        urls = tuple(self.cluster[i].wal_url for i in nodes)
+        t0 = time.perf_counter()
+        await propose(
+            ProposerConfig(urls, ttid.tenant_id, ttid.timeline_id, nbytes),
+            websocket_connector(ttid.tenant_id, ttid.timeline_id),
+            fetch_wal=websocket_fetcher(ttid.tenant_id, ttid.timeline_id),
+        )
+        return time.perf_counter() - t0
+
+    def _restore_node3(self, keep: TenantTimelineId | None) -> None:
+        data = self.cluster[3].work_dir / "data"
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.copytree(self.snapshot, data)
+        for ttid in (self.main, self.small):
+            if ttid != keep:
+                shutil.rmtree(data / str(ttid.tenant_id))
+
+    async def recover(self, ttid: TenantTimelineId, timeout: float = 900.0) -> RecoveryRun:
+        """Node 3 from its empty snapshot recovers ``ttid``; stopped again afterwards."""
+        node = self.cluster[3]
+        self._restore_node3(ttid)
+        target = self.targets[ttid]
+        spawned = time.time()
+        await node.start()
+        started_at: float | None = None
+        try:
+            with trio.fail_after(timeout):
+                async with SafekeeperClient(node.http_url) as client:
+                    while True:
+                        status = await client.timeline_status(ttid)
+                        now = time.time()
+                        recovery = status.get("recovery")
+                        if isinstance(recovery, dict) and recovery.get("started_at"):
+                            started_at = float(recovery["started_at"])
+                        if _lsn(status, "flush_lsn") >= target:
+                            break
+                        await trio.sleep(POLL)
+            assert node.process is not None
+            peak = peak_rss(node.process.pid)
+        finally:
+            await node.stop()
+        if started_at is None:
+            raise RuntimeError("node 3 caught up without reporting a recovery attempt")
+        nbytes = int(target) - int(START_LSN)
+        return RecoveryRun(nbytes, now - started_at, now - spawned, peak)
+
+    async def ingest(self, nbytes: int) -> float:
+        """A fresh timeline on all three (node 3 with no other timeline), ``propose``
+        ``nbytes`` to the three; returns the proposer's wall time. Cleans up."""
+        ttid = _new_ttid()
+        node3 = self.cluster[3]
+        self._restore_node3(None)
+        await node3.start()
+        try:
+            for node in self.cluster.nodes.values():
+                async with SafekeeperClient(node.http_url) as client:
+                    await client.create_timeline(ttid, start_lsn=START_LSN)
+            seconds = await self.propose(ttid, nbytes, nodes=(1, 2, 3))
+            for node in self.cluster.nodes.values():
+                async with SafekeeperClient(node.http_url) as client:
+                    await client.delete_timeline(ttid)
+        finally:
+            await node3.stop()
+        return seconds
+
+    async def latency(self, trials: int, nbytes: int, timeout: float = 60.0
+                      ) -> list[LatencyTrial]:
+        """Node 3 up with a timeline; each trial a proposer writes ``nbytes`` to {1, 2}
+        only, then node 3 must notice (detect) and catch up (finish)."""
+        ttid = _new_ttid()
+        node3 = self.cluster[3]
+        self._restore_node3(None)
+        await node3.start()
+        results: list[LatencyTrial] = []
+        try:
+            for node in self.cluster.nodes.values():
+                async with SafekeeperClient(node.http_url) as client:
+                    await client.create_timeline(ttid, start_lsn=START_LSN)
+            for _ in range(trials):
+                results.append(await self._latency_trial(node3, ttid, nbytes, timeout))
+            for node in self.cluster.nodes.values():
+                async with SafekeeperClient(node.http_url) as client:
+                    await client.delete_timeline(ttid)
+        finally:
+            await node3.stop()
+        return results
+
+    async def _latency_trial(self, node3: LocalNode, ttid: TenantTimelineId, nbytes: int,
+                             timeout: float) -> LatencyTrial:
+        async with SafekeeperClient(node3.http_url) as client:
+            before = await client.timeline_status(ttid)
+            old_start = _started_at(before)
+        await self.propose(ttid, nbytes, nodes=(1, 2))
+        eligible = time.time()
+        async with SafekeeperClient(self.cluster[1].http_url) as donor:
+            dstatus = await donor.timeline_status(ttid)
+        flush, commit = _lsn(dstatus, "flush_lsn"), _lsn(dstatus, "commit_lsn")
+        received_at: float | None = None
+        with trio.fail_after(timeout):
+            async with SafekeeperClient(node3.http_url) as client:
+                while True:
+                    status = await client.timeline_status(ttid)
+                    now = time.time()
+                    recovery = status.get("recovery")
+                    received = (recovery.get("received_lsn")
+                                if isinstance(recovery, dict) else None)
+                    if received_at is None and (
+                        _lsn(status, "flush_lsn") >= flush
+                        or (received is not None and Lsn.parse(str(received)) >= flush)
+                    ):
+                        received_at = now
+                    if (_lsn(status, "flush_lsn") >= flush
+                            and _lsn(status, "commit_lsn") >= commit):
+                        started = _started_at(status)
+                        break
+                    await trio.sleep(POLL)
+        if started is None or started == old_start:
+            raise RuntimeError("node 3 caught up without a new recovery attempt")
+        assert received_at is not None
+        return LatencyTrial(detect=started - eligible, finish=now - received_at)
+
+    async def stop(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self.cluster.stop_all()
+
+
+def _started_at(status: dict[str, object]) -> float | None:
+    recovery = status.get("recovery")
+    if isinstance(recovery, dict) and recovery.get("started_at"):
+        return float(recovery["started_at"])
+    return None

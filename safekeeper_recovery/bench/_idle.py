@@ -1,0 +1,143 @@
+"""Idle cost at scale: one node with many timelines, recovery on, nothing to do.
+
+Node 1 gets ``count`` timelines pre-created in its data dir through the storage layer
+(``FileBackend.create``, as the HTTP create would, minus the round trips) and one real,
+empty peer (node 2) so peer pushes succeed as in a cluster. Measured: start-up (spawn →
+ready file), CPU of node 1 over a window (utime+stime from /proc), RSS per timeline (node 1
+minus the empty node 2), and the time for one peer-info batch naming every timeline (a
+donor ahead, at a port where nothing listens) to wake all of them into an attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import attrs
+import trio
+from rich.console import Console
+
+from ..core import (
+    Lsn,
+    NodeId,
+    PersistentState,
+    ServerInfo,
+    TenantId,
+    TenantTimelineId,
+    Term,
+    TimelineId,
+    encode_state,
+)
+from ..demo._local_cluster import LocalCluster, free_port
+from ..timeline import FileBackend
+from ..transport import HttpError, PeerInfoBatch, PeerTimelineInfo, SafekeeperClient
+from ._cluster import START_LSN, rss
+
+__all__ = ["IdleResult", "cpu_seconds", "measure_idle"]
+
+SEG_SIZE = 16 * 1024 * 1024
+SETTLE = 3.0
+"""Seconds after start-up before the CPU window opens (load-time work is start-up's)."""
+
+
+@attrs.frozen
+class IdleResult:
+    timelines: int
+    create_seconds: float
+    startup_seconds: float
+    window: float
+    cpu_percent: float
+    rss_bytes: int
+    rss_empty_bytes: int
+    wake_seconds: float | None
+    wake_error: str | None = None
+
+    @property
+    def rss_per_timeline(self) -> float:
+        return (self.rss_bytes - self.rss_empty_bytes) / self.timelines
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of stat(5); index 0 here is field 3 (state).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _precreate(data_dir: Path, ttids: list[TenantTimelineId]) -> None:
+    backend = FileBackend(data_dir)
+
+    def one(ttid: TenantTimelineId) -> None:
+        state = PersistentState.new_timeline(
+            ttid.tenant_id, ttid.timeline_id, START_LSN, ServerInfo(0, 0, SEG_SIZE)
+        )
+        store, _control = backend.create(ttid, SEG_SIZE, START_LSN, encode_state(state))
+        store.close()
+
+    # fsync-bound: a few threads overlap the waits.
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, ttids))
+
+
+async def measure_idle(root: Path, count: int, window: float, console: Console
+                       ) -> IdleResult:
+    cluster = LocalCluster.plan(root, 2)
+    node, peer = cluster[1], cluster[2]
+    # Few tenants with many timelines each, like a real deployment's directory fan-out.
+    tenants = [TenantId(os.urandom(16)) for _ in range(max(1, count // 100))]
+    ttids = [TenantTimelineId(tenants[i % len(tenants)], TimelineId(os.urandom(16)))
+             for i in range(count)]
+    try:
+        t0 = time.perf_counter()
+        await trio.to_thread.run_sync(_precreate, node.work_dir / "data", ttids)
+        create_seconds = time.perf_counter() - t0
+        console.print(f"    pre-created {count} timelines in {create_seconds:.1f} s")
+        await peer.start()
+        t0 = time.perf_counter()
+        await node.start(timeout=300.0)
+        startup = time.perf_counter() - t0
+        assert node.process is not None
+        assert peer.process is not None
+        await trio.sleep(SETTLE)  # a measurement window, not a wait for a condition
+        cpu0, w0 = cpu_seconds(node.process.pid), time.perf_counter()
+        await trio.sleep(window)
+        cpu1, w1 = cpu_seconds(node.process.pid), time.perf_counter()
+        node_rss, empty_rss = rss(node.process.pid), rss(peer.process.pid)
+        wake, error = None, None
+        try:
+            wake = await _wake_all(node.http_url, ttids)
+        except (trio.TooSlowError, OSError, ValueError, HttpError) as e:
+            error = f"{type(e).__name__}: {e}"
+        return IdleResult(count, create_seconds, startup, w1 - w0,
+                          100.0 * (cpu1 - cpu0) / (w1 - w0), node_rss, empty_rss, wake, error)
+    finally:
+        with trio.CancelScope(shield=True):
+            await cluster.stop_all()
+
+
+async def _wake_all(http_url: str, ttids: list[TenantTimelineId], timeout: float = 60.0
+                    ) -> float:
+    """POST one batch naming every timeline with a donor ahead; seconds until every
+    timeline has made an attempt (it fails at once: nothing listens at the donor).
+    ``ValueError`` naming how many did if not all within ``timeout``."""
+    ahead = Lsn(int(START_LSN) + SEG_SIZE)
+    batch = PeerInfoBatch(
+        NodeId(3), "http://127.0.0.1:1", f"ws://127.0.0.1:{free_port()}",
+        tuple(PeerTimelineInfo(t, Term(1), Term(1), ahead, ahead) for t in ttids),
+    )
+    woke = 0
+    async with SafekeeperClient(http_url, timeout=timeout) as client:
+        t0 = time.perf_counter()
+        await client.post_peer_info(batch)
+        with trio.move_on_after(timeout):
+            while True:
+                listing = await client.recovery_list()
+                woke = sum(1 for r in listing if int(str(r.get("attempts") or 0)) > 0
+                           or r.get("last_outcome") is not None)
+                if woke >= len(ttids):
+                    return time.perf_counter() - t0
+                await trio.sleep(0.1)
+    raise ValueError(f"only {woke} of {len(ttids)} timelines made an attempt within "
+                     f"{timeout:.0f} s (attempts run at most 8 at a time per node)")

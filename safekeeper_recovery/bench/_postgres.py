@@ -1,0 +1,148 @@
+"""A throw-away local PostgreSQL and ``pg_receivewal`` streaming a fixed amount of its WAL.
+
+The server is initialised and started by the benchmark (binaries from ``pg_config
+--bindir``), as the ``postgres`` user when we are root (the server refuses root). Before
+any WAL is made, one physical replication slot per round is created with its WAL reserved,
+so every round's ``pg_receivewal -S slot_i --endpos …`` streams the same bytes from the
+same start, and the server cannot recycle them in between.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import attrs
+import trio
+
+from ..core import Lsn
+from ..demo._local_cluster import free_port
+
+__all__ = ["PostgresServer", "find_bindir"]
+
+SEGMENT_SIZE = 16 * 1024 * 1024
+MESSAGE_BYTES = 1024 * 1024
+
+
+def find_bindir() -> Path:
+    """PostgreSQL's binaries, from ``pg_config --bindir``; ``RuntimeError`` if missing."""
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        raise RuntimeError("pg_config not found: install PostgreSQL to compare with it")
+    out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True)
+    bindir = Path(out.stdout.strip())
+    for tool in ("initdb", "pg_ctl", "postgres", "pg_receivewal", "psql"):
+        if not (bindir / tool).exists():
+            raise RuntimeError(f"{bindir / tool} missing")
+    return bindir
+
+
+def _as_server_user() -> list[str]:
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@attrs.define
+class PostgresServer:
+    """One server under ``root``; ``await start()``, ``await make_wal(n)``, ``stream(i)``."""
+
+    root: Path
+    rounds: int
+    bindir: Path = attrs.Factory(find_bindir)
+    port: int = attrs.Factory(free_port)
+    start_lsn: Lsn | None = None
+    """Where every slot's streaming starts (segment start of the slots' restart_lsn)."""
+    end_lsn: Lsn | None = None
+
+    @property
+    def data(self) -> Path:
+        return self.root / "pgdata"
+
+    async def _run(self, *cmd: str, as_server: bool = True) -> str:
+        prefix = _as_server_user() if as_server else []
+        result = await trio.run_process([*prefix, *cmd], capture_stdout=True,
+                                        capture_stderr=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(cmd)} exited {result.returncode}: {result.stderr.decode()[-2000:]}"
+            )
+        return str(result.stdout.decode()).strip()
+
+    async def sql(self, query: str) -> str:
+        return await self._run(str(self.bindir / "psql"), "-X", "-A", "-t", "-q",
+                               "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                               "-d", "postgres", "-c", query, as_server=False)
+
+    async def start(self) -> None:
+        """initdb, start (fsync on, WAL kept by the slots), create one slot per round."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            _as_server_user()
+            # The server user must reach its data dir through our (private) temp dir.
+            os.chmod(self.root.parent, 0o755)
+            shutil.chown(self.root, "postgres")
+        await self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
+                        "--auth=trust", "--no-sync", "-E", "UTF8")
+        options = " ".join([
+            f"-c port={self.port}", "-c listen_addresses=127.0.0.1",
+            f"-c unix_socket_directories={self.root}",
+            f"-c max_replication_slots={self.rounds + 2}", "-c max_wal_senders=10",
+            "-c max_wal_size=8GB", "-c fsync=on", "-c synchronous_commit=on",
+        ])
+        await self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w",
+                        "-l", str(self.root / "postgres.log"), "-o", options, "start")
+        for i in range(self.rounds):
+            await self.sql(f"SELECT pg_create_physical_replication_slot('bench_{i}', true)")
+        restart = await self.sql("SELECT min(restart_lsn) FROM pg_replication_slots")
+        lsn = int(Lsn.parse(restart))
+        self.start_lsn = Lsn(lsn - lsn % SEGMENT_SIZE)
+
+    async def make_wal(self, nbytes: int) -> Lsn:
+        """Write real WAL (1 MiB logical messages, non-transactional WAL records) until at
+        least ``nbytes`` past ``start_lsn`` are flushed; returns ``start_lsn + nbytes``."""
+        assert self.start_lsn is not None, "start() first"
+        end = Lsn(int(self.start_lsn) + nbytes)
+        while True:
+            flushed = Lsn.parse(await self.sql("SELECT pg_current_wal_flush_lsn()"))
+            if flushed > end:
+                break
+            count = max(1, (int(end) - int(flushed)) // MESSAGE_BYTES + 1)
+            await self.sql(
+                "SELECT count(pg_logical_emit_message(false, 'bench', "
+                f"repeat(md5(g::text), {MESSAGE_BYTES // 32}))) "
+                f"FROM generate_series(1, {count}) g"
+            )
+        self.end_lsn = end
+        return end
+
+    async def stream(self, round_index: int, target: Path) -> float:
+        """``pg_receivewal`` (default fsync: per segment) over TCP loopback from slot
+        ``round_index`` to ``end_lsn``; returns its wall time in seconds."""
+        assert self.end_lsn is not None, "make_wal() first"
+        await trio.to_thread.run_sync(lambda: shutil.rmtree(target, ignore_errors=True))
+        await trio.Path(target).mkdir(parents=True)
+        cmd = [str(self.bindir / "pg_receivewal"), "-D", str(target), "-h", "127.0.0.1",
+               "-p", str(self.port), "-U", "postgres", "-w", "--no-loop",
+               "-S", f"bench_{round_index}", f"--endpos={self.end_lsn}"]
+        t0 = time.perf_counter()
+        result = await trio.run_process(cmd, capture_stderr=True, check=False)
+        seconds = time.perf_counter() - t0
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_receivewal exited {result.returncode}: "
+                               f"{result.stderr.decode()[-2000:]}")
+        shutil.rmtree(target, ignore_errors=True)
+        return seconds
+
+    async def stop(self) -> None:
+        if self.data.exists():
+            await self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                            "-w", "stop")

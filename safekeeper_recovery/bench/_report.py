@@ -1,0 +1,152 @@
+"""The results as a rich table and as ``docs/benchmarks.md``."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.table import Table
+
+from ._run import BenchResults
+from ._stats import Samples
+
+__all__ = ["figures", "render_markdown", "render_table", "targets"]
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}")
+
+
+def figures(r: BenchResults) -> list[tuple[str, str, str]]:
+    """(figure, median (min-max), unit) rows."""
+    rows: list[tuple[str, str, str]] = []
+    for s in (r.recovery, r.recovery_from_spawn, r.pg_receivewal, r.disk, r.ingest):
+        rows.append((s.name, s.describe(), s.unit))
+    for name, s in r.ratios().items():
+        rows.append((name, s.describe(".2f"), "x"))
+    rows.append((r.detect.name, r.detect.describe(".3f"), "s"))
+    rows.append((r.finish.name, r.finish.describe(".3f"), "s"))
+    rows.append((r.peak_rss_small.name, r.peak_rss_small.describe(), "MiB"))
+    rows.append((f"{r.peak_rss_main.name} (max over rounds)",
+                 f"{max(r.peak_rss_main.values):.1f}" if r.peak_rss_main.values else "n/a",
+                 "MiB"))
+    idle = r.idle
+    if idle is not None:
+        rows += [
+            (f"idle CPU, {idle.timelines} timelines ({idle.window:.0f} s)",
+             f"{idle.cpu_percent:.2f}", "% of a core"),
+            ("start-up with them", f"{idle.startup_seconds:.2f}", "s"),
+            ("RSS per timeline", f"{idle.rss_per_timeline / 1024:.1f}", "KiB"),
+            ("RSS with them / empty node",
+             f"{idle.rss_bytes / 2**20:.1f} / {idle.rss_empty_bytes / 2**20:.1f}", "MiB"),
+            ("wake all on one peer-info batch",
+             f"{idle.wake_seconds:.2f}" if idle.wake_seconds is not None
+             else f"n/a ({idle.wake_error})", "s"),
+        ]
+    return rows
+
+
+def targets(r: BenchResults) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) — ``None`` when not measured."""
+    ratios = r.ratios()
+
+    def med(s: Samples) -> float | None:
+        return s.median if s.values else None
+
+    out: list[tuple[str, str, bool | None]] = []
+
+    def check(name: str, value: float | None, ok: bool | None, fmt: str) -> None:
+        out.append((name, "n/a" if value is None else format(value, fmt),
+                    None if value is None else ok))
+
+    rec = med(ratios["recovery ÷ pg_receivewal"])
+    check("recovery ÷ pg_receivewal ≥ 1.0 (goal 1.5)", rec, rec is not None and rec >= 1.0,
+          ".2f")
+    ing = med(ratios["ingest ÷ pg_receivewal"])
+    check("ingest ÷ pg_receivewal ≥ 0.7", ing, ing is not None and ing >= 0.7, ".2f")
+    d, f = med(r.detect), med(r.finish)
+    check("detect latency median ≤ 0.5 s", d, d is not None and d <= 0.5, ".3f")
+    check("finish latency median ≤ 1.5 s", f, f is not None and f <= 1.5, ".3f")
+    if r.idle is not None:
+        check(f"{r.idle.timelines} idle timelines ≤ 2 % of a core", r.idle.cpu_percent,
+              r.idle.cpu_percent <= 2.0, ".2f")
+        check("start-up ≤ 20 s", r.idle.startup_seconds, r.idle.startup_seconds <= 20.0,
+              ".2f")
+    big = max(r.peak_rss_main.values) if r.peak_rss_main.values else None
+    small = med(r.peak_rss_small)
+    check("peak RSS recovering N ≤ 200 MiB", big, big is not None and big <= 200, ".1f")
+    growth = None if big is None or not small else big / small
+    check("peak RSS at N within 10 % of N/4", growth,
+          growth is not None and growth <= 1.10, ".3f")
+    return out
+
+
+def render_table(r: BenchResults) -> tuple[Table, Table]:
+    n = r.config.nbytes / 2**20
+    t = Table(title=f"safekeeper-recovery benchmarks (N = {n:.0f} MiB, {r.config.rounds} "
+                    "rounds)")
+    t.add_column("figure")
+    t.add_column("median (min-max)", justify="right")
+    t.add_column("unit")
+    for row in figures(r):
+        t.add_row(*row)
+    g = Table(title="targets")
+    g.add_column("target")
+    g.add_column("measured", justify="right")
+    g.add_column("met")
+    for name, value, ok in targets(r):
+        g.add_row(name, value, {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}[ok])
+    return t, g
+
+
+def render_markdown(r: BenchResults, command: str, notes: str = "") -> str:
+    n = r.config.nbytes / 2**20
+    lines = [
+        "# Benchmarks",
+        "",
+        f"- **Machine**: {_machine()}",
+        f"- **Date**: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- **Command**: `{command}`",
+        f"- **PostgreSQL** (anchor): {r.pg_version or 'n/a'}",
+        f"- **N** = {n:.0f} MiB, {r.config.rounds} rounds; latency: "
+        f"{r.config.latency_trials} trials of {r.config.latency_bytes / 2**20:.0f} MiB",
+        "",
+        "Each round runs, in an order rotated per round: node 3 recovering N bytes from a "
+        "donor (real `serve` processes on loopback; timed from the attempt's "
+        "`recovery.started_at` to flush == donor flush, polled every 10 ms); `pg_receivewal` "
+        "(default fsync per segment, TCP loopback, `--endpos`) streaming N bytes of real WAL "
+        "from a throw-away PostgreSQL started by the benchmark (WAL made of 1 MiB "
+        "`pg_logical_emit_message` records, one replication slot per round so each round "
+        "streams the same bytes); the disk limit (N bytes written as 16 MiB files, one "
+        "write + fsync per file, by a plain Python loop); and a proposer writing N bytes to "
+        "three nodes (ingest). Ratios are per round (same window), then median (min-max). "
+        "MB = 10^6 bytes.",
+        "",
+        "| figure | median (min-max) | unit |",
+        "|---|---:|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in figures(r)]
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---:|---|"]
+    for name, value, ok in targets(r):
+        verdict = {True: "yes", False: "**no**", None: "-"}[ok]
+        lines.append(f"| {name} | {value} | {verdict} |")
+    if r.errors:
+        lines += ["", "## Errors", ""] + [f"- {e}" for e in r.errors]
+    if notes:
+        lines += ["", notes.rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+

@@ -1,0 +1,135 @@
+"""The benchmark run: anchors and the safekeeper interleaved, several rounds, one window.
+
+Per round, in an order rotated each round (so no figure always runs first or last):
+node 3 recovering N bytes from a donor; ``pg_receivewal`` streaming N bytes of real WAL;
+the disk limit (N bytes as fsynced segment files); a proposer writing N bytes to three
+nodes. Then the latency trials, the memory run at N/4, and the idle-cost run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import attrs
+import trio
+from rich.console import Console
+
+from ._cluster import BenchCluster
+from ._disk import write_segments
+from ._idle import IdleResult, measure_idle
+from ._postgres import PostgresServer
+from ._stats import Samples, ratio
+
+__all__ = ["BenchConfig", "BenchResults", "run_benchmarks"]
+
+MB = 1e6
+
+
+@attrs.frozen
+class BenchConfig:
+    nbytes: int = 1 << 30
+    rounds: int = 3
+    latency_trials: int = 10
+    latency_bytes: int = 1 << 20
+    idle_timelines: int = 10_000
+    idle_window: float = 30.0
+    keep: bool = False
+
+
+@attrs.define
+class BenchResults:
+    config: BenchConfig
+    recovery: Samples = attrs.Factory(lambda: Samples("recovery", "MB/s"))
+    recovery_from_spawn: Samples = attrs.Factory(
+        lambda: Samples("recovery incl. process start", "MB/s"))
+    pg_receivewal: Samples = attrs.Factory(lambda: Samples("pg_receivewal", "MB/s"))
+    disk: Samples = attrs.Factory(lambda: Samples("disk limit", "MB/s"))
+    ingest: Samples = attrs.Factory(lambda: Samples("ingest (propose to 3)", "MB/s"))
+    detect: Samples = attrs.Factory(lambda: Samples("detect latency", "s"))
+    finish: Samples = attrs.Factory(lambda: Samples("finish latency", "s"))
+    peak_rss_small: Samples = attrs.Factory(lambda: Samples("peak RSS, N/4", "MiB"))
+    peak_rss_main: Samples = attrs.Factory(lambda: Samples("peak RSS, N", "MiB"))
+    idle: IdleResult | None = None
+    pg_version: str = ""
+    errors: list[str] = attrs.Factory(list)
+
+    def ratios(self) -> dict[str, Samples]:
+        return {
+            "recovery ÷ pg_receivewal": ratio(self.recovery, self.pg_receivewal),
+            "recovery ÷ disk limit": ratio(self.recovery, self.disk),
+            "ingest ÷ pg_receivewal": ratio(self.ingest, self.pg_receivewal),
+            "ingest ÷ disk limit": ratio(self.ingest, self.disk),
+        }
+
+
+async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
+    """Run everything under a temporary directory (removed unless ``keep``)."""
+    root = Path(tempfile.mkdtemp(prefix="safekeeper-bench-"))
+    results = BenchResults(config)
+    n = config.nbytes
+    pg = PostgresServer(root / "pg", rounds=config.rounds)
+    bench = BenchCluster.plan(root)
+    try:
+        console.print(f"[bold]Setting up[/] under {root}: PostgreSQL with {n / 2**20:.0f} MiB "
+                      "of WAL, three nodes with donors holding the same amount")
+        await pg.start()
+        await pg.make_wal(n)
+        results.pg_version = await pg.sql("SHOW server_version")
+        await bench.setup(n, n // 4)
+
+        async def recovery(_: int) -> None:
+            run = await bench.recover(bench.main)
+            results.recovery.add(run.bytes / MB / run.seconds)
+            results.recovery_from_spawn.add(run.bytes / MB / run.seconds_from_start)
+            results.peak_rss_main.add(run.peak_rss / 2**20)
+
+        async def receivewal(i: int) -> None:
+            results.pg_receivewal.add(n / MB / await pg.stream(i, root / "receivewal"))
+
+        async def disk(_: int) -> None:
+            seconds = await trio.to_thread.run_sync(write_segments, root / "disk", n)
+            results.disk.add(n / MB / seconds)
+
+        async def ingest(_: int) -> None:
+            results.ingest.add(n / MB / await bench.ingest(n))
+
+        steps: list[tuple[str, Callable[[int], Awaitable[None]]]] = [
+            ("recovery", recovery), ("pg_receivewal", receivewal),
+            ("disk limit", disk), ("ingest", ingest),
+        ]
+        for r in range(config.rounds):
+            order = steps[r % len(steps):] + steps[:r % len(steps)]
+            for name, step in order:
+                console.print(f"  round {r + 1}/{config.rounds}: {name}")
+                await step(r)
+
+        console.print(f"  memory: recovering {n // 4 / 2**20:.0f} MiB")
+        small = await bench.recover(bench.small)
+        results.peak_rss_small.add(small.peak_rss / 2**20)
+
+        console.print(f"  latency: {config.latency_trials} trials of "
+                      f"{config.latency_bytes / 2**20:.0f} MiB")
+        for trial in await bench.latency(config.latency_trials, config.latency_bytes):
+            results.detect.add(trial.detect)
+            results.finish.add(trial.finish)
+        await bench.stop()
+        await pg.stop()
+
+        console.print(f"  idle: {config.idle_timelines} timelines on one node")
+        results.idle = await measure_idle(root / "idle", config.idle_timelines,
+                                          config.idle_window, console)
+        return results
+    finally:
+        with trio.CancelScope(shield=True):
+            await bench.stop()
+            # Already stopped (or never started): nothing to clean up.
+            with contextlib.suppress(RuntimeError):
+                await pg.stop()
+        if config.keep:
+            console.print(f"Kept everything under {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)

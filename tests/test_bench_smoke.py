@@ -1,0 +1,26 @@
+"""Smoke tests of the benchmark helpers that need no cluster (the full run is `nox -s bench`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from safekeeper_recovery.bench import Samples, cpu_seconds, ratio, write_segments
+
+
+def test_disk_limit_writes_and_removes_segments(tmp_path: Path) -> None:
+    seconds = write_segments(tmp_path / "disk", 3 * 1024 * 1024, segment_size=2 * 1024 * 1024)
+    assert seconds > 0
+    assert not (tmp_path / "disk").exists()
+
+
+def test_samples_describe_median_and_range_and_ratios_pair_by_round() -> None:
+    a = Samples("a", "MB/s", [100.0, 300.0, 200.0])
+    b = Samples("b", "MB/s", [50.0, 100.0, 100.0])
+    assert a.describe() == "200.0 (100.0-300.0)"
+    assert ratio(a, b).values == [2.0, 3.0, 2.0]
+    assert Samples("empty", "s").describe() == "n/a"
+
+
+def test_cpu_seconds_of_this_process_is_non_negative() -> None:
+    assert cpu_seconds(os.getpid()) >= 0
