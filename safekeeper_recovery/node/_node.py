@@ -84,14 +84,16 @@ async def serve_node(
     authenticator = Authenticator.from_file(config.auth_public_key)
     peer_token = read_peer_token(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    metrics = metrics if metrics is not None else NodeMetrics()
     registry = TimelineRegistry(
-        config.node_id, FileBackend(config.data_dir), services=extra_services
+        config.node_id, FileBackend(config.data_dir), services=extra_services,
+        observer=metrics,
     )
     context = NodeContext(
         registry=registry,
         node_id=config.node_id,
         authenticator=authenticator,
-        metrics=metrics if metrics is not None else NodeMetrics(),
+        metrics=metrics,
         recovery=recovery_admin,
         heartbeat_timeout=config.heartbeat_timeout,
     )

@@ -13,6 +13,7 @@ from ._timeline import (
     TermMismatch,
     Timeline,
     TimelineBroken,
+    TimelineObserver,
     TimelineSnapshot,
 )
 from ._watch import Watch
@@ -27,6 +28,7 @@ __all__ = [
     "TimelineBroken",
     "TimelineConflict",
     "TimelineNotFound",
+    "TimelineObserver",
     "TimelineParams",
     "TimelineRegistry",
     "TimelineService",

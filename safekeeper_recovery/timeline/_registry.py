@@ -28,7 +28,7 @@ from ..core import (
 )
 from ..storage import AsyncWalStore, ControlFileStore, WalStore
 from ._backend import StorageBackend
-from ._timeline import Timeline
+from ._timeline import Timeline, TimelineObserver
 
 __all__ = [
     "TimelineConflict",
@@ -84,7 +84,9 @@ class TimelineRegistry:
         backend: StorageBackend,
         *,
         services: Sequence[TimelineService] = (),
+        observer: TimelineObserver | None = None,
     ) -> None:
+        self.observer = observer
         self.node_id = node_id
         self.backend = backend
         self.services = list(services)
@@ -132,7 +134,9 @@ class TimelineRegistry:
     ) -> Timeline:
         inline = not self.backend.in_thread
         async_store = AsyncWalStore(store, inline=inline)
-        return Timeline.from_stores(self.node_id, state, async_store, control, inline=inline)
+        return Timeline.from_stores(
+            self.node_id, state, async_store, control, inline=inline, observer=self.observer
+        )
 
     def _start(self, timeline: Timeline) -> None:
         assert self._nursery is not None, "registry is not serving"

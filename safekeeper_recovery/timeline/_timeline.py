@@ -20,7 +20,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Literal, Protocol
 
 import attrs
 import trio
@@ -54,11 +54,34 @@ from ..core import (
 from ..storage import AsyncWalStore, ControlFileStore
 from ._watch import Watch
 
-__all__ = ["Receiver", "TermMismatch", "Timeline", "TimelineBroken", "TimelineSnapshot"]
+__all__ = [
+    "Receiver",
+    "TermMismatch",
+    "Timeline",
+    "TimelineBroken",
+    "TimelineObserver",
+    "TimelineSnapshot",
+]
 
 log = logging.getLogger(__name__)
 
 ReceiverKind = Literal["proposer", "recovery"]
+
+
+class TimelineObserver(Protocol):
+    """Node-wide counters fed by every timeline's write path (metrics, low cardinality)."""
+
+    def wal_written(self, n: int) -> None: ...
+
+    def wal_flushed(self) -> None: ...
+
+
+class _NoObserver:
+    def wal_written(self, n: int) -> None:
+        pass
+
+    def wal_flushed(self) -> None:
+        pass
 
 
 class TimelineBroken(SafekeeperError):
@@ -125,8 +148,10 @@ class Timeline:
         control: ControlFileStore,
         *,
         inline: bool = False,
+        observer: TimelineObserver | None = None,
     ) -> None:
         self.ttid = ttid
+        self.observer: TimelineObserver = observer or _NoObserver()
         self._inline = inline
         self.acceptor = acceptor
         self.store = store
@@ -151,11 +176,12 @@ class Timeline:
         control: ControlFileStore,
         *,
         inline: bool = False,
+        observer: TimelineObserver | None = None,
     ) -> Timeline:
         """``inline=True`` (memory twins only) runs control-file writes without a thread."""
         acceptor = Acceptor(node_id, state, write_lsn=store.write_lsn, flush_lsn=store.flush_lsn)
         ttid = TenantTimelineId(state.tenant_id, state.timeline_id)
-        return cls(ttid, acceptor, store, control, inline=inline)
+        return cls(ttid, acceptor, store, control, inline=inline, observer=observer)
 
     # ---- the one write path -------------------------------------------------------------
 
@@ -242,8 +268,10 @@ class Timeline:
                 match effect:
                     case WriteEffect():
                         await self.store.write(effect.lsn, effect.data)
+                        self.observer.wal_written(len(effect.data))
                     case FlushEffect():
                         await self.store.flush()
+                        self.observer.wal_flushed()
                     case TruncateEffect():
                         await self.store.truncate(effect.lsn)
                     case PersistEffect():

@@ -83,6 +83,12 @@ class NodeMetrics:
     def bytes_received(self, n: int) -> None:
         self.recovery_bytes.inc(n)
 
+    def wal_written(self, n: int) -> None:
+        self.wal_received_bytes.inc(n)
+
+    def wal_flushed(self) -> None:
+        self.wal_flushes.inc()
+
     def set_timeline_counts(self, timelines: int, broken: int) -> None:
         self.timelines.set(timelines)
         self.broken_timelines.set(broken)

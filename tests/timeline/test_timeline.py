@@ -136,3 +136,23 @@ async def test_a_corrupt_control_file_breaks_only_its_timeline(tmp_path: Path) -
         good = reg.get(ttid(3))
         assert good.snapshot().flush_lsn == START + 5000
         nursery.cancel_scope.cancel()
+
+
+async def test_the_write_path_feeds_the_node_observer(nursery: trio.Nursery) -> None:
+    class Counting:
+        written = 0
+        flushes = 0
+
+        def wal_written(self, n: int) -> None:
+            self.written += n
+
+        def wal_flushed(self) -> None:
+            self.flushes += 1
+
+    counting = Counting()
+    reg = TimelineRegistry(NodeId(1), MemoryBackend(), observer=counting)
+    await nursery.start(reg.serve)
+    tl, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
+    await elect(tl)
+    await tl.process(AppendRequest(1, START, Lsn(0), Lsn(0), b"z" * 3000))
+    assert (counting.written, counting.flushes) == (3000, 1)
