@@ -53,3 +53,11 @@ def bench(session: nox.Session) -> None:
     docs/benchmarks.md. ``nox -s bench -- --quick`` for the short run."""
     session.install("-e", ".")
     session.run("safekeeper-recovery", "bench", *session.posargs)
+
+
+@nox.session
+def simulate(session: nox.Session) -> None:
+    """The deterministic cluster simulation over a seed range:
+    ``nox -s simulate -- --seeds N [--first-seed S] [--bug NAME] [-v]``."""
+    _install(session)
+    session.run("python", "-m", "safekeeper_recovery.sim", *(session.posargs or ["--seeds", "200"]))

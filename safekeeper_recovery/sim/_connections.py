@@ -1,0 +1,225 @@
+"""In-memory connections: proposer → node (driving the real WAL acceptor loop) and
+recipient → donor (the real WAL sender through ``InProcessDonorConnector``), both subject to
+the run's faults and partitions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import trio
+
+from ..core import (
+    AcceptorError,
+    AcceptorMessage,
+    DonorUnavailable,
+    Keepalive,
+    Lsn,
+    NodeId,
+    PeerInfo,
+    ProposerElected,
+    ProposerMessage,
+    RemoteProtocolError,
+    StatusUpdate,
+    TenantTimelineId,
+    Term,
+    WalData,
+)
+from ..proposer import SafekeeperConnection
+from ..recovery import DonorStatus, DonorStream, InProcessDonorConnector, LocalTarget
+from ..timeline import Timeline, TimelineBroken
+from ..transport._wal_acceptor import run_wal_acceptor
+from ._cluster import PROPOSER_NODE, Leader, SimNode, World
+
+__all__ = ["SimConnection", "SimDonorConnector", "SimProposerLink", "node_of", "sim_target"]
+
+MAX_DELAY = 0.3
+
+
+def node_of(url: str) -> int:
+    return int(url.removeprefix("sim://"))
+
+
+class SimConnection:
+    """A proposer's ``wal_push`` connection; the server half runs in the node's nursery."""
+
+    def __init__(self, world: World, proposer: int, node: SimNode, leader: Leader | None) -> None:
+        self.world = world
+        self.proposer = proposer
+        self.node = node
+        self.leader = leader
+        self._to_server, self.server_messages = trio.open_memory_channel[ProposerMessage](
+            math.inf
+        )
+        self.server_replies, self._replies = trio.open_memory_channel[AcceptorMessage](math.inf)
+        self.error: Exception | None = None
+        self.done = trio.Event()
+        self.server_scope = trio.CancelScope()
+
+    def cut(self, error: Exception) -> None:
+        """Reset the connection: the server stops at once (no flush), the client sees
+        ``error``."""
+        if self.error is None:
+            self.error = error
+        self.server_scope.cancel()
+        self.done.set()
+
+    async def send(self, msg: ProposerMessage) -> None:
+        await trio.lowlevel.checkpoint()
+        if not self.done.is_set() and self.world.reachable(PROPOSER_NODE, self.node.id) is None:
+            self.cut(ConnectionResetError("sim: partitioned"))
+        if not self.done.is_set() and self.world.faults.fires("conn_cut"):
+            self.world.event(f"cut proposer {self.proposer} → node {self.node.id}")
+            self.cut(ConnectionResetError("sim: connection cut"))
+        if self.done.is_set():
+            raise self.error or ConnectionResetError("sim: connection closed")
+        if self.world.faults.fires("msg_delay"):
+            # Head-of-line delay: order within the connection holds, across them it does not.
+            await trio.sleep(self.world.rng.uniform(0, MAX_DELAY))
+        if isinstance(msg, ProposerElected) and self.leader is not None:
+            leader = self.leader
+            start = msg.term_history[-1].lsn
+            self.world.elected(
+                self.proposer, Leader(leader.proposer, leader.seed, start, leader.total_bytes),
+                int(msg.term),
+            )
+        try:
+            self._to_server.send_nowait(msg)
+        except trio.BrokenResourceError:
+            raise self.error or ConnectionResetError("sim: connection closed") from None
+
+    async def receive(self) -> AcceptorMessage:
+        try:
+            return await self._replies.receive()
+        except trio.EndOfChannel:
+            await self.done.wait()
+            raise self.error or ConnectionResetError("sim: connection closed") from None
+
+    async def aclose(self) -> None:
+        self._to_server.close()
+        await trio.lowlevel.checkpoint()
+
+    async def serve(self, timeline: Timeline) -> None:
+        """The server half: the production acceptor loop on the node's timeline."""
+        try:
+            with self.server_scope:
+                async with timeline.attach(), timeline.receiver(
+                    "proposer", f"proposer {self.proposer}"
+                ) as receiver:
+                    await run_wal_acceptor(
+                        timeline, receiver, self.server_messages, self.server_replies
+                    )
+        except AcceptorError as e:  # the WAL port closes with 4009 and the reason
+            self.error = self.error or RemoteProtocolError(str(e), close_code=4009)
+        except TimelineBroken as e:
+            self.error = self.error or RemoteProtocolError(str(e), close_code=1011)
+        finally:
+            self.server_replies.close()
+            self.done.set()
+
+
+class SimProposerLink:
+    """The ``Connect`` and ``FetchWal`` seams of one proposer."""
+
+    def __init__(self, world: World, proposer: int, leader: Leader) -> None:
+        self.world = world
+        self.proposer = proposer
+        self.leader = leader
+
+    def connect(self, url: str) -> AbstractAsyncContextManager[SafekeeperConnection]:
+        return self._connect(url)
+
+    @asynccontextmanager
+    async def _connect(self, url: str) -> AsyncIterator[SafekeeperConnection]:
+        await trio.lowlevel.checkpoint()
+        node = self.world.reachable(PROPOSER_NODE, node_of(url))
+        if node is None or node.nursery is None or node.timeline is None:
+            raise ConnectionRefusedError(f"sim: {url} is unreachable")
+        conn = SimConnection(self.world, self.proposer, node, self.leader)
+        node.nursery.start_soon(conn.serve, node.timeline)
+        try:
+            yield conn
+        finally:
+            await conn.aclose()
+
+    async def fetch_wal(self, url: str, start: Lsn, end: Lsn, term: Term) -> bytes:
+        out = bytearray()
+        pos = start
+        while pos < end:
+            node = self.world.reachable(PROPOSER_NODE, node_of(url))
+            if node is None or node.timeline is None:
+                raise ConnectionRefusedError(f"sim: {url} is unreachable")
+            data = await node.timeline.read_wal(pos, int(end) - int(pos), term=term)
+            if not data:
+                raise ConnectionResetError(f"sim: {url} has no WAL at {pos}")
+            out += data
+            pos = pos + len(data)
+        return bytes(out)
+
+
+class _SimStream:
+    def __init__(self, world: World, inner: DonorStream, donor: SimNode, recipient: int) -> None:
+        self._world = world
+        self._inner = inner
+        self._donor = donor
+        self._incarnation = donor.incarnation
+        self._recipient = recipient
+
+    def _check(self) -> None:
+        d = self._donor
+        if not d.up or d.incarnation != self._incarnation:
+            raise DonorUnavailable(f"sim: donor {d.id} crashed")
+        if not self._world.connected(self._recipient, d.id):
+            raise DonorUnavailable(f"sim: donor {d.id} is partitioned away")
+
+    async def receive(self) -> WalData | Keepalive:
+        self._check()
+        if self._world.faults.fires("msg_delay"):
+            await trio.sleep(self._world.rng.uniform(0, MAX_DELAY))
+        msg = await self._inner.receive()
+        self._check()
+        return msg
+
+    async def send_status(self, update: StatusUpdate) -> None:
+        self._check()
+        await self._inner.send_status(update)
+
+
+class SimDonorConnector:
+    """Donors are other simulated nodes, reachable unless down or partitioned away."""
+
+    def __init__(self, world: World, recipient: int) -> None:
+        self._world = world
+        self._recipient = recipient
+        self._inner = InProcessDonorConnector(self._lookup)
+
+    def _lookup(self, node: NodeId, ttid: TenantTimelineId) -> Timeline | None:
+        target = self._world.reachable(self._recipient, int(node))
+        return None if target is None else target.timeline
+
+    async def fetch_status(self, donor: PeerInfo, ttid: TenantTimelineId) -> DonorStatus:
+        return await self._inner.fetch_status(donor, ttid)
+
+    def open_stream(
+        self, donor: PeerInfo, ttid: TenantTimelineId, start_lsn: Lsn, term: Term
+    ) -> AbstractAsyncContextManager[DonorStream]:
+        return self._open(donor, ttid, start_lsn, term)
+
+    @asynccontextmanager
+    async def _open(
+        self, donor: PeerInfo, ttid: TenantTimelineId, start_lsn: Lsn, term: Term
+    ) -> AsyncIterator[DonorStream]:
+        node = self._world.reachable(self._recipient, int(donor.node_id))
+        if node is None:
+            raise DonorUnavailable(f"sim: donor {donor.node_id} is unreachable")
+        self._world.event(
+            f"node {self._recipient} recovers from {node.id} at {start_lsn} (term {term})"
+        )
+        async with self._inner.open_stream(donor, ttid, start_lsn, term) as stream:
+            yield _SimStream(self._world, stream, node, self._recipient)
+
+
+def sim_target(world: World, timeline: Timeline) -> LocalTarget:
+    """The recovery target of a node (the seam where recovery-side bugs are planted)."""
+    return LocalTarget(timeline)
