@@ -68,8 +68,10 @@ class RecoveryConfig:
     connect_timeout: float = 10.0
     no_data_timeout: float = 30.0
     heartbeat_timeout: float = 5.0
-    fallback_tick: float = 10.0
-    """Re-check even without a change notification (peer liveness expires silently)."""
+    fallback_tick: float = 60.0
+    """Re-check even without a change notification, as a safety net: every event that can
+    create a donor (peer news, local changes) wakes the supervisor already. Jittered, so
+    thousands of idle timelines never tick together."""
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     max_concurrent: int = 8

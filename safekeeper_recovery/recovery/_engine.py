@@ -155,7 +155,8 @@ class RecoveryEngine:
                 status.why_no_donor = selection.why_no_donor
                 if not selection.donors:
                     status.state = "idle"
-                    await self._wait(target, self.config.fallback_tick, on_change=True)
+                    tick = self.config.fallback_tick * (0.5 + self.rng.random())
+                    await self._wait(target, tick, on_change=True)
                     continue
                 logger.info("starting recovery", selection=str(selection))
                 result = await self._attempt_with_failover(target, selection.donors, status,
