@@ -6,7 +6,7 @@ the :class:`RecoveryTarget` / :class:`AcceptorSession` Protocols your timeline i
 production), :class:`RecoveryConfig`, and the outcome types.
 """
 
-from ._attempt import AttemptResult, DonorTimeout, RecoveryConfig, run_attempt
+from ._attempt import AttemptCancelled, AttemptResult, DonorTimeout, RecoveryConfig, run_attempt
 from ._donor import (
     DonorConnector,
     DonorStatus,
@@ -23,6 +23,7 @@ from ._target import AcceptorSession, LocalTarget, LocalView, RecoveryTarget
 
 __all__ = [
     "AcceptorSession",
+    "AttemptCancelled",
     "AttemptResult",
     "DonorConnector",
     "DonorStatus",

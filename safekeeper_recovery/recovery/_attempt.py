@@ -40,13 +40,12 @@ from ..core import (
     TermChanged,
     WalData,
     find_highest_common_point,
-    select_donors,
 )
 from ._donor import DonorConnector, DonorStream
 from ._status import RecoveryStatus
-from ._target import AcceptorSession, RecoveryTarget
+from ._target import AcceptorSession, RecoveryTarget, select_for
 
-__all__ = ["AttemptResult", "DonorTimeout", "RecoveryConfig", "run_attempt"]
+__all__ = ["AttemptCancelled", "AttemptResult", "DonorTimeout", "RecoveryConfig", "run_attempt"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,12 @@ class DonorTimeout(DonorUnavailable):
     """The donor did not answer within a configured timeout."""
 
     outcome = "timeout"
+
+
+class AttemptCancelled(RecoveryError):
+    """An operator cancelled the attempt (``POST …/recovery/cancel``)."""
+
+    outcome = "cancelled"
 
 
 @attrs.frozen
@@ -303,16 +308,7 @@ async def _network_io(
                     f"(term {donor.term})"
                 )
             view = await target.local_view()
-            selection = select_donors(
-                my_node_id=target.node_id,
-                my_term=view.term,
-                my_last_log_term=view.last_log_term,
-                my_flush_lsn=view.flush_lsn,
-                peers=view.peers,
-                num_streaming_proposers=view.num_streaming_proposers,
-                now=view.now,
-                heartbeat_timeout=config.heartbeat_timeout,
-            )
+            selection = select_for(target.node_id, view, config.heartbeat_timeout)
             if donor.node_id not in {d.node_id for d in selection.donors}:
                 return (
                     f"terminating at {progress.received}: donor {donor.node_id} "

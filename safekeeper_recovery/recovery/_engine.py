@@ -24,12 +24,12 @@ from typing import Protocol
 import structlog
 import trio
 
-from ..core import DonorUnavailable, TenantTimelineId, select_donors
+from ..core import DonorUnavailable, PeerInfo, TenantTimelineId
 from ..timeline import Timeline
-from ._attempt import AttemptResult, RecoveryConfig, run_attempt
+from ._attempt import AttemptCancelled, AttemptResult, RecoveryConfig, run_attempt
 from ._donor import DonorConnector
 from ._status import RecoveryStatus
-from ._target import LocalTarget, RecoveryTarget
+from ._target import LocalTarget, RecoveryTarget, select_for
 
 __all__ = ["RecoveryEngine", "RecoveryMetrics"]
 
@@ -142,16 +142,7 @@ class RecoveryEngine:
                     status.last_error = reason
                     return
                 view = await target.local_view()
-                selection = select_donors(
-                    my_node_id=target.node_id,
-                    my_term=view.term,
-                    my_last_log_term=view.last_log_term,
-                    my_flush_lsn=view.flush_lsn,
-                    peers=view.peers,
-                    num_streaming_proposers=view.num_streaming_proposers,
-                    now=view.now,
-                    heartbeat_timeout=self.config.heartbeat_timeout,
-                )
+                selection = select_for(target.node_id, view, self.config.heartbeat_timeout)
                 status.why_no_donor = selection.why_no_donor
                 if not selection.donors:
                     status.state = "idle"
@@ -180,16 +171,13 @@ class RecoveryEngine:
     async def _attempt_with_failover(
         self,
         target: RecoveryTarget,
-        donors: tuple[object, ...],
+        donors: tuple[PeerInfo, ...],
         status: RecoveryStatus,
         logger: structlog.typing.FilteringBoundLogger,
     ) -> AttemptResult:
-        from ..core import PeerInfo, RecoveryError
-
         result: AttemptResult | None = None
         async with self._limiter:
             for donor in donors:
-                assert isinstance(donor, PeerInfo)
                 status.attempts += 1
                 status.state = "recovering"
                 status.donor = int(donor.node_id)
@@ -199,8 +187,7 @@ class RecoveryEngine:
                                                status)
                 self._attempt_scopes.pop(target.ttid, None)
                 if scope.cancelled_caught:
-                    err = RecoveryError("cancelled by an operator")
-                    err.outcome = "cancelled"
+                    err = AttemptCancelled("cancelled by an operator")
                     result = AttemptResult(donor, err, str(err), donor.flush_lsn,
                                            donor.flush_lsn, 0)
                 assert result is not None

@@ -18,6 +18,7 @@ import trio
 from ..core import (
     AcceptorMessage,
     AppendRequest,
+    DonorSelection,
     Lsn,
     NodeId,
     PeerInfo,
@@ -26,10 +27,11 @@ from ..core import (
     Term,
     VoteRequest,
     VoteResponse,
+    select_donors,
 )
 from ..timeline import Receiver, Timeline
 
-__all__ = ["AcceptorSession", "LocalTarget", "LocalView", "RecoveryTarget"]
+__all__ = ["AcceptorSession", "LocalTarget", "LocalView", "RecoveryTarget", "select_for"]
 
 
 @attrs.frozen
@@ -43,6 +45,20 @@ class LocalView:
     num_streaming_proposers: int
     now: float
     """The target's clock for ``PeerInfo.received_at`` comparisons."""
+
+
+def select_for(node_id: NodeId, view: LocalView, heartbeat_timeout: float) -> DonorSelection:
+    """Donor selection over one local view (the one place the view is unpacked)."""
+    return select_donors(
+        my_node_id=node_id,
+        my_term=view.term,
+        my_last_log_term=view.last_log_term,
+        my_flush_lsn=view.flush_lsn,
+        peers=view.peers,
+        num_streaming_proposers=view.num_streaming_proposers,
+        now=view.now,
+        heartbeat_timeout=heartbeat_timeout,
+    )
 
 
 class AcceptorSession(Protocol):

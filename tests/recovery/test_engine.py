@@ -117,7 +117,7 @@ async def test_failed_attempts_back_off_exponentially_with_jitter(
         assert 0.5 * nominal <= gap <= nominal + 1e-6, (i, gap, gaps)
 
 
-async def test_trigger_skips_the_backoff_and_cancel_ends_an_attempt(
+async def test_trigger_skips_the_backoff(
     cluster: Cluster, autojump_clock: trio.testing.MockClock
 ) -> None:
     await cluster.propose(1, [1, 2], MiB)
@@ -187,3 +187,28 @@ def test_every_attempt_outcome_is_a_predeclared_metric_label() -> None:
     outcomes = {"caught_up", "cancelled", RecoveryError.outcome}
     outcomes |= {c.outcome for c in subclasses(RecoveryError)}
     assert outcomes <= set(RECOVERY_OUTCOMES)
+
+
+async def test_an_operator_cancel_ends_the_running_attempt(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], MiB)
+    await cluster.exchange()
+
+    class Hanging(InProcessDonorConnector):
+        async def fetch_status(self, donor: PeerInfo, ttid: TenantTimelineId) -> DonorStatus:
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+    engine = engine_for(cluster, Hanging(lambda node, ttid: None), http_timeout=1e6)
+    tl = cluster[3]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.supervise, LocalTarget(tl))
+        await wait_until(lambda: tl.ttid in engine.statuses)
+        status = engine.statuses[tl.ttid]
+        await wait_until(lambda: status.state == "recovering")
+        engine.cancel(tl.ttid)
+        await wait_until(lambda: status.last_outcome is not None)
+        assert status.last_outcome == "cancelled"
+        assert status.state == "backoff"
+        nursery.cancel_scope.cancel()
