@@ -3,8 +3,8 @@ simulated power loss exactly as far as they were made durable."""
 
 from __future__ import annotations
 
-from ..core import Lsn, TenantTimelineId
-from ..storage import ControlFileStore, MemoryWalStore, WalStore
+from ..storage import ControlFileStore
+from ..timeline import MemoryBackend
 from ._bugs import PlantedBugs
 
 __all__ = ["SimBackend", "SimControlStore"]
@@ -33,39 +33,16 @@ class SimControlStore:
         return SimControlStore(self._durable, lazy=self._lazy)
 
 
-class SimBackend:
-    """A ``StorageBackend`` in memory; :meth:`crash` keeps only durable state."""
-
-    in_thread = False
+class SimBackend(MemoryBackend):
+    """The memory backend whose control files may lag one write behind (planted bug)."""
 
     def __init__(self, bugs: PlantedBugs) -> None:
+        super().__init__()
         self._lazy = bugs.vote_before_durable
-        self._timelines: dict[TenantTimelineId, tuple[MemoryWalStore, SimControlStore]] = {}
 
-    def list(self) -> list[TenantTimelineId]:
-        return sorted(self._timelines)
+    def new_control(self, body: bytes) -> ControlFileStore:
+        return SimControlStore(body, lazy=self._lazy)
 
-    def create(
-        self, ttid: TenantTimelineId, seg_size: int, start_lsn: Lsn, control_body: bytes
-    ) -> tuple[WalStore, ControlFileStore]:
-        if ttid in self._timelines:
-            raise FileExistsError(f"timeline {ttid} already exists")
-        store = MemoryWalStore(seg_size, start_lsn)
-        # The creation itself is durable (the directory is renamed into place).
-        control = SimControlStore(control_body, lazy=self._lazy)
-        self._timelines[ttid] = (store, control)
-        return store, control
-
-    def open(self, ttid: TenantTimelineId) -> tuple[WalStore, ControlFileStore, bytes]:
-        store, control = self._timelines[ttid]
-        body = control.load()
-        assert body is not None
-        return store, control, body
-
-    def delete(self, ttid: TenantTimelineId) -> None:
-        self._timelines.pop(ttid, None)
-
-    def crash(self) -> None:
-        """Lose everything not flushed or persisted (a power loss)."""
-        for ttid, (store, control) in list(self._timelines.items()):
-            self._timelines[ttid] = (store.crash(), control.crash())
+    def crash_control(self, control: ControlFileStore) -> ControlFileStore:
+        assert isinstance(control, SimControlStore)
+        return control.crash()

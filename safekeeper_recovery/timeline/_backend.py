@@ -106,12 +106,22 @@ class FileBackend:
 
 
 class MemoryBackend:
-    """In-memory twin for the simulator: ``crash()`` keeps only what was made durable."""
+    """In-memory twin for tests and the simulator: ``crash()`` keeps only what was made
+    durable. Subclasses change how control files survive a crash through
+    :meth:`new_control` and :meth:`crash_control`."""
 
     in_thread = False
 
     def __init__(self) -> None:
-        self._timelines: dict[TenantTimelineId, tuple[MemoryWalStore, MemoryControlFileStore]] = {}
+        self._timelines: dict[TenantTimelineId, tuple[MemoryWalStore, ControlFileStore]] = {}
+
+    def new_control(self, body: bytes) -> ControlFileStore:
+        """The control file of a new timeline, holding ``body`` durably."""
+        return MemoryControlFileStore(body)
+
+    def crash_control(self, control: ControlFileStore) -> ControlFileStore:
+        """``control`` as a power loss leaves it (here: ``persist`` is durable on return)."""
+        return control
 
     def list(self) -> list[TenantTimelineId]:
         return sorted(self._timelines)
@@ -121,8 +131,8 @@ class MemoryBackend:
     ) -> tuple[WalStore, ControlFileStore]:
         if ttid in self._timelines:
             raise FileExistsError(f"timeline {ttid} already exists")
-        control = MemoryControlFileStore()
-        control.persist(control_body)
+        # The creation itself is durable (a file backend renames the directory into place).
+        control = self.new_control(control_body)
         store = MemoryWalStore(seg_size, start_lsn)
         self._timelines[ttid] = (store, control)
         return store, control
@@ -137,9 +147,9 @@ class MemoryBackend:
         self._timelines.pop(ttid, None)
 
     def crash(self) -> None:
-        """Lose everything that was not flushed (a power loss)."""
+        """Lose everything that was not flushed or persisted (a power loss)."""
         for ttid, (store, control) in list(self._timelines.items()):
-            self._timelines[ttid] = (store.crash(), control)
+            self._timelines[ttid] = (store.crash(), self.crash_control(control))
 
 
 def _fsync_dir(path: Path) -> None:
