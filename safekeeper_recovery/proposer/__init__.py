@@ -1,7 +1,8 @@
 """A test proposer: elects itself over a quorum of safekeepers and writes deterministic WAL.
 
 ``propose(config, connect)`` runs one proposer; the pure election and commit rules are in
-``elect`` / ``quorum_commit_lsn`` / ``start_point``; ``WalGenerator`` makes the WAL.
+``elect`` / ``quorum_commit_lsn`` / ``start_point``; ``WalGenerator`` makes the WAL
+(or ``pgwal.SyntheticWal``; any ``WalSource`` through ``wal_source=``).
 """
 
 from ._connection import Connect, FetchWal, SafekeeperConnection
@@ -15,8 +16,16 @@ from ._results import (
     ProposerConfig,
     ProposeResult,
     ProposerStatistics,
+    WalFormat,
 )
-from ._walgen import BLOCK_SIZE, WalGenerator, chunk_end
+from ._walgen import (
+    BLOCK_SIZE,
+    WalGenerator,
+    WalSource,
+    WalSourceFactory,
+    chunk_end,
+    wal_source_factory,
+)
 from ._websocket import websocket_connector, websocket_fetcher
 
 __all__ = [
@@ -35,7 +44,10 @@ __all__ = [
     "ProposerError",
     "ProposerStatistics",
     "SafekeeperConnection",
+    "WalFormat",
     "WalGenerator",
+    "WalSource",
+    "WalSourceFactory",
     "chunk_end",
     "elect",
     "next_term",
@@ -43,6 +55,7 @@ __all__ = [
     "quorum_commit_lsn",
     "quorum_size",
     "start_point",
+    "wal_source_factory",
     "websocket_connector",
     "websocket_fetcher",
 ]

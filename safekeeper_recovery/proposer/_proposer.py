@@ -53,7 +53,6 @@ from ..core import (
     AppendRequest,
     AppendResponse,
     AuthError,
-    Greeting,
     Lsn,
     ProposerElected,
     RemoteProtocolError,
@@ -72,7 +71,7 @@ from ._results import (
     ProposeResult,
     ProposerStatistics,
 )
-from ._walgen import WalGenerator, chunk_end
+from ._walgen import WalSource, WalSourceFactory, chunk_end, wal_source_factory
 
 __all__ = ["Proposer", "propose"]
 
@@ -139,11 +138,18 @@ class Proposer:
     ``total_bytes`` of deterministic WAL (seeded), then commits it.
 
     ``connect`` opens one safekeeper connection; ``fetch_wal`` (optional) reads WAL below
-    our term start from a peer for nodes that lag (rule P3). Use :meth:`run` once.
+    our term start from a peer for nodes that lag (rule P3). ``wal_source`` (optional)
+    builds the WAL to write once elected; by default ``config.wal_format`` decides
+    (:func:`wal_source_factory`). Use :meth:`run` once.
     """
 
     def __init__(
-        self, config: ProposerConfig, connect: Connect, *, fetch_wal: FetchWal | None = None
+        self,
+        config: ProposerConfig,
+        connect: Connect,
+        *,
+        fetch_wal: FetchWal | None = None,
+        wal_source: WalSourceFactory | None = None,
     ) -> None:
         self._cfg = config
         self._connect = connect
@@ -156,7 +162,8 @@ class Proposer:
         self._end: Lsn | None = None
         self._commit_lsn = INVALID_LSN
         self._truncate_lsn = INVALID_LSN
-        self._wal = WalGenerator(config.seed, config.total_bytes)
+        self._wal_source = wal_source or wal_source_factory(config)
+        self._wal: WalSource | None = None
         self._phase: Phase = "electing"
         self._closing = False
         self._fatal: ProposerError | None = None
@@ -175,7 +182,7 @@ class Proposer:
             start_lsn=el.term_start_lsn if el else None,
             end_lsn=self._end,
             commit_lsn=self._commit_lsn,
-            total_bytes=self._cfg.total_bytes,
+            total_bytes=self._wal.size if self._wal is not None else self._cfg.total_bytes,
             nodes={n.url: NodeStatistics(n.status, n.flush, n.last_error) for n in self._nodes},
         )
 
@@ -247,11 +254,18 @@ class Proposer:
                     f"start LSN {expected}"
                 )
             )
+        try:
+            wal = self._wal_source(election)
+        except ValueError as e:
+            await self._abort(
+                ProposerError(f"cannot write WAL from {election.term_start_lsn}: {e}")
+            )
+        self._wal = wal
         self._election = election
         self._truncate_lsn = election.truncate_lsn
-        self._end = election.term_start_lsn + self._cfg.total_bytes
+        self._end = election.term_start_lsn + wal.size
         self._phase = "streaming"
-        log.info("%s; writing %d bytes up to %s", election, self._cfg.total_bytes, self._end)
+        log.info("%s; writing %d bytes up to %s", election, wal.size, self._end)
         self._changed.notify()
 
         end = self._end
@@ -275,7 +289,7 @@ class Proposer:
             end_lsn=end,
             commit_lsn=self._commit_lsn,
             flush_lsns={n.url: n.flush for n in nodes},
-            bytes=self._cfg.total_bytes,
+            bytes=wal.size,
             seconds=trio.current_time() - self._started_at,
         )
         log.info("%s", self._result.summary())
@@ -355,7 +369,7 @@ class Proposer:
     async def _session(self, node: _Node, conn: SafekeeperConnection) -> None:
         """One connection's life: handshake, then stream until cancelled or broken."""
         cfg = self._cfg
-        await conn.send(Greeting(cfg.tenant_id, cfg.timeline_id))
+        await conn.send(cfg.greeting())
         greeting = await self._receive(conn)
         if not isinstance(greeting, AcceptorGreeting):
             raise RemoteProtocolError(f"expected a greeting, got {type(greeting).__name__}")
@@ -410,9 +424,10 @@ class Proposer:
 
     async def _send_appends(self, node: _Node, conn: SafekeeperConnection, sent: _Sent) -> None:
         """Stream to one node until the run is closing (returns) or the connection breaks."""
-        el, end = self._election, self._end
+        el, end, wal = self._election, self._end, self._wal
         assert el is not None
         assert end is not None
+        assert wal is not None
         window = self._cfg.window_bytes
         applied = INVALID_LSN  # the commit_lsn this node has been able to apply, as far as sent
 
@@ -438,7 +453,7 @@ class Proposer:
                     await send(data[sent.pos - base : piece_end - base])
             elif sent.pos < end:
                 stop = chunk_end(sent.pos, end)
-                await send(self._wal.read(sent.pos - el.term_start_lsn, stop - sent.pos))
+                await send(wal.read(sent.pos - el.term_start_lsn, stop - sent.pos))
             elif (target := min(self._commit_lsn, node.session_flush)) > applied:
                 # The acceptor clamps commit_lsn to its flush when it processes the append,
                 # so commit is re-sent whenever either moves (P5).
@@ -555,7 +570,11 @@ def _close_code(exc: BaseException) -> object:
 
 
 async def propose(
-    config: ProposerConfig, connect: Connect, *, fetch_wal: FetchWal | None = None
+    config: ProposerConfig,
+    connect: Connect,
+    *,
+    fetch_wal: FetchWal | None = None,
+    wal_source: WalSourceFactory | None = None,
 ) -> ProposeResult:
     """Run one :class:`Proposer` to the end (see :meth:`Proposer.run`)."""
-    return await Proposer(config, connect, fetch_wal=fetch_wal).run()
+    return await Proposer(config, connect, fetch_wal=fetch_wal, wal_source=wal_source).run()
