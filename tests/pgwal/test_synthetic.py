@@ -36,7 +36,7 @@ def reference() -> bytes:
     return whole(SyntheticWal(3, START - 200_000, 2 * MiB + 5000, seg_size=MiB))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.data())
 def test_random_access_reads_match_one_sequential_read(data: st.DataObject) -> None:
     wal = SyntheticWal(3, START - 200_000, 2 * MiB + 5000, seg_size=MiB)
