@@ -275,10 +275,12 @@ class SyntheticWal:
         while c.lsn < stop:
             offset = c.lsn % XLOG_BLCKSZ
             if offset == 0:
+                # Padding never crosses a page (pages end 8-aligned), so a record in
+                # progress here still lacks data bytes: xlp_rem_len > 0.
                 rem = c.record_len - c.record_done if c.record_len else 0
+                assert rem >= 0, "S1: a page starts inside a record's padding"
                 header = PageHeader.build(
-                    c.lsn, seg_size=seg, sysid=self.system_id, tli=self.timeline,
-                    rem_len=max(rem, 0),
+                    c.lsn, seg_size=seg, sysid=self.system_id, tli=self.timeline, rem_len=rem
                 ).encode()
                 out += header
                 c.lsn += len(header)
