@@ -16,6 +16,7 @@ from .harness import DEFAULT_START_LSN, SEG_SIZE, run_cli
 from .test_node_propose import propose_args, summary_lsn
 
 TTID = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("e" * 32))
+RANDOM_TTID = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("d" * 32))
 NBYTES = 3 * 1024 * 1024
 
 
@@ -54,9 +55,9 @@ async def test_verify_passes_proposed_wal_and_names_the_record_with_a_flipped_by
     records = list(SyntheticWal(5, DEFAULT_START_LSN, NBYTES, seg_size=SEG_SIZE).record_lsns())
     victim, tot_len = next(
         (lsn, n) for lsn, n in records if lsn >= DEFAULT_START_LSN + SEG_SIZE + 100_000
-        and lsn % 8192 + n < 8192
+        and lsn % 8192 + n < 8192 and n >= 100
     )
-    flipped = Lsn(victim + tot_len // 2)
+    flipped = Lsn(victim + tot_len // 2)  # in the record's data, past its 24-byte header
     directory = cluster[2].data_dir / str(TTID.tenant_id) / str(TTID.timeline_id)
     segment = directory / segment_file_name(flipped // SEG_SIZE, SEG_SIZE)
     with segment.open("r+b") as f:
@@ -78,3 +79,20 @@ async def test_verify_passes_proposed_wal_and_names_the_record_with_a_flipped_by
     # The other nodes' data is untouched, and a running node still verifies clean.
     still = await run_cli("verify", "--node", cluster[1].http_url, *ids(TTID), "--no-progress")
     assert still.returncode == 0, still.stdout + still.stderr
+
+
+@pytest.mark.slow
+async def test_verify_rejects_pseudo_random_wal_at_its_first_page(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(3)
+    await cluster.start()
+    await cluster.create_timeline(RANDOM_TTID)
+    proposed = await cluster.propose(
+        *propose_args(cluster, RANDOM_TTID, "1MiB", "--wal-format", "random")
+    )
+    assert proposed.returncode == 0, proposed.stderr
+    bad = await run_cli("verify", "--node", cluster[1].http_url, *ids(RANDOM_TTID),
+                        "--no-progress")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"is CORRUPT at {DEFAULT_START_LSN}: page magic" in bad.stdout
