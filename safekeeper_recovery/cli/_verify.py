@@ -271,7 +271,8 @@ def _parse_lsn(_: click.Context, __: click.Parameter, value: str | None) -> Lsn 
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="File holding a JWT (safekeeperdata or tenant scope) for a node with auth on.",
+    help="File holding a JWT (safekeeperdata scope: verify reads /v1/status) for a node "
+    "with auth on.",
 )
 @click.option(
     "--start-lsn",
