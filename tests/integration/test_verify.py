@@ -1,5 +1,6 @@
-"""Real processes: ``propose`` writes PostgreSQL WAL into a 3-node cluster, ``verify`` checks
-it over a node's WAL port, then finds a byte flipped in a stopped node's segment file."""
+"""Real processes: ``propose`` writes PostgreSQL WAL into a 3-node cluster (the third node
+catches up by peer recovery), ``verify`` checks it over the WAL port, then finds a byte
+flipped in a stopped node's segment file."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from safekeeper_recovery.pgwal import TRAILER_SIZE, SyntheticWal
 
 from .conftest import ClusterFactory
 from .harness import DEFAULT_START_LSN, SEG_SIZE, run_cli
-from .test_node_propose import propose_args, summary_lsn
+from .recovery_support_b import propose_args, wait_caught_up
+from .test_node_propose import summary_lsn
 
 TTID = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("e" * 32))
 RANDOM_TTID = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("d" * 32))
@@ -38,10 +40,15 @@ async def test_verify_passes_proposed_wal_and_names_the_record_with_a_flipped_by
     cluster = make_cluster(3)
     await cluster.start()
     await cluster.create_timeline(TTID)
-    proposed = await cluster.propose(*propose_args(cluster, TTID, str(NBYTES), "--seed", "5"))
+    await cluster[3].terminate()  # node 3 gets the WAL by peer recovery, not from the proposer
+    proposed = await cluster.propose(
+        *propose_args(cluster, TTID, str(NBYTES), "--seed", "5", ids=[1, 2])
+    )
     assert proposed.returncode == 0, proposed.stderr
     end = DEFAULT_START_LSN + NBYTES
     assert summary_lsn(proposed.stdout, "commit_lsn") == end
+    await cluster[3].start()
+    await wait_caught_up(cluster, 3, TTID, end)
 
     for node_id in (1, 3):
         ok = await run_cli("verify", "--node", cluster[node_id].http_url, *ids(TTID),
@@ -89,7 +96,7 @@ async def test_verify_rejects_pseudo_random_wal_at_its_first_page(
     await cluster.start()
     await cluster.create_timeline(RANDOM_TTID)
     proposed = await cluster.propose(
-        *propose_args(cluster, RANDOM_TTID, "1MiB", "--wal-format", "random")
+        *propose_args(cluster, RANDOM_TTID, "1MiB", "--wal-format", "random", ids=[1, 2, 3])
     )
     assert proposed.returncode == 0, proposed.stderr
     bad = await run_cli("verify", "--node", cluster[1].http_url, *ids(RANDOM_TTID),
