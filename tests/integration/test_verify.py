@@ -103,3 +103,37 @@ async def test_verify_rejects_pseudo_random_wal_at_its_first_page(
                         "--no-progress")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert f"is CORRUPT at {DEFAULT_START_LSN}: page magic" in bad.stdout
+
+
+@pytest.mark.slow
+async def test_verify_with_auth_on_needs_a_safekeeperdata_token(
+    tmp_path: Path, make_cluster: ClusterFactory
+) -> None:
+    keys = tmp_path / "keys"
+    assert (await run_cli("keygen", "--out-dir", str(keys))).returncode == 0
+    made = await run_cli("token", "--private-key", str(keys / "auth_private_key.pem"),
+                         "--scope", "safekeeperdata")
+    assert made.returncode == 0, made.stderr
+    token_file = tmp_path / "admin.jwt"
+    token_file.write_text(made.stdout.strip() + "\n")
+    cluster = make_cluster(
+        1,
+        extra_args=["--auth-public-key", str(keys / "auth_public_key.pem"),
+                    "--auth-token", str(token_file)],
+        token=made.stdout.strip(),
+    )
+    await cluster.start()
+    await cluster.create_timeline(TTID)
+    proposed = await cluster.propose(
+        *propose_args(cluster, TTID, "1MiB", "--token-file", str(token_file))
+    )
+    assert proposed.returncode == 0, proposed.stderr
+
+    node = cluster[1].http_url
+    refused = await run_cli("verify", "--node", node, *ids(TTID), "--no-progress")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "401" in refused.stderr
+    ok = await run_cli("verify", "--node", node, *ids(TTID), "--token-file", str(token_file),
+                       "--no-progress")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"WAL {DEFAULT_START_LSN}..{DEFAULT_START_LSN + 1024 * 1024} is valid" in ok.stdout
