@@ -188,11 +188,17 @@ async def _run(proposer: Proposer, show_progress: bool) -> ProposeResult:
                 while True:
                     stats = proposer.statistics()
                     label = f"term {stats.term} {stats.phase}" if stats.term else stats.phase
-                    bar.update(task, completed=stats.committed_bytes, description=label)
+                    bar.update(
+                        task, completed=stats.committed_bytes, total=stats.total_bytes,
+                        description=label,
+                    )  # total: pg WAL ends at a record boundary, a few bytes short at most
                     await trio.sleep(0.1)
 
             nursery.start_soon(refresh)
             result = await proposer.run()
             nursery.cancel_scope.cancel()
-        bar.update(task, completed=result.bytes, description=f"term {result.term} done")
+        bar.update(
+            task, completed=result.bytes, total=result.bytes,
+            description=f"term {result.term} done",
+        )
     return result
