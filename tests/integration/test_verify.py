@@ -5,21 +5,43 @@ flipped in a stopped node's segment file."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import trio
 
 from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId, segment_file_name
 from safekeeper_recovery.pgwal import TRAILER_SIZE, SyntheticWal
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, SEG_SIZE, run_cli
+from .harness import DEFAULT_START_LSN, SEG_SIZE, ProcessResult, run_cli
 from .recovery_support_b import propose_args, wait_caught_up
 from .test_node_propose import summary_lsn
 
+
+def _pg_waldump() -> str | None:
+    pg_config = shutil.which("pg_config")
+    bindir = None
+    if pg_config is not None:
+        bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                                check=False).stdout.strip() or None
+    return shutil.which("pg_waldump", path=bindir) or shutil.which("pg_waldump")
+
+
+PG_WALDUMP = _pg_waldump()
 TTID = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("e" * 32))
 RANDOM_TTID = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("d" * 32))
 NBYTES = 3 * 1024 * 1024
+
+
+async def run_process_text(args: list[str]) -> ProcessResult:
+    with trio.fail_after(60):
+        done = await trio.run_process(args, capture_stdout=True, capture_stderr=True,
+                                      check=False)
+    return ProcessResult(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
 def ids(ttid: TenantTimelineId) -> list[str]:
@@ -137,3 +159,29 @@ async def test_verify_with_auth_on_needs_a_safekeeperdata_token(
                        "--no-progress")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert f"WAL {DEFAULT_START_LSN}..{DEFAULT_START_LSN + 1024 * 1024} is valid" in ok.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(PG_WALDUMP is None, reason="pg_waldump not found: install PostgreSQL 15")
+async def test_pg_waldump_reads_the_segments_a_node_stored(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster(1)
+    await cluster.start()
+    await cluster.create_timeline(TTID)
+    proposed = await cluster.propose(*propose_args(cluster, TTID, "2MiB", "--seed", "8"))
+    assert proposed.returncode == 0, proposed.stderr
+    await cluster[1].terminate()
+    directory = cluster[1].data_dir / str(TTID.tenant_id) / str(TTID.timeline_id)
+    end = DEFAULT_START_LSN + 2 * SEG_SIZE  # the complete segments (not the .partial one)
+    assert PG_WALDUMP is not None
+    done = await run_process_text(
+        [PG_WALDUMP, "-p", str(directory), "-s", str(DEFAULT_START_LSN), "-e", str(end)]
+    )
+    assert done.returncode == 0, done.stderr
+    lsns = [Lsn.parse(m) for m in re.findall(r"lsn: ([0-9A-F]+/[0-9A-F]+)", done.stdout)]
+    expected = [lsn for lsn, _ in SyntheticWal(8, DEFAULT_START_LSN, 2 * SEG_SIZE,
+                                               seg_size=SEG_SIZE).record_lsns()]
+    assert lsns == expected
+    verified = await run_cli("verify", "--data-dir", str(cluster[1].data_dir), *ids(TTID),
+                             "--no-progress")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"{len(expected)} records" in verified.stdout
