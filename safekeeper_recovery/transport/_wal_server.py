@@ -9,6 +9,11 @@ After the handshake every connection ends with a close code that says why
 (sent by trio-websocket itself), 1011 internal error / stopped timeline, 4000 refusal
 (term moved, WAL removed), 4004 timeline deleted, 4009 acceptor refusal. A handler never
 lets an exception escape: trio-websocket would take the whole server down with it.
+
+A stopped (broken) timeline refuses ``wal_push`` handshakes with 503 and
+``{"error": "timeline stopped: <reason>"}``; a push connection open when it stops is closed
+with 1011 and the reason ``timeline stopped: <reason>`` (e.g. ``disk full: …``).
+``wal_stream`` keeps serving its durable WAL.
 """
 
 from __future__ import annotations
@@ -173,6 +178,9 @@ async def _handle_request(
         target = parse_wal_target(request.path)
         authenticator.check(_bearer(request), tenant_id=target.ttid.tenant_id)
         timeline = registry.get(target.ttid)
+        if isinstance(target, WalPushTarget) and timeline.broken is not None:
+            await _reject(request, 503, f"timeline stopped: {timeline.broken}", remote)
+            return
     except BadRequest as e:
         await _reject(request, 400, str(e), remote)
         return
@@ -244,7 +252,7 @@ def _close_code_for(error: Exception, remote: str) -> tuple[int, str]:
             return CLOSE_ACCEPTOR_REFUSED, str(error)
         case TimelineBroken():
             log.warning("WAL port: %s: %s", remote, error)
-            return CLOSE_INTERNAL_ERROR, str(error)
+            return CLOSE_INTERNAL_ERROR, f"timeline stopped: {error.reason}"
     log.error("WAL port: connection from %s failed", remote, exc_info=error)
     return CLOSE_INTERNAL_ERROR, f"internal error: {type(error).__name__}: {error}"
 
