@@ -126,8 +126,14 @@ class _Problem(Exception):
         self.extra = extra
 
 
+MAX_ERROR_CHARS: Final = 1024
+"""Error messages are cut to this length: they may quote untrusted input of any size."""
+
+
 def _error(status: int, message: str, *, headers: dict[str, str] | None = None,
            extra: dict[str, object] | None = None) -> JSONResponse:
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 1] + "…"
     return JSONResponse({"error": message, **(extra or {})}, status_code=status,
                         headers=headers)
 
