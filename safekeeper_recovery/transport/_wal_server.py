@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Final, Literal, NoReturn, final
 
 import attrs
@@ -29,7 +30,7 @@ from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
     WebSocketRequest,
-    serve_websocket,
+    wrap_server_stream,
 )
 
 from ..core import (
@@ -147,24 +148,47 @@ async def serve_wal(
     """
     config = config if config is not None else WalServerConfig()
     handler = functools.partial(_handle_request, registry, authenticator, config)
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            functools.partial(
-                serve_websocket,
-                handler,
-                host,
-                port,
-                None,
-                max_message_size=config.max_message_size,
-                receive_buffer_size=config.receive_buffer_size,
-                connect_timeout=config.handshake_timeout,
-                disconnect_timeout=config.close_timeout,
-            )
+        await nursery.start(
+            trio.serve_listeners, functools.partial(_serve_stream, handler, config), listeners
         )
-        log.info("WAL port listening on %s:%d", host, server.port)
-        task_status.started(server.port)
+        log.info("WAL port listening on %s:%d", host, bound)
+        task_status.started(bound)
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _serve_stream(
+    handler: Callable[[WebSocketRequest], Awaitable[None]],
+    config: WalServerConfig,
+    stream: trio.SocketStream,
+) -> None:
+    """One TCP connection: the WebSocket handshake, then ``handler``; never raises.
+
+    This replaces ``serve_websocket``, whose per-connection task lets trio-websocket's own
+    errors escape and take the whole server down: a client that sends an oversized frame
+    while the server is already closing makes its reader task send a second close frame,
+    which wsproto refuses with ``LocalProtocolError``. Here such an error ends only its
+    connection. The stream is closed as soon as the handler returns (the handler has
+    finished the closing handshake or rejected the upgrade by then).
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            request: WebSocketRequest | None = None
+            with trio.move_on_after(config.handshake_timeout):
+                request = await wrap_server_stream(
+                    nursery, stream, max_message_size=config.max_message_size,
+                    receive_buffer_size=config.receive_buffer_size,
+                )
+            if request is not None:
+                await handler(request)
+            nursery.cancel_scope.cancel()  # stop the connection's reader task
+    except Exception as e:  # trio.Cancelled is a BaseException and passes through
+        log.warning("WAL port: connection failed inside the WebSocket library: %r", e)
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 async def _handle_request(

@@ -58,7 +58,7 @@ class NodeThread:
             raise RuntimeError("the fuzz node failed to start") from self._error
 
     def stop(self) -> None:
-        if self._token is not None and self._scope is not None:
+        if self._thread.is_alive() and self._token is not None and self._scope is not None:
             trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
         self._thread.join(STARTUP_TIMEOUT)
         if self._error is not None:
