@@ -8,10 +8,12 @@ client would.
 
 from __future__ import annotations
 
+import ssl
 import threading
 from pathlib import Path
 from typing import Final
 
+import httpx
 import trio
 
 from safekeeper_recovery.core import Lsn, NodeId, TenantId, TenantTimelineId, TimelineId
@@ -25,6 +27,8 @@ CONTROL_TIMELINE: Final = TimelineId(bytes(range(16, 32)))
 """A timeline no fuzz example writes to: the "node keeps serving" probe uses it."""
 CONTROL_TTID: Final = TenantTimelineId(TENANT, CONTROL_TIMELINE)
 STARTUP_TIMEOUT: Final = 30.0
+_SSL: Final = ssl.create_default_context()
+"""Built once: httpx builds one per client otherwise, which costs more than a request."""
 
 
 class NodeThread:
@@ -49,6 +53,10 @@ class NodeThread:
     def http_url(self) -> str:
         assert self.running is not None
         return self.running.http_url
+
+    def http(self, timeout: float) -> httpx.AsyncClient:
+        """An HTTP client for the node's API (plain HTTP; the SSL context is never used)."""
+        return httpx.AsyncClient(base_url=self.http_url, timeout=timeout, verify=_SSL)
 
     def start(self) -> None:
         self._thread.start()

@@ -23,7 +23,6 @@ import re
 from typing import Final
 
 import attrs
-import httpx
 import trio
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -116,7 +115,7 @@ async def fresh_timeline(node: NodeThread) -> TimelineId:
     timeline = TimelineId(next(_fresh_ids).to_bytes(16, "big"))
     body = {"timeline_id": str(timeline), "start_lsn": str(START), "wal_seg_size": SEG}
     with trio.fail_after(DEADLINE):
-        async with httpx.AsyncClient(base_url=node.http_url, timeout=DEADLINE) as http:
+        async with node.http(DEADLINE) as http:
             r = await http.post(f"/v1/tenant/{TENANT}/timeline", json=body)
     assert r.status_code == 201, r.text
     return timeline
