@@ -345,8 +345,8 @@ class Timeline:
         """
         async with self.lock:
             self._check_readable()
-            if term is not None and self.acceptor.term != term:
-                raise TermMismatch(term, self.acceptor.term)
+            if term is not None and self.term != term:
+                raise TermMismatch(term, self.term)
             return await self.store.read(start, max_bytes)
 
     async def digest(self, from_lsn: Lsn, until_lsn: Lsn) -> str:
@@ -357,6 +357,25 @@ class Timeline:
     def _check_readable(self) -> None:
         if self.deleted:
             raise TimelineBroken(f"timeline {self.ttid} was deleted")
+
+    @property
+    def term(self) -> Term:
+        """The current term (the durable one if the timeline is broken)."""
+        return self.acceptor.term if self.broken is None else self._durable_state.term
+
+    @property
+    def flush_lsn(self) -> Lsn:
+        """End of the WAL this timeline stands behind: the acceptor's flush position, or
+        the store's durable one if the timeline is broken (see :meth:`snapshot`)."""
+        flush = self.acceptor.flush_lsn
+        if self.broken is not None:
+            flush = max(min(flush, self.store.flush_lsn), self._durable_state.timeline_start_lsn)
+        return flush
+
+    @property
+    def commit_lsn(self) -> Lsn:
+        """The commit position, never past :attr:`flush_lsn`."""
+        return min(self.acceptor.commit_lsn, self.flush_lsn)
 
     def snapshot(self) -> TimelineSnapshot:
         """Positions and state for status, peer exchange and recovery.
@@ -371,10 +390,10 @@ class Timeline:
         last_log_term, commit = a.last_log_term, a.commit_lsn
         if self.broken is not None:
             st = self._durable_state
-            flush = write = max(min(flush, self.store.flush_lsn), st.timeline_start_lsn)
+            flush = write = self.flush_lsn
             term, history = st.term, st.term_history
             last_log_term = st.term_history.last_log_term(flush)
-            commit = min(commit, flush)
+            commit = self.commit_lsn
         return TimelineSnapshot(
             ttid=self.ttid,
             node_id=a.node_id,

@@ -16,7 +16,23 @@ import httpx
 import pytest
 import trio
 
-from safekeeper_recovery.core import Lsn, NodeId, TenantId, TenantTimelineId, TimelineId
+from safekeeper_recovery.core import (
+    AcceptorGreeting,
+    AppendRequest,
+    AppendResponse,
+    Greeting,
+    Lsn,
+    NodeId,
+    ProposerElected,
+    TenantId,
+    TenantTimelineId,
+    TermHistory,
+    TermLsn,
+    TimelineId,
+    VoteRequest,
+    VoteResponse,
+    WalData,
+)
 from safekeeper_recovery.node import NodeConfig, RunningNode, serve_node
 from safekeeper_recovery.proposer import (
     Proposer,
@@ -28,6 +44,12 @@ from safekeeper_recovery.proposer import (
 )
 from safekeeper_recovery.storage import DiskFaults
 from safekeeper_recovery.timeline import Timeline, TimelineParams
+from safekeeper_recovery.transport import (
+    WalConnectError,
+    WalPushClosed,
+    open_wal_push,
+    open_wal_stream,
+)
 
 TENANT = TenantId(bytes(range(16)))
 TIMELINE = TimelineId(bytes(range(16, 32)))
@@ -154,4 +176,63 @@ async def test_a_full_disk_stops_the_proposer_cleanly_and_a_restart_recovers(
         assert tl.snapshot().flush_lsn == result.end_lsn
         tail = await read_all(tl, snap.flush_lsn, result.end_lsn)
         assert tail == WalGenerator(2, MiB).read(0, MiB)
+        node.stop()
+
+
+async def test_the_wal_port_and_http_api_name_the_disk_fault(tmp_path: Path) -> None:
+    """An open push connection closes 1011 "timeline stopped: disk full: ...", a new one is
+    refused with 503, wal_stream still serves the durable WAL, and a create on a full
+    disk is a 503 naming the cause that leaves nothing behind."""
+    data_dir = tmp_path / "sk1"
+    async with trio.open_nursery() as nursery:
+        node = InProcessNode(data_dir)
+        running = await node.start(nursery)
+        await running.registry.create(TTID, TimelineParams(START, wal_seg_size=MiB))
+        with DiskFaults() as faults:
+            async with open_wal_push(running.wal_url, TENANT, TIMELINE) as conn:
+                await conn.send(Greeting(TENANT, TIMELINE))
+                assert isinstance(await conn.receive(), AcceptorGreeting)
+                await conn.send(VoteRequest(1))
+                vote = await conn.receive()
+                assert isinstance(vote, VoteResponse)
+                history = TermHistory([*vote.term_history, TermLsn(1, START)])
+                await conn.send(ProposerElected(1, START, history))
+                await conn.send(AppendRequest(1, START, Lsn(0), Lsn(0), b"a" * 1000))
+                with trio.fail_after(10):
+                    reply = await conn.receive()
+                assert isinstance(reply, AppendResponse)
+                assert reply.flush_lsn == START + 1000
+                faults.fail("fdatasync", errno.ENOSPC, times=None,
+                            under=data_dir / str(TENANT) / str(TIMELINE))
+                await conn.send(AppendRequest(1, START + 1000, Lsn(0), Lsn(0), b"b" * 1000))
+                with trio.fail_after(10), pytest.raises(WalPushClosed) as closed:
+                    await conn.receive()
+            assert closed.value.code == 1011
+            assert closed.value.reason.startswith("timeline stopped: disk full: ")
+            with pytest.raises(WalConnectError) as refused:
+                async with open_wal_push(running.wal_url, TENANT, TIMELINE):
+                    pass
+            assert refused.value.status == 503
+            assert "timeline stopped: disk full" in (refused.value.body or "")
+            # Peers may still recover the durable WAL from it.
+            async with open_wal_stream(running.wal_url, TENANT, TIMELINE, START, term=1) as ws:
+                with trio.fail_after(10):
+                    msg = await ws.receive()
+                assert isinstance(msg, WalData)
+                assert msg.data == b"a" * 1000
+                assert msg.wal_end == START + 1000
+
+            other = TimelineId(b"\x07" * 16)
+            faults.fail("open", errno.ENOSPC, times=None, under=data_dir)
+            body = {"timeline_id": str(other), "start_lsn": str(START), "wal_seg_size": MiB}
+            async with httpx.AsyncClient(base_url=running.http_url, timeout=10) as http:
+                r = await http.post(f"/v1/tenant/{TENANT}/timeline", json=body)
+                assert r.status_code == 503, r.text
+                assert r.json()["error"].startswith("disk full: ")
+                faults.clear()
+                r = await http.post(f"/v1/tenant/{TENANT}/timeline", json=body)
+                assert r.status_code == 201, r.text
+                listed = (await http.get("/v1/timelines")).json()["timelines"]
+                states = {t["timeline_id"]: t["state"] for t in listed}
+                assert states == {str(other): "ok", str(TIMELINE): "broken"}
         node.stop()
