@@ -140,6 +140,7 @@ async def test_a_full_disk_stops_the_proposer_cleanly_and_a_restart_recovers(
         # A clean, explanatory end: quorum lost because the node's disk is full.
         assert "lost quorum" in str(info.value)
         assert "disk full" in str(info.value)
+        assert "HTTP 503" in str(info.value)  # its reconnects are refused at the handshake
         acked = proposer.statistics().nodes[running.wal_url].flush_lsn
         assert acked is not None
         assert acked >= START + FAULT_AFTER - 1 * MiB  # it was acknowledging before
@@ -154,6 +155,7 @@ async def test_a_full_disk_stops_the_proposer_cleanly_and_a_restart_recovers(
             assert Lsn.parse(status["flush_lsn"]) == broken.flush_lsn
             node_status = (await http.get("/v1/status")).json()
             assert node_status["broken_count"] == 1
+            assert "safekeeper_broken_timelines 1.0" in (await http.get("/metrics")).text
         node.stop()
 
     expected = WalGenerator(1, TOTAL)
