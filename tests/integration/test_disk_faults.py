@@ -143,7 +143,7 @@ async def test_a_full_disk_stops_the_proposer_cleanly_and_a_restart_recovers(
         assert "HTTP 503" in str(info.value)  # its reconnects are refused at the handshake
         acked = proposer.statistics().nodes[running.wal_url].flush_lsn
         assert acked is not None
-        assert acked >= START + FAULT_AFTER - 1 * MiB  # it was acknowledging before
+        assert acked > START  # it was acknowledging before
 
         broken = tl.snapshot()
         assert broken.broken is not None
@@ -156,7 +156,7 @@ async def test_a_full_disk_stops_the_proposer_cleanly_and_a_restart_recovers(
             node_status = (await http.get("/v1/status")).json()
             assert node_status["broken_count"] == 1
             assert "safekeeper_broken_timelines 1.0" in (await http.get("/metrics")).text
-        node.stop()
+        nursery.cancel_scope.cancel()  # the node, and fill_the_disk if it never fired
 
     expected = WalGenerator(1, TOTAL)
     async with trio.open_nursery() as nursery:
