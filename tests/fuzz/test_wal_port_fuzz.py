@@ -200,6 +200,10 @@ terms = st.sampled_from([0, 1, 2, 2**64 - 1]) | st.integers(0, 2**64 - 1)
 lsns = st.sampled_from([START, START + 1, Lsn(0), Lsn(2**64 - 1)]) | st.integers(0, 2**64 - 1).map(
     Lsn
 )
+# Where an append may begin: its end (begin + up to 256 bytes) must stay a u64.
+begin_lsns = st.sampled_from([START, START + 1, Lsn(0), Lsn(2**64 - 257)]) | st.integers(
+    0, 2**64 - 257
+).map(Lsn)
 
 
 def valid_messages(timeline: TimelineId) -> st.SearchStrategy[ProposerMessage]:
@@ -213,7 +217,7 @@ def valid_messages(timeline: TimelineId) -> st.SearchStrategy[ProposerMessage]:
         st.builds(ProposerElected, terms, lsns, st.just(history)),
         st.builds(AppendRequest, st.just(1), st.just(START), st.just(Lsn(0)), st.just(Lsn(0)),
                   wal_data),
-        st.builds(AppendRequest, terms, lsns, lsns, lsns, wal_data),
+        st.builds(AppendRequest, terms, begin_lsns, lsns, lsns, wal_data),
     )
 
 
@@ -225,7 +229,8 @@ def frames(timeline: TimelineId) -> st.SearchStrategy[Frame]:
         encoded.flatmap(lambda b: st.binary(min_size=1, max_size=8).map(lambda x: b + x)),
         st.binary(max_size=64),
         st.text(max_size=32).map(Text),
-        st.just(Oversized()),
+        # Oversized frames are rare: each costs 1.7 MB of loopback traffic.
+        st.sampled_from([Oversized(), b"", b"g", b"\x00"]),
     )
 
 
@@ -312,7 +317,7 @@ async def push_sequence(node: NodeThread, handshake: bool, fuzz: list[Frame]) ->
     await assert_serving(node)
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=50)
 @given(st.booleans(), st.data())
 def test_wal_push_frame_sequences_end_with_the_documented_close_code(
     node: NodeThread, handshake: bool, data: st.DataObject
