@@ -4,6 +4,9 @@ Files in a timeline directory ``<data_dir>/<tenant_id>/<timeline_id>/``:
 ``safekeeper.control`` (``FileControlFileStore``), ``flush_position``, WAL segments
 ``<24 hex>`` / ``<24 hex>.partial``, and transiently ``waltmp``, ``truncate.pending`` and
 ``*.partial`` temporaries (``FileWalStore``).
+
+Every file call goes through ``_fileops``, the seam :class:`DiskFaults` uses to inject
+``ENOSPC`` / ``EIO`` failures into chosen operations.
 """
 
 from ._async_store import AsyncWalStore, AsyncWalStoreStatistics
@@ -13,6 +16,7 @@ from ._control_file import (
     FileControlFileStore,
     MemoryControlFileStore,
 )
+from ._fileops import DiskFaults
 from ._flush_position import FLUSH_POSITION_FILE_NAME
 from ._memory_wal import MemoryWalStore
 from ._segments import FileWalStore
@@ -24,6 +28,7 @@ __all__ = [
     "AsyncWalStoreStatistics",
     "CONTROL_FILE_NAME",
     "ControlFileStore",
+    "DiskFaults",
     "FLUSH_POSITION_FILE_NAME",
     "FileControlFileStore",
     "FileWalStore",

@@ -1,6 +1,7 @@
 """Crash-safe file primitives: fsync a directory, replace a file atomically and durably.
 
-Every helper raises ``OSError`` unchanged; the stores above translate it into
+Every file call goes through ``_fileops`` (the disk-fault seam). Every helper raises
+``OSError`` unchanged; the stores above translate it into
 ``StorageError`` with the context of what they were doing.
 """
 
@@ -9,14 +10,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import _fileops as fileops
+
 __all__ = ["fsync_directory", "pwrite_all", "remove_durably", "replace_file_durably"]
 
 
 def fsync_directory(directory: Path) -> None:
     """fsync ``directory`` so that creations, renames and removals in it survive a power loss."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    fd = fileops.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        fileops.fsync(fd)
     finally:
         os.close(fd)
 
@@ -25,7 +28,7 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     """Write all of ``data`` at ``offset``: ``os.pwrite`` may write less than asked."""
     view = memoryview(data)
     while view:
-        written = os.pwrite(fd, view, offset)
+        written = fileops.pwrite(fd, view, offset)
         if written <= 0:  # pragma: no cover - the kernel reports errors as OSError
             raise OSError(f"pwrite wrote {written} bytes at offset {offset}")
         view = view[written:]
@@ -39,20 +42,20 @@ def replace_file_durably(path: Path, data: bytes) -> None:
     after a crash ``path`` holds either the old or the new content, never a mix.
     """
     tmp = path.with_name(path.name + ".partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = fileops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         pwrite_all(fd, data, 0)
-        os.fsync(fd)
+        fileops.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    fileops.replace(tmp, path)
     fsync_directory(path.parent)
 
 
 def remove_durably(path: Path) -> None:
     """Remove ``path`` (if present) and fsync its directory so the removal is durable."""
     try:
-        path.unlink()
+        fileops.unlink(path)
     except FileNotFoundError:
         return
     fsync_directory(path.parent)

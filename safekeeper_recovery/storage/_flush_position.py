@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Final, final
 
 from ..core import CorruptionError, Lsn, StorageError, crc32c
+from . import _fileops as fileops
 from ._durable import pwrite_all, replace_file_durably
 
 __all__ = ["FLUSH_POSITION_FILE_NAME", "FlushPositionFile"]
@@ -104,7 +105,7 @@ class FlushPositionFile:
         image[_SLOT_OFFSETS[0] : _SLOT_OFFSETS[0] + len(slot0)] = slot0
         try:
             replace_file_durably(path, bytes(image))
-            fd = os.open(path, os.O_RDWR)
+            fd = fileops.open(path, os.O_RDWR)
         except OSError as exc:
             raise StorageError(f"cannot create flush position file {path}: {exc}") from exc
         return cls(path, fd, seg_size, start_lsn, start_lsn, 1, 0)
@@ -118,7 +119,7 @@ class FlushPositionFile:
         """
         path = directory / FLUSH_POSITION_FILE_NAME
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = fileops.open(path, os.O_RDWR)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -132,7 +133,7 @@ class FlushPositionFile:
     @classmethod
     def _load(cls, path: Path, fd: int) -> FlushPositionFile:
         try:
-            image = os.pread(fd, _FILE_SIZE, 0)
+            image = fileops.pread(fd, _FILE_SIZE, 0)
         except OSError as exc:
             raise StorageError(f"cannot read flush position file {path}: {exc}") from exc
         head_len = _HEADER.size + _CRC.size
@@ -193,7 +194,7 @@ class FlushPositionFile:
         sequence = self._sequence + 1
         try:
             pwrite_all(self._fd, _encode_slot(sequence, lsn), _SLOT_OFFSETS[target])
-            os.fdatasync(self._fd)
+            fileops.fdatasync(self._fd)
         except OSError as exc:
             raise StorageError(
                 f"cannot record flush position {lsn} in {self._path}: {exc}"

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Final, final
 
 from ..core import CorruptionError, Lsn, StorageError, segment_file_name
+from . import _fileops as fileops
 from ._durable import fsync_directory, pwrite_all, remove_durably
 from ._flush_position import FLUSH_POSITION_FILE_NAME, FlushPositionFile
 from ._truncation_mark import TRUNCATION_MARK_FILE_NAME, clear_mark, read_mark, write_mark
@@ -69,7 +70,7 @@ def _preallocate(fd: int, size: int) -> None:
     it (EOPNOTSUPP, EINVAL) get zeros written instead, which is slower but equivalent.
     """
     try:
-        os.posix_fallocate(fd, 0, size)
+        fileops.posix_fallocate(fd, 0, size)
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
             raise
@@ -127,7 +128,7 @@ class FileWalStore:
                 if entry.name in (_TMP_SEGMENT, TRUNCATION_MARK_FILE_NAME) or (
                     _parse_segment_name(entry.name, seg_size) is not None
                 ):
-                    os.unlink(entry.path)
+                    fileops.unlink(entry.path)
                     removed = True
             if removed:
                 fsync_directory(directory)
@@ -196,7 +197,7 @@ class FileWalStore:
         for segno, forms in sorted(found.items()):
             if segno > flush_segno:
                 for partial in forms:
-                    os.unlink(self._segment_path(segno, partial))
+                    fileops.unlink(self._segment_path(segno, partial))
                 changed = True
                 continue
             if segno < first_segno:
@@ -214,7 +215,7 @@ class FileWalStore:
             if forms[0] != want_partial:
                 # A complete segment whose rename was lost in a power cut (its bytes were
                 # fdatasynced first), or a filled but never flushed one that is current.
-                os.rename(path, self._segment_path(segno, want_partial))
+                fileops.rename(path, self._segment_path(segno, want_partial))
                 changed = True
         for segno in range(first_segno, flush_segno + 1):
             if segno not in found and self._segment_needed(segno, self._flush_lsn):
@@ -303,12 +304,12 @@ class FileWalStore:
         self._close_fd()
         path = self._segment_path(segno, partial=True)
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = fileops.open(path, os.O_RDWR)
         except FileNotFoundError:
             if self._segment_path(segno, partial=False).exists():
                 raise StorageError(f"unexpected write into complete segment {path}") from None
             self._create_segment(segno)
-            fd = os.open(path, os.O_RDWR)
+            fd = fileops.open(path, os.O_RDWR)
         self._fd, self._fd_segno = fd, segno
         return fd
 
@@ -316,23 +317,23 @@ class FileWalStore:
         """Create segment ``segno`` as ``.partial``: full-size and fsynced, then renamed
         into place (and the directory fsynced), so a half-made segment is never visible."""
         tmp = self._dir / _TMP_SEGMENT
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = fileops.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _preallocate(fd, self._seg_size)
-            os.fsync(fd)
+            fileops.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, self._segment_path(segno, partial=True))
+        fileops.rename(tmp, self._segment_path(segno, partial=True))
         fsync_directory(self._dir)
 
     def _complete_segment(self, segno: int) -> None:
         assert self._fd is not None, "completing a segment that is not open"
         assert self._fd_segno == segno, "completing a segment other than the open one"
-        os.fdatasync(self._fd)
+        fileops.fdatasync(self._fd)
         self._unsynced = False
         self._close_fd()
         # No directory fsync: if the rename is lost, open() redoes it (the bytes are safe).
-        os.rename(self._segment_path(segno, True), self._segment_path(segno, False))
+        fileops.rename(self._segment_path(segno, True), self._segment_path(segno, False))
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -350,7 +351,7 @@ class FileWalStore:
         if self._unsynced:
             assert self._fd is not None
             try:
-                os.fdatasync(self._fd)
+                fileops.fdatasync(self._fd)
             except OSError as exc:
                 raise StorageError(f"cannot fdatasync WAL in {self._dir}: {exc}") from exc
             self._unsynced = False
@@ -394,23 +395,23 @@ class FileWalStore:
         for other, forms in found.items():
             if other > segno:
                 for partial in forms:
-                    os.unlink(self._segment_path(other, partial))
+                    fileops.unlink(self._segment_path(other, partial))
         fsync_directory(self._dir)
         forms = found.get(segno, [])
         if forms:
             partial = forms[0]
             path = self._segment_path(segno, partial)
-            fd = os.open(path, os.O_RDWR)
+            fd = fileops.open(path, os.O_RDWR)
             try:
                 # Shrinking then re-growing zeroes the tail without writing it; the size
                 # is back to seg_size before anyone can see it (the mark covers a crash).
-                os.ftruncate(fd, offset)
-                os.ftruncate(fd, self._seg_size)
-                os.fsync(fd)
+                fileops.ftruncate(fd, offset)
+                fileops.ftruncate(fd, self._seg_size)
+                fileops.fsync(fd)
             finally:
                 os.close(fd)
             if not partial:
-                os.rename(path, self._segment_path(segno, True))
+                fileops.rename(path, self._segment_path(segno, True))
             fsync_directory(self._dir)
         elif self._segment_needed(segno, lsn):
             raise CorruptionError(
@@ -435,7 +436,7 @@ class FileWalStore:
         offset = start.segment_offset(self._seg_size)
         try:
             if self._fd is not None and self._fd_segno == segno:
-                data = os.pread(self._fd, n, offset)
+                data = fileops.pread(self._fd, n, offset)
             else:
                 data = self._read_closed_segment(segno, n, offset)
         except OSError as exc:
@@ -449,11 +450,11 @@ class FileWalStore:
     def _read_closed_segment(self, segno: int, n: int, offset: int) -> bytes:
         for partial in (False, True):
             try:
-                fd = os.open(self._segment_path(segno, partial), os.O_RDONLY)
+                fd = fileops.open(self._segment_path(segno, partial), os.O_RDONLY)
             except FileNotFoundError:
                 continue
             try:
-                return os.pread(fd, n, offset)
+                return fileops.pread(fd, n, offset)
             finally:
                 os.close(fd)
         raise CorruptionError(

@@ -15,6 +15,7 @@ from ._timeline import (
     TimelineBroken,
     TimelineObserver,
     TimelineSnapshot,
+    describe_storage_failure,
 )
 from ._watch import Watch
 
@@ -34,4 +35,5 @@ __all__ = [
     "TimelineService",
     "TimelineSnapshot",
     "Watch",
+    "describe_storage_failure",
 ]

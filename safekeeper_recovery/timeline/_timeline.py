@@ -6,8 +6,12 @@ Contract
   ``lock`` (reference §2.3); its effects are carried out in order before the reply is
   returned, so a reply never acknowledges anything that is not durable.
 * A storage failure or a fatal acceptor error *breaks* the timeline: it stops taking writes
-  (``broken`` says why) while the process and the other timelines go on. A restart reloads
-  the truth from disk.
+  (``broken`` says why, starting with ``disk full:``, ``I/O error:`` or ``storage
+  failure:`` for a disk fault) while the process and the other timelines go on. The reply
+  of the failed message is never sent, so nothing that failed to reach the disk is
+  acknowledged. A broken timeline still serves reads of its durable WAL, and its
+  :meth:`snapshot` reports only what is durable (the acceptor's in-memory view already
+  counted the failed effects as done). A restart reloads the truth from disk.
 * Waiters use :attr:`changed` (a :class:`Watch`): it fires after every processed message,
   peer update, receiver change and on deletion.
 * Tasks that serve this timeline (connections, recovery) run inside :meth:`attach`, which
@@ -16,6 +20,7 @@ Contract
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -61,6 +66,7 @@ __all__ = [
     "TimelineBroken",
     "TimelineObserver",
     "TimelineSnapshot",
+    "describe_storage_failure",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,7 +91,34 @@ class _NoObserver:
 
 
 class TimelineBroken(SafekeeperError):
-    """The timeline has stopped taking writes (storage failure or fatal protocol error)."""
+    """The timeline has stopped taking writes (storage failure or fatal protocol error).
+
+    ``reason`` is why it stopped, without the timeline id (close reasons are short).
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason if reason is not None else message
+
+
+_DISK_ERRNOS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EIO: "I/O error",
+    errno.EROFS: "read-only file system",
+}
+
+
+def describe_storage_failure(error: BaseException) -> str:
+    """``"<kind>: <error>"`` where kind names the disk fault (``disk full``, ``I/O error``,
+    ...) found in ``error`` or its cause, else ``storage failure``."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__
+    kind = "storage failure"
+    if cause is not None and cause.errno in _DISK_ERRNOS:
+        kind = _DISK_ERRNOS[cause.errno]
+    return f"{kind}: {error}"
 
 
 class TermMismatch(SafekeeperError):
@@ -163,6 +196,7 @@ class Timeline:
         self.walsenders: dict[int, dict[str, object]] = {}
         self.broken: str | None = None
         self.deleted = False
+        self._durable_state = acceptor.persisted  # last control-file body known on disk
         self.recovery_status: Callable[[], dict[str, object]] | None = None
         """Set by the recovery engine; feeds the status JSON's ``recovery`` object."""
         self._attached: set[trio.CancelScope] = set()
@@ -202,7 +236,7 @@ class Timeline:
                 step = self.acceptor.handle(msg, flush=flush)
             except FatalTimelineError as e:
                 self._break(str(e))
-                raise TimelineBroken(f"timeline {self.ttid} stopped: {e}") from e
+                raise TimelineBroken(f"timeline {self.ttid} stopped: {e}", reason=str(e)) from e
             await self._apply(step)
         self.changed.notify()
         return step.reply
@@ -281,15 +315,19 @@ class Timeline:
                             self.control.persist(body)
                         else:
                             await trio.to_thread.run_sync(self.control.persist, body)
+                        self._durable_state = effect.state
         except (OSError, StorageError) as e:
-            self._break(f"storage failure: {e}")
-            raise TimelineBroken(f"timeline {self.ttid} stopped: storage failure: {e}") from e
+            reason = describe_storage_failure(e)
+            self._break(reason)
+            raise TimelineBroken(f"timeline {self.ttid} stopped: {reason}", reason=reason) from e
 
     def _check_usable(self) -> None:
         if self.deleted:
             raise TimelineBroken(f"timeline {self.ttid} was deleted")
         if self.broken is not None:
-            raise TimelineBroken(f"timeline {self.ttid} is stopped: {self.broken}")
+            raise TimelineBroken(
+                f"timeline {self.ttid} is stopped: {self.broken}", reason=self.broken
+            )
 
     def _break(self, reason: str) -> None:
         if self.broken is None:
@@ -307,8 +345,8 @@ class Timeline:
         """
         async with self.lock:
             self._check_readable()
-            if term is not None and self.acceptor.term != term:
-                raise TermMismatch(term, self.acceptor.term)
+            if term is not None and self.term != term:
+                raise TermMismatch(term, self.term)
             return await self.store.read(start, max_bytes)
 
     async def digest(self, from_lsn: Lsn, until_lsn: Lsn) -> str:
@@ -320,18 +358,51 @@ class Timeline:
         if self.deleted:
             raise TimelineBroken(f"timeline {self.ttid} was deleted")
 
+    @property
+    def term(self) -> Term:
+        """The current term (the durable one if the timeline is broken)."""
+        return self.acceptor.term if self.broken is None else self._durable_state.term
+
+    @property
+    def flush_lsn(self) -> Lsn:
+        """End of the WAL this timeline stands behind: the acceptor's flush position, or
+        the store's durable one if the timeline is broken (see :meth:`snapshot`)."""
+        flush = self.acceptor.flush_lsn
+        if self.broken is not None:
+            flush = max(min(flush, self.store.flush_lsn), self._durable_state.timeline_start_lsn)
+        return flush
+
+    @property
+    def commit_lsn(self) -> Lsn:
+        """The commit position, never past :attr:`flush_lsn`."""
+        return min(self.acceptor.commit_lsn, self.flush_lsn)
+
     def snapshot(self) -> TimelineSnapshot:
+        """Positions and state for status, peer exchange and recovery.
+
+        A broken timeline reports what is durable: the store's flush position and the last
+        control file persisted, because its acceptor already counted the failed effects as
+        done (peers must not pick it as a donor for WAL it does not have).
+        """
         a = self.acceptor
         st = a.persisted
+        term, history, flush, write = a.term, a.term_history, a.flush_lsn, a.write_lsn
+        last_log_term, commit = a.last_log_term, a.commit_lsn
+        if self.broken is not None:
+            st = self._durable_state
+            flush = write = self.flush_lsn
+            term, history = st.term, st.term_history
+            last_log_term = st.term_history.last_log_term(flush)
+            commit = self.commit_lsn
         return TimelineSnapshot(
             ttid=self.ttid,
             node_id=a.node_id,
-            term=a.term,
-            last_log_term=a.last_log_term,
-            term_history=a.term_history,
-            flush_lsn=a.flush_lsn,
-            write_lsn=a.write_lsn,
-            commit_lsn=a.commit_lsn,
+            term=term,
+            last_log_term=last_log_term,
+            term_history=history,
+            flush_lsn=flush,
+            write_lsn=write,
+            commit_lsn=commit,
             timeline_start_lsn=st.timeline_start_lsn,
             local_start_lsn=st.local_start_lsn,
             backup_lsn=a.backup_lsn,

@@ -21,7 +21,8 @@ POST   /v1/tenant/{tenant_id}/timeline/{timeline_id}/recovery/cancel    tenant
 Status codes: 400 bad id / LSN / body, 401 missing or invalid token, 403 token scope does
 not cover the request, 404 unknown timeline or route, 405 wrong method, 409 conflicting
 create (or a digest whose range moved under it), 413 body over
-``NodeContext.max_body_size``, 503 broken timeline, 500 anything unexpected (logged).
+``NodeContext.max_body_size``, 503 broken timeline or a storage failure (e.g. a create on a
+full disk: ``{"error": "disk full: …"}``), 500 anything unexpected (logged).
 
 With auth on, "node-wide" needs scope ``safekeeperdata`` and "tenant" needs
 ``safekeeperdata`` or a ``tenant`` token for the tenant in the path. An unauthenticated
@@ -60,6 +61,7 @@ from ..timeline import (
     TimelineConflict,
     TimelineNotFound,
     TimelineRegistry,
+    describe_storage_failure,
 )
 from ._auth import Authenticator, bearer_token
 from ._json import decode_create_timeline, decode_peer_info_batch, timeline_status_json
@@ -124,8 +126,14 @@ class _Problem(Exception):
         self.extra = extra
 
 
+MAX_ERROR_CHARS: Final = 1024
+"""Error messages are cut to this length: they may quote untrusted input of any size."""
+
+
 def _error(status: int, message: str, *, headers: dict[str, str] | None = None,
            extra: dict[str, object] | None = None) -> JSONResponse:
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 1] + "…"
     return JSONResponse({"error": message, **(extra or {})}, status_code=status,
                         headers=headers)
 
@@ -148,6 +156,9 @@ def _json_errors(handler: Handler) -> Handler:
             return _error(409, str(e))
         except TimelineBroken as e:
             return _error(503, str(e))
+        except StorageError as e:
+            log.error("%s %s: %s", request.method, request.url.path, e)
+            return _error(503, describe_storage_failure(e))
         except Exception as e:  # Cancelled is a BaseException and passes through
             log.exception("%s %s failed", request.method, request.url.path)
             return _error(500, f"internal error: {type(e).__name__}: {e}")

@@ -96,13 +96,11 @@ async def run_wal_sender(
     while True:
         # ---- wait for WAL past pos (rules 1, 2, 4)
         while True:
-            end = timeline.acceptor.flush_lsn if term is not None else timeline.acceptor.commit_lsn
+            end = timeline.flush_lsn if term is not None else timeline.commit_lsn
             if end > pos:
                 break
-            if term is not None and timeline.acceptor.term != term:
-                raise WalSenderError(
-                    f"term changed: requested {term}, now {timeline.acceptor.term}"
-                )
+            if term is not None and timeline.term != term:
+                raise WalSenderError(f"term changed: requested {term}, now {timeline.term}")
             deadline = last_send + keepalive_interval
             if trio.current_time() >= deadline:
                 await send(Keepalive(end, pg_timestamp_us(), reply_requested=True))

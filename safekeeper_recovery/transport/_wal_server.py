@@ -9,6 +9,11 @@ After the handshake every connection ends with a close code that says why
 (sent by trio-websocket itself), 1011 internal error / stopped timeline, 4000 refusal
 (term moved, WAL removed), 4004 timeline deleted, 4009 acceptor refusal. A handler never
 lets an exception escape: trio-websocket would take the whole server down with it.
+
+A stopped (broken) timeline refuses ``wal_push`` handshakes with 503 and
+``{"error": "timeline stopped: <reason>"}``; a push connection open when it stops is closed
+with 1011 and the reason ``timeline stopped: <reason>`` (e.g. ``disk full: …``).
+``wal_stream`` keeps serving its durable WAL.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Final, Literal, NoReturn, final
 
 import attrs
@@ -24,7 +30,7 @@ from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
     WebSocketRequest,
-    serve_websocket,
+    wrap_server_stream,
 )
 
 from ..core import (
@@ -142,24 +148,47 @@ async def serve_wal(
     """
     config = config if config is not None else WalServerConfig()
     handler = functools.partial(_handle_request, registry, authenticator, config)
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            functools.partial(
-                serve_websocket,
-                handler,
-                host,
-                port,
-                None,
-                max_message_size=config.max_message_size,
-                receive_buffer_size=config.receive_buffer_size,
-                connect_timeout=config.handshake_timeout,
-                disconnect_timeout=config.close_timeout,
-            )
+        await nursery.start(
+            trio.serve_listeners, functools.partial(_serve_stream, handler, config), listeners
         )
-        log.info("WAL port listening on %s:%d", host, server.port)
-        task_status.started(server.port)
+        log.info("WAL port listening on %s:%d", host, bound)
+        task_status.started(bound)
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _serve_stream(
+    handler: Callable[[WebSocketRequest], Awaitable[None]],
+    config: WalServerConfig,
+    stream: trio.SocketStream,
+) -> None:
+    """One TCP connection: the WebSocket handshake, then ``handler``; never raises.
+
+    This replaces ``serve_websocket``, whose per-connection task lets trio-websocket's own
+    errors escape and take the whole server down: a client that sends an oversized frame
+    while the server is already closing makes its reader task send a second close frame,
+    which wsproto refuses with ``LocalProtocolError``. Here such an error ends only its
+    connection. The stream is closed as soon as the handler returns (the handler has
+    finished the closing handshake or rejected the upgrade by then).
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            request: WebSocketRequest | None = None
+            with trio.move_on_after(config.handshake_timeout):
+                request = await wrap_server_stream(
+                    nursery, stream, max_message_size=config.max_message_size,
+                    receive_buffer_size=config.receive_buffer_size,
+                )
+            if request is not None:
+                await handler(request)
+            nursery.cancel_scope.cancel()  # stop the connection's reader task
+    except Exception as e:  # trio.Cancelled is a BaseException and passes through
+        log.warning("WAL port: connection failed inside the WebSocket library: %r", e)
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 async def _handle_request(
@@ -173,6 +202,9 @@ async def _handle_request(
         target = parse_wal_target(request.path)
         authenticator.check(_bearer(request), tenant_id=target.ttid.tenant_id)
         timeline = registry.get(target.ttid)
+        if isinstance(target, WalPushTarget) and timeline.broken is not None:
+            await _reject(request, 503, f"timeline stopped: {timeline.broken}", remote)
+            return
     except BadRequest as e:
         await _reject(request, 400, str(e), remote)
         return
@@ -244,7 +276,7 @@ def _close_code_for(error: Exception, remote: str) -> tuple[int, str]:
             return CLOSE_ACCEPTOR_REFUSED, str(error)
         case TimelineBroken():
             log.warning("WAL port: %s: %s", remote, error)
-            return CLOSE_INTERNAL_ERROR, str(error)
+            return CLOSE_INTERNAL_ERROR, f"timeline stopped: {error.reason}"
     log.error("WAL port: connection from %s failed", remote, exc_info=error)
     return CLOSE_INTERNAL_ERROR, f"internal error: {type(error).__name__}: {error}"
 

@@ -14,6 +14,7 @@ from safekeeper_recovery.storage import (
     TRUNCATION_MARK_FILE_NAME,
     FileWalStore,
 )
+from safekeeper_recovery.storage import _fileops as fileops
 from safekeeper_recovery.storage._truncation_mark import write_mark
 
 SEG = 1 << 20
@@ -75,7 +76,7 @@ def test_fallocate_unsupported_falls_back_to_writing_zeros(
     def unsupported(fd: int, offset: int, length: int) -> None:
         raise OSError(errno.EOPNOTSUPP, "not supported")
 
-    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    monkeypatch.setattr(fileops, "posix_fallocate", unsupported)
     with FileWalStore.create(tmp_path, SEG, Lsn(0)) as s:
         s.write(Lsn(0), b"z")
         s.flush()
@@ -167,12 +168,12 @@ def test_a_failed_truncation_stays_pending_until_one_succeeds(
     s = FileWalStore.create(tmp_path, SEG, Lsn(0))
     s.write(Lsn(0), b"j" * 1000)
     s.flush()
-    real_ftruncate = os.ftruncate
+    real_ftruncate = fileops.ftruncate
 
     def failing(fd: int, length: int) -> None:
         raise OSError(errno.EIO, "injected I/O error")
 
-    monkeypatch.setattr(os, "ftruncate", failing)
+    monkeypatch.setattr(fileops, "ftruncate", failing)
     with pytest.raises(StorageError, match="injected"):
         s.truncate(Lsn(500))
     assert s.truncation_pending
@@ -180,7 +181,7 @@ def test_a_failed_truncation_stays_pending_until_one_succeeds(
     assert s.flush_lsn == 500  # lowered durably before the failing step
     with pytest.raises(StorageError, match="truncation is pending"):
         s.write(s.write_lsn, b"k")
-    monkeypatch.setattr(os, "ftruncate", real_ftruncate)
+    monkeypatch.setattr(fileops, "ftruncate", real_ftruncate)
     s.truncate(Lsn(400))
     assert TRUNCATION_MARK_FILE_NAME not in listing(tmp_path)
     s.write(Lsn(400), b"k")
