@@ -29,7 +29,10 @@ def _to_urls(urls: Iterable[str]) -> tuple[str, ...]:
 @final
 @attrs.frozen
 class ProposerConfig:
-    """What to write where, and every timeout (seconds) and limit of the run."""
+    """What to write where, and every timeout (seconds) and limit of the run.
+
+    ``total_bytes`` and ``seed`` describe the generated WAL; a run given another WAL source
+    (``Proposer(..., wal_source=...)``) ignores them."""
 
     safekeepers: tuple[str, ...] = attrs.field(converter=_to_urls)
     tenant_id: TenantId
@@ -38,6 +41,11 @@ class ProposerConfig:
     seed: int = 0
     expect_start_lsn: Lsn | None = None
     """If set, refuse to write unless the elected term starts exactly here."""
+    pg_version: int = 0
+    system_id: int = 0
+    wal_seg_size: int = 0
+    """Sent in the greeting (0: unknown); a safekeeper refuses a mismatching segment size
+    or major version."""
     window_bytes: int = 8 * 1024 * 1024
     """WAL sent to a node but not yet reported flushed by it, at most."""
     response_timeout: float = 30.0
