@@ -146,15 +146,19 @@ class ReplicationConnection:
                     raise self._error("sending to PostgreSQL failed")
                 await trio.lowlevel.wait_writable(self._conn.socket)
 
-    async def _wait_readable(self) -> None:
-        with trio.move_on_after(self._timeout) as scope:
+    async def _wait_readable(self, timeout: float | None = None) -> bool:
+        """Wait for input and read it; False if ``timeout`` passed first (no timeout: R1)."""
+        with trio.move_on_after(self._timeout if timeout is None else timeout) as scope:
             await trio.lowlevel.wait_readable(self._conn.socket)
         if scope.cancelled_caught:
+            if timeout is not None:
+                return False
             raise ReplicationError(f"PostgreSQL sent nothing for {self._timeout}s")
         try:
             self._conn.consume_input()
         except psycopg.Error:
             raise self._error("reading from PostgreSQL failed") from None
+        return True
 
     async def _results(self) -> list[pq.abc.PGresult]:
         results: list[pq.abc.PGresult] = []
@@ -239,8 +243,9 @@ class ReplicationConnection:
         self._streaming = True
         self._next = start
 
-    async def receive(self) -> XLogData | Keepalive:
-        """The next XLogData or keepalive (R1 deadline, R3 contiguity)."""
+    async def receive(self, timeout: float | None = None) -> XLogData | Keepalive | None:
+        """The next XLogData or keepalive (R3 contiguity). Without ``timeout`` a silence of
+        the connection's timeout is an error (R1); with it, None after ``timeout`` seconds."""
         if not self._streaming:
             raise ReplicationError("start_replication() first")
         while True:
@@ -248,7 +253,8 @@ class ReplicationConnection:
             if nbytes > 0:
                 return self._decode(bytes(buf))
             if nbytes == 0:
-                await self._wait_readable()
+                if not await self._wait_readable(timeout):
+                    return None
                 continue
             self._streaming = False
             if nbytes == -1:  # the server ended the copy (e.g. timeline switch, shutdown)

@@ -16,6 +16,7 @@ from ._results import (
     ProposeResult,
     ProposerStatistics,
 )
+from ._source import GeneratedWal, WalSource, WalSourceFactory
 from ._walgen import BLOCK_SIZE, WalGenerator, chunk_end
 from ._websocket import websocket_connector, websocket_fetcher
 
@@ -24,6 +25,7 @@ __all__ = [
     "Connect",
     "Election",
     "FetchWal",
+    "GeneratedWal",
     "LostQuorumError",
     "NewerTermError",
     "NodeStatistics",
@@ -36,6 +38,8 @@ __all__ = [
     "ProposerStatistics",
     "SafekeeperConnection",
     "WalGenerator",
+    "WalSource",
+    "WalSourceFactory",
     "chunk_end",
     "elect",
     "next_term",
