@@ -468,6 +468,10 @@ class Proposer:
         while not self._closing:
             held_from = max(el.term_start_lsn, source.first)
             end = source.final_end
+            if end is not None and applied >= end and not node.session_committed_end:
+                # The source's end became known after the commit reaching it was applied.
+                node.committed_end = node.session_committed_end = True
+                self._changed.notify()
             if sent.pos < held_from:
                 stop = Lsn(min(int(held_from), sent.pos + self._cfg.fetch_chunk))
                 data = await self._fetch(node, sent.pos, stop)
@@ -488,19 +492,22 @@ class Proposer:
                     self._changed.notify()
             else:
                 with trio.move_on_after(self._cfg.keepalive_interval) as idle:
-                    await self._wait_applicable_moves(node, target, sent.pos)
+                    await self._wait_applicable_moves(node, target, sent.pos, end)
                 if idle.cancelled_caught:
                     await send(b"")  # keepalive: also how a newer term shows up (P1)
 
-    async def _wait_applicable_moves(self, node: _Node, seen: Lsn, sent: Lsn) -> None:
+    async def _wait_applicable_moves(
+        self, node: _Node, seen: Lsn, sent: Lsn, end: Lsn | None
+    ) -> None:
         """Until closing, the commit_lsn ``node`` could apply differs from ``seen``, or the
-        source has WAL beyond ``sent``."""
+        source has WAL beyond ``sent`` or an end other than ``end``."""
         source = self._source
         assert source is not None
         await self._changed.wait_for(
             lambda: self._closing
             or min(self._commit_lsn, node.session_flush) != seen
             or source.available > sent
+            or source.final_end != end
         )
 
     async def _fetch(self, node: _Node, start: Lsn, end: Lsn) -> bytes:
