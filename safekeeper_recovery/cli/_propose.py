@@ -18,11 +18,13 @@ from rich.progress import (
 )
 
 from ..core import Lsn, SafekeeperError, TenantId, TimelineId
+from ..pgwal import validate_seg_size
 from ..postgres import IngestOptions, run_ingest
 from ..proposer import (
     Proposer,
     ProposerConfig,
     ProposeResult,
+    WalFormat,
     websocket_connector,
     websocket_fetcher,
 )
@@ -35,6 +37,14 @@ __all__ = ["propose_command"]
 def _size(_: click.Context, __: click.Parameter, value: str) -> int:
     try:
         return parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _seg_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    size = _size(ctx, param, value)
+    try:
+        return validate_seg_size(size)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
 
@@ -75,6 +85,22 @@ def _urls(_: click.Context, __: click.Parameter, value: str) -> tuple[str, ...]:
     help="How much WAL to write: 1000, 64MiB, 1GiB.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option(
+    "--wal-format",
+    type=click.Choice(["pg", "random"]),
+    default="pg",
+    show_default=True,
+    help="pg: well-formed PostgreSQL 15 WAL (XLOG_NOOP records; check it with `verify` or "
+    "pg_waldump); random: pseudo-random bytes.",
+)
+@click.option(
+    "--wal-seg-size",
+    default="16MiB",
+    show_default=True,
+    callback=_seg_size,
+    help="The timeline's WAL segment size, which pg WAL is laid out for (a node whose "
+    "timeline has another one refuses the greeting). Ignored with --wal-format random.",
+)
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -129,6 +155,8 @@ def propose_command(
     timeline_id: str,
     nbytes: int,
     seed: int,
+    wal_format: WalFormat,
+    wal_seg_size: int,
     token_file: Path | None,
     start_lsn: Lsn | None,
     connect_timeout: float,
@@ -173,6 +201,8 @@ def propose_command(
         seed=seed,
         expect_start_lsn=start_lsn,
         lost_quorum_timeout=lost_quorum_timeout,
+        wal_format=wal_format,
+        wal_seg_size=wal_seg_size if wal_format == "pg" else 0,
     )
     proposer = Proposer(
         config,

@@ -90,7 +90,7 @@ async def prepare_ingest(conninfo: str, slot: str = DEFAULT_SLOT, *,
 
 class PostgresWalSource:
     """WAL from ``start`` on, streamed from the server through ``plan.slot`` (a proposer
-    :class:`~safekeeper_recovery.proposer.WalSource`). :meth:`run` raises
+    :class:`~safekeeper_recovery.proposer.StreamingWalSource`). :meth:`run` raises
     :class:`ReplicationError` when the server goes away, refuses the slot or the start, or
     is a different server (I5)."""
 
@@ -128,7 +128,7 @@ class PostgresWalSource:
         self._notify: Callable[[], None] = lambda: None
         self.received_bytes = 0
 
-    # ---- WalSource -----------------------------------------------------------------------
+    # ---- StreamingWalSource--------------------------------------------------------------------
 
     @property
     def first(self) -> Lsn:
@@ -142,7 +142,7 @@ class PostgresWalSource:
     def final_end(self) -> Lsn | None:
         return self._final
 
-    def read(self, start: Lsn, end: Lsn) -> bytes:
+    def read_wal(self, start: Lsn, end: Lsn) -> bytes:
         if not self._first <= start <= end <= self.available:
             raise ValueError(f"read {start}..{end} outside {self._first}..{self.available}")
         return bytes(self._buf[start - self._first : end - self._first])

@@ -19,6 +19,7 @@ import trio
 
 from ..core import Lsn, SafekeeperError, TenantId, TenantTimelineId, TimelineId
 from ..proposer import (
+    Election,
     Proposer,
     ProposerConfig,
     ProposeResult,
@@ -92,7 +93,8 @@ async def run_ingest(opts: IngestOptions) -> ProposeResult:
     )
     sources: list[PostgresWalSource] = []
 
-    def make_source(start: Lsn) -> PostgresWalSource:
+    def make_source(election: Election) -> PostgresWalSource:
+        start = election.term_start_lsn
         log.info("streaming from PostgreSQL at %s", start)
         source = PostgresWalSource(opts.conninfo, plan, start, stop_at=opts.stop_at,
                                    timeout=max(opts.connect_timeout, 30.0))

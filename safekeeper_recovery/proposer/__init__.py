@@ -1,7 +1,8 @@
 """A test proposer: elects itself over a quorum of safekeepers and writes deterministic WAL.
 
 ``propose(config, connect)`` runs one proposer; the pure election and commit rules are in
-``elect`` / ``quorum_commit_lsn`` / ``start_point``; ``WalGenerator`` makes the WAL.
+``elect`` / ``quorum_commit_lsn`` / ``start_point``; ``WalGenerator`` makes the WAL
+(or ``pgwal.SyntheticWal``; any ``WalSource`` through ``wal_source=``).
 """
 
 from ._connection import Connect, FetchWal, SafekeeperConnection
@@ -15,17 +16,25 @@ from ._results import (
     ProposerConfig,
     ProposeResult,
     ProposerStatistics,
+    WalFormat,
 )
-from ._source import GeneratedWal, WalSource, WalSourceFactory
-from ._walgen import BLOCK_SIZE, WalGenerator, chunk_end
+from ._source import AnyWalSourceFactory, StreamingWalSource
+from ._walgen import (
+    BLOCK_SIZE,
+    WalGenerator,
+    WalSource,
+    WalSourceFactory,
+    chunk_end,
+    wal_source_factory,
+)
 from ._websocket import websocket_connector, websocket_fetcher
 
 __all__ = [
+    "AnyWalSourceFactory",
     "BLOCK_SIZE",
     "Connect",
     "Election",
     "FetchWal",
-    "GeneratedWal",
     "LostQuorumError",
     "NewerTermError",
     "NodeStatistics",
@@ -37,6 +46,8 @@ __all__ = [
     "ProposerError",
     "ProposerStatistics",
     "SafekeeperConnection",
+    "StreamingWalSource",
+    "WalFormat",
     "WalGenerator",
     "WalSource",
     "WalSourceFactory",
@@ -47,6 +58,7 @@ __all__ = [
     "quorum_commit_lsn",
     "quorum_size",
     "start_point",
+    "wal_source_factory",
     "websocket_connector",
     "websocket_fetcher",
 ]

@@ -54,7 +54,6 @@ from ..core import (
     AppendRequest,
     AppendResponse,
     AuthError,
-    Greeting,
     Lsn,
     ProposerElected,
     RemoteProtocolError,
@@ -73,8 +72,8 @@ from ._results import (
     ProposeResult,
     ProposerStatistics,
 )
-from ._source import GeneratedWal, WalSource, WalSourceFactory
-from ._walgen import chunk_end
+from ._source import AnyWalSourceFactory, StreamingWalSource, as_streaming
+from ._walgen import chunk_end, wal_source_factory
 
 __all__ = ["Proposer", "propose"]
 
@@ -141,9 +140,10 @@ class Proposer:
     ``total_bytes`` of deterministic WAL (seeded), then commits it.
 
     ``connect`` opens one safekeeper connection; ``fetch_wal`` (optional) reads WAL below
-    our term start from a peer for nodes that lag (rule P3). ``wal_source`` (optional) makes
-    the WAL to write from the elected term start instead (e.g. a live PostgreSQL); it is
-    called once, after the election. Use :meth:`run` once.
+    our term start from a peer for nodes that lag (rule P3). ``wal_source`` (optional)
+    builds the WAL to write once elected: a fixed-size ``WalSource``, or a
+    ``StreamingWalSource`` that grows while the run goes on (a live PostgreSQL); by default
+    ``config.wal_format`` decides (:func:`wal_source_factory`). Use :meth:`run` once.
     """
 
     def __init__(
@@ -152,15 +152,13 @@ class Proposer:
         connect: Connect,
         *,
         fetch_wal: FetchWal | None = None,
-        wal_source: WalSourceFactory | None = None,
+        wal_source: AnyWalSourceFactory | None = None,
     ) -> None:
         self._cfg = config
         self._connect = connect
         self._fetch_wal = fetch_wal
-        self._make_source: WalSourceFactory = wal_source or (
-            lambda start: GeneratedWal(start, config.seed, config.total_bytes)
-        )
-        self._source: WalSource | None = None
+        self._make_source: AnyWalSourceFactory = wal_source or wal_source_factory(config)
+        self._source: StreamingWalSource | None = None
         self._nodes = [_Node(url) for url in config.safekeepers]
         self._quorum = quorum_size(len(self._nodes))
         self._changed = _Changed()
@@ -187,9 +185,15 @@ class Proposer:
             start_lsn=el.term_start_lsn if el else None,
             end_lsn=self._source.final_end if self._source else None,
             commit_lsn=self._commit_lsn,
-            total_bytes=self._cfg.total_bytes,
+            total_bytes=self._total_bytes(),
             nodes={n.url: NodeStatistics(n.status, n.flush, n.last_error) for n in self._nodes},
         )
+
+    def _total_bytes(self) -> int:
+        el, source = self._election, self._source
+        if el is None or source is None or source.final_end is None:
+            return self._cfg.total_bytes
+        return int(source.final_end - el.term_start_lsn)
 
     async def run(self) -> ProposeResult:
         """Write and commit the WAL. Return the result; raise :class:`NewerTermError` or
@@ -260,7 +264,12 @@ class Proposer:
                     f"start LSN {expected}"
                 )
             )
-        source = self._make_source(election.term_start_lsn)
+        try:
+            source = as_streaming(self._make_source(election), election.term_start_lsn)
+        except ValueError as e:
+            await self._abort(
+                ProposerError(f"cannot write WAL from {election.term_start_lsn}: {e}")
+            )
         self._source = source
         self._election = election
         self._truncate_lsn = election.truncate_lsn
@@ -312,7 +321,7 @@ class Proposer:
         assert self._scope is not None
         self._scope.cancel()
 
-    async def _run_source(self, source: WalSource) -> None:
+    async def _run_source(self, source: StreamingWalSource) -> None:
         """P3: a failing source stops the run."""
         try:
             await source.run(self._changed.notify)
@@ -389,10 +398,7 @@ class Proposer:
     async def _session(self, node: _Node, conn: SafekeeperConnection) -> None:
         """One connection's life: handshake, then stream until cancelled or broken."""
         cfg = self._cfg
-        await conn.send(
-            Greeting(cfg.tenant_id, cfg.timeline_id, cfg.pg_version, cfg.system_id,
-                     cfg.wal_seg_size)
-        )
+        await conn.send(cfg.greeting())
         greeting = await self._receive(conn)
         if not isinstance(greeting, AcceptorGreeting):
             raise RemoteProtocolError(f"expected a greeting, got {type(greeting).__name__}")
@@ -481,7 +487,7 @@ class Proposer:
                     await send(data[sent.pos - base : piece_end - base])
             elif sent.pos < source.available:
                 stop = chunk_end(sent.pos, source.available)
-                await send(source.read(sent.pos, stop))
+                await send(source.read_wal(sent.pos, stop))
             elif (target := min(self._commit_lsn, node.session_flush)) > applied:
                 # The acceptor clamps commit_lsn to its flush when it processes the append,
                 # so commit is re-sent whenever either moves (P5).
@@ -615,7 +621,7 @@ async def propose(
     connect: Connect,
     *,
     fetch_wal: FetchWal | None = None,
-    wal_source: WalSourceFactory | None = None,
+    wal_source: AnyWalSourceFactory | None = None,
 ) -> ProposeResult:
     """Run one :class:`Proposer` to the end (see :meth:`Proposer.run`)."""
     return await Proposer(config, connect, fetch_wal=fetch_wal, wal_source=wal_source).run()

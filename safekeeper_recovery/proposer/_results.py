@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
-from typing import Literal, final
+from typing import Final, Literal, final
 
 import attrs
 
-from ..core import Lsn, TenantId, Term, TimelineId
+from ..core import Greeting, Lsn, TenantId, Term, TimelineId
 
 __all__ = [
     "NodeStatistics",
@@ -16,7 +17,13 @@ __all__ = [
     "ProposeResult",
     "ProposerConfig",
     "ProposerStatistics",
+    "WalFormat",
 ]
+
+WalFormat = Literal["random", "pg"]
+PG_VERSION: Final = 150000
+"""What a ``"pg"`` proposer greets with: its WAL is PostgreSQL 15's format."""
+DEFAULT_PG_SEG_SIZE: Final = 16 * 1024 * 1024
 
 NodeStatus = Literal["connecting", "greeted", "voted", "streaming", "down", "failed", "closed"]
 Phase = Literal["electing", "streaming", "finishing", "done", "failed"]
@@ -41,11 +48,6 @@ class ProposerConfig:
     seed: int = 0
     expect_start_lsn: Lsn | None = None
     """If set, refuse to write unless the elected term starts exactly here."""
-    pg_version: int = 0
-    system_id: int = 0
-    wal_seg_size: int = 0
-    """Sent in the greeting (0: unknown); a safekeeper refuses a mismatching segment size
-    or major version."""
     window_bytes: int = 8 * 1024 * 1024
     """WAL sent to a node but not yet reported flushed by it, at most."""
     response_timeout: float = 30.0
@@ -60,6 +62,18 @@ class ProposerConfig:
     mid-run costs this much; one never reached costs nothing)."""
     close_timeout: float = 5.0
     fetch_chunk: int = 8 * 1024 * 1024
+    wal_format: WalFormat = "random"
+    """``"random"``: pseudo-random bytes (``WalGenerator``); ``"pg"``: well-formed
+    PostgreSQL 15 WAL (``pgwal.SyntheticWal``), greeting with its segment size, system id
+    and pg_version so that a node whose timeline disagrees refuses (rule R1)."""
+    wal_seg_size: int = 0
+    """Greeting's segment size; 0 = the timeline's (then "pg" lays its WAL out for 16 MiB,
+    without a check)."""
+    system_id: int = 0
+    """Greeting's system id; 0 = none ("pg" derives one from the tenant and timeline ids)."""
+    pg_version: int = 0
+    """Greeting's ``server_version_num`` for ``"random"`` WAL, or WAL from another source
+    (0 = none; a node refuses another major version than its timeline's)."""
 
     @safekeepers.validator
     def _check(self, _: object, urls: tuple[str, ...]) -> None:
@@ -67,6 +81,32 @@ class ProposerConfig:
             raise ValueError("need at least one safekeeper")
         if len(set(urls)) != len(urls):
             raise ValueError(f"safekeepers listed twice: {', '.join(urls)}")
+
+    def pg_seg_size(self) -> int:
+        """The segment size ``"pg"`` WAL is laid out for."""
+        return self.wal_seg_size or DEFAULT_PG_SEG_SIZE
+
+    def pg_system_id(self) -> int:
+        """The system id ``"pg"`` WAL carries: ``system_id``, else one derived from the
+        tenant and timeline ids, so every run on a timeline agrees without being told."""
+        if self.system_id:
+            return self.system_id
+        digest = hashlib.blake2b(
+            f"{self.tenant_id}/{self.timeline_id}".encode(), digest_size=8
+        ).digest()
+        return int.from_bytes(digest, "big") or 1
+
+    def greeting(self) -> Greeting:
+        """What this proposer greets every node with."""
+        if self.wal_format == "pg":
+            return Greeting(
+                self.tenant_id, self.timeline_id, PG_VERSION, self.pg_system_id(),
+                self.pg_seg_size(),
+            )
+        return Greeting(
+            self.tenant_id, self.timeline_id, self.pg_version, self.system_id,
+            self.wal_seg_size,
+        )
 
 
 @final

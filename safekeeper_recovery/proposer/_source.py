@@ -1,58 +1,71 @@
-"""Where a proposer's WAL comes from: a :class:`WalSource` made once the term start is known.
+"""WAL that grows while the proposer runs: :class:`StreamingWalSource`.
 
-A source holds the WAL from some LSN on (``first`` .. ``available``) and may grow while the
-proposer runs (a live PostgreSQL); ``final_end`` is set once it will grow no more, and the
-proposer's run ends when that much is committed. The proposer reports its quorum commit
-through :meth:`WalSource.committed` (a live server acknowledges it as flushed) and runs the
-source's :meth:`WalSource.run` in its nursery; the source calls ``notify`` whenever
-``available``, ``first`` or ``final_end`` changes.
+A fixed :class:`~._walgen.WalSource` (``size`` bytes, known when elected) is the common
+case; a live PostgreSQL is not: its WAL arrives while the run goes on and its end is known
+only when the run is told to stop. A streaming source holds the WAL from some LSN on
+(``first .. available``), sets ``final_end`` once it will grow no more, and the proposer's
+run ends when that much is committed. The proposer reports its quorum commit through
+:meth:`StreamingWalSource.committed` (a live server acknowledges it as flushed) and runs
+:meth:`StreamingWalSource.run` in its nursery; the source calls ``notify`` whenever
+``available``, ``first`` or ``final_end`` changes. :func:`as_streaming` presents a fixed
+source the same way, so the proposer has one streaming path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..core import Lsn
-from ._walgen import WalGenerator
+from ._walgen import WalSource
 
-__all__ = ["GeneratedWal", "WalSource", "WalSourceFactory"]
+if TYPE_CHECKING:
+    from ._election import Election
+
+__all__ = ["AnyWalSourceFactory", "FixedWal", "StreamingWalSource", "as_streaming"]
 
 
-class WalSource(Protocol):
+@runtime_checkable
+class StreamingWalSource(Protocol):
     @property
     def first(self) -> Lsn:
-        """Lowest LSN still held (older WAL is fetched from peers that hold it)."""
+        """Lowest LSN still held (older WAL is fetched from peers that hold it, rule P3)."""
+        ...
 
     @property
     def available(self) -> Lsn:
         """End of the WAL held now."""
+        ...
 
     @property
     def final_end(self) -> Lsn | None:
         """Where the WAL ends for good (None while it may still grow)."""
+        ...
 
-    def read(self, start: Lsn, end: Lsn) -> bytes:
+    def read_wal(self, start: Lsn, end: Lsn) -> bytes:
         """WAL ``start .. end``, within ``first .. available``."""
+        ...
 
     def committed(self, commit_lsn: Lsn) -> None:
         """The proposer's commit_lsn moved (a quorum holds WAL up to it)."""
+        ...
 
     async def run(self, notify: Callable[[], None]) -> None:
         """Produce WAL until cancelled or done (may return); raise if the source fails."""
+        ...
 
 
-WalSourceFactory = Callable[[Lsn], WalSource]
-"""Makes the source for a term that starts writing at the given LSN."""
+AnyWalSourceFactory = Callable[["Election"], "WalSource | StreamingWalSource"]
+"""Builds the run's WAL once elected: fixed-size or streaming."""
 
 
-class GeneratedWal:
-    """``size`` bytes of deterministic WAL (``seed``) from ``start``: all available at once."""
+class FixedWal:
+    """A fixed :class:`WalSource` placed at ``start``: everything available at once."""
 
-    def __init__(self, start: Lsn, seed: int, size: int) -> None:
+    def __init__(self, wal: WalSource, start: Lsn) -> None:
+        self._wal = wal
         self._start = start
-        self._gen = WalGenerator(seed, size)
-        self._end = start + size
+        self._end = start + wal.size
 
     @property
     def first(self) -> Lsn:
@@ -66,11 +79,18 @@ class GeneratedWal:
     def final_end(self) -> Lsn:
         return self._end
 
-    def read(self, start: Lsn, end: Lsn) -> bytes:
-        return self._gen.read(start - self._start, end - start)
+    def read_wal(self, start: Lsn, end: Lsn) -> bytes:
+        return self._wal.read(start - self._start, end - start)
 
     def committed(self, commit_lsn: Lsn) -> None:
         pass
 
     async def run(self, notify: Callable[[], None]) -> None:
         return None
+
+
+def as_streaming(source: WalSource | StreamingWalSource, start: Lsn) -> StreamingWalSource:
+    """``source`` as a streaming source (a fixed one starts at ``start``)."""
+    if isinstance(source, StreamingWalSource):
+        return source
+    return FixedWal(source, start)

@@ -1,4 +1,12 @@
-"""Deterministic pseudo-random WAL for the test proposer: same seed, same bytes.
+"""The WAL a proposer writes (``WalSource``), and the deterministic pseudo-random kind.
+
+A proposer learns where its WAL starts only when elected, so it takes a
+:data:`WalSourceFactory`: called once with the :class:`~._election.Election`, it returns
+the :class:`WalSource` for the term. :func:`wal_source_factory` picks the configured one:
+``"random"`` (:class:`WalGenerator`, the library default, below) or ``"pg"`` (well-formed
+PostgreSQL WAL, :class:`~safekeeper_recovery.pgwal.SyntheticWal`).
+
+Pseudo-random WAL (``WalGenerator``): same seed, same bytes.
 
 Byte ``i`` of the stream depends only on ``(seed, i)``, never on where the stream is placed
 in the WAL, so two runs with one seed write identical bytes and a test can recompute what a
@@ -11,14 +19,75 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from typing import Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ..core import MAX_SEND_SIZE, Lsn
+from ..pgwal import SyntheticWal, continuation_prev_lsn
+from ._results import ProposerConfig
 
-__all__ = ["BLOCK_SIZE", "WalGenerator", "chunk_end"]
+if TYPE_CHECKING:
+    from ._election import Election
+
+__all__ = [
+    "BLOCK_SIZE",
+    "WalGenerator",
+    "WalSource",
+    "WalSourceFactory",
+    "chunk_end",
+    "wal_source_factory",
+]
 
 BLOCK_SIZE: Final = 1024 * 1024
 _CACHED_BLOCKS: Final = 8
+
+
+class WalSource(Protocol):
+    """The WAL one proposer run writes: ``size`` bytes from its term start LSN on.
+
+    ``read(offset, length)`` returns bytes ``term_start + offset ..`` (``offset + length <=
+    size``); the proposer reads each region once per node, in order per node, in pieces of
+    at most ``MAX_SEND_SIZE`` that never cross a segment, so a source should serve recent
+    regions cheaply. It is called from the trio thread and must not block for long.
+    """
+
+    @property
+    def size(self) -> int:
+        """Bytes in this run (the proposer writes term_start .. term_start + size)."""
+        ...
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+
+WalSourceFactory = Callable[["Election"], WalSource]
+"""Builds the run's :class:`WalSource` once elected; ``ValueError`` means "cannot write
+from this start" (the run stops with a ``ProposerError`` saying why)."""
+
+
+def wal_source_factory(config: ProposerConfig) -> WalSourceFactory:
+    """The source ``config.wal_format`` asks for, of ``config.total_bytes`` and seeded.
+
+    ``"pg"`` writes :class:`~safekeeper_recovery.pgwal.SyntheticWal` with the greeting's
+    segment size and system id (:meth:`ProposerConfig.pg_seg_size`,
+    :meth:`ProposerConfig.pg_system_id`), chaining ``xl_prev`` to the previous run's
+    trailer unless the term starts at the timeline's start (its first history entry).
+    """
+    if config.wal_format == "random":
+        return lambda _: WalGenerator(config.seed, config.total_bytes)
+
+    def pg(election: Election) -> WalSource:
+        start = election.term_start_lsn
+        timeline_start = election.term_history[0].lsn if election.term_history else start
+        return SyntheticWal(
+            config.seed,
+            start,
+            config.total_bytes,
+            seg_size=config.pg_seg_size(),
+            system_id=config.pg_system_id(),
+            prev_lsn=continuation_prev_lsn(start, timeline_start),
+        )
+
+    return pg
 
 
 def chunk_end(lsn: Lsn, end: Lsn) -> Lsn:

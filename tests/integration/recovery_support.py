@@ -31,7 +31,7 @@ from safekeeper_recovery.core import (
 )
 from safekeeper_recovery.transport import open_wal_push
 
-from .harness import DEFAULT_START_LSN, Cluster, NodeProcess, wait_until
+from .harness import DEFAULT_START_LSN, SEG_SIZE, Cluster, NodeProcess, wait_until
 
 __all__ = [
     "MiB",
@@ -86,6 +86,7 @@ def propose_to(cluster: Cluster, ids: list[int], ttid: TenantTimelineId, nbytes:
         "--tenant-id", str(ttid.tenant_id),
         "--timeline-id", str(ttid.timeline_id),
         "--bytes", nbytes,
+        "--wal-seg-size", str(SEG_SIZE),  # propose writes PostgreSQL WAL laid out for it
         "--no-progress",
         *extra,
     ]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from safekeeper_recovery.core import Lsn, TenantTimelineId
 
-from .harness import DEFAULT_START_LSN, Cluster, wait_until
+from .harness import DEFAULT_START_LSN, SEG_SIZE, Cluster, wait_until
 
 __all__ = [
     "MiB",
@@ -35,6 +35,7 @@ def propose_args(cluster: Cluster, ttid: TenantTimelineId, nbytes: str, *extra: 
         "--tenant-id", str(ttid.tenant_id),
         "--timeline-id", str(ttid.timeline_id),
         "--bytes", nbytes,
+        "--wal-seg-size", str(SEG_SIZE),  # propose writes PostgreSQL WAL laid out for it
         "--no-progress",
         *extra,
     ]

@@ -9,7 +9,7 @@ import pytest
 from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, Cluster
+from .harness import DEFAULT_START_LSN, SEG_SIZE, Cluster
 
 TTID = TenantTimelineId(TenantId.parse("d" * 32), TimelineId.parse("1" * 32))
 
@@ -20,6 +20,7 @@ def propose_args(cluster: Cluster, ttid: TenantTimelineId, nbytes: str, *extra: 
         "--tenant-id", str(ttid.tenant_id),
         "--timeline-id", str(ttid.timeline_id),
         "--bytes", nbytes,
+        "--wal-seg-size", str(SEG_SIZE),  # propose writes PostgreSQL WAL laid out for it
         "--no-progress",
         *extra,
     ]

@@ -48,7 +48,7 @@ async def test_propose_writes_and_prints_a_summary(nursery: trio.Nursery, tmp_pa
     args = [sys.executable, "-c", code, "propose", "--safekeepers", urls, *IDS]
     with trio.fail_after(60):
         done = await trio.run_process(
-            [*args, "--bytes", "2MiB", "--seed", "3", "--no-progress"],
+            [*args, "--bytes", "2MiB", "--seed", "3", "--wal-seg-size", "1MiB", "--no-progress"],
             capture_stdout=True,
             capture_stderr=True,
             check=False,
