@@ -128,7 +128,7 @@ class PostgresWalSource:
         self._notify: Callable[[], None] = lambda: None
         self.received_bytes = 0
 
-    # ---- StreamingWalSource--------------------------------------------------------------------
+    # ---- StreamingWalSource --------------------------------------------------------------
 
     @property
     def first(self) -> Lsn:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,25 +28,6 @@ from .ingest_support import (
     start_ingest,
     wait_committed,
 )
-
-PRIMARY_SETTINGS = {"wal_keep_size": "'4GB'"}  # keep pg_wal for the byte comparison
-
-
-@pytest.fixture
-async def primary(pg_bindir: Path, shared_dir: Path) -> AsyncIterator[PostgresServer]:
-    async with running_postgres(shared_dir / "primary", bindir=pg_bindir,
-                                settings=PRIMARY_SETTINGS) as server:
-        yield server
-
-
-@pytest.fixture
-async def cluster(shared_dir: Path) -> AsyncIterator[Cluster]:
-    """Three nodes whose data the server user can read (restore_command)."""
-    c = Cluster(shared_dir / "cluster", 3)
-    try:
-        yield c
-    finally:
-        await c.aclose()
 
 
 async def waldump(pg: PostgresServer, wal_dir: Path, start: Lsn, end: Lsn) -> str:
