@@ -47,8 +47,9 @@ async def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothi
         load_done = trio.Event()
 
         async def load() -> None:
-            await primary.run_tool("pgbench", "-n", "-c", "1", "-T", "6", "-f", str(script),
-                                   primary.conninfo)
+            # Six seconds at 10 inserts of 1000 rows a second: the kill lands mid-load.
+            await primary.run_tool("pgbench", "-n", "-c", "1", "-T", "6", "-R", "10",
+                                   "-f", str(script), primary.conninfo)
             load_done.set()
 
         async with trio.open_nursery() as nursery:
