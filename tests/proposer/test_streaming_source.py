@@ -3,6 +3,7 @@ PostgreSQL), against the in-process fake safekeepers."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pytest
@@ -111,7 +112,7 @@ async def test_growing_wal_is_written_as_it_arrives_and_ends_when_finished() -> 
                 end = START + (i + 1) * MiB
                 # Each piece is committed before the next exists: the stream follows the
                 # source, it does not wait for its end.
-                await cluster.wait_until(lambda: committed_to(source, end))
+                await cluster.wait_until(functools.partial(committed_to, source, end))
             assert proposer.statistics().end_lsn is None
             source.finish()  # the end becomes known after the commit already reached it
     result = results[0]
