@@ -61,6 +61,14 @@ async def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothi
             assert killed.returncode == -signal.SIGKILL
             assert not load_done.is_set(), "the load ended before the kill: not mid-stream"
             killed_at = await cluster.flush_lsn(1, TTID)
+            # Status updates acknowledged only what a quorum had flushed (the slot's
+            # restart point follows them), and they did acknowledge progress.
+            slot_restart = await primary.lsn(
+                "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = "
+                "'safekeeper_recovery'"
+            )
+            flushes = sorted([await cluster.flush_lsn(i, TTID) for i in (1, 2, 3)])
+            assert start < slot_restart <= flushes[1], (slot_restart, flushes)
             second = await start_ingest(cluster, primary, "ingest2", "--create-timeline-on",
                                         http)
         assert load_done.is_set()
