@@ -1,7 +1,8 @@
 """PostgreSQL 15 WAL: the on-disk format, a synthetic WAL generator and a streaming verifier.
 
 Pure code (no trio, no I/O): ``SyntheticWal`` writes well-formed WAL of XLOG_NOOP records;
-``WalReader`` checks WAL fed to it in order, record by record.
+``WalReader`` checks WAL fed to it in order, record by record; ``WalVerifier`` /
+``verify_chunks`` judge a stretch whose end is known (a node's flush_lsn).
 """
 
 from ._format import (
@@ -14,6 +15,7 @@ from ._format import (
     noop_record,
     record_crc,
 )
+from ._reader import MAX_RECORD_SIZE, Corruption, EndReason, WalEnd, WalReader, WalRecord
 from ._synthetic import (
     DEFAULT_SYSTEM_ID,
     TRAILER_SIZE,
@@ -21,19 +23,29 @@ from ._synthetic import (
     continuation_prev_lsn,
     validate_seg_size,
 )
+from ._verify import VerifyReport, WalVerifier, verify_chunks
 
 __all__ = [
     "DEFAULT_SYSTEM_ID",
     "LONG_PAGE_HEADER_SIZE",
+    "MAX_RECORD_SIZE",
     "PG15_PAGE_MAGIC",
     "RECORD_HEADER_SIZE",
     "SHORT_PAGE_HEADER_SIZE",
     "TRAILER_SIZE",
+    "Corruption",
+    "EndReason",
     "PageHeader",
     "RecordHeader",
     "SyntheticWal",
+    "VerifyReport",
+    "WalEnd",
+    "WalReader",
+    "WalRecord",
+    "WalVerifier",
     "continuation_prev_lsn",
     "noop_record",
     "record_crc",
     "validate_seg_size",
+    "verify_chunks",
 ]

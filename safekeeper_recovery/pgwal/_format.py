@@ -134,7 +134,7 @@ class PageHeader:
         return cls(PG15_PAGE_MAGIC, info, tli, Lsn(page_lsn), rem_len)
 
     @classmethod
-    def decode(cls, data: bytes | memoryview) -> PageHeader:
+    def decode(cls, data: bytes | bytearray | memoryview) -> PageHeader:
         """Parse 24 bytes, or 40 when the XLP_LONG_HEADER bit is set (``ValueError`` when
         ``data`` is too short for what the info bits announce)."""
         if len(data) < SHORT_PAGE_HEADER_SIZE:
@@ -167,7 +167,7 @@ class RecordHeader:
         return raw[:18] + self.padding + raw[20:]
 
     @classmethod
-    def decode(cls, data: bytes | memoryview) -> RecordHeader:
+    def decode(cls, data: bytes | bytearray | memoryview) -> RecordHeader:
         if len(data) < RECORD_HEADER_SIZE:
             raise ValueError(f"record header needs 24 bytes, got {len(data)}")
         tot_len, xid, prev, info, rmid, crc = _RECORD.unpack_from(data)
@@ -179,7 +179,7 @@ class RecordHeader:
         return self.rmid == RM_XLOG_ID and self.info & ~XLR_INFO_MASK == XLOG_SWITCH
 
 
-def record_crc(record: bytes | memoryview) -> int:
+def record_crc(record: bytes | bytearray | memoryview) -> int:
     """CRC32C of a whole record (header + body) as PostgreSQL computes ``xl_crc``: the body
     first, then the header up to ``xl_crc``."""
     crc = _crc32c.crc32c(record[RECORD_HEADER_SIZE:])

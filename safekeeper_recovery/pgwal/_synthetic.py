@@ -24,7 +24,8 @@ S3  The last record of a non-empty run is a 24-byte "trailer" XLOG_NOOP lying wh
     (pg_waldump checks it between consecutive records); page-aligned runs would not help,
     since the chain goes on across pages.
 S4  Content depends only on the constructor's arguments; :meth:`SyntheticWal.read` is
-    random access (state checkpoints every 1 MiB of LSN space, a few generated MiB cached).
+    random access (state checkpoints every 1 MiB of LSN space; the last 16 MiB generated are
+    cached, twice a proposer's default window, so nodes at different positions share them).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ __all__ = [
 TRAILER_SIZE: Final = MIN_RECORD_SIZE
 DEFAULT_SYSTEM_ID: Final = 7_000_000_000_000_000_001
 _CHUNK: Final = 1024 * 1024
-_CACHED_CHUNKS: Final = 8
+_CACHED_CHUNKS: Final = 16
 _POOL_SIZE: Final = 256 * 1024
 _MASK64: Final = (1 << 64) - 1
 _MIN_SEG: Final = 1024 * 1024
