@@ -3,6 +3,7 @@ ingest CLI, WAL comparisons with the server's own ``pg_wal``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -20,6 +21,7 @@ __all__ = [
     "sk_segment",
     "start_ingest",
     "wait_committed",
+    "wal_chunks",
 ]
 
 MiB: Final = 1 << 20
@@ -62,6 +64,16 @@ def assert_wal_equals_server(cluster: Cluster, node_id: int, pg: PostgresServer,
             )
         compared += hi - lo
     return compared
+
+
+def wal_chunks(cluster: Cluster, node_id: int, start: Lsn, end: Lsn) -> Iterator[bytes]:
+    """The node's WAL ``[start, end)`` read from its segment files, one piece a segment."""
+    for segno in range(start // SEG, (end - 1) // SEG + 1):
+        seg_start = segno * SEG
+        lo, hi = max(start, seg_start) - seg_start, min(end, seg_start + SEG) - seg_start
+        with sk_segment(cluster, node_id, segno).open("rb") as f:
+            f.seek(lo)
+            yield f.read(hi - lo)
 
 
 async def start_ingest(cluster: Cluster, pg: PostgresServer, name: str,

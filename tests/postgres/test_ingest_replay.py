@@ -11,6 +11,7 @@ import trio
 from integration.harness import Cluster, wait_until
 
 from safekeeper_recovery.core import Lsn
+from safekeeper_recovery.pgwal import verify_chunks
 from safekeeper_recovery.postgres import (
     PostgresServer,
     create_timelines,
@@ -27,6 +28,7 @@ from .ingest_support import (
     sk_segment,
     start_ingest,
     wait_committed,
+    wal_chunks,
 )
 
 
@@ -97,8 +99,19 @@ async def test_ingested_wal_recovered_by_a_peer_replays_to_the_primarys_data(
         (dump_dir / segment_name(segno)).symlink_to(sk_segment(cluster, 3, segno))
     dump = await waldump(primary, dump_dir, plan.slot_restart_lsn, final)
     assert "COMMIT" in dump
-    last_record = Lsn.parse(dump.strip().splitlines()[-1].split("lsn: ")[1].split(",")[0])
+    lsns = [Lsn.parse(line.split("lsn: ")[1].split(",")[0]) for line in dump.splitlines()]
+    first_record, last_record = lsns[0], lsns[-1]
     assert before_marker < last_record < final
+    # ... and the project's own verifier agrees on the last record.
+    report = verify_chunks(
+        wal_chunks(cluster, 3, first_record, final), first_record, final, SEG,
+        system_id=plan.identity.system_id, timeline=1,
+    )
+    assert report.last_record_lsn == last_record, report.summary()
+    # The stream may end inside a record PostgreSQL had only partly flushed.
+    assert report.ok or (report.corruption is not None and (
+        report.corruption.kind == "incomplete record" and report.corruption.lsn > last_record
+    )), report.summary()
 
     # 3. A server from the base backup replays sk3's segments, promotes, equals the primary.
     sk3_dir = sk_segment(cluster, 3, start // SEG).parent
