@@ -293,9 +293,6 @@ class ReplicationConnection:
             raise self._error("sending a status update failed")
         await self._flush()
 
-    def close(self) -> None:
-        self._conn.finish()
-
 
 def _ident(name: str) -> str:
     if not name or not all(c.isalnum() or c == "_" for c in name) or len(name) > 63:

@@ -9,6 +9,7 @@ from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.postgres import (
     Keepalive,
     PostgresServer,
+    ReplicationConnection,
     ReplicationError,
     XLogData,
     open_replication,
@@ -72,3 +73,25 @@ async def test_refused_connection_is_a_clear_error(postgres: PostgresServer) -> 
     with pytest.raises(ReplicationError, match="cannot connect"):
         async with open_replication(f"host=127.0.0.1 port={postgres.port} user=nobody_here"):
             pass
+
+
+async def acknowledge_forever(conn: ReplicationConnection) -> None:
+    """Receive and acknowledge everything (a shutting-down server waits for that)."""
+    while True:
+        msg = await conn.receive()
+        if isinstance(msg, XLogData):
+            await conn.send_status(msg.end, msg.end)
+
+
+async def test_a_server_that_goes_away_mid_stream_is_a_clear_error(
+    postgres: PostgresServer,
+) -> None:
+    async with open_replication(postgres.conninfo, timeout=10) as conn:
+        slot = await conn.create_slot("gone")
+        assert slot.restart_lsn is not None
+        await conn.start_replication("gone", slot.restart_lsn, 1)
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(postgres.stop)  # fast shutdown ends every walsender
+                with pytest.raises(ReplicationError):
+                    await acknowledge_forever(conn)
