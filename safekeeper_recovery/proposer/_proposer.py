@@ -23,15 +23,16 @@ P1  A term above ours in any greeting, vote or append response stops the run wit
     :class:`NewerTermError`; so does a refused vote at our own term that we never asked for.
 P2  Fewer than a quorum of greetings or votes in the first round, or fewer than a quorum of
     reachable nodes for ``lost_quorum_timeout``, stops the run with :class:`LostQuorumError`.
-P3  The proposer sends only WAL it holds: its :class:`WalSource`'s WAL from propTermStartLsn
-    on (made after the election), and, for a node whose start point is below what the
-    source holds, WAL fetched from a peer that holds it (the donor first) through
-    ``fetch_wal``. Without ``fetch_wal`` such a node is excluded with a warning; a gap is
-    never created. A source that fails stops the run with a :class:`ProposerError`.
+P3  The proposer sends only WAL it holds: its WAL source's from propTermStartLsn on (made
+    after the election; a streaming source grows and may release WAL the quorum has
+    committed), and, for a node whose start point is below what the source holds, WAL
+    fetched from a peer that holds it (the donor first) through ``fetch_wal``. Without
+    ``fetch_wal`` such a node is excluded with a warning; a gap is never created. A source
+    that fails stops the run with a :class:`ProposerError`.
 P4  A failed node is retried with exponential back-off while the others go on; an auth or
     "timeline not found" refusal is permanent for that node.
-P5  The run succeeds once commit_lsn reaches the source's final end and a quorum was sent an append
-    carrying it after reporting a flush at the end. Every node that joined the stream in this
+P5  The run succeeds once commit_lsn reaches the source's final end and a quorum was sent
+    an append carrying it after reporting a flush at the end. Every node that joined the stream in this
     run and has not failed permanently then gets up to ``drain_timeout`` to catch up, also
     when it is down or reconnecting at that moment (a restarted node rejoins at its common
     point); a node never reached is not waited for. Connections are then closed cleanly (the
@@ -136,8 +137,8 @@ class _Changed:
 
 
 class Proposer:
-    """A test proposer for one timeline: elects itself over a quorum and writes
-    ``total_bytes`` of deterministic WAL (seeded), then commits it.
+    """A proposer for one timeline: elects itself over a quorum and writes its WAL source
+    (by default ``total_bytes`` of deterministic WAL, seeded), then commits it.
 
     ``connect`` opens one safekeeper connection; ``fetch_wal`` (optional) reads WAL below
     our term start from a peer for nodes that lag (rule P3). ``wal_source`` (optional)
@@ -517,7 +518,7 @@ class Proposer:
         )
 
     async def _fetch(self, node: _Node, start: Lsn, end: Lsn) -> bytes:
-        """P3: WAL below our term start from the donor, else another node that holds it."""
+        """P3: WAL below what the source holds from the donor, else a node that holds it."""
         el = self._election
         assert el is not None
         if self._fetch_wal is None:
