@@ -31,12 +31,13 @@ P3  The proposer sends only WAL it holds: its WAL source's from propTermStartLsn
     that fails stops the run with a :class:`ProposerError`.
 P4  A failed node is retried with exponential back-off while the others go on; an auth or
     "timeline not found" refusal is permanent for that node.
-P5  The run succeeds once commit_lsn reaches the source's final end and a quorum was sent
-    an append carrying it after reporting a flush at the end. Every node that joined the stream in this
-    run and has not failed permanently then gets up to ``drain_timeout`` to catch up, also
-    when it is down or reconnecting at that moment (a restarted node rejoins at its common
-    point); a node never reached is not waited for. Connections are then closed cleanly (the
-    server processes and flushes what it was sent), each within ``close_timeout``.
+P5  The run succeeds once commit_lsn reaches the source's final end and a quorum was sent an
+    append carrying it after reporting a flush at the end. Every node that joined the stream
+    in this run and has not failed permanently then gets up to ``drain_timeout`` to catch
+    up, also when it is down or reconnecting at that moment (a restarted node rejoins at its
+    common point); a node never reached is not waited for. Connections are then closed
+    cleanly (the server processes and flushes what it was sent), each within
+    ``close_timeout``.
 """
 
 from __future__ import annotations
