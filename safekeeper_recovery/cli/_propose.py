@@ -1,4 +1,5 @@
-"""``propose``: elect a test proposer over the listed safekeepers and write WAL."""
+"""``propose``: elect a proposer over the listed safekeepers and write WAL: generated test
+WAL, or (``--from-postgres``) the WAL of a live PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from rich.progress import (
 
 from ..core import Lsn, SafekeeperError, TenantId, TimelineId
 from ..pgwal import validate_seg_size
+from ..postgres import IngestOptions, run_ingest
 from ..proposer import (
     Proposer,
     ProposerConfig,
@@ -118,6 +120,31 @@ def _urls(_: click.Context, __: click.Parameter, value: str) -> tuple[str, ...]:
     help="Seconds with fewer than a quorum reachable before giving up.",
 )
 @click.option(
+    "--from-postgres",
+    "conninfo",
+    metavar="CONNINFO",
+    help="Ingest a live PostgreSQL's WAL instead of generating it: a libpq connection "
+    "string, e.g. \"host=127.0.0.1 port=5432 user=postgres\" (physical replication).",
+)
+@click.option(
+    "--slot",
+    default="safekeeper_recovery",
+    show_default=True,
+    help="With --from-postgres: the physical replication slot (created if missing).",
+)
+@click.option(
+    "--stop-at-lsn",
+    callback=_lsn,
+    help="With --from-postgres: stop once the WAL up to this LSN is committed "
+    "(default: run until SIGINT/SIGTERM, then commit what was received).",
+)
+@click.option(
+    "--create-timeline-on",
+    default="",
+    help="With --from-postgres: comma-separated HTTP URLs of nodes on which to create the "
+    "timeline from the server's parameters first (an existing timeline is kept).",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Show a progress bar (default: when stdout is a terminal).",
@@ -134,6 +161,10 @@ def propose_command(
     start_lsn: Lsn | None,
     connect_timeout: float,
     lost_quorum_timeout: float,
+    conninfo: str | None,
+    slot: str,
+    stop_at_lsn: Lsn | None,
+    create_timeline_on: str,
     progress: bool | None,
 ) -> None:
     """Elect a proposer over a quorum of SAFEKEEPERS and write deterministic WAL.
@@ -146,6 +177,22 @@ def propose_command(
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     token = token_file.read_text().strip() if token_file is not None else None
+    if conninfo is not None:
+        opts = IngestOptions(
+            conninfo, safekeepers, tenant, timeline, slot=slot, stop_at=stop_at_lsn,
+            create_timeline_on=tuple(u.strip() for u in create_timeline_on.split(",")
+                                     if u.strip()),
+            token=token, connect_timeout=connect_timeout,
+            lost_quorum_timeout=lost_quorum_timeout,
+        )
+        try:
+            result = trio.run(run_ingest, opts)
+        except SafekeeperError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(result.summary())
+        return
+    if stop_at_lsn is not None or create_timeline_on:
+        raise click.UsageError("--stop-at-lsn and --create-timeline-on need --from-postgres")
     config = ProposerConfig(
         safekeepers,
         tenant,

@@ -18,6 +18,7 @@ from ._results import (
     ProposerStatistics,
     WalFormat,
 )
+from ._source import AnyWalSourceFactory, StreamingWalSource
 from ._walgen import (
     BLOCK_SIZE,
     WalGenerator,
@@ -29,6 +30,7 @@ from ._walgen import (
 from ._websocket import websocket_connector, websocket_fetcher
 
 __all__ = [
+    "AnyWalSourceFactory",
     "BLOCK_SIZE",
     "Connect",
     "Election",
@@ -44,6 +46,7 @@ __all__ = [
     "ProposerError",
     "ProposerStatistics",
     "SafekeeperConnection",
+    "StreamingWalSource",
     "WalFormat",
     "WalGenerator",
     "WalSource",

@@ -23,18 +23,21 @@ P1  A term above ours in any greeting, vote or append response stops the run wit
     :class:`NewerTermError`; so does a refused vote at our own term that we never asked for.
 P2  Fewer than a quorum of greetings or votes in the first round, or fewer than a quorum of
     reachable nodes for ``lost_quorum_timeout``, stops the run with :class:`LostQuorumError`.
-P3  The proposer sends only WAL it holds: the generated WAL from propTermStartLsn on, and,
-    for a node whose start point is below it, WAL fetched from a peer that holds it (the
-    donor first) through ``fetch_wal``. Without ``fetch_wal`` such a node is excluded with a
-    warning; a gap is never created.
+P3  The proposer sends only WAL it holds: its WAL source's from propTermStartLsn on (made
+    after the election; a streaming source grows and may release WAL the quorum has
+    committed), and, for a node whose start point is below what the source holds, WAL
+    fetched from a peer that holds it (the donor first) through ``fetch_wal``. Without
+    ``fetch_wal`` such a node is excluded with a warning; a gap is never created. A source
+    that fails stops the run with a :class:`ProposerError`.
 P4  A failed node is retried with exponential back-off while the others go on; an auth or
     "timeline not found" refusal is permanent for that node.
-P5  The run succeeds once commit_lsn reaches the end and a quorum was sent an append
-    carrying it after reporting a flush at the end. Every node that joined the stream in this
-    run and has not failed permanently then gets up to ``drain_timeout`` to catch up, also
-    when it is down or reconnecting at that moment (a restarted node rejoins at its common
-    point); a node never reached is not waited for. Connections are then closed cleanly (the
-    server processes and flushes what it was sent), each within ``close_timeout``.
+P5  The run succeeds once commit_lsn reaches the source's final end and a quorum was sent an
+    append carrying it after reporting a flush at the end. Every node that joined the stream
+    in this run and has not failed permanently then gets up to ``drain_timeout`` to catch
+    up, also when it is down or reconnecting at that moment (a restarted node rejoins at its
+    common point); a node never reached is not waited for. Connections are then closed
+    cleanly (the server processes and flushes what it was sent), each within
+    ``close_timeout``.
 """
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ from ._results import (
     ProposeResult,
     ProposerStatistics,
 )
-from ._walgen import WalSource, WalSourceFactory, chunk_end, wal_source_factory
+from ._source import AnyWalSourceFactory, StreamingWalSource, as_streaming
+from ._walgen import chunk_end, wal_source_factory
 
 __all__ = ["Proposer", "propose"]
 
@@ -134,13 +138,14 @@ class _Changed:
 
 
 class Proposer:
-    """A test proposer for one timeline: elects itself over a quorum and writes
-    ``total_bytes`` of deterministic WAL (seeded), then commits it.
+    """A proposer for one timeline: elects itself over a quorum and writes its WAL source
+    (by default ``total_bytes`` of deterministic WAL, seeded), then commits it.
 
     ``connect`` opens one safekeeper connection; ``fetch_wal`` (optional) reads WAL below
     our term start from a peer for nodes that lag (rule P3). ``wal_source`` (optional)
-    builds the WAL to write once elected; by default ``config.wal_format`` decides
-    (:func:`wal_source_factory`). Use :meth:`run` once.
+    builds the WAL to write once elected: a fixed-size ``WalSource``, or a
+    ``StreamingWalSource`` that grows while the run goes on (a live PostgreSQL); by default
+    ``config.wal_format`` decides (:func:`wal_source_factory`). Use :meth:`run` once.
     """
 
     def __init__(
@@ -149,26 +154,26 @@ class Proposer:
         connect: Connect,
         *,
         fetch_wal: FetchWal | None = None,
-        wal_source: WalSourceFactory | None = None,
+        wal_source: AnyWalSourceFactory | None = None,
     ) -> None:
         self._cfg = config
         self._connect = connect
         self._fetch_wal = fetch_wal
+        self._make_source: AnyWalSourceFactory = wal_source or wal_source_factory(config)
+        self._source: StreamingWalSource | None = None
         self._nodes = [_Node(url) for url in config.safekeepers]
         self._quorum = quorum_size(len(self._nodes))
         self._changed = _Changed()
         self._term: Term | None = None
         self._election: Election | None = None
-        self._end: Lsn | None = None
         self._commit_lsn = INVALID_LSN
         self._truncate_lsn = INVALID_LSN
-        self._wal_source = wal_source or wal_source_factory(config)
-        self._wal: WalSource | None = None
         self._phase: Phase = "electing"
         self._closing = False
         self._fatal: ProposerError | None = None
         self._result: ProposeResult | None = None
         self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
         self._started_at = 0.0
         self._ran = False
 
@@ -180,11 +185,17 @@ class Proposer:
             phase=self._phase,
             term=self._term,
             start_lsn=el.term_start_lsn if el else None,
-            end_lsn=self._end,
+            end_lsn=self._source.final_end if self._source else None,
             commit_lsn=self._commit_lsn,
-            total_bytes=self._wal.size if self._wal is not None else self._cfg.total_bytes,
+            total_bytes=self._total_bytes(),
             nodes={n.url: NodeStatistics(n.status, n.flush, n.last_error) for n in self._nodes},
         )
+
+    def _total_bytes(self) -> int:
+        el, source = self._election, self._source
+        if el is None or source is None or source.final_end is None:
+            return self._cfg.total_bytes
+        return int(source.final_end - el.term_start_lsn)
 
     async def run(self) -> ProposeResult:
         """Write and commit the WAL. Return the result; raise :class:`NewerTermError` or
@@ -196,6 +207,7 @@ class Proposer:
         self._started_at = trio.current_time()
         async with trio.open_nursery() as nursery:
             self._scope = nursery.cancel_scope
+            self._nursery = nursery
             for node in self._nodes:
                 nursery.start_soon(self._node_loop, node)
             nursery.start_soon(self._guard_quorum)
@@ -255,23 +267,32 @@ class Proposer:
                 )
             )
         try:
-            wal = self._wal_source(election)
+            source = as_streaming(self._make_source(election), election.term_start_lsn)
         except ValueError as e:
             await self._abort(
                 ProposerError(f"cannot write WAL from {election.term_start_lsn}: {e}")
             )
-        self._wal = wal
+        self._source = source
         self._election = election
         self._truncate_lsn = election.truncate_lsn
-        self._end = election.term_start_lsn + wal.size
         self._phase = "streaming"
-        log.info("%s; writing %d bytes up to %s", election, wal.size, self._end)
+        log.info("%s; writing from %s (ends at %s)", election, election.term_start_lsn,
+                 source.final_end or "the end of the source")
         self._changed.notify()
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_source, source)
 
-        end = self._end
-        await self._changed.wait_for(
-            lambda: self._commit_lsn >= end and sum(n.committed_end for n in nodes) >= self._quorum
-        )
+        def committed() -> bool:
+            final = source.final_end
+            return (
+                final is not None
+                and self._commit_lsn >= final
+                and sum(n.committed_end for n in nodes) >= self._quorum
+            )
+
+        await self._changed.wait_for(committed)
+        end = source.final_end
+        assert end is not None
         self._phase = "finishing"
         self._changed.notify()
         # A node that dropped out of the stream (down, in back-off, or re-handshaking) is a
@@ -289,7 +310,7 @@ class Proposer:
             end_lsn=end,
             commit_lsn=self._commit_lsn,
             flush_lsns={n.url: n.flush for n in nodes},
-            bytes=wal.size,
+            bytes=int(end - election.term_start_lsn),
             seconds=trio.current_time() - self._started_at,
         )
         log.info("%s", self._result.summary())
@@ -301,6 +322,13 @@ class Proposer:
             await self._changed.wait_for(lambda: all(n.status != "streaming" for n in nodes))
         assert self._scope is not None
         self._scope.cancel()
+
+    async def _run_source(self, source: StreamingWalSource) -> None:
+        """P3: a failing source stops the run."""
+        try:
+            await source.run(self._changed.notify)
+        except Exception as exc:  # the source's own failure; Cancelled propagates
+            await self._abort(ProposerError(f"the WAL source failed: {_describe(exc)}"))
 
     async def _guard_quorum(self) -> None:
         """P2: fail when fewer than a quorum stay reachable for ``lost_quorum_timeout``."""
@@ -320,7 +348,10 @@ class Proposer:
         assert el is not None
         flushes = [n.flush for n in self._nodes if n.flush is not None]
         commit = quorum_commit_lsn(flushes, self._quorum, el.term_start_lsn)
-        self._commit_lsn = max(self._commit_lsn, commit)
+        if commit > self._commit_lsn:
+            self._commit_lsn = commit
+            assert self._source is not None
+            self._source.committed(commit)
         known = [n.known_flush for n in self._nodes]
         if all(f is not None for f in known):
             low = min(f for f in known if f is not None)
@@ -424,10 +455,9 @@ class Proposer:
 
     async def _send_appends(self, node: _Node, conn: SafekeeperConnection, sent: _Sent) -> None:
         """Stream to one node until the run is closing (returns) or the connection breaks."""
-        el, end, wal = self._election, self._end, self._wal
+        el, source = self._election, self._source
         assert el is not None
-        assert end is not None
-        assert wal is not None
+        assert source is not None
         window = self._cfg.window_bytes
         applied = INVALID_LSN  # the commit_lsn this node has been able to apply, as far as sent
 
@@ -444,41 +474,60 @@ class Proposer:
             sent.pos += len(data)
 
         while not self._closing:
-            if sent.pos < el.term_start_lsn:
-                stop = Lsn(min(int(el.term_start_lsn), sent.pos + self._cfg.fetch_chunk))
+            held_from = max(el.term_start_lsn, source.first)
+            end = source.final_end
+            if end is not None and applied >= end and not node.session_committed_end:
+                # The source's end became known after the commit reaching it was applied.
+                node.committed_end = node.session_committed_end = True
+                self._changed.notify()
+            if sent.pos < held_from:
+                stop = Lsn(min(int(held_from), sent.pos + self._cfg.fetch_chunk))
                 data = await self._fetch(node, sent.pos, stop)
                 base = sent.pos
                 while sent.pos < stop and not self._closing:
                     piece_end = chunk_end(sent.pos, stop)
                     await send(data[sent.pos - base : piece_end - base])
-            elif sent.pos < end:
-                stop = chunk_end(sent.pos, end)
-                await send(wal.read(sent.pos - el.term_start_lsn, stop - sent.pos))
+            elif sent.pos < source.available:
+                stop = chunk_end(sent.pos, source.available)
+                await send(source.read_wal(sent.pos, stop))
             elif (target := min(self._commit_lsn, node.session_flush)) > applied:
                 # The acceptor clamps commit_lsn to its flush when it processes the append,
                 # so commit is re-sent whenever either moves (P5).
                 await send(b"")
                 applied = target
-                if target >= end:
+                if end is not None and target >= end:
                     node.committed_end = node.session_committed_end = True
                     self._changed.notify()
             else:
                 with trio.move_on_after(self._cfg.keepalive_interval) as idle:
-                    await self._wait_applicable_moves(node, target)
+                    await self._wait_applicable_moves(node, target, sent.pos, end)
                 if idle.cancelled_caught:
                     await send(b"")  # keepalive: also how a newer term shows up (P1)
 
-    async def _wait_applicable_moves(self, node: _Node, seen: Lsn) -> None:
-        """Until closing, or the commit_lsn ``node`` could apply differs from ``seen``."""
+    async def _wait_applicable_moves(
+        self, node: _Node, seen: Lsn, sent: Lsn, end: Lsn | None
+    ) -> None:
+        """Until closing, the commit_lsn ``node`` could apply differs from ``seen``, or the
+        source has WAL beyond ``sent`` or an end other than ``end``."""
+        source = self._source
+        assert source is not None
         await self._changed.wait_for(
-            lambda: self._closing or min(self._commit_lsn, node.session_flush) != seen
+            lambda: self._closing
+            or min(self._commit_lsn, node.session_flush) != seen
+            or source.available > sent
+            or source.final_end != end
         )
 
     async def _fetch(self, node: _Node, start: Lsn, end: Lsn) -> bytes:
-        """P3: WAL below our term start from the donor, else another node that holds it."""
+        """P3: WAL below what the source holds from the donor, else a node that holds it."""
         el = self._election
         assert el is not None
-        assert self._fetch_wal is not None
+        if self._fetch_wal is None:
+            raise _NodeUnavailable(
+                f"needs WAL {start}..{end} that the proposer no longer holds and no WAL "
+                "fetcher is configured; excluded",
+                permanent=True,
+            )
         sources = [el.donor] + [
             n.url
             for n in self._nodes
@@ -574,7 +623,7 @@ async def propose(
     connect: Connect,
     *,
     fetch_wal: FetchWal | None = None,
-    wal_source: WalSourceFactory | None = None,
+    wal_source: AnyWalSourceFactory | None = None,
 ) -> ProposeResult:
     """Run one :class:`Proposer` to the end (see :meth:`Proposer.run`)."""
     return await Proposer(config, connect, fetch_wal=fetch_wal, wal_source=wal_source).run()

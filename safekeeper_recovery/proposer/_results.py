@@ -36,7 +36,10 @@ def _to_urls(urls: Iterable[str]) -> tuple[str, ...]:
 @final
 @attrs.frozen
 class ProposerConfig:
-    """What to write where, and every timeout (seconds) and limit of the run."""
+    """What to write where, and every timeout (seconds) and limit of the run.
+
+    ``total_bytes`` and ``seed`` describe the generated WAL; a run given another WAL source
+    (``Proposer(..., wal_source=...)``) ignores them."""
 
     safekeepers: tuple[str, ...] = attrs.field(converter=_to_urls)
     tenant_id: TenantId
@@ -68,6 +71,9 @@ class ProposerConfig:
     without a check)."""
     system_id: int = 0
     """Greeting's system id; 0 = none ("pg" derives one from the tenant and timeline ids)."""
+    pg_version: int = 0
+    """Greeting's ``server_version_num`` for ``"random"`` WAL, or WAL from another source
+    (0 = none; a node refuses another major version than its timeline's)."""
 
     @safekeepers.validator
     def _check(self, _: object, urls: tuple[str, ...]) -> None:
@@ -98,8 +104,8 @@ class ProposerConfig:
                 self.pg_seg_size(),
             )
         return Greeting(
-            self.tenant_id, self.timeline_id, system_id=self.system_id,
-            wal_seg_size=self.wal_seg_size,
+            self.tenant_id, self.timeline_id, self.pg_version, self.system_id,
+            self.wal_seg_size,
         )
 
 

@@ -1,0 +1,132 @@
+"""One ingest run: PostgreSQL → proposer → safekeepers, ended by ``stop_at`` or a signal.
+
+:func:`run_ingest` prepares the slot (:func:`prepare_ingest`), optionally creates the
+timeline on the listed HTTP endpoints from the server's parameters, elects a proposer whose
+WAL source is a :class:`PostgresWalSource` at the term start, and returns once the source's
+end is committed on a quorum. SIGINT/SIGTERM end the source at what it holds (the run
+commits that and returns normally); a second signal aborts the run (``Cancelled`` is not
+swallowed: the caller's ``trio.run`` raises :class:`IngestInterrupted`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Sequence
+
+import attrs
+import trio
+
+from ..core import Lsn, SafekeeperError, TenantId, TenantTimelineId, TimelineId
+from ..proposer import (
+    Election,
+    Proposer,
+    ProposerConfig,
+    ProposeResult,
+    websocket_connector,
+    websocket_fetcher,
+)
+from ..transport import HttpError, SafekeeperClient
+from ._ingest import DEFAULT_SLOT, IngestPlan, PostgresWalSource, prepare_ingest
+
+__all__ = ["IngestInterrupted", "IngestOptions", "create_timelines", "run_ingest"]
+
+log = logging.getLogger(__name__)
+
+
+class IngestInterrupted(SafekeeperError):
+    """A second signal (or one before the election) stopped the run before its end."""
+
+
+@attrs.frozen
+class IngestOptions:
+    conninfo: str
+    safekeepers: tuple[str, ...]
+    tenant_id: TenantId
+    timeline_id: TimelineId
+    slot: str = DEFAULT_SLOT
+    stop_at: Lsn | None = None
+    create_timeline_on: tuple[str, ...] = ()
+    """HTTP URLs of nodes on which to create the timeline from the server's parameters."""
+    token: str | None = None
+    connect_timeout: float = 10.0
+    lost_quorum_timeout: float = 3.0
+
+
+async def create_timelines(plan: IngestPlan, ttid: TenantTimelineId, urls: Sequence[str],
+                           token: str | None) -> None:
+    """Create the timeline at ``plan.timeline_start`` on each node (an existing one, 409,
+    is kept: the safekeepers' greeting checks then refuse a mismatching server)."""
+    ident = plan.identity
+    for url in urls:
+        async with SafekeeperClient(url, token=token, timeout=10.0) as client:
+            try:
+                await client.create_timeline(
+                    ttid, plan.timeline_start, wal_seg_size=ident.wal_seg_size,
+                    pg_version=ident.pg_version, system_id=ident.system_id,
+                )
+            except HttpError as e:
+                if e.status != 409:
+                    raise
+                log.info("timeline %s exists on %s; keeping it", ttid, url)
+
+
+async def run_ingest(opts: IngestOptions) -> ProposeResult:
+    """Stream the server's WAL into the safekeepers until ``stop_at`` or a signal (see the
+    module docstring). Raises ``ReplicationError``, ``ProposerError`` (lost quorum, newer
+    term, the source failed) or :class:`IngestInterrupted`."""
+    plan = await prepare_ingest(opts.conninfo, opts.slot, timeout=opts.connect_timeout)
+    ident = plan.identity
+    log.info(
+        "PostgreSQL system %d timeline %d version %d segment %d; slot %s (%s) restart %s",
+        ident.system_id, ident.timeline, ident.pg_version, ident.wal_seg_size, plan.slot,
+        "created" if plan.created_slot else "existing", plan.slot_restart_lsn,
+    )
+    ttid = TenantTimelineId(opts.tenant_id, opts.timeline_id)
+    if opts.create_timeline_on:
+        await create_timelines(plan, ttid, opts.create_timeline_on, opts.token)
+    config = ProposerConfig(
+        opts.safekeepers, opts.tenant_id, opts.timeline_id, 0,
+        lost_quorum_timeout=opts.lost_quorum_timeout,
+        pg_version=ident.pg_version, system_id=ident.system_id,
+        wal_seg_size=ident.wal_seg_size,
+    )
+    sources: list[PostgresWalSource] = []
+
+    def make_source(election: Election) -> PostgresWalSource:
+        start = election.term_start_lsn
+        log.info("streaming from PostgreSQL at %s", start)
+        source = PostgresWalSource(opts.conninfo, plan, start, stop_at=opts.stop_at,
+                                   timeout=max(opts.connect_timeout, 30.0))
+        sources.append(source)
+        return source
+
+    proposer = Proposer(
+        config,
+        websocket_connector(opts.tenant_id, opts.timeline_id, token=opts.token,
+                            connect_timeout=opts.connect_timeout),
+        fetch_wal=websocket_fetcher(opts.tenant_id, opts.timeline_id, token=opts.token,
+                                    connect_timeout=opts.connect_timeout),
+        wal_source=make_source,
+    )
+    result: list[ProposeResult] = []
+    interrupted = False
+
+    async def watch_signals(scope: trio.CancelScope) -> None:
+        nonlocal interrupted
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if sources and sources[0].final_end is None:
+                    log.info("signal %d: committing what was received, then stopping", signum)
+                    sources[0].finish()
+                    continue
+                interrupted = True
+                scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals, nursery.cancel_scope)
+        result.append(await proposer.run())
+        nursery.cancel_scope.cancel()
+    if interrupted and not result:
+        raise IngestInterrupted("interrupted before the received WAL was committed")
+    return result[0]
