@@ -2,30 +2,36 @@
 
 Recovery must give way (its attempt ends as ``proposer_arrived`` or ``term_changed``), the
 proposer must succeed, and once both are done the three nodes must hold the same WAL.
+
+"While it recovers" is made certain, not raced: once node 3 streams, its donor is frozen
+with SIGSTOP, so the backlog cannot finish before the proposer arrives however fast
+recovery is or however loaded the machine. The proposer then has exactly a quorum (node 3
+and the other node), and the donor is thawed once the proposer is done.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 import trio
 
-from safekeeper_recovery.core import TenantId, TenantTimelineId, TimelineId
+from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
 from safekeeper_recovery.proposer import (
     ProposerConfig,
-    ProposeResult,
     propose,
     websocket_connector,
     websocket_fetcher,
 )
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, Cluster
+from .harness import DEFAULT_START_LSN, Cluster, wait_until
 from .recovery_support_b import (
     MiB,
     assert_digests_equal,
     lagging_node,
+    recovery_of,
     wait_caught_up,
     wait_recovering,
 )
@@ -54,50 +60,17 @@ async def test_proposer_arriving_mid_recovery_stops_it_and_proceeds(
     cluster = make_cluster(3)
     backlog_end = await lagging_node(cluster, TTID, 128 * MiB)
     await cluster[3].start()
-    await wait_recovering(cluster, 3, TTID, DEFAULT_START_LSN + 4 * MiB)
-    flush_at_arrival = await cluster.flush_lsn(3, TTID)
-    assert flush_at_arrival < backlog_end, "recovery finished before the proposer came"
-
-    # The proposer runs in-process (the library, as the demo does): a CLI process would
-    # spend a second starting Python while recovery races on.
-    seen: list[object] = []
-    results: list[ProposeResult] = []
-
-    async def proposer() -> None:
-        urls = tuple(cluster[i].wal_url for i in (1, 2, 3))
-        results.append(await propose(
-            ProposerConfig(urls, TTID.tenant_id, TTID.timeline_id, 16 * MiB, seed=4),
-            websocket_connector(TTID.tenant_id, TTID.timeline_id),
-            fetch_wal=websocket_fetcher(TTID.tenant_id, TTID.timeline_id),
-        ))
-
-    with trio.fail_after(90):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(proposer)
-            # Watch node 3's status while the proposer runs: the attempt it interrupts
-            # must end as proposer_arrived / term_changed (a later attempt may overwrite
-            # last_outcome once the proposer is gone, so look now).
-            while not results and not GIVE_WAY & set(map(str, seen)):
-                recovery = (await cluster.status(3, TTID))["recovery"]
-                assert isinstance(recovery, dict)
-                seen.append(recovery["last_outcome"])
-                await trio.sleep(0.02)
-    outcomes = logged_outcomes(cluster, 3)
-    assert GIVE_WAY & set(map(str, seen)), (seen, outcomes)
-    # The first attempt (the one streaming the backlog) is the one that gave way.
-    assert outcomes, seen
-    assert outcomes[0] in GIVE_WAY, outcomes
-
-    (result,) = results
-    start, commit = result.start_lsn, result.commit_lsn
-    # The proposer continued after the backlog the quorum {1, 2} already held.
-    assert start == backlog_end, (start, backlog_end)
-    assert commit == start + 16 * MiB, result.summary()
-
-    # The proposer's committed WAL is on a quorum, byte-identical.
-    holders = [i for i in (1, 2, 3) if await cluster.flush_lsn(i, TTID) >= commit]
-    assert len(holders) >= 2, holders
-    await assert_digests_equal(cluster, TTID, holders, DEFAULT_START_LSN, commit)
+    # Freeze the donor as soon as the attempt runs (its first bytes need not be in yet).
+    await wait_recovering(cluster, 3, TTID, DEFAULT_START_LSN)
+    donor = (await recovery_of(cluster, 3, TTID))["donor"]
+    assert donor in (1, 2), donor
+    donor_process = cluster[donor].process
+    assert donor_process is not None
+    donor_process.send_signal(signal.SIGSTOP)
+    try:
+        commit = await _propose_while_donor_frozen(cluster, backlog_end, live=(3, 3 - donor))
+    finally:
+        donor_process.send_signal(signal.SIGCONT)
 
     # Recovery (or the proposer's own catch-up) settles: every node ends at the same WAL.
     for i in (1, 2, 3):
@@ -106,3 +79,38 @@ async def test_proposer_arriving_mid_recovery_stops_it_and_proceeds(
     assert set(flushes.values()) == {commit}, flushes
     await assert_digests_equal(cluster, TTID, [1, 2, 3], DEFAULT_START_LSN,
                                min(flushes.values()))
+
+
+async def _propose_while_donor_frozen(cluster: Cluster, backlog_end: Lsn,
+                                      live: tuple[int, int]) -> Lsn:
+    """Run the proposer while only the nodes ``live`` answer; return its commit_lsn."""
+    flush_at_arrival = await cluster.flush_lsn(3, TTID)
+    # At most a few socket buffers of the 128 MiB were in flight when the donor froze.
+    assert flush_at_arrival < backlog_end, "recovery finished before the proposer came"
+
+    # The proposer runs in-process (the library, as the demo does): a CLI process would
+    # spend a second starting Python.
+    urls = tuple(cluster[i].wal_url for i in (1, 2, 3))
+    with trio.fail_after(90):
+        result = await propose(
+            ProposerConfig(urls, TTID.tenant_id, TTID.timeline_id, 16 * MiB, seed=4),
+            websocket_connector(TTID.tenant_id, TTID.timeline_id),
+            fetch_wal=websocket_fetcher(TTID.tenant_id, TTID.timeline_id),
+        )
+    # The attempt that was streaming the backlog gave way. Its end is logged once its
+    # connection to the frozen donor is given up (a bounded close), so wait for the log.
+    await wait_until(lambda: bool(logged_outcomes(cluster, 3)), 30,
+                     message="node 3 to log the end of its recovery attempt")
+    outcomes = logged_outcomes(cluster, 3)
+    assert outcomes[0] in GIVE_WAY, outcomes
+
+    start, commit = result.start_lsn, result.commit_lsn
+    # The proposer continued after the backlog the quorum {1, 2} held before.
+    assert start == backlog_end, (start, backlog_end)
+    assert commit == start + 16 * MiB, result.summary()
+
+    # The proposer's committed WAL is on a quorum, byte-identical.
+    holders = [i for i in live if await cluster.flush_lsn(i, TTID) >= commit]
+    assert len(holders) == 2, holders
+    await assert_digests_equal(cluster, TTID, holders, DEFAULT_START_LSN, commit)
+    return commit
