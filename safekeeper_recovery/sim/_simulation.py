@@ -139,9 +139,8 @@ class _Simulation:
                 raise rest from None
 
     async def _watch_invariants(self) -> None:
-        # The checker is a trio instrument: it cannot await or cancel, so it is polled.
-        while self.checker.violation is None:  # noqa: ASYNC110  (set by an instrument)
-            await trio.sleep(0.05)
+        # The checker is a trio instrument: it cannot cancel, but it sets an event.
+        await self.checker.stopped.wait()
         raise _Stop
 
     async def _peer_exchange(self) -> None:
@@ -305,10 +304,9 @@ class _Simulation:
             states = ", ".join(
                 f"node {n.id}: {describe(n.timeline)}" for n in w.nodes.values() if n.timeline
             )
-            self.checker.violation = Violation(
+            self.checker.fail(
                 "convergence",
                 f"no byte-identical WAL after {self.cfg.converge_time}s of quiet: {states}",
-                trio.current_time(),
             )
             return
         self.checker.check(full=True)

@@ -41,3 +41,9 @@ def test_chunks_are_bounded_and_never_cross_an_aligned_boundary(lsn: int, length
     assert (end - 1) // MAX_SEND_SIZE == lsn // MAX_SEND_SIZE or end == lsn
     if length:
         assert end > lsn
+
+
+def test_byte_i_depends_only_on_the_seed_and_i_not_on_the_stream_size() -> None:
+    # A short stream draws only its own bytes, yet must be a prefix of a longer one.
+    for size in (1, 3, 4, 4097, BLOCK_SIZE - 1, BLOCK_SIZE + 5):
+        assert WalGenerator(3, size).read(0, size) == WHOLE[:size]
