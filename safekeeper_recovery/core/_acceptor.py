@@ -147,6 +147,12 @@ class Acceptor:
         self.remote_consistent_lsn = state.remote_consistent_lsn
         self.term_start_lsn = Lsn(0)
         """Where the current leader's term starts (volatile: 0 after a restart)."""
+        # Planted-bug seams of the deterministic simulator (docs/simulation.md): each skips
+        # exactly one rule. Production never sets them.
+        self.skip_r4 = False
+        """Bug ``truncate_below_commit``: a truncation below commit_lsn is carried out."""
+        self.skip_commit_max = False
+        """Bug ``commit_regresses``: a lower commit_lsn from a leader or peer is adopted."""
 
     # ---- derived values ------------------------------------------------------------------
 
@@ -268,7 +274,7 @@ class Acceptor:
                 "restarting the handshake should help"
             )
         start = msg.start_streaming_at
-        if start < self.commit_lsn:
+        if start < self.commit_lsn and not self.skip_r4:
             raise FatalTimelineError(
                 f"R4: attempt to truncate committed WAL: truncation point {start} is below "
                 f"commit_lsn {self.commit_lsn}"
@@ -372,8 +378,9 @@ class Acceptor:
         return (FlushEffect(),)
 
     def _update_commit_lsn(self, candidate: Lsn) -> list[Effect]:
-        new = min(max(candidate, self.commit_lsn), self.flush_lsn)
-        assert new >= self.commit_lsn, f"R8: commit_lsn would go back: {self.commit_lsn}→{new}"
+        floor = INVALID_LSN if self.skip_commit_max else self.commit_lsn
+        new = min(max(candidate, floor), self.flush_lsn)
+        assert new >= floor, f"R8: commit_lsn would go back: {self.commit_lsn}→{new}"
         self.commit_lsn = new
         persisted = self.persisted.commit_lsn
         crossed_term_start = new >= self.term_start_lsn > persisted

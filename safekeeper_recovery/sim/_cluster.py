@@ -12,7 +12,7 @@ import attrs
 import trio
 
 from ..core import Lsn, NodeId, PeerInfo, TenantId, TenantTimelineId, TimelineId
-from ..recovery import LocalTarget, RecoveryConfig, RecoveryEngine
+from ..recovery import RecoveryConfig, RecoveryEngine, RecoveryTarget
 from ..timeline import Timeline, TimelineParams, TimelineRegistry
 from ._bugs import PlantedBugs
 from ._faults import Faults
@@ -90,7 +90,7 @@ class SimNode:
     def __init__(self, world: World, node_id: int) -> None:
         self.world = world
         self.id = node_id
-        self.backend = SimBackend(world.bugs)
+        self.backend = SimBackend(world.bugs, world.rng)
         self.up = False
         self.incarnation = 0
         self.timeline: Timeline | None = None
@@ -119,7 +119,7 @@ class SimNode:
                     self.engine = engine
 
                     async def recovery(timeline: Timeline) -> None:
-                        target: LocalTarget = sim_target(self.world, timeline)
+                        target: RecoveryTarget = sim_target(self.world, timeline)
                         await engine.supervise(target)
 
                     registry = TimelineRegistry(
@@ -130,6 +130,10 @@ class SimNode:
                         await registry.create(TTID, TimelineParams(START_LSN, SEG_SIZE))
                         self._created = True
                     self.timeline = registry.get(TTID)
+                    # Acceptor-side planted bugs (nothing reached this acceptor yet: peer
+                    # info and proposers come only once the node is up).
+                    self.timeline.acceptor.skip_r4 = self.world.bugs.truncate_below_commit
+                    self.timeline.acceptor.skip_commit_max = self.world.bugs.commit_regresses
                     self.up = True
                     self.world.event(f"node {self.id} up (incarnation {self.incarnation}) "
                                      f"{_describe(self.timeline)}")

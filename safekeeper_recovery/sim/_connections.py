@@ -8,11 +8,14 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import attrs
 import trio
 
 from ..core import (
     AcceptorError,
     AcceptorMessage,
+    AppendRequest,
+    AppendResponse,
     DonorUnavailable,
     Keepalive,
     Lsn,
@@ -24,10 +27,20 @@ from ..core import (
     StatusUpdate,
     TenantTimelineId,
     Term,
+    VoteRequest,
+    VoteResponse,
     WalData,
 )
 from ..proposer import SafekeeperConnection
-from ..recovery import DonorStatus, DonorStream, InProcessDonorConnector, LocalTarget
+from ..recovery import (
+    AcceptorSession,
+    DonorStatus,
+    DonorStream,
+    InProcessDonorConnector,
+    LocalTarget,
+    LocalView,
+    RecoveryTarget,
+)
 from ..timeline import Timeline, TimelineBroken
 from ..transport._wal_acceptor import run_wal_acceptor
 from ._cluster import PROPOSER_NODE, Leader, SimNode, World
@@ -44,11 +57,13 @@ def node_of(url: str) -> int:
 class SimConnection:
     """A proposer's ``wal_push`` connection; the server half runs in the node's nursery."""
 
-    def __init__(self, world: World, proposer: int, node: SimNode, leader: Leader | None) -> None:
-        self.world = world
-        self.proposer = proposer
+    def __init__(self, link: SimProposerLink, node: SimNode) -> None:
+        self.world = link.world
+        self.link = link
+        self.proposer = link.proposer
         self.node = node
-        self.leader = leader
+        self.leader = link.leader
+        self._vote_term = -1
         self._to_server, self.server_messages = trio.open_memory_channel[ProposerMessage](
             math.inf
         )
@@ -77,7 +92,15 @@ class SimConnection:
         if self.world.faults.fires("msg_delay"):
             # Head-of-line delay: order within the connection holds, across them it does not.
             await trio.sleep(self.world.rng.uniform(0, MAX_DELAY))
-        if isinstance(msg, ProposerElected) and self.leader is not None:
+        if isinstance(msg, VoteRequest):
+            if self.node.id in self.link.skip_nodes:
+                self.cut(ConnectionResetError("sim: this proposer does not ask this node"))
+                raise self.error or ConnectionResetError("sim: connection closed")
+            self._vote_term = int(msg.term)
+        if isinstance(msg, AppendRequest) and self.world.bugs.proposer_commits_old_term:
+            msg = attrs.evolve(msg, commit_lsn=max(msg.commit_lsn, self.link.old_term_commit(
+                int(msg.term))))
+        if isinstance(msg, ProposerElected):
             leader = self.leader
             start = msg.term_history[-1].lsn
             self.world.elected(
@@ -91,10 +114,16 @@ class SimConnection:
 
     async def receive(self) -> AcceptorMessage:
         try:
-            return await self._replies.receive()
+            reply = await self._replies.receive()
         except trio.EndOfChannel:
             await self.done.wait()
             raise self.error or ConnectionResetError("sim: connection closed") from None
+        if isinstance(reply, AppendResponse):
+            self.link.flushes[self.node.id] = (int(reply.term), int(reply.flush_lsn))
+        if (isinstance(reply, VoteResponse) and self.world.bugs.double_vote
+                and not reply.vote_given and int(reply.term) == self._vote_term):
+            reply = attrs.evolve(reply, vote_given=True)  # R2 with ">=": a second vote
+        return reply
 
     async def aclose(self) -> None:
         self._to_server.close()
@@ -120,12 +149,30 @@ class SimConnection:
 
 
 class SimProposerLink:
-    """The ``Connect`` and ``FetchWal`` seams of one proposer."""
+    """The ``Connect`` and ``FetchWal`` seams of one proposer.
 
-    def __init__(self, world: World, proposer: int, leader: Leader) -> None:
+    ``skip_nodes``: nodes this proposer greets but never asks for a vote (their connection
+    is reset on the VoteRequest), so its term is above theirs yet they must catch up by
+    peer recovery.
+    """
+
+    def __init__(
+        self, world: World, proposer: int, leader: Leader, *,
+        skip_nodes: frozenset[int] = frozenset(),
+    ) -> None:
         self.world = world
         self.proposer = proposer
         self.leader = leader
+        self.skip_nodes = skip_nodes
+        self.flushes: dict[int, tuple[int, int]] = {}
+        """Per node, the (term, flush_lsn) of its latest AppendResponse to this proposer."""
+
+    def old_term_commit(self, term: int) -> Lsn:
+        """Planted bug ``proposer_commits_old_term``: the quorum-th highest flush reported
+        in ``term``, with no floor at the term's start (E6 without its rule)."""
+        flushes = sorted((f for t, f in self.flushes.values() if t == term), reverse=True)
+        quorum = len(self.world.nodes) // 2 + 1
+        return Lsn(flushes[quorum - 1]) if len(flushes) >= quorum else Lsn(0)
 
     def connect(self, url: str) -> AbstractAsyncContextManager[SafekeeperConnection]:
         return self._connect(url)
@@ -136,7 +183,7 @@ class SimProposerLink:
         node = self.world.reachable(PROPOSER_NODE, node_of(url))
         if node is None or node.nursery is None or node.timeline is None:
             raise ConnectionRefusedError(f"sim: {url} is unreachable")
-        conn = SimConnection(self.world, self.proposer, node, self.leader)
+        conn = SimConnection(self, node)
         node.nursery.start_soon(conn.serve, node.timeline)
         try:
             yield conn
@@ -179,6 +226,12 @@ class _SimStream:
             await trio.sleep(self._world.rng.uniform(0, MAX_DELAY))
         msg = await self._inner.receive()
         self._check()
+        if (self._world.bugs.recovery_stops_early and isinstance(msg, WalData)
+                and msg.end_lsn >= msg.wal_end):
+            # Planted bug: the chunk that reaches the donor's flush_lsn loses its last byte.
+            if len(msg.data) > 1:
+                return attrs.evolve(msg, data=msg.data[:-1])
+            return Keepalive(msg.wal_end, msg.timestamp_us)
         return msg
 
     async def send_status(self, update: StatusUpdate) -> None:
@@ -193,6 +246,7 @@ class SimDonorConnector:
         self._world = world
         self._recipient = recipient
         self._inner = InProcessDonorConnector(self._lookup)
+        self._inner.check_term = not world.bugs.no_sender_term_check
 
     def _lookup(self, node: NodeId, ttid: TenantTimelineId) -> Timeline | None:
         target = self._world.reachable(self._recipient, int(node))
@@ -220,6 +274,77 @@ class SimDonorConnector:
             yield _SimStream(self._world, stream, node, self._recipient)
 
 
-def sim_target(world: World, timeline: Timeline) -> LocalTarget:
+def sim_target(world: World, timeline: Timeline) -> RecoveryTarget:
     """The recovery target of a node (the seam where recovery-side bugs are planted)."""
-    return LocalTarget(timeline)
+    target = LocalTarget(timeline)
+    if world.bugs.recovery_carries_commit:
+        return _CommittingTarget(target)
+    return target
+
+
+class _CommittingTarget:
+    """Planted bug ``recovery_carries_commit``: every recovered append carries commit_lsn =
+    its own end (donated WAL is treated as committed)."""
+
+    def __init__(self, inner: LocalTarget) -> None:
+        self._inner = inner
+
+    @property
+    def ttid(self) -> TenantTimelineId:
+        return self._inner.ttid
+
+    @property
+    def node_id(self) -> NodeId:
+        return self._inner.node_id
+
+    async def local_view(self) -> LocalView:
+        return await self._inner.local_view()
+
+    async def wait_for_change(self) -> None:
+        await self._inner.wait_for_change()
+
+    def open_session(self) -> AbstractAsyncContextManager[AcceptorSession]:
+        return self._session()
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AcceptorSession]:
+        async with self._inner.open_session() as session:
+            yield _CommittingSession(session)
+
+
+class _CommittingSession:
+    def __init__(self, inner: AcceptorSession) -> None:
+        self._inner = inner
+
+    async def vote(self, term: Term) -> VoteResponse:
+        return await self._inner.vote(term)
+
+    async def elected(self, msg: ProposerElected) -> None:
+        await self._inner.elected(msg)
+
+    def proposer_streaming(self) -> bool:
+        return self._inner.proposer_streaming()
+
+    async def run_acceptor(
+        self,
+        messages: trio.MemoryReceiveChannel[AppendRequest],
+        replies: trio.MemorySendChannel[AcceptorMessage],
+    ) -> None:
+        send, receive = trio.open_memory_channel[AppendRequest](math.inf)
+
+        async def forward() -> None:
+            async with send:
+                async for msg in messages:
+                    send.send_nowait(attrs.evolve(msg, commit_lsn=msg.end_lsn))
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(forward)
+                try:
+                    await self._inner.run_acceptor(receive, replies)
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the forwarder never raises: unwrap the acceptor's
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise

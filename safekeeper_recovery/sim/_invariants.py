@@ -7,9 +7,12 @@ I2  A node's term never decreases (across crashes too: a term is durable before 
     acknowledged).
 I3  commit_lsn never decreases within one incarnation of a node and is never above its
     flush_lsn.
-I4  WAL a node once counted as committed is never truncated: its flush_lsn (and its store's
-    write position) never drops below the highest commit_lsn it ever had; and the terms
-    that wrote the committed prefix agree on every node (committed WAL never changes).
+I4  Committed WAL is never truncated or changed on any node of the committing quorum: a
+    node's flush_lsn (and its store's write position) never drops below the highest
+    commit_lsn it ever had, nor below the point up to which it ever held the cluster's
+    committed prefix (same terms as the node with the highest commit_lsn: a quorum member
+    that has not learned commit_lsn yet is protected too); and the terms that wrote the
+    committed prefix agree on every node (committed WAL never changes).
 I5  Log matching: each node's durable WAL is byte-equal to what its term history says: the
     range ``[l_i, l_i+1)`` of history entry ``(t_i, l_i)`` holds exactly the bytes the
     elected proposer of ``t_i`` generated from its term start ``l_i``. Recovery writes only
@@ -35,7 +38,10 @@ INVARIANTS = (
     "commit_monotonic_and_flushed",
     "committed_never_truncated",
     "log_matching",
+    "convergence",
 )
+"""Every check a run can fail (``convergence`` is checked once, at the end of the run); any
+of them can be switched off with ``SimConfig(disabled_invariants=...)``."""
 
 
 @attrs.frozen
@@ -55,6 +61,8 @@ class _NodeMemory:
     verified_key: tuple[object, TermHistory] | None = None
     committed_key: object = None
     verified_upto: int = 0
+    held_committed: int = 0
+    """The node's WAL below this was committed WAL when it held it (never to be cut)."""
     seen: tuple[object, ...] = ()
     """Everything the checks of this node read, as of the last check: unchanged → skip."""
 
@@ -115,28 +123,42 @@ class InvariantChecker(trio.abc.Instrument):
         if mem.timeline is not tl:  # a restart: a new incarnation of the node's timeline
             mem.timeline, mem.commit, mem.verified_key = tl, 0, None
             mem.store_write = int(tl.store.store.write_lsn)
-        if commit < mem.commit:
-            self.fail("commit_monotonic_and_flushed",
-                       f"node {n}: commit_lsn went back {Lsn(mem.commit)} -> {Lsn(commit)}")
-        if commit > flush:
-            self.fail("commit_monotonic_and_flushed",
-                       f"node {n}: commit_lsn {Lsn(commit)} > flush_lsn {Lsn(flush)}")
-        mem.commit = max(mem.commit, commit)
         store_write = int(store.write_lsn)
         if store_write < mem.store_write:
             mem.verified_upto = min(mem.verified_upto, store_write)
         mem.store_write = store_write
+        # I4 before I3: a truncation below commit_lsn also leaves commit_lsn above flush_lsn,
+        # and the truncation is the news.
         if flush < mem.max_commit or store_write < mem.max_commit:
             self.fail("committed_never_truncated",
-                       f"node {n}: WAL cut to flush={Lsn(flush)} write={Lsn(store_write)} "
-                       f"below its commit_lsn {Lsn(mem.max_commit)}")
+                      f"node {n}: WAL cut to flush={Lsn(flush)} write={Lsn(store_write)} "
+                      f"below its commit_lsn {Lsn(mem.max_commit)}")
+        if flush < mem.held_committed or store_write < mem.held_committed:
+            self.fail("committed_never_truncated",
+                      f"node {n}: WAL cut to flush={Lsn(flush)} write={Lsn(store_write)} "
+                      f"below {Lsn(mem.held_committed)}, up to which it held committed WAL "
+                      "(it was part of the committing quorum)")
         mem.max_commit = max(mem.max_commit, commit)
+        if commit < mem.commit:
+            self.fail("commit_monotonic_and_flushed",
+                      f"node {n}: commit_lsn went back {Lsn(mem.commit)} -> {Lsn(commit)}")
+        if commit > flush:
+            self.fail("commit_monotonic_and_flushed",
+                      f"node {n}: commit_lsn {Lsn(commit)} > flush_lsn {Lsn(flush)}")
+        mem.commit = max(mem.commit, commit)
         if tl.lock.locked() and not full:
             return  # mid-update: history and store may disagree until the effects are done
         history = a.term_history
         if (history, commit, self._committed_version) != mem.committed_key:
             self._check_committed_terms(n, history, commit)
             mem.committed_key = (history, commit, self._committed_version)
+        held = min(flush, self._committed_end)
+        if held > mem.held_committed and _terms_below_list(
+            _terms_below(history, held), held
+        ) == _terms_below_list(self._committed_terms, held):
+            # This node holds the committed WAL up to ``held`` (same terms → same bytes, by
+            # I5), whether or not it has learned commit_lsn: no leader may cut it any more.
+            mem.held_committed = held
         store_flush = int(store.flush_lsn)
         if full or mem.verified_key is None or mem.verified_key[0] is not tl:
             mem.verified_upto = int(history[0].lsn)

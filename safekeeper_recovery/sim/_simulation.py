@@ -43,9 +43,17 @@ log = logging.getLogger(__name__)
 TICK: Final = 1.0
 
 
+def nodes_for(seed: int, nodes: int | None) -> int:
+    """The cluster size of a seed: ``nodes`` if given, else 5 on every 5th seed, else 3."""
+    if nodes is not None:
+        return nodes
+    return 5 if seed % 5 == 4 else 3
+
+
 @attrs.frozen
 class SimConfig:
-    nodes: int = 3
+    nodes: int | None = None
+    """Safekeepers per run; ``None``: 5 on every 5th seed (``seed % 5 == 4``), else 3."""
     active_time: float = 20.0
     converge_time: float = 60.0
     keep_events: int = 40
@@ -69,6 +77,8 @@ class SimResult:
     virtual_time: float
     steps: int
     bugs: tuple[str, ...]
+    nodes: int | None = None
+    """``SimConfig.nodes`` of the run (``None``: chosen by the seed)."""
 
     @property
     def ok(self) -> bool:
@@ -85,12 +95,14 @@ class SimResult:
         lines.append(f"planted bugs: {', '.join(self.bugs) or 'none'}")
         lines.append("last events:")
         lines.extend(f"  {e}" for e in self.last_events)
-        lines.append(f"replay: {replay_command(self.seed, self.bugs)}")
+        lines.append(f"replay: {replay_command(self.seed, self.bugs, self.nodes)}")
         return "\n".join(lines)
 
 
-def replay_command(seed: int, bugs: tuple[str, ...] = ()) -> str:
+def replay_command(seed: int, bugs: tuple[str, ...] = (), nodes: int | None = None) -> str:
     extra = "".join(f" --bug {b}" for b in bugs)
+    if nodes is not None:
+        extra += f" --nodes {nodes}"
     return f"python -m safekeeper_recovery.sim --seeds 1 --first-seed {seed}{extra}"
 
 
@@ -101,7 +113,7 @@ class _Stop(Exception):
 class _Simulation:
     def __init__(self, seed: int, cfg: SimConfig) -> None:
         self.cfg = cfg
-        self.world = World(seed, cfg.nodes, cfg.bugs, keep_events=cfg.keep_events)
+        self.world = World(seed, nodes_for(seed, cfg.nodes), cfg.bugs, keep_events=cfg.keep_events)
         if cfg.record_all_events:
             self.world.all_events = []
         self.checker = InvariantChecker(self.world, disabled=cfg.disabled_invariants)
@@ -238,7 +250,14 @@ class _Simulation:
         pid = self.next_proposer
         total = w.rng.randrange(1, 8) * 1024 if sealing else w.rng.randrange(16, 256) * 1024
         seed = w.rng.randrange(1 << 30)
-        link = SimProposerLink(w, pid, Leader(pid, seed, START_LSN, total))
+        skip: frozenset[int] = frozenset()
+        if sealing:
+            # It asks only a quorum for votes: the others must converge by peer recovery.
+            ids = sorted(w.nodes)
+            minority = len(ids) - (len(ids) // 2 + 1)
+            skip = frozenset(w.rng.sample(ids, w.rng.randint(1, minority)))
+            w.event(f"sealing proposer {pid} leaves nodes {sorted(skip)} to recovery")
+        link = SimProposerLink(w, pid, Leader(pid, seed, START_LSN, total), skip_nodes=skip)
         config = ProposerConfig(
             safekeepers=self.urls, tenant_id=TTID.tenant_id, timeline_id=TTID.timeline_id,
             total_bytes=total, seed=seed, window_bytes=256 * 1024, response_timeout=3.0,
@@ -292,7 +311,8 @@ class _Simulation:
         w.event("quiesce: faults off, healed, proposers stopped, all nodes up")
         # Recovery needs an established leader (a donor's term == its last_log_term), and a
         # proposer stopped after votes leaves none: one sealing proposer commits a little WAL
-        # over the healed cluster (as Neon's simulator does), then recovery must converge.
+        # over a quorum of the healed cluster (Neon's simulator also ends with a proposer);
+        # the nodes it leaves out must then converge by peer recovery alone.
         await self._run_proposer(sealing=True)
 
     async def _wait_converged(self) -> None:
@@ -369,4 +389,5 @@ def run_seed(seed: int, cfg: SimConfig | None = None) -> SimResult:
         virtual_time=clock.current_time(),
         steps=sim.checker.steps,
         bugs=tuple(cfg.bugs.active()),
+        nodes=cfg.nodes,
     )

@@ -405,6 +405,17 @@ def test_r4_truncation_below_commit_lsn_is_fatal_and_changes_nothing() -> None:
     assert snapshot(node.acc) == before
 
 
+def test_planted_bug_skip_r4_carries_out_the_truncation_below_commit_lsn() -> None:
+    # The simulator's ``truncate_below_commit`` seam: the R4 check is the only thing skipped.
+    node = _node_with_committed_wal()
+    node.vote(2)
+    node.acc.skip_r4 = True
+    history = TermHistory.of((0, S), (1, S), (2, S + 0x80))
+    step = node.acc.handle(ProposerElected(2, S + 0x80, history))
+    assert TruncateEffect(S + 0x80) in step.effects
+    assert node.acc.flush_lsn == S + 0x80 < node.acc.commit_lsn
+
+
 def test_r5_wal_is_truncated_before_the_history_is_adopted() -> None:
     node = Node.new()
     node.elect(1)
@@ -533,6 +544,17 @@ def test_r8_commit_lsn_is_monotonic() -> None:
     node.append(1, b"a" * 100, commit=S + 50)
     node.append(1, b"b" * 10, commit=S + 20)
     assert node.acc.commit_lsn == S + 50
+
+
+def test_planted_bug_skip_commit_max_lets_commit_lsn_go_back() -> None:
+    # The simulator's ``commit_regresses`` seam: R8's "never decreases" is the only rule
+    # skipped (commit_lsn is still clamped to flush_lsn).
+    node = Node.new()
+    node.elect(1)
+    node.acc.skip_commit_max = True
+    node.append(1, b"a" * 100, commit=S + 50)
+    node.append(1, b"b" * 10, commit=S + 20)
+    assert node.acc.commit_lsn == S + 20
 
 
 def test_r8_commit_lsn_is_persisted_when_it_crosses_the_term_start() -> None:
