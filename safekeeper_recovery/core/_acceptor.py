@@ -147,10 +147,8 @@ class Acceptor:
         self.remote_consistent_lsn = state.remote_consistent_lsn
         self.term_start_lsn = Lsn(0)
         """Where the current leader's term starts (volatile: 0 after a restart)."""
-        # Planted-bug seams of the deterministic simulator (docs/simulation.md): each skips
-        # exactly one rule. Production never sets them.
-        self.skip_r4 = False
-        """Bug ``truncate_below_commit``: a truncation below commit_lsn is carried out."""
+        # Planted-bug seam of the deterministic simulator (docs/simulation.md): it skips
+        # exactly one rule. Production never sets it.
         self.skip_commit_max = False
         """Bug ``commit_regresses``: a lower commit_lsn from a leader or peer is adopted."""
 
@@ -274,7 +272,7 @@ class Acceptor:
                 "restarting the handshake should help"
             )
         start = msg.start_streaming_at
-        if start < self.commit_lsn and not self.skip_r4:
+        if start < self.commit_lsn:
             raise FatalTimelineError(
                 f"R4: attempt to truncate committed WAL: truncation point {start} is below "
                 f"commit_lsn {self.commit_lsn}"

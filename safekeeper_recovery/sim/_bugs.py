@@ -27,9 +27,6 @@ class PlantedBugs:
     """The donor's WAL sender streams without checking its term (reference §6.3): recovery
     may copy WAL of a term the donor no longer vouches for. Seam: ``run_wal_sender(...,
     check_term=False)`` through ``InProcessDonorConnector(check_term=False)``."""
-    truncate_below_commit: bool = False
-    """ProposerElected may truncate below commit_lsn (R4 skipped). Seam:
-    ``Acceptor.skip_r4``."""
     commit_regresses: bool = False
     """The acceptor adopts a lower commit_lsn from a leader or a peer (R8's max skipped).
     Seam: ``Acceptor.skip_commit_max``."""
@@ -37,14 +34,6 @@ class PlantedBugs:
     """An acceptor grants a second vote in the term it already voted in (R2 with ``>=``).
     Seam: the simulator's proposer connection turns such a refusal into a grant (the
     acceptor's state is what the buggy acceptor's would be: the term is already ``t``)."""
-    proposer_commits_old_term: bool = False
-    """The proposer counts flushes below its term start towards commit_lsn (E6 without the
-    floor): WAL of an older term is committed on its own (Raft's figure 8). Seam: the
-    simulator's proposer link raises each append's commit_lsn to that count."""
-    recovery_carries_commit: bool = False
-    """Recovered appends carry a commit_lsn: the end of the WAL copied so far (recovery
-    treats donated, possibly uncommitted WAL as committed). Seam: the simulator's recovery
-    target."""
     recovery_stops_early: bool = False
     """Recovery never copies the donor's last byte (a chunk that reaches the donor's
     flush_lsn loses it), so a lagging node never closes the gap by recovery alone. Seam:

@@ -44,11 +44,14 @@ class Leader:
 class World:
     """Everything shared by the simulation's parts. All randomness is ``rng``."""
 
-    def __init__(self, seed: int, n_nodes: int, bugs: PlantedBugs, *, keep_events: int) -> None:
+    def __init__(
+        self, seed: int, n_nodes: int, bugs: PlantedBugs, *, keep_events: int,
+        forced_faults: frozenset[str] = frozenset(),
+    ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.bugs = bugs
-        self.faults = Faults.draw(self.rng)
+        self.faults = Faults.draw(self.rng, forced=forced_faults)
         self.isolated: set[int] = set()
         self.leaders: dict[int, Leader] = {}
         self.election_conflicts: list[str] = []
@@ -132,7 +135,6 @@ class SimNode:
                     self.timeline = registry.get(TTID)
                     # Acceptor-side planted bugs (nothing reached this acceptor yet: peer
                     # info and proposers come only once the node is up).
-                    self.timeline.acceptor.skip_r4 = self.world.bugs.truncate_below_commit
                     self.timeline.acceptor.skip_commit_max = self.world.bugs.commit_regresses
                     self.up = True
                     self.world.event(f"node {self.id} up (incarnation {self.incarnation}) "

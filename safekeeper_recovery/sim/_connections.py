@@ -14,8 +14,6 @@ import trio
 from ..core import (
     AcceptorError,
     AcceptorMessage,
-    AppendRequest,
-    AppendResponse,
     DonorUnavailable,
     Keepalive,
     Lsn,
@@ -33,12 +31,10 @@ from ..core import (
 )
 from ..proposer import SafekeeperConnection
 from ..recovery import (
-    AcceptorSession,
     DonorStatus,
     DonorStream,
     InProcessDonorConnector,
     LocalTarget,
-    LocalView,
     RecoveryTarget,
 )
 from ..timeline import Timeline, TimelineBroken
@@ -97,9 +93,6 @@ class SimConnection:
                 self.cut(ConnectionResetError("sim: this proposer does not ask this node"))
                 raise self.error or ConnectionResetError("sim: connection closed")
             self._vote_term = int(msg.term)
-        if isinstance(msg, AppendRequest) and self.world.bugs.proposer_commits_old_term:
-            msg = attrs.evolve(msg, commit_lsn=max(msg.commit_lsn, self.link.old_term_commit(
-                int(msg.term))))
         if isinstance(msg, ProposerElected):
             leader = self.leader
             start = msg.term_history[-1].lsn
@@ -118,8 +111,6 @@ class SimConnection:
         except trio.EndOfChannel:
             await self.done.wait()
             raise self.error or ConnectionResetError("sim: connection closed") from None
-        if isinstance(reply, AppendResponse):
-            self.link.flushes[self.node.id] = (int(reply.term), int(reply.flush_lsn))
         if (isinstance(reply, VoteResponse) and self.world.bugs.double_vote
                 and not reply.vote_given and int(reply.term) == self._vote_term):
             reply = attrs.evolve(reply, vote_given=True)  # R2 with ">=": a second vote
@@ -164,15 +155,6 @@ class SimProposerLink:
         self.proposer = proposer
         self.leader = leader
         self.skip_nodes = skip_nodes
-        self.flushes: dict[int, tuple[int, int]] = {}
-        """Per node, the (term, flush_lsn) of its latest AppendResponse to this proposer."""
-
-    def old_term_commit(self, term: int) -> Lsn:
-        """Planted bug ``proposer_commits_old_term``: the quorum-th highest flush reported
-        in ``term``, with no floor at the term's start (E6 without its rule)."""
-        flushes = sorted((f for t, f in self.flushes.values() if t == term), reverse=True)
-        quorum = len(self.world.nodes) // 2 + 1
-        return Lsn(flushes[quorum - 1]) if len(flushes) >= quorum else Lsn(0)
 
     def connect(self, url: str) -> AbstractAsyncContextManager[SafekeeperConnection]:
         return self._connect(url)
@@ -276,75 +258,4 @@ class SimDonorConnector:
 
 def sim_target(world: World, timeline: Timeline) -> RecoveryTarget:
     """The recovery target of a node (the seam where recovery-side bugs are planted)."""
-    target = LocalTarget(timeline)
-    if world.bugs.recovery_carries_commit:
-        return _CommittingTarget(target)
-    return target
-
-
-class _CommittingTarget:
-    """Planted bug ``recovery_carries_commit``: every recovered append carries commit_lsn =
-    its own end (donated WAL is treated as committed)."""
-
-    def __init__(self, inner: LocalTarget) -> None:
-        self._inner = inner
-
-    @property
-    def ttid(self) -> TenantTimelineId:
-        return self._inner.ttid
-
-    @property
-    def node_id(self) -> NodeId:
-        return self._inner.node_id
-
-    async def local_view(self) -> LocalView:
-        return await self._inner.local_view()
-
-    async def wait_for_change(self) -> None:
-        await self._inner.wait_for_change()
-
-    def open_session(self) -> AbstractAsyncContextManager[AcceptorSession]:
-        return self._session()
-
-    @asynccontextmanager
-    async def _session(self) -> AsyncIterator[AcceptorSession]:
-        async with self._inner.open_session() as session:
-            yield _CommittingSession(session)
-
-
-class _CommittingSession:
-    def __init__(self, inner: AcceptorSession) -> None:
-        self._inner = inner
-
-    async def vote(self, term: Term) -> VoteResponse:
-        return await self._inner.vote(term)
-
-    async def elected(self, msg: ProposerElected) -> None:
-        await self._inner.elected(msg)
-
-    def proposer_streaming(self) -> bool:
-        return self._inner.proposer_streaming()
-
-    async def run_acceptor(
-        self,
-        messages: trio.MemoryReceiveChannel[AppendRequest],
-        replies: trio.MemorySendChannel[AcceptorMessage],
-    ) -> None:
-        send, receive = trio.open_memory_channel[AppendRequest](math.inf)
-
-        async def forward() -> None:
-            async with send:
-                async for msg in messages:
-                    send.send_nowait(attrs.evolve(msg, commit_lsn=msg.end_lsn))
-
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(forward)
-                try:
-                    await self._inner.run_acceptor(receive, replies)
-                finally:
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:  # the forwarder never raises: unwrap the acceptor's
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+    return LocalTarget(timeline)

@@ -59,6 +59,8 @@ class SimConfig:
     keep_events: int = 40
     bugs: PlantedBugs = attrs.field(factory=PlantedBugs)
     disabled_invariants: frozenset[str] = frozenset()
+    forced_faults: frozenset[str] = frozenset()
+    """Fault points active in every seed (the others are drawn as usual)."""
     record_all_events: bool = False
 
 
@@ -113,7 +115,8 @@ class _Stop(Exception):
 class _Simulation:
     def __init__(self, seed: int, cfg: SimConfig) -> None:
         self.cfg = cfg
-        self.world = World(seed, nodes_for(seed, cfg.nodes), cfg.bugs, keep_events=cfg.keep_events)
+        self.world = World(seed, nodes_for(seed, cfg.nodes), cfg.bugs,
+                           keep_events=cfg.keep_events, forced_faults=cfg.forced_faults)
         if cfg.record_all_events:
             self.world.all_events = []
         self.checker = InvariantChecker(self.world, disabled=cfg.disabled_invariants)
@@ -214,6 +217,15 @@ class _Simulation:
                 self.proposer_scopes[pid].cancel()
             if f.fires("new_proposer"):
                 w.nursery.start_soon(self._run_proposer)
+            if f.fires("dueling_proposers"):
+                w.nursery.start_soon(self._run_proposer)
+                w.nursery.start_soon(self._run_proposer)
+            if f.fires("slow_disk"):
+                up = [n for n in nodes if n.up and n.nursery is not None]
+                if up:
+                    slow = w.rng.choice(up)
+                    assert slow.nursery is not None
+                    slow.nursery.start_soon(self._stall_disk, slow, w.rng.uniform(0.05, 1.5))
             for node in nodes:
                 engine = node.engine
                 status = engine.statuses.get(TTID) if engine is not None and node.up else None
@@ -227,6 +239,17 @@ class _Simulation:
                     except TimelineBroken:
                         continue
                     w.event(f"donor {donor.id} of node {node.id} bumped its term to {term}")
+
+    async def _stall_disk(self, node: SimNode, delay: float) -> None:
+        # Memory stores are synchronous, so a slow disk is a stall of the node's storage:
+        # every store call runs under the timeline's lock (writes and fsyncs of the acceptor,
+        # control-file persists, WAL reads of senders), so holding it delays exactly those,
+        # in the node's own nursery (a crash ends the stall).
+        timeline = node.timeline
+        assert timeline is not None
+        async with timeline.lock:
+            self.world.event(f"node {node.id}: disk stalls for {delay:.2f}s")
+            await trio.sleep(delay)
 
     async def _heal_later(self, node: int, delay: float) -> None:
         await trio.sleep(delay)

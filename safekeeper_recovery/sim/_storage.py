@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from ..core import Lsn
+from ..core import Lsn, decode_state
 from ..storage import ControlFileStore
 from ..timeline import MemoryBackend
 from ._bugs import PlantedBugs
@@ -43,7 +43,8 @@ class SimControlStore:
 class SimBackend(MemoryBackend):
     """The memory backend, with the storage-side planted bugs: control files that lag one
     write behind (``vote_before_durable``) and a WAL fsync that lies (``flush_not_durable``:
-    a crash also loses 1 byte to 64 KiB of flushed WAL, drawn from ``rng``)."""
+    a crash also loses 1 byte to 64 KiB of flushed WAL above the persisted commit_lsn,
+    drawn from ``rng``)."""
 
     def __init__(self, bugs: PlantedBugs, rng: random.Random) -> None:
         super().__init__()
@@ -62,6 +63,11 @@ class SimBackend(MemoryBackend):
         super().crash()
         if not self._fsync_lies:
             return
-        for store, _ in self._timelines.values():
+        for store, control in self._timelines.values():
+            body = control.load()
+            assert body is not None
+            # Never below the persisted commit_lsn: the node would then refuse to start (R8),
+            # which hides the lie; above it, only the invariants can tell.
+            floor = max(int(store.start_lsn), int(decode_state(body).commit_lsn))
             lost = self._rng.randrange(1, FSYNC_LIE_MAX)
-            store.truncate(Lsn(max(int(store.start_lsn), int(store.flush_lsn) - lost)))
+            store.truncate(Lsn(max(floor, int(store.flush_lsn) - lost)))

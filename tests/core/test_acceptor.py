@@ -405,17 +405,6 @@ def test_r4_truncation_below_commit_lsn_is_fatal_and_changes_nothing() -> None:
     assert snapshot(node.acc) == before
 
 
-def test_planted_bug_skip_r4_carries_out_the_truncation_below_commit_lsn() -> None:
-    # The simulator's ``truncate_below_commit`` seam: the R4 check is the only thing skipped.
-    node = _node_with_committed_wal()
-    node.vote(2)
-    node.acc.skip_r4 = True
-    history = TermHistory.of((0, S), (1, S), (2, S + 0x80))
-    step = node.acc.handle(ProposerElected(2, S + 0x80, history))
-    assert TruncateEffect(S + 0x80) in step.effects
-    assert node.acc.flush_lsn == S + 0x80 < node.acc.commit_lsn
-
-
 def test_r5_wal_is_truncated_before_the_history_is_adopted() -> None:
     node = Node.new()
     node.elect(1)
