@@ -102,6 +102,22 @@ class SimNode:
         self._scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
         self._created = False
+        self._starting: trio.Event | None = None
+
+    async def ensure_up(self, nursery: trio.Nursery) -> None:
+        """Start an incarnation in ``nursery`` unless one is up or starting (a restart timer
+        and the quiesce phase may both want this node back at the same instant)."""
+        if self.up:
+            return
+        if self._starting is not None:
+            await self._starting.wait()
+            return
+        self._starting = starting = trio.Event()
+        try:
+            await nursery.start(self.run)
+        finally:
+            self._starting = None
+            starting.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """One incarnation of the process, until :meth:`crash`."""
@@ -152,9 +168,12 @@ class SimNode:
         self.up = False
         assert self._scope is not None
         self._scope.cancel()
-        await self._stopped.wait()
-        self.backend.crash()
-        self.world.event(f"node {self.id} crashed")
+        # Shielded: a crash cut short (the chaos task is cancelled at quiesce) would leave a
+        # half-stopped incarnation that a restart then races with.
+        with trio.CancelScope(shield=True):
+            await self._stopped.wait()
+            self.backend.crash()
+            self.world.event(f"node {self.id} crashed")
 
     def peer_info(self) -> PeerInfo:
         assert self.timeline is not None

@@ -41,6 +41,8 @@ __all__ = ["SimConfig", "SimResult", "replay_command", "run_seed"]
 log = logging.getLogger(__name__)
 
 TICK: Final = 1.0
+SEALING_ATTEMPTS: Final = 5
+"""A sealing proposer can still lose (a node restarting at that instant): it retries."""
 
 
 def nodes_for(seed: int, nodes: int | None) -> int:
@@ -259,15 +261,16 @@ class _Simulation:
 
     async def _restart_later(self, node: SimNode, delay: float) -> None:
         await trio.sleep(delay)
-        if not node.up and self.world.nursery is not None:
-            await self.world.nursery.start(node.run)
+        if self.world.nursery is not None:
+            await node.ensure_up(self.world.nursery)
 
     async def _proposer_driver(self) -> None:
         while True:
             await trio.sleep(self.world.rng.uniform(0, 1))
             await self._run_proposer()
 
-    async def _run_proposer(self, *, sealing: bool = False) -> None:
+    async def _run_proposer(self, *, sealing: bool = False) -> bool:
+        """One proposer run to its end; whether it committed all its WAL."""
         w = self.world
         self.next_proposer += 1
         pid = self.next_proposer
@@ -295,11 +298,13 @@ class _Simulation:
                 try:
                     result = await proposer.run()
                 except ProposerError as e:
-                    w.event(f"proposer {pid} failed: {type(e).__name__}")
+                    w.event(f"proposer {pid} failed: {type(e).__name__}: {e}")
                 else:
                     w.event(f"proposer {pid} committed term {result.term} up to {result.end_lsn}")
+                    return True
         finally:
             del self.proposer_scopes[pid]
+        return False
 
     def _tracking(self, link: SimProposerLink) -> Connect:
         """``link.connect``, registering open connections so a partition can cut them."""
@@ -329,14 +334,16 @@ class _Simulation:
             await trio.sleep(0.01)
         w.isolated.clear()
         for node in w.nodes.values():
-            if not node.up:
-                await nursery.start(node.run)
+            await node.ensure_up(nursery)
         w.event("quiesce: faults off, healed, proposers stopped, all nodes up")
         # Recovery needs an established leader (a donor's term == its last_log_term), and a
         # proposer stopped after votes leaves none: one sealing proposer commits a little WAL
         # over a quorum of the healed cluster (Neon's simulator also ends with a proposer);
         # the nodes it leaves out must then converge by peer recovery alone.
-        await self._run_proposer(sealing=True)
+        for _ in range(SEALING_ATTEMPTS):
+            if await self._run_proposer(sealing=True):
+                return
+            await trio.sleep(TICK)
 
     async def _wait_converged(self) -> None:
         w = self.world
