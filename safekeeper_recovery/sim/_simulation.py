@@ -347,9 +347,10 @@ class _Simulation:
 
     async def _wait_converged(self) -> None:
         w = self.world
+        digests: dict[int, str] | None = None
         with trio.move_on_after(self.cfg.converge_time) as scope:
-            while not await self._converged():  # noqa: ASYNC110  (digests are not events)
-                await trio.sleep(0.5)
+            while (digests := await self._converged()) is None:  # noqa: ASYNC110
+                await trio.sleep(0.5)  # digests are not events: poll
         if scope.cancelled_caught:
             states = ", ".join(
                 f"node {n.id}: {describe(n.timeline)}" for n in w.nodes.values() if n.timeline
@@ -360,18 +361,21 @@ class _Simulation:
             )
             return
         self.checker.check(full=True)
-        self.final_digests = await self.digests()
+        assert digests is not None
+        self.final_digests = digests
         w.event("converged: " + ", ".join(f"node {n}={d[:12]}" for n, d in
                                           self.final_digests.items()))
 
-    async def _converged(self) -> bool:
+    async def _converged(self) -> dict[int, str] | None:
+        """Every node's digest if all are up with byte-identical WAL, else ``None``."""
         nodes = list(self.world.nodes.values())
         if not all(n.up and n.timeline is not None for n in nodes):
-            return False
+            return None
         flushes = {n.timeline.snapshot().flush_lsn for n in nodes if n.timeline}
         if len(flushes) != 1:
-            return False
-        return len(set((await self.digests()).values())) == 1
+            return None
+        digests = await self.digests()
+        return digests if len(set(digests.values())) == 1 else None
 
     async def digests(self) -> dict[int, str]:
         out = {}
