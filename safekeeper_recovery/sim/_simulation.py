@@ -403,7 +403,12 @@ def run_seed(seed: int, cfg: SimConfig | None = None) -> SimResult:
             trio.run(body, clock=clock, instruments=[sim.checker])
         except Exception as e:  # a crash of the system under test is a finding, not a bug here
             if sim.checker.violation is None:
-                sim.checker.violation = Violation("no_crash", f"{type(e).__name__}: {e}", math.nan)
+                leaf: BaseException = e
+                while isinstance(leaf, BaseExceptionGroup):
+                    leaf = leaf.exceptions[0]
+                sim.checker.violation = Violation(
+                    "no_crash", f"{type(leaf).__name__}: {leaf}", math.nan
+                )
             log.debug("seed %d crashed", seed, exc_info=True)
         finally:
             product_log.setLevel(saved_level)
