@@ -7,8 +7,10 @@ from collections import Counter
 
 import pytest
 
+from safekeeper_recovery.core import TermHistory
 from safekeeper_recovery.sim import FAULT_POINTS, PlantedBugs, SimConfig, run_seed
 from safekeeper_recovery.sim._cli import main
+from safekeeper_recovery.sim._invariants import _labels_agree_below
 
 CI_SEEDS = 200
 """About 60-70 s on the 2-core machine when it is quiet (~3 seeds/s); every 5th seed runs
@@ -69,3 +71,32 @@ def test_the_command_line_exits_1_with_the_report(capsys: pytest.CaptureFixture[
     assert "seed 3: FAILED" in err
     assert "replay: python -m safekeeper_recovery.sim --seeds 1 --first-seed 3" in err
     assert main(["--seeds", "2"]) == 0
+
+
+def test_parallel_jobs_report_the_lowest_failing_seed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # commit_regresses passes seed 0 and is caught at seed 1 (and later ones): with two
+    # workers the report must still be seed 1's, with its replay line.
+    assert main(["--seeds", "4", "--jobs", "2", "--bug", "commit_regresses"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("seed 1: FAILED")
+    assert "replay: python -m safekeeper_recovery.sim --seeds 1 --first-seed 1 --bug " \
+        "commit_regresses" in err
+
+
+def test_a_fixed_cluster_size_is_part_of_the_replay_command() -> None:
+    result = run_seed(0, SimConfig(nodes=5))
+    assert result.ok, result.report()
+    assert len(result.digests) == 5
+    assert result.report().endswith("--seeds 1 --first-seed 0 --nodes 5")
+
+
+def test_term_labels_are_rechecked_only_from_where_two_histories_differ() -> None:
+    old = TermHistory.of((0, 100), (1, 100), (2, 300))
+    assert _labels_agree_below(old, old) == 1 << 64
+    assert _labels_agree_below(old, TermHistory.of((0, 100), (1, 100), (2, 300), (3, 500))) \
+        == 500
+    assert _labels_agree_below(old, TermHistory.of((0, 100), (1, 100), (3, 250))) == 250
+    assert _labels_agree_below(old, TermHistory.of((0, 100), (1, 100))) == 300
+    assert _labels_agree_below(old, TermHistory.of((0, 100), (4, 100))) == 100
