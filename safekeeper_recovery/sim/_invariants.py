@@ -72,6 +72,9 @@ class InvariantChecker(trio.abc.Instrument):
     timeline is not mid-update, I5 on the WAL that is new since the last check."""
 
     def __init__(self, world: World, *, disabled: frozenset[str] = frozenset()) -> None:
+        unknown = disabled - set(INVARIANTS)
+        if unknown:
+            raise ValueError(f"unknown invariants {sorted(unknown)}; known: {INVARIANTS}")
         self.world = world
         self.disabled = disabled
         self.violation: Violation | None = None

@@ -100,3 +100,10 @@ def test_term_labels_are_rechecked_only_from_where_two_histories_differ() -> Non
     assert _labels_agree_below(old, TermHistory.of((0, 100), (1, 100), (3, 250))) == 250
     assert _labels_agree_below(old, TermHistory.of((0, 100), (1, 100))) == 300
     assert _labels_agree_below(old, TermHistory.of((0, 100), (4, 100))) == 100
+
+
+def test_unknown_invariant_or_fault_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown invariants"):
+        run_seed(0, SimConfig(disabled_invariants=frozenset({"no_such_check"})))
+    with pytest.raises(ValueError, match="unknown fault points"):
+        run_seed(0, SimConfig(forced_faults=frozenset({"no_such_fault"})))
