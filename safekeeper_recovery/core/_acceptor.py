@@ -382,7 +382,8 @@ class Acceptor:
         self.commit_lsn = new
         persisted = self.persisted.commit_lsn
         crossed_term_start = new >= self.term_start_lsn > persisted
-        if crossed_term_start or new - persisted >= self.wal_seg_size:
+        # ints, not Lsn: under the planted bug ``commit_regresses`` new may be below persisted
+        if crossed_term_start or int(new) - int(persisted) >= self.wal_seg_size:
             return [self._persist()]
         return []
 

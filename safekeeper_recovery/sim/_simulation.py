@@ -175,7 +175,10 @@ class _Simulation:
                         assert w.nursery is not None
                         w.nursery.start_soon(self._deliver_late, dst, info, w.rng.uniform(0, 3))
                         continue
-                    await self._deliver(dst, info)
+                    if dst.nursery is not None:
+                        # Each delivery in the receiver's own process: a node whose disk
+                        # stalls (its timeline lock held) delays only its own peer info.
+                        dst.nursery.start_soon(self._deliver, dst, info)
 
     async def _deliver(self, dst: SimNode, info: object) -> None:
         from ..core import PeerInfo
