@@ -1,4 +1,4 @@
-"""One simulated run: 3 safekeepers + proposers in one ``trio.run`` under a mock clock.
+"""One simulated run: 3 or 5 safekeepers + proposers in one ``trio.run`` under a mock clock.
 
 Theory of operation
 -------------------
@@ -9,8 +9,10 @@ proposer sizes and WAL seeds, engine jitter), and trio's own scheduling is seede
 1. *active* (``active_time`` virtual seconds): proposers come and go, writing WAL through the
    production acceptor loop; peer info is exchanged every second; every active fault point
    gets its chance once per second (or per message).
-2. *quiesce*: faults off, network healed, crashed nodes restarted, proposers stopped; the
-   nodes must converge to byte-identical WAL (equal digests) within ``converge_time``.
+2. *quiesce*: faults off, network healed, crashed nodes restarted, proposers stopped; a
+   sealing proposer commits a little WAL over a quorum only, and all nodes (the rest by
+   peer recovery) must converge to byte-identical WAL (equal digests) within
+   ``converge_time``.
 
 The :class:`InvariantChecker` runs after every task step; the first violation ends the run.
 """
