@@ -57,7 +57,9 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def simulate(session: nox.Session) -> None:
-    """The deterministic cluster simulation over a seed range:
-    ``nox -s simulate -- --seeds N [--first-seed S] [--bug NAME] [-v]``."""
+    """The deterministic cluster simulation over a seed range, stopping at the first failure
+    with its replay command: ``nox -s simulate -- --seeds N [--first-seed S] [--jobs J]
+    [--nodes 3|5] [--bug NAME] [-v]`` (default: 200 seeds)."""
     _install(session)
-    session.run("python", "-m", "safekeeper_recovery.sim", *(session.posargs or ["--seeds", "200"]))
+    args = session.posargs or ["--seeds", "200"]
+    session.run("python", "-m", "safekeeper_recovery.sim", *args)

@@ -147,6 +147,10 @@ class Acceptor:
         self.remote_consistent_lsn = state.remote_consistent_lsn
         self.term_start_lsn = Lsn(0)
         """Where the current leader's term starts (volatile: 0 after a restart)."""
+        # Planted-bug seam of the deterministic simulator (docs/simulation.md): it skips
+        # exactly one rule. Production never sets it.
+        self.skip_commit_max = False
+        """Bug ``commit_regresses``: a lower commit_lsn from a leader or peer is adopted."""
 
     # ---- derived values ------------------------------------------------------------------
 
@@ -372,12 +376,14 @@ class Acceptor:
         return (FlushEffect(),)
 
     def _update_commit_lsn(self, candidate: Lsn) -> list[Effect]:
-        new = min(max(candidate, self.commit_lsn), self.flush_lsn)
-        assert new >= self.commit_lsn, f"R8: commit_lsn would go back: {self.commit_lsn}→{new}"
+        floor = INVALID_LSN if self.skip_commit_max else self.commit_lsn
+        new = min(max(candidate, floor), self.flush_lsn)
+        assert new >= floor, f"R8: commit_lsn would go back: {self.commit_lsn}→{new}"
         self.commit_lsn = new
         persisted = self.persisted.commit_lsn
         crossed_term_start = new >= self.term_start_lsn > persisted
-        if crossed_term_start or new - persisted >= self.wal_seg_size:
+        # ints, not Lsn: under the planted bug ``commit_regresses`` new may be below persisted
+        if crossed_term_start or int(new) - int(persisted) >= self.wal_seg_size:
             return [self._persist()]
         return []
 

@@ -117,7 +117,11 @@ class WalGenerator:
     def _block(self, index: int) -> bytes:
         block = self._cache.get(index)
         if block is None:
-            block = random.Random(f"walgen:{self.seed}:{index}").randbytes(BLOCK_SIZE)
+            # Only the part of the block inside the stream: a draw of a multiple of 4 bytes
+            # is a prefix of a longer draw, so a small stream costs its size, not 1 MiB.
+            need = min(BLOCK_SIZE, self.size - index * BLOCK_SIZE)
+            rng = random.Random(f"walgen:{self.seed}:{index}")
+            block = rng.randbytes(-(-need // 4) * 4)[:need]
             self._cache[index] = block
             if len(self._cache) > _CACHED_BLOCKS:
                 self._cache.popitem(last=False)

@@ -56,6 +56,8 @@ class InProcessDonorConnector:
     def __init__(self, lookup: TimelineLookup, *, keepalive_interval: float = 1.0) -> None:
         self.lookup = lookup
         self.keepalive_interval = keepalive_interval
+        self.check_term = True
+        """``False`` plants the simulator's ``no_sender_term_check`` bug in the senders."""
 
     def _timeline(self, donor: PeerInfo, ttid: TenantTimelineId) -> Timeline:
         timeline = self.lookup(donor.node_id, ttid)
@@ -93,6 +95,7 @@ class InProcessDonorConnector:
                         await run_wal_sender(
                             timeline, start_lsn, term, send.send,
                             keepalive_interval=self.keepalive_interval,
+                            check_term=self.check_term,
                         )
                     except WalSenderError as e:
                         error: Exception = (

@@ -3,7 +3,8 @@
 
 ``run_seed(seed, SimConfig(...))`` runs one seed and returns a :class:`SimResult` (its
 ``report()`` prints the seed, the first broken invariant, the last events and the replay
-command). ``python -m safekeeper_recovery.sim --seeds N [--first-seed S]`` runs a range.
+command). ``python -m safekeeper_recovery.sim --seeds N [--first-seed S] [--jobs J]`` runs
+a range (in J worker processes).
 See docs/simulation.md.
 """
 

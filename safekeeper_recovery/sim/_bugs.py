@@ -1,8 +1,9 @@
 """Deliberate protocol bugs the simulator must catch, switched on one at a time.
 
-Each flag names one broken rule and is threaded to the seam where that rule lives. A flag
-is only ever read by simulator-owned seams (storage twin, donor connector, recovery
-target); planting one never changes production behaviour.
+Each flag names one broken rule and is threaded to the seam where that rule lives: a
+simulator-owned seam (storage twin, connections, donor streams, recovery target) or an
+optional argument/attribute of product code that defaults to correct behaviour and that
+production never sets. docs/simulation.md lists which invariant catches each and where.
 """
 
 from __future__ import annotations
@@ -23,11 +24,23 @@ class PlantedBugs:
     """Control-file writes become durable one write late: a vote (or term) acknowledged
     before it is on disk is forgotten by a crash. Seam: the simulator's control store."""
     no_sender_term_check: bool = False
-    """The donor's WAL sender streams without checking its term: recovery may copy WAL of
-    a term the donor no longer vouches for. Seam: the simulator's donor connector."""
-    # Designed, not planted yet (each needs a one-line seam in product code; see
-    # docs/simulation.md): donors_by_term_only, truncate_below_commit,
-    # recovery_carries_commit, proposer_commits_old_term.
+    """The donor's WAL sender streams without checking its term (reference §6.3): recovery
+    may copy WAL of a term the donor no longer vouches for. Seam: ``run_wal_sender(...,
+    check_term=False)`` through ``InProcessDonorConnector(check_term=False)``."""
+    commit_regresses: bool = False
+    """The acceptor adopts a lower commit_lsn from a leader or a peer (R8's max skipped).
+    Seam: ``Acceptor.skip_commit_max``."""
+    double_vote: bool = False
+    """An acceptor grants a second vote in the term it already voted in (R2 with ``>=``).
+    Seam: the simulator's proposer connection turns such a refusal into a grant (the
+    acceptor's state is what the buggy acceptor's would be: the term is already ``t``)."""
+    recovery_stops_early: bool = False
+    """Recovery never copies the donor's last byte (a chunk that reaches the donor's
+    flush_lsn loses it), so a lagging node never closes the gap by recovery alone. Seam:
+    the simulator's donor stream."""
+    flush_not_durable: bool = False
+    """fsync lies: a crash also loses up to 64 KiB of WAL the node had reported flushed.
+    Seam: the simulator's storage twin."""
 
     @classmethod
     def only(cls, name: str) -> PlantedBugs:

@@ -12,7 +12,7 @@ import attrs
 import trio
 
 from ..core import Lsn, NodeId, PeerInfo, TenantId, TenantTimelineId, TimelineId
-from ..recovery import LocalTarget, RecoveryConfig, RecoveryEngine
+from ..recovery import RecoveryConfig, RecoveryEngine, RecoveryTarget
 from ..timeline import Timeline, TimelineParams, TimelineRegistry
 from ._bugs import PlantedBugs
 from ._faults import Faults
@@ -44,11 +44,14 @@ class Leader:
 class World:
     """Everything shared by the simulation's parts. All randomness is ``rng``."""
 
-    def __init__(self, seed: int, n_nodes: int, bugs: PlantedBugs, *, keep_events: int) -> None:
+    def __init__(
+        self, seed: int, n_nodes: int, bugs: PlantedBugs, *, keep_events: int,
+        forced_faults: frozenset[str] = frozenset(),
+    ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.bugs = bugs
-        self.faults = Faults.draw(self.rng)
+        self.faults = Faults.draw(self.rng, forced=forced_faults)
         self.isolated: set[int] = set()
         self.leaders: dict[int, Leader] = {}
         self.election_conflicts: list[str] = []
@@ -90,7 +93,7 @@ class SimNode:
     def __init__(self, world: World, node_id: int) -> None:
         self.world = world
         self.id = node_id
-        self.backend = SimBackend(world.bugs)
+        self.backend = SimBackend(world.bugs, world.rng)
         self.up = False
         self.incarnation = 0
         self.timeline: Timeline | None = None
@@ -99,6 +102,22 @@ class SimNode:
         self._scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
         self._created = False
+        self._starting: trio.Event | None = None
+
+    async def ensure_up(self, nursery: trio.Nursery) -> None:
+        """Start an incarnation in ``nursery`` unless one is up or starting (a restart timer
+        and the quiesce phase may both want this node back at the same instant)."""
+        if self.up:
+            return
+        if self._starting is not None:
+            await self._starting.wait()
+            return
+        self._starting = starting = trio.Event()
+        try:
+            await nursery.start(self.run)
+        finally:
+            self._starting = None
+            starting.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """One incarnation of the process, until :meth:`crash`."""
@@ -119,7 +138,7 @@ class SimNode:
                     self.engine = engine
 
                     async def recovery(timeline: Timeline) -> None:
-                        target: LocalTarget = sim_target(self.world, timeline)
+                        target: RecoveryTarget = sim_target(self.world, timeline)
                         await engine.supervise(target)
 
                     registry = TimelineRegistry(
@@ -130,6 +149,9 @@ class SimNode:
                         await registry.create(TTID, TimelineParams(START_LSN, SEG_SIZE))
                         self._created = True
                     self.timeline = registry.get(TTID)
+                    # Acceptor-side planted bugs (nothing reached this acceptor yet: peer
+                    # info and proposers come only once the node is up).
+                    self.timeline.acceptor.skip_commit_max = self.world.bugs.commit_regresses
                     self.up = True
                     self.world.event(f"node {self.id} up (incarnation {self.incarnation}) "
                                      f"{_describe(self.timeline)}")
@@ -146,9 +168,12 @@ class SimNode:
         self.up = False
         assert self._scope is not None
         self._scope.cancel()
-        await self._stopped.wait()
-        self.backend.crash()
-        self.world.event(f"node {self.id} crashed")
+        # Shielded: a crash cut short (the chaos task is cancelled at quiesce) would leave a
+        # half-stopped incarnation that a restart then races with.
+        with trio.CancelScope(shield=True):
+            await self._stopped.wait()
+            self.backend.crash()
+            self.world.event(f"node {self.id} crashed")
 
     def peer_info(self) -> PeerInfo:
         assert self.timeline is not None

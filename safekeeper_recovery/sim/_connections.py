@@ -8,6 +8,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import attrs
 import trio
 
 from ..core import (
@@ -24,10 +25,18 @@ from ..core import (
     StatusUpdate,
     TenantTimelineId,
     Term,
+    VoteRequest,
+    VoteResponse,
     WalData,
 )
 from ..proposer import SafekeeperConnection
-from ..recovery import DonorStatus, DonorStream, InProcessDonorConnector, LocalTarget
+from ..recovery import (
+    DonorStatus,
+    DonorStream,
+    InProcessDonorConnector,
+    LocalTarget,
+    RecoveryTarget,
+)
 from ..timeline import Timeline, TimelineBroken
 from ..transport._wal_acceptor import run_wal_acceptor
 from ._cluster import PROPOSER_NODE, Leader, SimNode, World
@@ -44,11 +53,13 @@ def node_of(url: str) -> int:
 class SimConnection:
     """A proposer's ``wal_push`` connection; the server half runs in the node's nursery."""
 
-    def __init__(self, world: World, proposer: int, node: SimNode, leader: Leader | None) -> None:
-        self.world = world
-        self.proposer = proposer
+    def __init__(self, link: SimProposerLink, node: SimNode) -> None:
+        self.world = link.world
+        self.link = link
+        self.proposer = link.proposer
         self.node = node
-        self.leader = leader
+        self.leader = link.leader
+        self._vote_term = -1
         self._to_server, self.server_messages = trio.open_memory_channel[ProposerMessage](
             math.inf
         )
@@ -77,7 +88,12 @@ class SimConnection:
         if self.world.faults.fires("msg_delay"):
             # Head-of-line delay: order within the connection holds, across them it does not.
             await trio.sleep(self.world.rng.uniform(0, MAX_DELAY))
-        if isinstance(msg, ProposerElected) and self.leader is not None:
+        if isinstance(msg, VoteRequest):
+            if self.node.id in self.link.skip_nodes:
+                self.cut(ConnectionResetError("sim: this proposer does not ask this node"))
+                raise self.error or ConnectionResetError("sim: connection closed")
+            self._vote_term = int(msg.term)
+        if isinstance(msg, ProposerElected):
             leader = self.leader
             start = msg.term_history[-1].lsn
             self.world.elected(
@@ -91,10 +107,14 @@ class SimConnection:
 
     async def receive(self) -> AcceptorMessage:
         try:
-            return await self._replies.receive()
+            reply = await self._replies.receive()
         except trio.EndOfChannel:
             await self.done.wait()
             raise self.error or ConnectionResetError("sim: connection closed") from None
+        if (isinstance(reply, VoteResponse) and self.world.bugs.double_vote
+                and not reply.vote_given and int(reply.term) == self._vote_term):
+            reply = attrs.evolve(reply, vote_given=True)  # R2 with ">=": a second vote
+        return reply
 
     async def aclose(self) -> None:
         self._to_server.close()
@@ -120,12 +140,21 @@ class SimConnection:
 
 
 class SimProposerLink:
-    """The ``Connect`` and ``FetchWal`` seams of one proposer."""
+    """The ``Connect`` and ``FetchWal`` seams of one proposer.
 
-    def __init__(self, world: World, proposer: int, leader: Leader) -> None:
+    ``skip_nodes``: nodes this proposer greets but never asks for a vote (their connection
+    is reset on the VoteRequest), so its term is above theirs yet they must catch up by
+    peer recovery.
+    """
+
+    def __init__(
+        self, world: World, proposer: int, leader: Leader, *,
+        skip_nodes: frozenset[int] = frozenset(),
+    ) -> None:
         self.world = world
         self.proposer = proposer
         self.leader = leader
+        self.skip_nodes = skip_nodes
 
     def connect(self, url: str) -> AbstractAsyncContextManager[SafekeeperConnection]:
         return self._connect(url)
@@ -136,7 +165,7 @@ class SimProposerLink:
         node = self.world.reachable(PROPOSER_NODE, node_of(url))
         if node is None or node.nursery is None or node.timeline is None:
             raise ConnectionRefusedError(f"sim: {url} is unreachable")
-        conn = SimConnection(self.world, self.proposer, node, self.leader)
+        conn = SimConnection(self, node)
         node.nursery.start_soon(conn.serve, node.timeline)
         try:
             yield conn
@@ -179,6 +208,12 @@ class _SimStream:
             await trio.sleep(self._world.rng.uniform(0, MAX_DELAY))
         msg = await self._inner.receive()
         self._check()
+        if (self._world.bugs.recovery_stops_early and isinstance(msg, WalData)
+                and msg.end_lsn >= msg.wal_end):
+            # Planted bug: the chunk that reaches the donor's flush_lsn loses its last byte.
+            if len(msg.data) > 1:
+                return attrs.evolve(msg, data=msg.data[:-1])
+            return Keepalive(msg.wal_end, msg.timestamp_us)
         return msg
 
     async def send_status(self, update: StatusUpdate) -> None:
@@ -193,6 +228,7 @@ class SimDonorConnector:
         self._world = world
         self._recipient = recipient
         self._inner = InProcessDonorConnector(self._lookup)
+        self._inner.check_term = not world.bugs.no_sender_term_check
 
     def _lookup(self, node: NodeId, ttid: TenantTimelineId) -> Timeline | None:
         target = self._world.reachable(self._recipient, int(node))
@@ -220,6 +256,6 @@ class SimDonorConnector:
             yield _SimStream(self._world, stream, node, self._recipient)
 
 
-def sim_target(world: World, timeline: Timeline) -> LocalTarget:
+def sim_target(world: World, timeline: Timeline) -> RecoveryTarget:
     """The recovery target of a node (the seam where recovery-side bugs are planted)."""
     return LocalTarget(timeline)

@@ -18,7 +18,9 @@ FAULT_POINTS: Final = (
     "node_crash",  # a node loses power (unflushed WAL gone) and restarts 0.5-4 s later
     "proposer_crash",  # the running proposer dies mid-run
     "new_proposer",  # a second proposer campaigns at once (a higher term)
+    "dueling_proposers",  # two proposers campaign at the same instant (often the same term)
     "donor_term_bump",  # a node serving as a recovery donor bumps its term mid-stream
+    "slow_disk",  # a node's storage stalls 0.05-1.5 s (writes, fsyncs, reads all wait)
 )
 ACTIVATION: Final = 0.25
 FIRE: Final = 0.25
@@ -34,8 +36,18 @@ class Faults:
         self.fired: Counter[str] = Counter()
 
     @classmethod
-    def draw(cls, rng: random.Random, *, activation: float = ACTIVATION) -> Faults:
-        active = frozenset(p for p in FAULT_POINTS if rng.random() < activation)
+    def draw(
+        cls, rng: random.Random, *, activation: float = ACTIVATION,
+        forced: frozenset[str] = frozenset(),
+    ) -> Faults:
+        """Activate each point with probability ``activation`` (``forced`` ones always; the
+        draw is made either way, so forcing a point leaves the rest of the plan as is)."""
+        unknown = forced - set(FAULT_POINTS)
+        if unknown:
+            raise ValueError(f"unknown fault points {sorted(unknown)}")
+        active = frozenset(
+            p for p in FAULT_POINTS if rng.random() < activation or p in forced
+        )
         return cls(rng, active)
 
     def fires(self, point: str) -> bool:

@@ -1,4 +1,4 @@
-"""One simulated run: 3 safekeepers + proposers in one ``trio.run`` under a mock clock.
+"""One simulated run: 3 or 5 safekeepers + proposers in one ``trio.run`` under a mock clock.
 
 Theory of operation
 -------------------
@@ -9,8 +9,10 @@ proposer sizes and WAL seeds, engine jitter), and trio's own scheduling is seede
 1. *active* (``active_time`` virtual seconds): proposers come and go, writing WAL through the
    production acceptor loop; peer info is exchanged every second; every active fault point
    gets its chance once per second (or per message).
-2. *quiesce*: faults off, network healed, crashed nodes restarted, proposers stopped; the
-   nodes must converge to byte-identical WAL (equal digests) within ``converge_time``.
+2. *quiesce*: faults off, network healed, crashed nodes restarted, proposers stopped; a
+   sealing proposer commits a little WAL over a quorum only, and all nodes (the rest by
+   peer recovery) must converge to byte-identical WAL (equal digests) within
+   ``converge_time``.
 
 The :class:`InvariantChecker` runs after every task step; the first violation ends the run.
 """
@@ -41,16 +43,28 @@ __all__ = ["SimConfig", "SimResult", "replay_command", "run_seed"]
 log = logging.getLogger(__name__)
 
 TICK: Final = 1.0
+SEALING_ATTEMPTS: Final = 5
+"""A sealing proposer can still lose (a node restarting at that instant): it retries."""
+
+
+def nodes_for(seed: int, nodes: int | None) -> int:
+    """The cluster size of a seed: ``nodes`` if given, else 5 on every 5th seed, else 3."""
+    if nodes is not None:
+        return nodes
+    return 5 if seed % 5 == 4 else 3
 
 
 @attrs.frozen
 class SimConfig:
-    nodes: int = 3
+    nodes: int | None = None
+    """Safekeepers per run; ``None``: 5 on every 5th seed (``seed % 5 == 4``), else 3."""
     active_time: float = 20.0
     converge_time: float = 60.0
     keep_events: int = 40
     bugs: PlantedBugs = attrs.field(factory=PlantedBugs)
     disabled_invariants: frozenset[str] = frozenset()
+    forced_faults: frozenset[str] = frozenset()
+    """Fault points active in every seed (the others are drawn as usual)."""
     record_all_events: bool = False
 
 
@@ -69,6 +83,8 @@ class SimResult:
     virtual_time: float
     steps: int
     bugs: tuple[str, ...]
+    nodes: int | None = None
+    """``SimConfig.nodes`` of the run (``None``: chosen by the seed)."""
 
     @property
     def ok(self) -> bool:
@@ -85,12 +101,14 @@ class SimResult:
         lines.append(f"planted bugs: {', '.join(self.bugs) or 'none'}")
         lines.append("last events:")
         lines.extend(f"  {e}" for e in self.last_events)
-        lines.append(f"replay: {replay_command(self.seed, self.bugs)}")
+        lines.append(f"replay: {replay_command(self.seed, self.bugs, self.nodes)}")
         return "\n".join(lines)
 
 
-def replay_command(seed: int, bugs: tuple[str, ...] = ()) -> str:
+def replay_command(seed: int, bugs: tuple[str, ...] = (), nodes: int | None = None) -> str:
     extra = "".join(f" --bug {b}" for b in bugs)
+    if nodes is not None:
+        extra += f" --nodes {nodes}"
     return f"python -m safekeeper_recovery.sim --seeds 1 --first-seed {seed}{extra}"
 
 
@@ -101,7 +119,8 @@ class _Stop(Exception):
 class _Simulation:
     def __init__(self, seed: int, cfg: SimConfig) -> None:
         self.cfg = cfg
-        self.world = World(seed, cfg.nodes, cfg.bugs, keep_events=cfg.keep_events)
+        self.world = World(seed, nodes_for(seed, cfg.nodes), cfg.bugs,
+                           keep_events=cfg.keep_events, forced_faults=cfg.forced_faults)
         if cfg.record_all_events:
             self.world.all_events = []
         self.checker = InvariantChecker(self.world, disabled=cfg.disabled_invariants)
@@ -139,9 +158,8 @@ class _Simulation:
                 raise rest from None
 
     async def _watch_invariants(self) -> None:
-        # The checker is a trio instrument: it cannot await or cancel, so it is polled.
-        while self.checker.violation is None:  # noqa: ASYNC110  (set by an instrument)
-            await trio.sleep(0.05)
+        # The checker is a trio instrument: it cannot cancel, but it sets an event.
+        await self.checker.stopped.wait()
         raise _Stop
 
     async def _peer_exchange(self) -> None:
@@ -159,7 +177,10 @@ class _Simulation:
                         assert w.nursery is not None
                         w.nursery.start_soon(self._deliver_late, dst, info, w.rng.uniform(0, 3))
                         continue
-                    await self._deliver(dst, info)
+                    if dst.nursery is not None:
+                        # Each delivery in the receiver's own process: a node whose disk
+                        # stalls (its timeline lock held) delays only its own peer info.
+                        dst.nursery.start_soon(self._deliver, dst, info)
 
     async def _deliver(self, dst: SimNode, info: object) -> None:
         from ..core import PeerInfo
@@ -203,6 +224,15 @@ class _Simulation:
                 self.proposer_scopes[pid].cancel()
             if f.fires("new_proposer"):
                 w.nursery.start_soon(self._run_proposer)
+            if f.fires("dueling_proposers"):
+                w.nursery.start_soon(self._run_proposer)
+                w.nursery.start_soon(self._run_proposer)
+            if f.fires("slow_disk"):
+                up = [n for n in nodes if n.up and n.nursery is not None]
+                if up:
+                    slow = w.rng.choice(up)
+                    assert slow.nursery is not None
+                    slow.nursery.start_soon(self._stall_disk, slow, w.rng.uniform(0.05, 1.5))
             for node in nodes:
                 engine = node.engine
                 status = engine.statuses.get(TTID) if engine is not None and node.up else None
@@ -217,6 +247,17 @@ class _Simulation:
                         continue
                     w.event(f"donor {donor.id} of node {node.id} bumped its term to {term}")
 
+    async def _stall_disk(self, node: SimNode, delay: float) -> None:
+        # Memory stores are synchronous, so a slow disk is a stall of the node's storage:
+        # every store call runs under the timeline's lock (writes and fsyncs of the acceptor,
+        # control-file persists, WAL reads of senders), so holding it delays exactly those,
+        # in the node's own nursery (a crash ends the stall).
+        timeline = node.timeline
+        assert timeline is not None
+        async with timeline.lock:
+            self.world.event(f"node {node.id}: disk stalls for {delay:.2f}s")
+            await trio.sleep(delay)
+
     async def _heal_later(self, node: int, delay: float) -> None:
         await trio.sleep(delay)
         if node in self.world.isolated:
@@ -225,21 +266,29 @@ class _Simulation:
 
     async def _restart_later(self, node: SimNode, delay: float) -> None:
         await trio.sleep(delay)
-        if not node.up and self.world.nursery is not None:
-            await self.world.nursery.start(node.run)
+        if self.world.nursery is not None:
+            await node.ensure_up(self.world.nursery)
 
     async def _proposer_driver(self) -> None:
         while True:
             await trio.sleep(self.world.rng.uniform(0, 1))
             await self._run_proposer()
 
-    async def _run_proposer(self, *, sealing: bool = False) -> None:
+    async def _run_proposer(self, *, sealing: bool = False) -> bool:
+        """One proposer run to its end; whether it committed all its WAL."""
         w = self.world
         self.next_proposer += 1
         pid = self.next_proposer
         total = w.rng.randrange(1, 8) * 1024 if sealing else w.rng.randrange(16, 256) * 1024
         seed = w.rng.randrange(1 << 30)
-        link = SimProposerLink(w, pid, Leader(pid, seed, START_LSN, total))
+        skip: frozenset[int] = frozenset()
+        if sealing:
+            # It asks only a quorum for votes: the others must converge by peer recovery.
+            ids = sorted(w.nodes)
+            minority = len(ids) - (len(ids) // 2 + 1)
+            skip = frozenset(w.rng.sample(ids, w.rng.randint(1, minority)))
+            w.event(f"sealing proposer {pid} leaves nodes {sorted(skip)} to recovery")
+        link = SimProposerLink(w, pid, Leader(pid, seed, START_LSN, total), skip_nodes=skip)
         config = ProposerConfig(
             safekeepers=self.urls, tenant_id=TTID.tenant_id, timeline_id=TTID.timeline_id,
             total_bytes=total, seed=seed, window_bytes=256 * 1024, response_timeout=3.0,
@@ -254,11 +303,13 @@ class _Simulation:
                 try:
                     result = await proposer.run()
                 except ProposerError as e:
-                    w.event(f"proposer {pid} failed: {type(e).__name__}")
+                    w.event(f"proposer {pid} failed: {type(e).__name__}: {e}")
                 else:
                     w.event(f"proposer {pid} committed term {result.term} up to {result.end_lsn}")
+                    return True
         finally:
             del self.proposer_scopes[pid]
+        return False
 
     def _tracking(self, link: SimProposerLink) -> Connect:
         """``link.connect``, registering open connections so a partition can cut them."""
@@ -288,42 +339,48 @@ class _Simulation:
             await trio.sleep(0.01)
         w.isolated.clear()
         for node in w.nodes.values():
-            if not node.up:
-                await nursery.start(node.run)
+            await node.ensure_up(nursery)
         w.event("quiesce: faults off, healed, proposers stopped, all nodes up")
         # Recovery needs an established leader (a donor's term == its last_log_term), and a
         # proposer stopped after votes leaves none: one sealing proposer commits a little WAL
-        # over the healed cluster (as Neon's simulator does), then recovery must converge.
-        await self._run_proposer(sealing=True)
+        # over a quorum of the healed cluster (Neon's simulator also ends with a proposer);
+        # the nodes it leaves out must then converge by peer recovery alone.
+        for _ in range(SEALING_ATTEMPTS):
+            if await self._run_proposer(sealing=True):
+                return
+            await trio.sleep(TICK)
 
     async def _wait_converged(self) -> None:
         w = self.world
+        digests: dict[int, str] | None = None
         with trio.move_on_after(self.cfg.converge_time) as scope:
-            while not await self._converged():  # noqa: ASYNC110  (digests are not events)
-                await trio.sleep(0.5)
+            while (digests := await self._converged()) is None:  # noqa: ASYNC110
+                await trio.sleep(0.5)  # digests are not events: poll
         if scope.cancelled_caught:
             states = ", ".join(
                 f"node {n.id}: {describe(n.timeline)}" for n in w.nodes.values() if n.timeline
             )
-            self.checker.violation = Violation(
+            self.checker.fail(
                 "convergence",
                 f"no byte-identical WAL after {self.cfg.converge_time}s of quiet: {states}",
-                trio.current_time(),
             )
             return
         self.checker.check(full=True)
-        self.final_digests = await self.digests()
+        assert digests is not None
+        self.final_digests = digests
         w.event("converged: " + ", ".join(f"node {n}={d[:12]}" for n, d in
                                           self.final_digests.items()))
 
-    async def _converged(self) -> bool:
+    async def _converged(self) -> dict[int, str] | None:
+        """Every node's digest if all are up with byte-identical WAL, else ``None``."""
         nodes = list(self.world.nodes.values())
         if not all(n.up and n.timeline is not None for n in nodes):
-            return False
+            return None
         flushes = {n.timeline.snapshot().flush_lsn for n in nodes if n.timeline}
         if len(flushes) != 1:
-            return False
-        return len(set((await self.digests()).values())) == 1
+            return None
+        digests = await self.digests()
+        return digests if len(set(digests.values())) == 1 else None
 
     async def digests(self) -> dict[int, str]:
         out = {}
@@ -351,7 +408,12 @@ def run_seed(seed: int, cfg: SimConfig | None = None) -> SimResult:
             trio.run(body, clock=clock, instruments=[sim.checker])
         except Exception as e:  # a crash of the system under test is a finding, not a bug here
             if sim.checker.violation is None:
-                sim.checker.violation = Violation("no_crash", f"{type(e).__name__}: {e}", math.nan)
+                leaf: BaseException = e
+                while isinstance(leaf, BaseExceptionGroup):
+                    leaf = leaf.exceptions[0]
+                sim.checker.violation = Violation(
+                    "no_crash", f"{type(leaf).__name__}: {leaf}", math.nan
+                )
             log.debug("seed %d crashed", seed, exc_info=True)
         finally:
             product_log.setLevel(saved_level)
@@ -371,4 +433,5 @@ def run_seed(seed: int, cfg: SimConfig | None = None) -> SimResult:
         virtual_time=clock.current_time(),
         steps=sim.checker.steps,
         bugs=tuple(cfg.bugs.active()),
+        nodes=cfg.nodes,
     )

@@ -83,12 +83,15 @@ async def run_wal_sender(
     *,
     keepalive_interval: float = 1.0,
     on_sent: Callable[[Lsn], None] | None = None,
+    check_term: bool = True,
 ) -> None:
     """Stream WAL from ``start_lsn`` through ``send``; never returns on its own.
 
     Raises :class:`WalSenderError` when the term moves (rule 2) or the requested WAL was
     removed (rule 5), ``TimelineBroken`` if the timeline is deleted under it, and whatever
     ``send`` raises. ``on_sent(pos)`` is called with the new position after each chunk.
+    ``check_term=False`` is the simulator's planted bug ``no_sender_term_check`` (rule 2
+    skipped); production never passes it.
     """
     pos = start_lsn
     seg_size = timeline.snapshot().wal_seg_size
@@ -99,7 +102,7 @@ async def run_wal_sender(
             end = timeline.flush_lsn if term is not None else timeline.commit_lsn
             if end > pos:
                 break
-            if term is not None and timeline.term != term:
+            if check_term and term is not None and timeline.term != term:
                 raise WalSenderError(f"term changed: requested {term}, now {timeline.term}")
             deadline = last_send + keepalive_interval
             if trio.current_time() >= deadline:
@@ -121,7 +124,7 @@ async def run_wal_sender(
             if page_aligned > 0:
                 n = page_aligned
         try:
-            data = await timeline.read_wal(pos, n, term=term)
+            data = await timeline.read_wal(pos, n, term=term if check_term else None)
         except TermMismatch as e:
             raise WalSenderError(str(e)) from e
         if not data:

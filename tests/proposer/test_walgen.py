@@ -148,3 +148,9 @@ async def test_a_source_that_cannot_start_there_stops_the_run_with_the_reason() 
 
     with trio.fail_after(10), pytest.raises(ProposerError, match="is not a record boundary"):
         await propose(pg_config(cluster, MiB, seed=0), cluster.connector("A"), wal_source=factory)
+
+
+def test_byte_i_depends_only_on_the_seed_and_i_not_on_the_stream_size() -> None:
+    # A short stream draws only its own bytes, yet must be a prefix of a longer one.
+    for size in (1, 3, 4, 4097, BLOCK_SIZE - 1, BLOCK_SIZE + 5):
+        assert WalGenerator(3, size).read(0, size) == WHOLE[:size]
