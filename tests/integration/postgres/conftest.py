@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from integration.harness import Cluster
+from ..harness import Cluster
 
 from safekeeper_recovery.postgres import (
     PostgresError,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from integration.harness import BackgroundCli, Cluster, start_cli, wait_until
+from ..harness import BackgroundCli, Cluster, start_cli, wait_until
 
 from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
 from safekeeper_recovery.postgres import PostgresServer

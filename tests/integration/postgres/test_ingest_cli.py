@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from integration.harness import allocate_ports, run_cli
+from ..harness import allocate_ports, run_cli
 
 from .ingest_support import TTID
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from integration.harness import Cluster, wait_until
+from ..harness import Cluster, wait_until
 
 from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.pgwal import verify_chunks

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from integration.harness import Cluster, wait_until
+from ..harness import Cluster, wait_until
 
 from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.postgres import PostgresServer
