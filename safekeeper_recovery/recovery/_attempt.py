@@ -3,8 +3,8 @@
 Structure: after the handshake (donor status, local vote, common point, local
 ProposerElected) one nursery holds three siblings linked by memory channels —
 
-* ``network_io``: donor WAL stream → AppendRequests into ``messages`` (256), status
-  updates back to the donor, the caught-up / still-a-donor / proposer-arrived checks;
+* ``network_io``: donor WAL stream → AppendRequests into ``messages`` (32), status
+  updates back to the donor (every 0.1 s and on keepalives), the caught-up / still-a-donor / proposer-arrived checks;
 * the WAL acceptor: ``messages`` → local acceptor → ``replies`` (16);
 * ``read_replies``: every reply must carry the donor's term (else :class:`TermChanged`).
 
@@ -49,7 +49,10 @@ __all__ = ["AttemptCancelled", "AttemptResult", "DonorTimeout", "RecoveryConfig"
 
 log = logging.getLogger(__name__)
 
-MESSAGE_QUEUE_SIZE = 256
+MESSAGE_QUEUE_SIZE = 32
+"""AppendRequests queued for the local acceptor (the seed queues 256). 32 x 128 KiB = 4 MiB
+is plenty of pipelining; 256 let a recovering node hold 32 MiB more whenever its disk
+path was the slower side, so its peak memory depended on timing."""
 REPLY_QUEUE_SIZE = 16
 STATUS_INTERVAL = 0.1
 """While WAL flows, a StatusUpdate goes to the donor at most this often (seconds).

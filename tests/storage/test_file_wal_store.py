@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,22 @@ def test_a_failed_truncation_stays_pending_until_one_succeeds(
     s.close()
     with FileWalStore.open(tmp_path, SEG) as s:
         assert s.read(Lsn(398), 10) == b"jjk"
+
+
+def test_write_chunks_equals_one_joined_write_across_segments(tmp_path: Path) -> None:
+    # Chunks of uneven sizes (one empty), one straddling the end of segment 0 and one
+    # ending exactly at the end of segment 1: the bytes and files must be those of a
+    # single write of the joined chunks.
+    rng = random.Random(7)
+    sizes = [3, 0, SEG - 20, 40, 5000, SEG - 5000 - 23, 100_000]
+    chunks = [rng.randbytes(n) for n in sizes]
+    joined = b"".join(chunks)
+    with FileWalStore.create(tmp_path, SEG, Lsn(0)) as s:
+        s.write_chunks(Lsn(0), chunks)
+        assert s.write_lsn == Lsn(len(joined))
+        assert listing(tmp_path) == [seg(0), seg(1), seg(2, True), FLUSH_POSITION_FILE_NAME]
+        s.flush()
+        got = b"".join(s.read(Lsn(p), SEG) for p in range(0, len(joined), SEG))
+    assert got == joined
+    with pytest.raises(StorageError, match="rewrite"), FileWalStore.open(tmp_path, SEG) as s:
+        s.write_chunks(Lsn(0), [b"x"])
