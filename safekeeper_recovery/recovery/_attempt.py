@@ -4,7 +4,8 @@ Structure: after the handshake (donor status, local vote, common point, local
 ProposerElected) one nursery holds three siblings linked by memory channels —
 
 * ``network_io``: donor WAL stream → AppendRequests into ``messages`` (32), status
-  updates back to the donor (every 0.1 s and on keepalives), the caught-up / still-a-donor / proposer-arrived checks;
+  updates back to the donor (every 0.1 s and on keepalives), the caught-up /
+  still-a-donor / proposer-arrived checks;
 * the WAL acceptor: ``messages`` → local acceptor → ``replies`` (16);
 * ``read_replies``: every reply must carry the donor's term (else :class:`TermChanged`).
 
