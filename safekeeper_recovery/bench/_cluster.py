@@ -26,6 +26,12 @@ __all__ = ["BenchCluster", "LatencyTrial", "RecoveryRun", "peak_rss", "rss"]
 START_LSN = Lsn.parse("0/1000000")
 POLL = 0.01
 """Status polling period (s): the resolution of every latency taken from outside a node."""
+PROPOSER_WINDOW = 64 << 20
+"""The bench proposer's window (WAL sent but not yet acknowledged flushed per node; its
+default is 8 MiB). A node acknowledges once per fsync, and an fsync on this kind of
+machine takes tens of milliseconds: with 8 MiB in flight the proposer spent most of its
+time waiting for acknowledgements, so ingest measured fsync latency, not throughput.
+PostgreSQL's walproposer keeps no such window at all (it sends all the WAL it has)."""
 RECOVERY_POLL = 0.1
 """Status polling period (s) while timing a recovery: its end is the node's own
 ``recovery.flushed_at``, so polling need not be fast (every poll costs the measured node
@@ -117,7 +123,8 @@ class BenchCluster:
         urls = tuple(self.cluster[i].wal_url for i in nodes)
         t0 = time.perf_counter()
         await propose(
-            ProposerConfig(urls, ttid.tenant_id, ttid.timeline_id, nbytes),
+            ProposerConfig(urls, ttid.tenant_id, ttid.timeline_id, nbytes,
+                           window_bytes=PROPOSER_WINDOW),
             websocket_connector(ttid.tenant_id, ttid.timeline_id),
             fetch_wal=websocket_fetcher(ttid.tenant_id, ttid.timeline_id),
         )

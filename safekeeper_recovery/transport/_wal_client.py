@@ -48,6 +48,9 @@ from ..core import (
     decode_stream_sender_message,
     encode,
 )
+from . import _ws_masking
+
+_ws_masking.install()  # wsproto's pure-Python masking was the ingest bottleneck
 
 __all__ = [
     "WalConnectError",

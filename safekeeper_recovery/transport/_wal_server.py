@@ -41,6 +41,9 @@ from ._auth import Authenticator, bearer_token
 from ._paths import BadRequest, check_query, parse_bool, parse_lsn, parse_term, parse_timeline_path
 from ._wal_acceptor import serve_push_connection
 from ._wal_sender import WalSenderError, serve_stream_connection
+from ._ws_masking import install as _install_fast_masking
+
+_install_fast_masking()  # proposers' frames are masked: unmasking them was the top cost
 
 __all__ = [
     "CLOSE_ACCEPTOR_REFUSED",
