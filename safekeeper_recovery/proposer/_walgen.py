@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
-import numpy as np
-
 from ..core import MAX_SEND_SIZE, Lsn
 
 __all__ = ["BLOCK_SIZE", "WalGenerator", "chunk_end"]
@@ -53,6 +51,8 @@ class WalGenerator:
     def _block(self, index: int) -> bytes:
         block = self._cache.get(index)
         if block is None:
+            import numpy as np  # here: only the proposer needs it, not every node
+
             bits = np.random.SFC64(np.random.SeedSequence([self.seed % 2**64, index]))
             # random_raw is the bit generator's stream, stable across numpy versions.
             block = bits.random_raw(BLOCK_SIZE // 8).astype("<u8", copy=False).tobytes()
