@@ -12,7 +12,9 @@ from rich.table import Table
 from ._run import BenchResults
 from ._stats import Samples
 
-__all__ = ["figures", "render_markdown", "render_table", "targets"]
+__all__ = ["figures", "kept_sections", "render_markdown", "render_table", "targets"]
+
+KEPT_HEADING = "## Profile"
 
 
 def _machine() -> str:
@@ -149,4 +151,13 @@ def render_markdown(r: BenchResults, command: str, notes: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def kept_sections(previous: str) -> str:
+    """The hand-written part of an earlier report, carried over when it is regenerated.
 
+    Everything from the ``## Profile`` heading (the profiles behind the figures and what
+    limits them) to the end; ``""`` if there is none.
+    """
+    if previous.startswith(KEPT_HEADING + "\n"):
+        return previous
+    start = previous.find("\n" + KEPT_HEADING + "\n")
+    return previous[start + 1 :] if start >= 0 else ""
