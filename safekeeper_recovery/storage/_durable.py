@@ -46,6 +46,7 @@ def pwritev_all(fd: int, buffers: list[memoryview], offset: int) -> None:
     One system call (and one release of the GIL) for many buffers, instead of joining them
     first; short writes are resumed. ``buffers`` is consumed (the list is modified).
     """
+    buffers[:] = [b for b in buffers if len(b)]  # a trailing empty one would look like EOF
     while buffers:
         batch = buffers[:_IOV_MAX]
         written = os.pwritev(fd, batch, offset)

@@ -15,6 +15,7 @@ from safekeeper_recovery.storage import (
     TRUNCATION_MARK_FILE_NAME,
     FileWalStore,
 )
+from safekeeper_recovery.storage._durable import pwritev_all
 from safekeeper_recovery.storage._truncation_mark import write_mark
 
 SEG = 1 << 20
@@ -208,3 +209,26 @@ def test_write_chunks_equals_one_joined_write_across_segments(tmp_path: Path) ->
     assert got == joined
     with pytest.raises(StorageError, match="rewrite"), FileWalStore.open(tmp_path, SEG) as s:
         s.write_chunks(Lsn(0), [b"x"])
+
+
+def test_pwritev_all_resumes_after_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kernel may write less than asked (signals, quotas): every byte must still land,
+    # in order, also when a short write ends in the middle of a buffer.
+    real = os.pwritev
+    calls: list[int] = []
+
+    def short_pwritev(fd: int, buffers: list[memoryview], offset: int) -> int:
+        calls.append(len(buffers))
+        return real(fd, [bytes(b"".join(buffers)[:7])], offset)
+
+    monkeypatch.setattr(os, "pwritev", short_pwritev)
+    parts = [b"abcde", b"", b"fghijklmnop", b"q", b"rstuvwxyz0123", b""]
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        pwritev_all(fd, [memoryview(p) for p in parts], 3)
+        assert os.pread(fd, 100, 0) == b"\0\0\0" + b"".join(parts)
+    finally:
+        os.close(fd)
+    assert len(calls) == 5  # 30 bytes, 7 per call
