@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from safekeeper_recovery.bench import Samples, cpu_seconds, ratio, write_segments
+from safekeeper_recovery.bench import Samples, cpu_seconds, kept_sections, ratio, write_segments
 
 
 def test_disk_limit_writes_and_removes_segments(tmp_path: Path) -> None:
@@ -24,3 +24,10 @@ def test_samples_describe_median_and_range_and_ratios_pair_by_round() -> None:
 
 def test_cpu_seconds_of_this_process_is_non_negative() -> None:
     assert cpu_seconds(os.getpid()) >= 0
+
+
+def test_a_regenerated_report_keeps_the_profile_section() -> None:
+    old = "# Benchmarks\n\n| a | b |\n\n## Profile\n\nwhat limits it\n\n### Recovery\n\nx\n"
+    assert kept_sections(old) == "## Profile\n\nwhat limits it\n\n### Recovery\n\nx\n"
+    assert kept_sections("# Benchmarks\n\n## Targets\n") == ""
+    assert kept_sections("## Profile\n\ny\n") == "## Profile\n\ny\n"

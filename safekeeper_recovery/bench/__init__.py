@@ -5,7 +5,7 @@ from ._cluster import BenchCluster, LatencyTrial, RecoveryRun, peak_rss, rss
 from ._disk import SEGMENT_SIZE, write_segments
 from ._idle import IdleResult, cpu_seconds, measure_idle
 from ._postgres import PostgresServer, find_bindir
-from ._report import figures, render_markdown, render_table, targets
+from ._report import figures, kept_sections, render_markdown, render_table, targets
 from ._run import BenchConfig, BenchResults, run_benchmarks
 from ._stats import Samples, ratio
 
@@ -21,6 +21,7 @@ __all__ = [
     "Samples",
     "cpu_seconds",
     "figures",
+    "kept_sections",
     "find_bindir",
     "measure_idle",
     "peak_rss",

@@ -12,7 +12,9 @@ from rich.table import Table
 from ._run import BenchResults
 from ._stats import Samples
 
-__all__ = ["figures", "render_markdown", "render_table", "targets"]
+__all__ = ["figures", "kept_sections", "render_markdown", "render_table", "targets"]
+
+KEPT_HEADING = "## Profile"
 
 
 def _machine() -> str:
@@ -124,15 +126,16 @@ def render_markdown(r: BenchResults, command: str, notes: str = "") -> str:
         f"{r.config.latency_trials} trials of {r.config.latency_bytes / 2**20:.0f} MiB",
         "",
         "Each round runs, in an order rotated per round: node 3 recovering N bytes from a "
-        "donor (real `serve` processes on loopback; timed from the attempt's "
-        "`recovery.started_at` to flush == donor flush, polled every 10 ms); `pg_receivewal` "
+        "donor (real `serve` processes on loopback; timed on the node's clock from the "
+        "attempt's `recovery.started_at` to its `recovery.flushed_at`, the flush that reached "
+        "the donor's flush_lsn; status polled every 0.1 s); `pg_receivewal` "
         "(default fsync per segment, TCP loopback, `--endpos`) streaming N bytes of real WAL "
         "from a throw-away PostgreSQL started by the benchmark (WAL made of 1 MiB "
         "`pg_logical_emit_message` records, one replication slot per round so each round "
         "streams the same bytes); the disk limit (N bytes written as 16 MiB files, one "
-        "write + fsync per file, by a plain Python loop); and a proposer writing N bytes to "
-        "three nodes (ingest). Ratios are per round (same window), then median (min-max). "
-        "MB = 10^6 bytes.",
+        "write + fsync per file, by a plain Python loop); and the test proposer (in the "
+        "benchmark process, 64 MiB window) writing N bytes to three nodes (ingest). Ratios "
+        "are per round (same window), then median (min-max). MB = 10^6 bytes.",
         "",
         "| figure | median (min-max) | unit |",
         "|---|---:|---|",
@@ -149,4 +152,13 @@ def render_markdown(r: BenchResults, command: str, notes: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def kept_sections(previous: str) -> str:
+    """The hand-written part of an earlier report, carried over when it is regenerated.
 
+    Everything from the ``## Profile`` heading (the profiles behind the figures and what
+    limits them) to the end; ``""`` if there is none.
+    """
+    if previous.startswith(KEPT_HEADING + "\n"):
+        return previous
+    start = previous.find("\n" + KEPT_HEADING + "\n")
+    return previous[start + 1 :] if start >= 0 else ""

@@ -10,7 +10,7 @@ import click
 import trio
 from rich.console import Console
 
-from ..bench import BenchConfig, render_markdown, render_table, run_benchmarks
+from ..bench import BenchConfig, kept_sections, render_markdown, render_table, run_benchmarks
 from ._main import main
 
 __all__ = ["bench"]
@@ -44,7 +44,8 @@ def bench(quick: bool, rounds: int, gib: float | None, output: Path, keep: bool)
     if str(output) != "-":
         command = "safekeeper-recovery bench" + "".join(f" {a}" for a in sys.argv[2:])
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(render_markdown(results, command))
+        kept = kept_sections(output.read_text()) if output.exists() else ""  # the profile notes
+        output.write_text(render_markdown(results, command, kept))
         console.print(f"wrote {output}")
 
 

@@ -3,8 +3,9 @@
 Structure: after the handshake (donor status, local vote, common point, local
 ProposerElected) one nursery holds three siblings linked by memory channels —
 
-* ``network_io``: donor WAL stream → AppendRequests into ``messages`` (256), status
-  updates back to the donor, the caught-up / still-a-donor / proposer-arrived checks;
+* ``network_io``: donor WAL stream → AppendRequests into ``messages`` (32), status
+  updates back to the donor (every 0.1 s and on keepalives), the caught-up /
+  still-a-donor / proposer-arrived checks;
 * the WAL acceptor: ``messages`` → local acceptor → ``replies`` (16);
 * ``read_replies``: every reply must carry the donor's term (else :class:`TermChanged`).
 
@@ -49,8 +50,17 @@ __all__ = ["AttemptCancelled", "AttemptResult", "DonorTimeout", "RecoveryConfig"
 
 log = logging.getLogger(__name__)
 
-MESSAGE_QUEUE_SIZE = 256
+MESSAGE_QUEUE_SIZE = 32
+"""AppendRequests queued for the local acceptor (the seed queues 256). 32 x 128 KiB = 4 MiB
+is plenty of pipelining; 256 let a recovering node hold 32 MiB more whenever its disk
+path was the slower side, so its peak memory depended on timing."""
 REPLY_QUEUE_SIZE = 16
+STATUS_INTERVAL = 0.1
+"""While WAL flows, a StatusUpdate goes to the donor at most this often (seconds).
+
+The seed answers every message; the donor only records the position (its status JSON), and
+a reply per 128 KiB chunk cost the recipient a socket send each — a sixth of its CPU.
+Keepalives are still answered at once."""
 
 
 class DonorTimeout(DonorUnavailable):
@@ -274,6 +284,7 @@ async def _network_io(
     status: RecoveryStatus,
     progress: _Progress,
 ) -> str:
+    last_status = -math.inf
     while True:
         with trio.move_on_after(config.no_data_timeout) as data_scope:
             msg = await stream.receive()
@@ -314,13 +325,10 @@ async def _network_io(
                     f"terminating at {progress.received}: donor {donor.node_id} "
                     f"(term {donor.term}) is not a donor anymore: {selection}"
                 )
-        await stream.send_status(
-            StatusUpdate(progress.received, progress.received, progress.received,
-                         _now_us(), False)
-        )
-
-
-def _now_us() -> int:
-    # Informational only (PostgreSQL's timestamp field); trio's clock keeps simulation
-    # deterministic.
-    return math.floor(trio.current_time() * 1e6)
+        now = trio.current_time()
+        if isinstance(msg, Keepalive) or now - last_status >= STATUS_INTERVAL:
+            last_status = now
+            await stream.send_status(
+                StatusUpdate(progress.received, progress.received, progress.received,
+                             math.floor(now * 1e6), False)
+            )

@@ -26,6 +26,9 @@ class RecoveryStatus:
     target_lsn: Lsn | None = None
     received_lsn: Lsn | None = None
     flushed_lsn: Lsn | None = None
+    flushed_at: float | None = None
+    """Wall-clock (Unix) time ``flushed_lsn`` last moved (benchmarks time catch-up by it
+    instead of polling the status fast, which would load the node they measure)."""
     bytes: int = 0
     """WAL bytes received in the current (or last) attempt."""
     total_bytes: int = 0
@@ -51,6 +54,8 @@ class RecoveryStatus:
             self.target_lsn = donor_end
 
     def flushed(self, lsn: Lsn) -> None:
+        if lsn != self.flushed_lsn:
+            self.flushed_at = time.time()
         self.flushed_lsn = lsn
 
     @property
@@ -71,6 +76,7 @@ class RecoveryStatus:
             "target_lsn": lsn(self.target_lsn),
             "received_lsn": lsn(self.received_lsn),
             "flushed_lsn": lsn(self.flushed_lsn),
+            "flushed_at": self.flushed_at,
             "bytes": self.bytes,
             "total_bytes": self.total_bytes,
             "attempts": self.attempts,

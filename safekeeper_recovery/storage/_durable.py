@@ -12,7 +12,15 @@ from pathlib import Path
 
 from . import _fileops as fileops
 
-__all__ = ["fsync_directory", "pwrite_all", "remove_durably", "replace_file_durably"]
+__all__ = [
+    "fsync_directory",
+    "pwrite_all",
+    "pwritev_all",
+    "remove_durably",
+    "replace_file_durably",
+]
+
+_IOV_MAX = 1024  # POSIX minimum is 16; Linux allows 1024 buffers per call
 
 
 def fsync_directory(directory: Path) -> None:
@@ -33,6 +41,27 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
             raise OSError(f"pwrite wrote {written} bytes at offset {offset}")
         view = view[written:]
         offset += written
+
+
+def pwritev_all(fd: int, buffers: list[memoryview], offset: int) -> None:
+    """Write all of ``buffers``, back to back, from ``offset`` with ``os.pwritev``.
+
+    One system call (and one release of the GIL) for many buffers, instead of joining them
+    first; short writes are resumed. ``buffers`` is consumed (the list is modified).
+    """
+    buffers[:] = [b for b in buffers if len(b)]  # a trailing empty one would look like EOF
+    while buffers:
+        batch = buffers[:_IOV_MAX]
+        written = fileops.pwritev(fd, batch, offset)
+        if written <= 0:  # pragma: no cover - the kernel reports errors as OSError
+            raise OSError(f"pwritev wrote {written} bytes at offset {offset}")
+        offset += written
+        while written:
+            if written >= len(buffers[0]):
+                written -= len(buffers.pop(0))
+            else:
+                buffers[0] = buffers[0][written:]
+                written = 0
 
 
 def replace_file_durably(path: Path, data: bytes) -> None:

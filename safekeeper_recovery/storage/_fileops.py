@@ -35,6 +35,7 @@ __all__ = [
     "posix_fallocate",
     "pread",
     "pwrite",
+    "pwritev",
     "rename",
     "replace",
     "unlink",
@@ -42,6 +43,7 @@ __all__ = [
 
 open = os.open  # mirrors the os name on purpose: fileops.open(path, flags)
 pwrite = os.pwrite
+pwritev = os.pwritev
 pread = os.pread
 fsync = os.fsync
 fdatasync = os.fdatasync
@@ -53,7 +55,7 @@ unlink = os.unlink
 
 OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
     "open": ("open",),
-    "write": ("pwrite",),
+    "write": ("pwrite", "pwritev"),
     "read": ("pread",),
     "fsync": ("fsync",),
     "fdatasync": ("fdatasync",),
@@ -64,8 +66,8 @@ OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
 }
 """Operation names :meth:`DiskFaults.fail` accepts, and the attributes each one covers."""
 
-_FD_FIRST: Final = frozenset({"pwrite", "pread", "fsync", "fdatasync", "posix_fallocate",
-                              "ftruncate"})
+_FD_FIRST: Final = frozenset({"pwrite", "pwritev", "pread", "fsync", "fdatasync",
+                              "posix_fallocate", "ftruncate"})
 
 
 @attrs.define
@@ -180,8 +182,10 @@ class DiskFaults:
             rule = self._match(op, name, args[0])
             if rule is not None:
                 if rule.torn and args[1]:
-                    data = memoryview(args[1])
-                    real(args[0], data[: max(1, len(data) // 2)], *args[2:])
+                    # pwritev takes a list of buffers: tear it inside the first one.
+                    data = memoryview(args[1][0] if name == "pwritev" else args[1])
+                    torn = data[: max(1, len(data) // 2)]
+                    real(args[0], [torn] if name == "pwritev" else torn, *args[2:])
                 raise OSError(rule.errno, f"{os.strerror(rule.errno)} (injected {op} fault)")
             return real(*args, **kwargs)
 

@@ -48,6 +48,9 @@ from ..core import (
     decode_stream_sender_message,
     encode,
 )
+from . import _ws_masking
+
+_ws_masking.install()  # wsproto's pure-Python masking was the ingest bottleneck
 
 __all__ = [
     "WalConnectError",
@@ -62,7 +65,12 @@ __all__ = [
     "wal_stream_url",
 ]
 
-RECEIVE_BUFFER_SIZE: Final = 256 * 1024
+RECEIVE_BUFFER_SIZE: Final = 1024 * 1024
+"""trio-websocket's read size: fewer, larger reads mean fewer wsproto parsing rounds and
+fewer 128 KiB messages split across two reads (each split costs a join copy)."""
+MESSAGE_QUEUE_SIZE: Final = 4
+"""Messages trio-websocket may decode ahead of the reader (its default, 1, makes its reader
+task and ours alternate message by message)."""
 CLOSE_TIMEOUT: Final = 5.0
 _ABNORMAL_CLOSURE: Final = 1006
 _TERM_REASONS: Final = ("term changed", "failed to acquire term")
@@ -226,6 +234,7 @@ async def _open(
                             extra_headers=headers,
                             max_message_size=MAX_MESSAGE_SIZE,
                             receive_buffer_size=RECEIVE_BUFFER_SIZE,
+                            message_queue_size=MESSAGE_QUEUE_SIZE,
                         )
                 except trio.TooSlowError:
                     raise WalConnectError(

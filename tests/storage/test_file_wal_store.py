@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from safekeeper_recovery.storage import (
     FileWalStore,
 )
 from safekeeper_recovery.storage import _fileops as fileops
+from safekeeper_recovery.storage._durable import pwritev_all
 from safekeeper_recovery.storage._truncation_mark import write_mark
 
 SEG = 1 << 20
@@ -189,3 +191,45 @@ def test_a_failed_truncation_stays_pending_until_one_succeeds(
     s.close()
     with FileWalStore.open(tmp_path, SEG) as s:
         assert s.read(Lsn(398), 10) == b"jjk"
+
+
+def test_write_chunks_equals_one_joined_write_across_segments(tmp_path: Path) -> None:
+    # Chunks of uneven sizes (one empty), one straddling the end of segment 0 and one
+    # ending exactly at the end of segment 1: the bytes and files must be those of a
+    # single write of the joined chunks.
+    rng = random.Random(7)
+    sizes = [3, 0, SEG - 20, 40, 5000, SEG - 5000 - 23, 100_000]
+    chunks = [rng.randbytes(n) for n in sizes]
+    joined = b"".join(chunks)
+    with FileWalStore.create(tmp_path, SEG, Lsn(0)) as s:
+        s.write_chunks(Lsn(0), chunks)
+        assert s.write_lsn == Lsn(len(joined))
+        assert listing(tmp_path) == [seg(0), seg(1), seg(2, True), FLUSH_POSITION_FILE_NAME]
+        s.flush()
+        got = b"".join(s.read(Lsn(p), SEG) for p in range(0, len(joined), SEG))
+    assert got == joined
+    with pytest.raises(StorageError, match="rewrite"), FileWalStore.open(tmp_path, SEG) as s:
+        s.write_chunks(Lsn(0), [b"x"])
+
+
+def test_pwritev_all_resumes_after_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kernel may write less than asked (signals, quotas): every byte must still land,
+    # in order, also when a short write ends in the middle of a buffer.
+    real = os.pwritev
+    calls: list[int] = []
+
+    def short_pwritev(fd: int, buffers: list[memoryview], offset: int) -> int:
+        calls.append(len(buffers))
+        return real(fd, [bytes(b"".join(buffers)[:7])], offset)
+
+    monkeypatch.setattr(fileops, "pwritev", short_pwritev)
+    parts = [b"abcde", b"", b"fghijklmnop", b"q", b"rstuvwxyz0123", b""]
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        pwritev_all(fd, [memoryview(p) for p in parts], 3)
+        assert os.pread(fd, 100, 0) == b"\0\0\0" + b"".join(parts)
+    finally:
+        os.close(fd)
+    assert len(calls) == 5  # 30 bytes, 7 per call

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from ..harness import Cluster
 
 from safekeeper_recovery.postgres import (
     PostgresError,
@@ -15,6 +14,8 @@ from safekeeper_recovery.postgres import (
     running_postgres,
     shared_tempdir,
 )
+
+from ..harness import Cluster
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from ..harness import BackgroundCli, Cluster, start_cli, wait_until
-
 from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
 from safekeeper_recovery.postgres import PostgresServer
+
+from ..harness import BackgroundCli, Cluster, start_cli, wait_until
 
 __all__ = [
     "MiB",

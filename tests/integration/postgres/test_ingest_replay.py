@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from ..harness import Cluster, wait_until
 
 from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.pgwal import verify_chunks
@@ -19,6 +18,7 @@ from safekeeper_recovery.postgres import (
     running_postgres,
 )
 
+from ..harness import Cluster, wait_until
 from .ingest_support import (
     SEG,
     TTID,

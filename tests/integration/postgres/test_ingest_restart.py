@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from ..harness import Cluster, wait_until
 
 from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.postgres import PostgresServer
 from safekeeper_recovery.transport import HttpError
 
+from ..harness import Cluster, wait_until
 from .ingest_support import TTID, MiB, assert_wal_equals_server, start_ingest, wait_committed
 
 FILLER = (
