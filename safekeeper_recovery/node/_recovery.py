@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily
+
 from ..recovery import NetworkDonorConnector, RecoveryConfig, RecoveryEngine
 from ..transport import NodeMetrics
 from ._config import NodeConfig
 
-__all__ = ["build_recovery_engine"]
+__all__ = ["EVALUATIONS_METRIC", "build_recovery_engine"]
+
+EVALUATIONS_METRIC = "safekeeper_recovery_evaluations"
+"""Counter (``_total`` in the text format), label ``cause``: donor selections run by the
+supervisors, by what woke them (``change`` is peer or local news: how the benchmark sees
+that one peer-info batch woke every timeline)."""
+
+
+class _EvaluationsCollector:
+    """Reads the engine's counts at scrape time (nothing per evaluation but a dict add)."""
+
+    def __init__(self, engine: RecoveryEngine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            EVALUATIONS_METRIC, "Donor selections by recovery supervisors, by cause",
+            labels=["cause"],
+        )
+        for cause, n in sorted(self._engine.evaluations.items()):
+            family.add_metric([cause], n)
+        yield family
 
 
 def build_recovery_engine(
@@ -34,4 +59,5 @@ def build_recovery_engine(
     # Gauges read at scrape time: no per-timeline labels, no bookkeeping on the hot path.
     metrics.active_recoveries.set_function(lambda: engine.active_recoveries)
     metrics.recovery_lag_bytes.set_function(engine.total_lag_bytes)
+    metrics.registry.register(_EvaluationsCollector(engine))
     return engine

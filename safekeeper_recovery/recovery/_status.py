@@ -34,6 +34,8 @@ class RecoveryStatus:
     last_error: str | None = None
     why_no_donor: str | None = None
     backoff_until: float | None = None
+    evaluations: int = 0
+    """Donor selections run so far (each wake-up of the supervisor runs one)."""
 
     def attempt_started(self, donor: PeerInfo, start_lsn: Lsn) -> None:
         self.state = "recovering"
@@ -77,5 +79,6 @@ class RecoveryStatus:
             "last_outcome": self.last_outcome,
             "last_error": self.last_error,
             "why_no_donor": self.why_no_donor,
+            "evaluations": self.evaluations,
             "lag_bytes": self.lag_bytes,
         }

@@ -9,7 +9,11 @@ Contract
   (``broken`` says why) while the process and the other timelines go on. A restart reloads
   the truth from disk.
 * Waiters use :attr:`changed` (a :class:`Watch`): it fires after every processed message,
-  peer update, receiver change and on deletion.
+  peer update that says something new, receiver change and on deletion; each firing is
+  also reported to the node's :class:`PeerHub` (the peer exchange publishes changes).
+* Peers' entries are kept as received; their freshness is judged through the hub
+  (:meth:`current_peers`, :meth:`alive_peers`), since an unchanged peer only confirms
+  liveness node-wide instead of resending every timeline.
 * Tasks that serve this timeline (connections, recovery) run inside :meth:`attach`, which
   cancels them when the timeline is deleted.
 """
@@ -20,6 +24,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Literal, Protocol
 
 import attrs
@@ -52,6 +57,7 @@ from ..core import (
     encode_state,
 )
 from ..storage import AsyncWalStore, ControlFileStore
+from ._peers import PEER_SILENCE_WAKE, PeerHub
 from ._watch import Watch
 
 __all__ = [
@@ -133,8 +139,31 @@ class TimelineSnapshot:
 
 _receiver_ids = itertools.count(1)
 
-PEER_SILENCE_WAKE = 2.0
-"""A peer silent for longer than this (seconds) wakes waiters when it speaks again."""
+
+def _peer_update(info: PeerInfo) -> PeerUpdate:
+    return PeerUpdate(
+        last_log_term=info.last_log_term,
+        commit_lsn=info.commit_lsn,
+        backup_lsn=info.backup_lsn,
+        peer_horizon_lsn=info.peer_horizon_lsn,
+        remote_consistent_lsn=info.remote_consistent_lsn,
+    )
+
+
+def _same_content(a: PeerInfo, b: PeerInfo) -> bool:
+    """Equal but for ``received_at``."""
+    return (
+        a.term == b.term
+        and a.last_log_term == b.last_log_term
+        and a.flush_lsn == b.flush_lsn
+        and a.commit_lsn == b.commit_lsn
+        and a.http_addr == b.http_addr
+        and a.wal_addr == b.wal_addr
+        and a.backup_lsn == b.backup_lsn
+        and a.peer_horizon_lsn == b.peer_horizon_lsn
+        and a.remote_consistent_lsn == b.remote_consistent_lsn
+        and a.local_start_lsn == b.local_start_lsn
+    )
 
 
 class Timeline:
@@ -149,6 +178,7 @@ class Timeline:
         *,
         inline: bool = False,
         observer: TimelineObserver | None = None,
+        hub: PeerHub | None = None,
     ) -> None:
         self.ttid = ttid
         self.observer: TimelineObserver = observer or _NoObserver()
@@ -157,7 +187,9 @@ class Timeline:
         self.store = store
         self.control = control
         self.lock = trio.Lock()
-        self.changed = Watch()
+        self.hub = hub if hub is not None else PeerHub()
+        """Node-wide peer liveness and change feed (a private one if not given)."""
+        self.changed = Watch(on_notify=partial(self.hub.timeline_changed, ttid))
         self.peers: dict[NodeId, PeerInfo] = {}
         self.receivers: dict[int, Receiver] = {}
         self.walsenders: dict[int, dict[str, object]] = {}
@@ -166,6 +198,7 @@ class Timeline:
         self.recovery_status: Callable[[], dict[str, object]] | None = None
         """Set by the recovery engine; feeds the status JSON's ``recovery`` object."""
         self._attached: set[trio.CancelScope] = set()
+        self.hub.timeline_changed(ttid)  # a new (or newly loaded) timeline is news to peers
 
     @classmethod
     def from_stores(
@@ -177,11 +210,12 @@ class Timeline:
         *,
         inline: bool = False,
         observer: TimelineObserver | None = None,
+        hub: PeerHub | None = None,
     ) -> Timeline:
         """``inline=True`` (memory twins only) runs control-file writes without a thread."""
         acceptor = Acceptor(node_id, state, write_lsn=store.write_lsn, flush_lsn=store.flush_lsn)
         ttid = TenantTimelineId(state.tenant_id, state.timeline_id)
-        return cls(ttid, acceptor, store, control, inline=inline, observer=observer)
+        return cls(ttid, acceptor, store, control, inline=inline, observer=observer, hub=hub)
 
     # ---- the one write path -------------------------------------------------------------
 
@@ -198,46 +232,57 @@ class Timeline:
         """
         async with self.lock:
             self._check_usable()
+            a = self.acceptor
+            flush_before, persisted_before = a.flush_lsn, a.persisted
             try:
-                step = self.acceptor.handle(msg, flush=flush)
+                step = a.handle(msg, flush=flush)
             except FatalTimelineError as e:
                 self._break(str(e))
                 raise TimelineBroken(f"timeline {self.ttid} stopped: {e}") from e
             await self._apply(step)
+            if self.peers and (a.flush_lsn != flush_before or a.persisted is not persisted_before):
+                await self._follow_peers()
         self.changed.notify()
         return step.reply
+
+    async def _follow_peers(self) -> None:
+        """Under the lock, after our flush_lsn or history moved: a peer's commit_lsn that
+        did not count before (other last_log_term, beyond our flush) may count now, and
+        peers resend their info only when it changes."""
+        a = self.acceptor
+        last_log_term = a.last_log_term
+        for info in list(self.peers.values()):
+            if self.broken is not None:
+                return
+            if info.last_log_term == last_log_term and info.commit_lsn > a.commit_lsn:
+                await self._apply(a.on_peer_update(_peer_update(info)))
 
     async def record_peer_info(self, info: PeerInfo) -> None:
         """Store a peer's info (stamped by the caller) and let commit_lsn follow it.
 
         Waiters are woken only when the info says something new (or the peer was silent
-        for a while and may have been counted dead): peers repeat themselves every
-        second, and waking 10,000 idle recovery supervisors for nothing is the cost the
-        event-driven design exists to avoid.
+        for a while and may have been counted dead): a full resync repeats every
+        timeline's info, and waking 10,000 idle recovery supervisors for nothing is the
+        cost the event-driven design exists to avoid. Unchanged info skips the acceptor
+        too (:meth:`process` re-applies peers' commit_lsn when our own position moves).
         """
         old = self.peers.get(info.node_id)
         self.peers[info.node_id] = info
-        news = (
-            old is None
-            or info.received_at - old.received_at > PEER_SILENCE_WAKE
-            or attrs.evolve(old, received_at=info.received_at) != info
-        )
-        update = PeerUpdate(
-            last_log_term=info.last_log_term,
-            commit_lsn=info.commit_lsn,
-            backup_lsn=info.backup_lsn,
-            peer_horizon_lsn=info.peer_horizon_lsn,
-            remote_consistent_lsn=info.remote_consistent_lsn,
-        )
+        if old is not None and _same_content(old, info):
+            if info.received_at - self.hub.last_heard(old) > PEER_SILENCE_WAKE:
+                self.changed.notify()
+            else:
+                await trio.lowlevel.checkpoint()
+            return
         if self.broken is None and not self.deleted:
             async with self.lock:
                 if self.broken is None:
-                    commit_before = self.acceptor.commit_lsn
-                    step = self.acceptor.on_peer_update(update)
-                    await self._apply(step)
-                    # commit_lsn moving matters to WAL senders in commit mode.
-                    news = news or self.acceptor.commit_lsn != commit_before
-        if news:
+                    await self._apply(self.acceptor.on_peer_update(_peer_update(info)))
+        self.changed.notify()
+
+    def forget_peer(self, node_id: NodeId) -> None:
+        """Drop a peer's entry (it no longer has this timeline)."""
+        if self.peers.pop(node_id, None) is not None:
             self.changed.notify()
 
     async def bump_term(self, term: Term | None = None) -> Term:
@@ -344,8 +389,17 @@ class Timeline:
             broken=self.broken,
         )
 
+    def current_peers(self) -> tuple[PeerInfo, ...]:
+        """Every peer's entry, ``received_at`` = when it was last known current."""
+        return tuple(self.hub.current(p) for p in self.peers.values())
+
     def alive_peers(self, now: float, heartbeat_timeout: float) -> list[PeerInfo]:
-        return [p for p in self.peers.values() if now - p.received_at <= heartbeat_timeout]
+        return [p for p in self.current_peers() if now - p.received_at <= heartbeat_timeout]
+
+    @property
+    def needs_persist(self) -> bool:
+        """Whether :meth:`persist_in_memory` has anything to write (cheap, no lock)."""
+        return self.broken is None and not self.deleted and self.acceptor.in_memory_ahead
 
     # ---- receivers and lifetime ---------------------------------------------------------
 

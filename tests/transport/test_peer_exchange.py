@@ -199,6 +199,9 @@ class FlakyExchange:
     published: list[PeerInfoBatch] = attrs.Factory(list)
     two_published: trio.Event = attrs.Factory(trio.Event)
 
+    def on_resync(self, callback: Callable[[], None]) -> None:
+        pass
+
     async def publish(self, batch: PeerInfoBatch) -> None:
         self.calls += 1
         if self.calls <= self.fail_first:
