@@ -28,7 +28,7 @@ import attrs
 import trio
 
 from ..core import FlushWal, SafekeeperError
-from ..timeline import FileBackend, Timeline, TimelineRegistry, TimelineService
+from ..timeline import FileBackend, PeerHub, Timeline, TimelineRegistry, TimelineService
 from ..transport._auth import Authenticator
 from ..transport._http_app import NodeContext, RecoveryAdmin, build_http_app
 from ..transport._http_server import serve_http
@@ -89,7 +89,7 @@ async def serve_node(
     metrics = metrics if metrics is not None else NodeMetrics()
     registry = TimelineRegistry(
         config.node_id, FileBackend(config.data_dir), services=extra_services,
-        observer=metrics,
+        observer=metrics, hub=PeerHub(silence_wake=config.heartbeat_timeout),
     )
     context = NodeContext(
         registry=registry,

@@ -23,8 +23,8 @@ from ..core import NodeId, PeerInfo, TenantTimelineId
 
 __all__ = ["PEER_SILENCE_WAKE", "PeerHub"]
 
-PEER_SILENCE_WAKE = 2.0
-"""A peer silent for longer than this (seconds) wakes waiters when it speaks again."""
+PEER_SILENCE_WAKE = 5.0
+"""Default of :attr:`PeerHub.silence_wake`: the default heartbeat timeout."""
 
 ChangeListener = Callable[[TenantTimelineId], None]
 
@@ -32,7 +32,11 @@ ChangeListener = Callable[[TenantTimelineId], None]
 class PeerHub:
     """Peer liveness (receiving side) and the timeline change feed (sending side)."""
 
-    def __init__(self) -> None:
+    def __init__(self, silence_wake: float = PEER_SILENCE_WAKE) -> None:
+        self.silence_wake = silence_wake
+        """A peer silent for longer than this (seconds) may have been counted dead (the
+        node's heartbeat timeout): when it speaks again, waiters must re-check. A shorter
+        silence changes nothing anyone could have seen, so it wakes nobody."""
         self.confirmed: dict[NodeId, float] = {}
         """Per peer node: our clock when it last confirmed all its info current."""
         self.sessions: dict[NodeId, tuple[str, int]] = {}
@@ -55,11 +59,11 @@ class PeerHub:
 
     def confirm(self, node_id: NodeId, now: float) -> bool:
         """``node_id`` confirmed all its info current at ``now``. Returns whether it had
-        been silent for more than :data:`PEER_SILENCE_WAKE` (its info may have been
-        counted dead: waiters should re-check)."""
+        been silent for more than :attr:`silence_wake` (its info may have been counted
+        dead: waiters should re-check)."""
         before = self.confirmed.get(node_id)
         self.confirmed[node_id] = now
-        return before is not None and now - before > PEER_SILENCE_WAKE
+        return before is not None and now - before > self.silence_wake
 
     # ---- change feed --------------------------------------------------------------------
 

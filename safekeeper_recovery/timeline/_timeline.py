@@ -9,8 +9,11 @@ Contract
   (``broken`` says why) while the process and the other timelines go on. A restart reloads
   the truth from disk.
 * Waiters use :attr:`changed` (a :class:`Watch`): it fires after every processed message,
-  peer update that says something new, receiver change and on deletion; each firing is
-  also reported to the node's :class:`PeerHub` (the peer exchange publishes changes).
+  peer update that says something new, receiver change and on deletion.
+* What peers are told about this timeline (term, positions, horizons) may change only in
+  :meth:`process`, :meth:`bump_term`, :meth:`record_peer_info` (commit_lsn and horizons
+  follow peers) and on deletion: those report to the node's :class:`PeerHub`, which feeds
+  the peer exchange. Peer news alone is not reported (it would echo between nodes).
 * Peers' entries are kept as received; their freshness is judged through the hub
   (:meth:`current_peers`, :meth:`alive_peers`), since an unchanged peer only confirms
   liveness node-wide instead of resending every timeline.
@@ -24,7 +27,6 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Literal, Protocol
 
 import attrs
@@ -51,13 +53,14 @@ from ..core import (
     TenantTimelineId,
     Term,
     TermHistory,
+    TermLsn,
     TruncateEffect,
     VoteRequest,
     WriteEffect,
     encode_state,
 )
 from ..storage import AsyncWalStore, ControlFileStore
-from ._peers import PEER_SILENCE_WAKE, PeerHub
+from ._peers import PeerHub
 from ._watch import Watch
 
 __all__ = [
@@ -189,7 +192,7 @@ class Timeline:
         self.lock = trio.Lock()
         self.hub = hub if hub is not None else PeerHub()
         """Node-wide peer liveness and change feed (a private one if not given)."""
-        self.changed = Watch(on_notify=partial(self.hub.timeline_changed, ttid))
+        self.changed = Watch()
         self.peers: dict[NodeId, PeerInfo] = {}
         self.receivers: dict[int, Receiver] = {}
         self.walsenders: dict[int, dict[str, object]] = {}
@@ -242,6 +245,7 @@ class Timeline:
             await self._apply(step)
             if self.peers and (a.flush_lsn != flush_before or a.persisted is not persisted_before):
                 await self._follow_peers()
+        self.hub.timeline_changed(self.ttid)
         self.changed.notify()
         return step.reply
 
@@ -269,7 +273,7 @@ class Timeline:
         old = self.peers.get(info.node_id)
         self.peers[info.node_id] = info
         if old is not None and _same_content(old, info):
-            if info.received_at - self.hub.last_heard(old) > PEER_SILENCE_WAKE:
+            if info.received_at - self.hub.last_heard(old) > self.hub.silence_wake:
                 self.changed.notify()
             else:
                 await trio.lowlevel.checkpoint()
@@ -277,8 +281,23 @@ class Timeline:
         if self.broken is None and not self.deleted:
             async with self.lock:
                 if self.broken is None:
-                    await self._apply(self.acceptor.on_peer_update(_peer_update(info)))
+                    a = self.acceptor
+                    before = (a.commit_lsn, a.backup_lsn, a.peer_horizon_lsn,
+                              a.remote_consistent_lsn)
+                    step = a.on_peer_update(_peer_update(info))
+                    if step.effects:
+                        await self._apply(step)
+                    if before != (a.commit_lsn, a.backup_lsn, a.peer_horizon_lsn,
+                                  a.remote_consistent_lsn):
+                        self.hub.timeline_changed(self.ttid)
         self.changed.notify()
+
+    def peer_is_ahead(self, node_id: NodeId) -> bool:
+        """Whether that peer's entry is ahead of our (last_log_term, flush_lsn): only
+        then can it matter to recovery that the peer is alive."""
+        info = self.peers.get(node_id)
+        a = self.acceptor
+        return info is not None and info.position > TermLsn(a.last_log_term, a.flush_lsn)
 
     def forget_peer(self, node_id: NodeId) -> None:
         """Drop a peer's entry (it no longer has this timeline)."""
@@ -290,6 +309,7 @@ class Timeline:
         async with self.lock:
             self._check_usable()
             await self._apply(self.acceptor.bump_term(term))
+        self.hub.timeline_changed(self.ttid)
         self.changed.notify()
         return self.acceptor.term
 
@@ -443,4 +463,5 @@ class Timeline:
         self.deleted = True
         for scope in list(self._attached):
             scope.cancel()
+        self.hub.timeline_changed(self.ttid)
         self.changed.notify()

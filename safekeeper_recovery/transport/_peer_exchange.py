@@ -406,9 +406,9 @@ async def apply_peer_info_batch(
         return {"applied": applied, "ignored": ignored, "resync": True}
     hub.sessions[node] = (batch.session, batch.seq)
     if hub.confirm(node, now) and not batch.full:
-        # Back after a silence: its entries may have been counted dead, so waiters must
-        # re-check (a full batch has already woken the timelines it listed).
+        # Back after a silence: its entries may have been counted dead, so where it would
+        # be a donor waiters must re-check (a full batch has woken what it listed).
         for timeline in list(registry.timelines.values()):
-            if node in timeline.peers:
+            if timeline.peer_is_ahead(node):
                 timeline.changed.notify()
     return {"applied": applied, "ignored": ignored, "resync": False}

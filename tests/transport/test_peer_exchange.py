@@ -96,12 +96,14 @@ async def test_exchange_updates_peers_and_commit_follows_equal_last_log_term(
     assert info.wal_addr == a.ctx.wal_addr
     assert info.last_log_term == 1
     assert info.flush_lsn == START + len(data)
-    # Peers keep being refreshed with the receiver's clock. Repeated, unchanged info does
-    # not wake waiters (by design: idle timelines stay idle), so poll with a deadline.
+    # Unchanged info is not resent: heartbeats confirm it, so the entry stays current by
+    # the receiver's clock. That wakes no waiters (by design: idle timelines stay idle),
+    # so poll with a deadline.
     first = info.received_at
     with trio.fail_after(5):
-        while b.timeline.peers[NodeId(1)].received_at <= first:  # noqa: ASYNC110
+        while b.timeline.current_peers()[0].received_at <= first:  # noqa: ASYNC110
             await trio.sleep(0.05)
+    assert b.timeline.peers[NodeId(1)].received_at == first, "the entry was not resent"
     async with asgi_client(b.app) as c:
         [peer] = (await c.get(TL_PATH)).json()["peers"]
     assert peer["sk_id"] == 1
