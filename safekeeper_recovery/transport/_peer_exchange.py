@@ -61,8 +61,10 @@ FAILURE_LOG_INTERVAL: Final = 60.0
 """A failing peer is logged at most once per this many seconds."""
 MIN_PUSH_INTERVAL: Final = 0.1
 """Changes are coalesced into at most one batch per this many seconds."""
-FULL_RESYNC_INTERVAL: Final = 45.0
-"""Mean period of the unconditional full batch (jittered ±1/3): a safety net only."""
+FULL_RESYNC_INTERVAL: Final = 450.0
+"""Mean period of the unconditional full batch (jittered ±1/3, so 5 to 10 minutes). A
+safety net only: session + seq already make a receiver ask for a full batch whenever it
+missed one. A full batch of 10,000 timelines costs about a second of CPU on each side."""
 
 
 class PeerExchange(Protocol):
