@@ -28,6 +28,8 @@ class RecoveryStatus:
     flushed_lsn: Lsn | None = None
     bytes: int = 0
     """WAL bytes received in the current (or last) attempt."""
+    last_data_at: float | None = None
+    """Wall-clock (Unix) time WAL data last arrived from a donor."""
     total_bytes: int = 0
     attempts: int = 0
     last_outcome: str | None = None
@@ -46,6 +48,8 @@ class RecoveryStatus:
         self.bytes = 0
 
     def received(self, lsn: Lsn, nbytes: int, donor_end: Lsn) -> None:
+        if nbytes:
+            self.last_data_at = time.time()
         self.received_lsn = lsn
         self.bytes += nbytes
         self.total_bytes += nbytes
@@ -74,6 +78,7 @@ class RecoveryStatus:
             "received_lsn": lsn(self.received_lsn),
             "flushed_lsn": lsn(self.flushed_lsn),
             "bytes": self.bytes,
+            "last_data_at": self.last_data_at,
             "total_bytes": self.total_bytes,
             "attempts": self.attempts,
             "last_outcome": self.last_outcome,
