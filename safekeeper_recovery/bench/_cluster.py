@@ -73,6 +73,10 @@ class LatencyTrial:
     """Node 3 received the donor's last byte (``recovery.last_data_at``, node 3's clock)
     → its flush and commit_lsn equal the donor's (observed by polling, ``POLL``
     resolution)."""
+    first_byte: float | None = None
+    """A donor becomes eligible → node 3's attempt receives its first WAL byte (this
+    includes the proposer writing it: eligibility comes with the election, before any
+    new WAL exists)."""
 
 
 @attrs.define
@@ -246,7 +250,9 @@ class BenchCluster:
         if started is None or started == old_start or not isinstance(recovery, dict):
             raise RuntimeError("node 3 caught up without a new recovery attempt")
         last_data_at = float(str(recovery["last_data_at"]))
-        return LatencyTrial(detect=started - eligible, finish=now - last_data_at)
+        first = recovery.get("first_data_at")
+        return LatencyTrial(detect=started - eligible, finish=now - last_data_at,
+                            first_byte=None if first is None else float(str(first)) - eligible)
 
     async def stop(self) -> None:
         with trio.CancelScope(shield=True):

@@ -28,6 +28,8 @@ class RecoveryStatus:
     flushed_lsn: Lsn | None = None
     bytes: int = 0
     """WAL bytes received in the current (or last) attempt."""
+    first_data_at: float | None = None
+    """Wall-clock (Unix) time the current attempt's first WAL data arrived."""
     last_data_at: float | None = None
     """Wall-clock (Unix) time WAL data last arrived from a donor."""
     total_bytes: int = 0
@@ -46,10 +48,13 @@ class RecoveryStatus:
         self.start_lsn = self.received_lsn = self.flushed_lsn = start_lsn
         self.target_lsn = donor.flush_lsn
         self.bytes = 0
+        self.first_data_at = None
 
     def received(self, lsn: Lsn, nbytes: int, donor_end: Lsn) -> None:
         if nbytes:
             self.last_data_at = time.time()
+            if self.first_data_at is None:
+                self.first_data_at = self.last_data_at
         self.received_lsn = lsn
         self.bytes += nbytes
         self.total_bytes += nbytes
@@ -78,6 +83,7 @@ class RecoveryStatus:
             "received_lsn": lsn(self.received_lsn),
             "flushed_lsn": lsn(self.flushed_lsn),
             "bytes": self.bytes,
+            "first_data_at": self.first_data_at,
             "last_data_at": self.last_data_at,
             "total_bytes": self.total_bytes,
             "attempts": self.attempts,
