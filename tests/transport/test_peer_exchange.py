@@ -395,3 +395,48 @@ async def test_a_peer_back_after_silence_wakes_only_timelines_it_could_donate_to
     await apply_peer_info_batch(registry, batch(seq=3), 2.0 + 2 * registry.hub.silence_wake)
     assert mine.changed.version > versions[0]
     assert other.changed.version == versions[1], "not ahead there: nothing to re-check"
+
+
+async def test_a_busy_peer_gets_the_accumulated_changes_in_one_batch(
+    nursery: trio.Nursery,
+) -> None:
+    release = trio.Event()
+    bodies: list[dict[str, object]] = []
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(await request.aread()))
+        if len(bodies) == 1:
+            await release.wait()
+        return httpx.Response(200, json={"applied": 0, "ignored": 0, "resync": False})
+
+    exchange = HttpPeerExchange({NodeId(2): "http://b"}, client_factory=in_process(
+        {"http://b": httpx.MockTransport(slow)}))
+    await nursery.start(exchange.serve)
+    x, y, z = (TenantTimelineId(TENANT, TimelineId(bytes([i]) * 16)) for i in (1, 2, 3))
+
+    def info(ttid: TenantTimelineId, flush: int) -> PeerTimelineInfo:
+        return PeerTimelineInfo(ttid, 1, 1, Lsn(int(START) + flush), START)
+
+    base = PeerInfoBatch(NodeId(1), "http://a", "ws://a")
+    await exchange.publish(attrs.evolve(base, timelines=(info(x, 0), info(y, 0))))
+    with trio.fail_after(5):
+        while not bodies:  # noqa: ASYNC110  (the transport has no event of its own)
+            await trio.sleep(0.01)
+    # While the full batch is in flight: x moves twice, y is deleted, z appears.
+    delta = attrs.evolve(base, full=False)
+    await exchange.publish(attrs.evolve(delta, timelines=(info(x, 10),)))
+    await exchange.publish(attrs.evolve(delta, timelines=(info(x, 20), info(z, 5)),
+                                        removed=(y,)))
+    release.set()
+    with trio.fail_after(5):
+        while len(bodies) < 2:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    merged = bodies[1]
+    assert merged["full"] is False
+    assert merged["seq"] == 2
+    assert {e["timeline_id"]: e["flush_lsn"] for e in entries(merged)} == {
+        str(x.timeline_id): str(Lsn(int(START) + 20)),
+        str(z.timeline_id): str(Lsn(int(START) + 5)),
+    }
+    assert merged["removed"] == [{"tenant_id": str(TENANT), "timeline_id": str(y.timeline_id)}]
+    assert exchange.statistics()[NodeId(2)].sent == 2
