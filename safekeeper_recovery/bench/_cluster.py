@@ -19,7 +19,7 @@ import trio
 
 from ..core import Lsn, TenantId, TenantTimelineId, TimelineId
 from ..demo._local_cluster import LocalCluster, LocalNode
-from ..transport import SafekeeperClient
+from ..transport import SafekeeperClient, parse_acceptor_state
 
 __all__ = ["BenchCluster", "LatencyTrial", "RecoveryRun", "peak_rss", "rss"]
 
@@ -76,10 +76,17 @@ class RecoveryRun:
 @attrs.frozen
 class LatencyTrial:
     detect: float
-    """Proposer done (the donors hold the new WAL and are free) → attempt streaming."""
+    """A donor becomes eligible (polled: its term == last_log_term and its position is
+    past node 3's, which happens once the proposer's election reached it) → node 3's
+    attempt starts streaming (``recovery.started_at``, after its vote and truncation)."""
     finish: float
-    """Node 3 has received the donor's last byte → its flush and commit_lsn equal the
-    donor's (both observed by polling, ``POLL`` resolution)."""
+    """Node 3 received the donor's last byte (``recovery.last_data_at``, node 3's clock)
+    → its flush and commit_lsn equal the donor's (observed by polling, ``POLL``
+    resolution)."""
+    first_byte: float | None = None
+    """A donor becomes eligible → node 3's attempt receives its first WAL byte (this
+    includes the proposer writing it: eligibility comes with the election, before any
+    new WAL exists)."""
 
 
 @attrs.define
@@ -223,38 +230,59 @@ class BenchCluster:
         async with SafekeeperClient(node3.http_url) as client:
             before = await client.timeline_status(ttid)
             old_start = _started_at(before)
-        await self.propose(ttid, nbytes, nodes=(1, 2))
-        eligible = time.time()
+        mine = _position(before)
+        eligible: float | None = None
+
+        async def watch_donors() -> None:
+            nonlocal eligible
+            clients = [SafekeeperClient(self.cluster[i].http_url) for i in (1, 2)]
+            try:
+                while eligible is None:
+                    for donor in clients:
+                        status = await donor.timeline_status(ttid)
+                        term, _history = parse_acceptor_state(status)
+                        if term == _position(status)[0] and _position(status) > mine:
+                            eligible = time.time()
+                            break
+                    else:
+                        await trio.sleep(POLL)
+            finally:
+                for donor in clients:
+                    await donor.aclose()
+
+        with trio.fail_after(timeout):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_donors)
+                await self.propose(ttid, nbytes, nodes=(1, 2))
+        assert eligible is not None
         async with SafekeeperClient(self.cluster[1].http_url) as donor:
             dstatus = await donor.timeline_status(ttid)
         flush, commit = _lsn(dstatus, "flush_lsn"), _lsn(dstatus, "commit_lsn")
-        received_at: float | None = None
         with trio.fail_after(timeout):
             async with SafekeeperClient(node3.http_url) as client:
                 while True:
                     status = await client.timeline_status(ttid)
                     now = time.time()
-                    recovery = status.get("recovery")
-                    received = (recovery.get("received_lsn")
-                                if isinstance(recovery, dict) else None)
-                    if received_at is None and (
-                        _lsn(status, "flush_lsn") >= flush
-                        or (received is not None and Lsn.parse(str(received)) >= flush)
-                    ):
-                        received_at = now
                     if (_lsn(status, "flush_lsn") >= flush
                             and _lsn(status, "commit_lsn") >= commit):
-                        started = _started_at(status)
                         break
                     await trio.sleep(POLL)
-        if started is None or started == old_start:
+        started, recovery = _started_at(status), status.get("recovery")
+        if started is None or started == old_start or not isinstance(recovery, dict):
             raise RuntimeError("node 3 caught up without a new recovery attempt")
-        assert received_at is not None
-        return LatencyTrial(detect=started - eligible, finish=now - received_at)
+        last_data_at = float(str(recovery["last_data_at"]))
+        first = recovery.get("first_data_at")
+        return LatencyTrial(detect=started - eligible, finish=now - last_data_at,
+                            first_byte=None if first is None else float(str(first)) - eligible)
 
     async def stop(self) -> None:
         with trio.CancelScope(shield=True):
             await self.cluster.stop_all()
+
+
+def _position(status: dict[str, object]) -> tuple[int, Lsn]:
+    """``(last_log_term, flush_lsn)`` from a timeline status: what donors are ranked by."""
+    return int(str(status["last_log_term"])), _lsn(status, "flush_lsn")
 
 
 def _started_at(status: dict[str, object]) -> float | None:

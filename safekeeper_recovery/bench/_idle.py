@@ -4,13 +4,18 @@ Node 1 gets ``count`` timelines pre-created in its data dir through the storage 
 (``FileBackend.create``, as the HTTP create would, minus the round trips) and one real,
 empty peer (node 2) so peer pushes succeed as in a cluster. Measured: start-up (spawn →
 ready file), CPU of node 1 over a window (utime+stime from /proc), RSS per timeline (node 1
-minus the empty node 2), and the time for one peer-info batch naming every timeline (a
-donor ahead, at a port where nothing listens) to wake all of them into an attempt.
+minus the empty node 2), and the time for one peer-info batch naming every timeline to
+wake all of them: the batch brings news (a new peer, node 3, at the timelines' own
+position, so not a donor and no attempt follows) and the clock stops when the node's
+``safekeeper_recovery_evaluations_total{cause="change"}`` counter has grown by the number of
+timelines, i.e. every supervisor has re-run donor selection because of it (checked
+afterwards: every timeline's ``why_no_donor`` names sk 3).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +25,6 @@ import trio
 from rich.console import Console
 
 from ..core import (
-    Lsn,
     NodeId,
     PersistentState,
     ServerInfo,
@@ -117,27 +121,46 @@ async def measure_idle(root: Path, count: int, window: float, console: Console
             await cluster.stop_all()
 
 
+WAKE_POLL = 0.1
+"""Metrics polling period while waiting for the wake-all (a scrape walks every timeline)."""
+_CHANGE_EVALUATIONS = re.compile(
+    r'^safekeeper_recovery_evaluations_total\{cause="change"\} ([0-9.e+]+)$', re.MULTILINE
+)
+
+
+def _change_evaluations(metrics_text: str) -> int:
+    m = _CHANGE_EVALUATIONS.search(metrics_text)
+    return 0 if m is None else int(float(m.group(1)))
+
+
 async def _wake_all(http_url: str, ttids: list[TenantTimelineId], timeout: float = 60.0
                     ) -> float:
-    """POST one batch naming every timeline with a donor ahead; seconds until every
-    timeline has made an attempt (it fails at once: nothing listens at the donor).
-    ``ValueError`` naming how many did if not all within ``timeout``."""
-    ahead = Lsn(int(START_LSN) + SEG_SIZE)
+    """POST one batch naming every timeline with news that makes no donor; seconds until
+    every supervisor re-ran donor selection because of a change (see the module
+    docstring; ``WAKE_POLL`` resolution). ``ValueError`` if not within ``timeout`` or if
+    afterwards some timeline's selection did not see the new peer."""
+    # Node 3 at the timelines' own position (term 0, START_LSN): news, but not ahead.
     batch = PeerInfoBatch(
         NodeId(3), "http://127.0.0.1:1", f"ws://127.0.0.1:{free_port()}",
-        tuple(PeerTimelineInfo(t, Term(1), Term(1), ahead, ahead) for t in ttids),
+        tuple(PeerTimelineInfo(t, Term(0), Term(0), START_LSN, START_LSN) for t in ttids),
     )
-    woke = 0
     async with SafekeeperClient(http_url, timeout=timeout) as client:
+        before = _change_evaluations(await client.metrics())
         t0 = time.perf_counter()
         await client.post_peer_info(batch)
+        woke = 0
         with trio.move_on_after(timeout):
-            while True:
-                listing = await client.recovery_list()
-                woke = sum(1 for r in listing if int(str(r.get("attempts") or 0)) > 0
-                           or r.get("last_outcome") is not None)
-                if woke >= len(ttids):
-                    return time.perf_counter() - t0
-                await trio.sleep(0.1)
-    raise ValueError(f"only {woke} of {len(ttids)} timelines made an attempt within "
-                     f"{timeout:.0f} s (attempts run at most 8 at a time per node)")
+            while woke < len(ttids):
+                woke = _change_evaluations(await client.metrics()) - before
+                if woke < len(ttids):
+                    await trio.sleep(WAKE_POLL)
+        seconds = time.perf_counter() - t0
+        if woke < len(ttids):
+            raise ValueError(f"only {woke} of {len(ttids)} supervisors re-evaluated within "
+                             f"{timeout:.0f} s")
+        listing = await client.recovery_list()
+    blind = [r for r in listing if "sk 3" not in str(r.get("why_no_donor"))]
+    if blind:
+        raise ValueError(f"{len(blind)} timelines did not see the batch's peer: "
+                         f"{blind[0].get('why_no_donor')!r}")
+    return seconds

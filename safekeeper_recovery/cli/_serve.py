@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -48,7 +49,8 @@ log = logging.getLogger("safekeeper_recovery.serve")
     help="Run peer recovery for lagging timelines [on].",
 )
 @click.option("--heartbeat-timeout", help="A peer is alive while its info is younger [5s].")
-@click.option("--peer-push-interval", help="How often to push our info to peers [1s].")
+@click.option("--peer-push-interval",
+              help="Heartbeat to peers when nothing changed (changes go out at once) [1s].")
 @click.option("--persist-interval", help="How often to persist in-memory horizons [5s].")
 @click.option("--keepalive-interval", help="Donor keepalive after this much idle time [1s].")
 @click.option("--http-timeout", help="HTTP request timeout [10s].")
@@ -126,6 +128,10 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
             )
             if ready_file is not None:
                 await trio.to_thread.run_sync(_write_ready_file, ready_file, config, running)
+            # What is loaded now (thousands of timelines) lives as long as the process:
+            # keep the cyclic GC from re-scanning all of it in every full collection.
+            gc.collect()
+            gc.freeze()
             async for signum in signals:
                 log.info("received %s: shutting down", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()

@@ -355,15 +355,20 @@ class Acceptor:
             return Step()
         return Step((self._persist(attrs.evolve(self.persisted, term=new)),))
 
-    def persist_in_memory(self) -> Step:
-        """Persist in-memory horizons if any is ahead of the persisted one."""
+    @property
+    def in_memory_ahead(self) -> bool:
+        """Whether a horizon (or commit_lsn) is ahead of its persisted value."""
         st = self.persisted
-        if (
+        return (
             self.commit_lsn,
             self.backup_lsn,
             self.peer_horizon_lsn,
             self.remote_consistent_lsn,
-        ) == (st.commit_lsn, st.backup_lsn, st.peer_horizon_lsn, st.remote_consistent_lsn):
+        ) != (st.commit_lsn, st.backup_lsn, st.peer_horizon_lsn, st.remote_consistent_lsn)
+
+    def persist_in_memory(self) -> Step:
+        """Persist in-memory horizons if any is ahead of the persisted one."""
+        if not self.in_memory_ahead:
             return Step()
         return Step((self._persist(),))
 

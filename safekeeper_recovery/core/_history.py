@@ -103,8 +103,13 @@ class TermHistory(Sequence[TermLsn]):
 
     def last_log_term(self, flush_lsn: Lsn) -> Term:
         """Term of the last entry of ``up_to(flush_lsn)``, or 0 if that prefix is empty."""
-        cut = self.up_to(flush_lsn)
-        return cut.entries[-1].term if cut.entries else 0
+        # Read on every status, snapshot and donor selection: no validated copy is built.
+        term: Term = 0
+        for entry in self.entries:
+            if entry.lsn > flush_lsn:
+                break
+            term = entry.term
+        return term
 
     def extended(self, entry: TermLsn) -> TermHistory:
         """A copy with ``entry`` appended."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final, final
 
 __all__ = ["INVALID_LSN", "Lsn", "MAX_LSN", "XLOG_BLCKSZ", "segment_file_name"]
@@ -9,7 +10,7 @@ __all__ = ["INVALID_LSN", "Lsn", "MAX_LSN", "XLOG_BLCKSZ", "segment_file_name"]
 XLOG_BLCKSZ: Final = 8192
 _U32: Final = 0xFFFF_FFFF
 _U64: Final = 0xFFFF_FFFF_FFFF_FFFF
-_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
+_LSN_TEXT: Final = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 
 
 @final
@@ -30,10 +31,11 @@ class Lsn(int):
     @classmethod
     def parse(cls, text: str) -> Lsn:
         """Parse ``X/Y`` (each part 1 to 8 hex digits, either case). Raise ``ValueError``."""
-        parts = text.strip().split("/")
-        if len(parts) != 2 or not all(_is_u32_hex(p) for p in parts):
+        # A compiled pattern: peers send thousands of these per batch.
+        m = _LSN_TEXT.fullmatch(text.strip())
+        if m is None:
             raise ValueError(f"invalid LSN {text!r}: expected X/Y with two hex u32 parts")
-        return cls((int(parts[0], 16) << 32) | int(parts[1], 16))
+        return cls((int(m.group(1), 16) << 32) | int(m.group(2), 16))
 
     def __str__(self) -> str:
         return f"{int(self) >> 32:X}/{int(self) & _U32:X}"
@@ -62,10 +64,6 @@ class Lsn(int):
     def block_offset(self) -> int:
         """Offset inside its 8 KiB WAL page."""
         return int(self) % XLOG_BLCKSZ
-
-
-def _is_u32_hex(part: str) -> bool:
-    return 0 < len(part) <= 8 and all(c in _HEX_DIGITS for c in part)
 
 
 def segment_file_name(segno: int, seg_size: int, tli: int = 1) -> str:

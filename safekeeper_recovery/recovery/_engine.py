@@ -4,11 +4,17 @@ Per timeline, :meth:`RecoveryEngine.supervise` loops forever (until cancelled):
 
 1. read the local view and select donors (pure, explained: ``why_no_donor``);
 2. no donor → wait for a change (peer info, local state), a trigger, or the slow fallback
-   tick — event-driven, so idle timelines cost next to nothing;
+   tick — event-driven, so idle timelines cost next to nothing: a waiting supervisor is
+   one parked task with one deadline (no helper tasks, no nursery);
 3. donors → under the node-wide limit of concurrent recoveries, attempt the best donor;
    when a donor fails (unreachable, timeout, stream error) fail over to the next one;
 4. after a failure, wait a jittered exponential back-off (0.5 s → 30 s, reset on success),
-   cut short by a trigger.
+   cut short by a trigger or by news that changes the reason: the donors on offer (which
+   nodes, in which term) differ from the ones that just failed. More of the same news (a
+   donor's flush_lsn moving on) does not cut it short, so a failing donor is not hammered.
+
+Every donor selection is counted by what caused it (``evaluations``: start, change, tick,
+trigger, retry, after_attempt), per timeline in the status and node-wide for metrics.
 
 Attempts end with one typed outcome (:class:`AttemptResult`); a term change, a proposer
 arriving, an admin cancel or the timeline's deletion (cancellation) all end the attempt's
@@ -24,7 +30,7 @@ from typing import Protocol
 import structlog
 import trio
 
-from ..core import DonorUnavailable, PeerInfo, TenantTimelineId
+from ..core import DonorSelection, DonorUnavailable, PeerInfo, TenantTimelineId
 from ..timeline import Timeline
 from ._attempt import AttemptCancelled, AttemptResult, RecoveryConfig, run_attempt
 from ._donor import DonorConnector
@@ -74,8 +80,11 @@ class RecoveryEngine:
         self.enabled = enabled
         self.statuses: dict[TenantTimelineId, RecoveryStatus] = {}
         self._limiter = trio.CapacityLimiter(self.config.max_concurrent)
-        self._wake: dict[TenantTimelineId, trio.Event] = {}
+        self._triggered: set[TenantTimelineId] = set()
+        self._wait_scopes: dict[TenantTimelineId, trio.CancelScope] = {}
         self._attempt_scopes: dict[TenantTimelineId, trio.CancelScope] = {}
+        self.evaluations: dict[str, int] = {}
+        """Node-wide donor selections by cause (``start``, ``change``, ``tick``, …)."""
 
     # ---- node integration ---------------------------------------------------------------
 
@@ -114,7 +123,10 @@ class RecoveryEngine:
         """Re-check now (skips an idle wait or a back-off). KeyError if unknown."""
         if ttid not in self.statuses:
             raise KeyError(ttid)
-        self._wake.setdefault(ttid, trio.Event()).set()
+        self._triggered.add(ttid)
+        scope = self._wait_scopes.get(ttid)
+        if scope is not None:
+            scope.cancel()
 
     def cancel(self, ttid: TenantTimelineId) -> None:
         """Abort the current attempt (it ends as ``cancelled`` and backs off)."""
@@ -133,28 +145,31 @@ class RecoveryEngine:
         (or the timeline is broken: then the state says so and the task ends)."""
         ttid = target.ttid
         status = self.statuses.setdefault(ttid, RecoveryStatus())
-        logger = log.bind(tenant=str(ttid.tenant_id), timeline=str(ttid.timeline_id))
+        # Bound lazily: binding a logger per supervisor costs every idle timeline memory.
+        logger: structlog.typing.FilteringBoundLogger | None = None
         failures = 0
+        cause = "start"
         try:
             while True:
                 if (reason := broken()) is not None:
                     status.state = "broken"
                     status.last_error = reason
                     return
-                view = await target.local_view()
-                selection = select_for(target.node_id, view, self.config.heartbeat_timeout)
-                status.why_no_donor = selection.why_no_donor
+                selection = await self._evaluate(target, status, cause)
                 if not selection.donors:
                     status.state = "idle"
                     tick = self.config.fallback_tick * (0.5 + self.rng.random())
-                    await self._wait(target, tick, on_change=True)
+                    cause = await self._wait(target, tick)
                     continue
+                if logger is None:
+                    logger = log.bind(tenant=str(ttid.tenant_id), timeline=str(ttid.timeline_id))
                 logger.info("starting recovery", selection=str(selection))
                 result = await self._attempt_with_failover(target, selection.donors, status,
                                                            logger)
                 if result.error is None:
                     failures = 0
                     status.state = "idle"
+                    cause = "after_attempt"
                     continue
                 failures += 1
                 delay = min(self.config.backoff_max,
@@ -162,11 +177,41 @@ class RecoveryEngine:
                 delay *= 0.5 + 0.5 * self.rng.random()  # jitter: never in lockstep
                 status.state = "backoff"
                 status.backoff_until = trio.current_time() + delay
-                await self._wait(target, delay, on_change=False)
+                cause = await self._back_off(target, status, selection, delay)
                 status.backoff_until = None
         finally:
-            self._wake.pop(ttid, None)
+            self._triggered.discard(ttid)
+            self._wait_scopes.pop(ttid, None)
             self._attempt_scopes.pop(ttid, None)
+
+    async def _evaluate(
+        self, target: RecoveryTarget, status: RecoveryStatus, cause: str
+    ) -> DonorSelection:
+        view = await target.local_view()
+        selection = select_for(target.node_id, view, self.config.heartbeat_timeout)
+        status.why_no_donor = selection.why_no_donor
+        status.evaluations += 1
+        self.evaluations[cause] = self.evaluations.get(cause, 0) + 1
+        return selection
+
+    async def _back_off(
+        self, target: RecoveryTarget, status: RecoveryStatus, failed: DonorSelection,
+        delay: float,
+    ) -> str:
+        """Wait up to ``delay`` after ``failed`` failed; returns the cause of the next
+        evaluation: ``retry`` (waited it out), ``trigger``, or ``change`` (the donors on
+        offer are not the ones that failed)."""
+        deadline = trio.current_time() + delay
+        failed_key = _donor_key(failed)
+        while True:
+            cause = await self._wait(target, deadline - trio.current_time())
+            if cause == "tick":
+                return "retry"
+            if cause == "trigger":
+                return cause
+            selection = await self._evaluate(target, status, "change")
+            if _donor_key(selection) != failed_key:
+                return "change"
 
     async def _attempt_with_failover(
         self,
@@ -209,21 +254,24 @@ class RecoveryEngine:
         assert result is not None
         return result
 
-    async def _wait(self, target: RecoveryTarget, delay: float, *, on_change: bool) -> None:
-        """Sleep for ``delay``, until a trigger, or (``on_change``) a local/peer change."""
-        wake = self._wake.setdefault(target.ttid, trio.Event())
-        if wake.is_set():
-            self._wake[target.ttid] = trio.Event()
-            return
-        with trio.move_on_after(delay):
-            async with trio.open_nursery() as nursery:
+    async def _wait(self, target: RecoveryTarget, delay: float) -> str:
+        """Wait up to ``delay`` for a local/peer change or a trigger; returns what ended
+        the wait: ``change``, ``trigger`` or ``tick`` (the time ran out)."""
+        ttid = target.ttid
+        if ttid not in self._triggered:
+            # One cancel scope, cancelled by trigger(): no helper tasks per waiting timeline.
+            with trio.move_on_after(max(0.0, delay)) as scope:
+                self._wait_scopes[ttid] = scope
+                try:
+                    await target.wait_for_change()
+                finally:
+                    del self._wait_scopes[ttid]
+            if ttid not in self._triggered:
+                return "tick" if scope.cancelled_caught else "change"
+        self._triggered.discard(ttid)
+        return "trigger"
 
-                async def first(fn: Callable[[], Awaitable[None]]) -> None:
-                    await fn()
-                    nursery.cancel_scope.cancel()
 
-                nursery.start_soon(first, wake.wait)
-                if on_change:
-                    nursery.start_soon(first, target.wait_for_change)
-        if wake.is_set():
-            self._wake[target.ttid] = trio.Event()
+def _donor_key(selection: DonorSelection) -> tuple[tuple[int, int, int], ...]:
+    """What a retry would be offered: the donors and their (term, last_log_term)."""
+    return tuple((int(d.node_id), d.term, d.last_log_term) for d in selection.donors)

@@ -31,12 +31,18 @@ class RecoveryStatus:
     instead of polling the status fast, which would load the node they measure)."""
     bytes: int = 0
     """WAL bytes received in the current (or last) attempt."""
+    first_data_at: float | None = None
+    """Wall-clock (Unix) time the current attempt's first WAL data arrived."""
+    last_data_at: float | None = None
+    """Wall-clock (Unix) time WAL data last arrived from a donor."""
     total_bytes: int = 0
     attempts: int = 0
     last_outcome: str | None = None
     last_error: str | None = None
     why_no_donor: str | None = None
     backoff_until: float | None = None
+    evaluations: int = 0
+    """Donor selections run so far (each wake-up of the supervisor runs one)."""
 
     def attempt_started(self, donor: PeerInfo, start_lsn: Lsn) -> None:
         self.state = "recovering"
@@ -45,8 +51,13 @@ class RecoveryStatus:
         self.start_lsn = self.received_lsn = self.flushed_lsn = start_lsn
         self.target_lsn = donor.flush_lsn
         self.bytes = 0
+        self.first_data_at = None
 
     def received(self, lsn: Lsn, nbytes: int, donor_end: Lsn) -> None:
+        if nbytes:
+            self.last_data_at = time.time()
+            if self.first_data_at is None:
+                self.first_data_at = self.last_data_at
         self.received_lsn = lsn
         self.bytes += nbytes
         self.total_bytes += nbytes
@@ -78,10 +89,13 @@ class RecoveryStatus:
             "flushed_lsn": lsn(self.flushed_lsn),
             "flushed_at": self.flushed_at,
             "bytes": self.bytes,
+            "first_data_at": self.first_data_at,
+            "last_data_at": self.last_data_at,
             "total_bytes": self.total_bytes,
             "attempts": self.attempts,
             "last_outcome": self.last_outcome,
             "last_error": self.last_error,
             "why_no_donor": self.why_no_donor,
+            "evaluations": self.evaluations,
             "lag_bytes": self.lag_bytes,
         }

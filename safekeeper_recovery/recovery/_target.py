@@ -143,13 +143,14 @@ class LocalTarget:
         return self.timeline.acceptor.node_id
 
     async def local_view(self) -> LocalView:
-        snap = self.timeline.snapshot()
+        # Read directly, not via snapshot(): idle supervisors of 10,000 timelines do this.
+        a = self.timeline.acceptor
         return LocalView(
-            term=snap.term,
-            last_log_term=snap.last_log_term,
-            flush_lsn=snap.flush_lsn,
-            peers=tuple(self.timeline.peers.values()),
-            num_streaming_proposers=snap.num_streaming_proposers,
+            term=a.term,
+            last_log_term=a.last_log_term,
+            flush_lsn=a.flush_lsn,
+            peers=self.timeline.current_peers(),
+            num_streaming_proposers=self.timeline.num_streaming_proposers,
             now=trio.current_time(),
         )
 

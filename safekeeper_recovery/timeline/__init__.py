@@ -1,6 +1,7 @@
 """One timeline (acceptor + storage + lock + notifications) and the registry of all."""
 
 from ._backend import FileBackend, MemoryBackend, StorageBackend
+from ._peers import PEER_SILENCE_WAKE, PeerHub
 from ._registry import (
     TimelineConflict,
     TimelineNotFound,
@@ -22,6 +23,8 @@ from ._watch import Watch
 __all__ = [
     "FileBackend",
     "MemoryBackend",
+    "PEER_SILENCE_WAKE",
+    "PeerHub",
     "Receiver",
     "StorageBackend",
     "TermMismatch",

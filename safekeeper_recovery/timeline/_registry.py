@@ -28,6 +28,7 @@ from ..core import (
 )
 from ..storage import AsyncWalStore, ControlFileStore, WalStore
 from ._backend import StorageBackend
+from ._peers import PeerHub
 from ._timeline import Timeline, TimelineObserver
 
 __all__ = [
@@ -85,8 +86,11 @@ class TimelineRegistry:
         *,
         services: Sequence[TimelineService] = (),
         observer: TimelineObserver | None = None,
+        hub: PeerHub | None = None,
     ) -> None:
         self.observer = observer
+        self.hub = hub if hub is not None else PeerHub()
+        """Shared by every timeline: peer liveness and the change feed of the exchange."""
         self.node_id = node_id
         self.backend = backend
         self.services = list(services)
@@ -135,7 +139,8 @@ class TimelineRegistry:
         inline = not self.backend.in_thread
         async_store = AsyncWalStore(store, inline=inline)
         return Timeline.from_stores(
-            self.node_id, state, async_store, control, inline=inline, observer=self.observer
+            self.node_id, state, async_store, control, inline=inline, observer=self.observer,
+            hub=self.hub,
         )
 
     def _start(self, timeline: Timeline) -> None:

@@ -13,7 +13,14 @@ Contract
   :meth:`snapshot` reports only what is durable (the acceptor's in-memory view already
   counted the failed effects as done). A restart reloads the truth from disk.
 * Waiters use :attr:`changed` (a :class:`Watch`): it fires after every processed message,
-  peer update, receiver change and on deletion.
+  peer update that says something new, receiver change and on deletion.
+* What peers are told about this timeline (term, positions, horizons) may change only in
+  :meth:`process`, :meth:`bump_term`, :meth:`record_peer_info` (commit_lsn and horizons
+  follow peers) and on deletion: those report to the node's :class:`PeerHub`, which feeds
+  the peer exchange. Peer news alone is not reported (it would echo between nodes).
+* Peers' entries are kept as received; their freshness is judged through the hub
+  (:meth:`current_peers`, :meth:`alive_peers`), since an unchanged peer only confirms
+  liveness node-wide instead of resending every timeline.
 * Tasks that serve this timeline (connections, recovery) run inside :meth:`attach`, which
   cancels them when the timeline is deleted.
 """
@@ -51,12 +58,14 @@ from ..core import (
     TenantTimelineId,
     Term,
     TermHistory,
+    TermLsn,
     TruncateEffect,
     VoteRequest,
     WriteEffect,
     encode_state,
 )
 from ..storage import AsyncWalStore, ControlFileStore
+from ._peers import PeerHub
 from ._watch import Watch
 
 __all__ = [
@@ -166,8 +175,31 @@ class TimelineSnapshot:
 
 _receiver_ids = itertools.count(1)
 
-PEER_SILENCE_WAKE = 2.0
-"""A peer silent for longer than this (seconds) wakes waiters when it speaks again."""
+
+def _peer_update(info: PeerInfo) -> PeerUpdate:
+    return PeerUpdate(
+        last_log_term=info.last_log_term,
+        commit_lsn=info.commit_lsn,
+        backup_lsn=info.backup_lsn,
+        peer_horizon_lsn=info.peer_horizon_lsn,
+        remote_consistent_lsn=info.remote_consistent_lsn,
+    )
+
+
+def _same_content(a: PeerInfo, b: PeerInfo) -> bool:
+    """Equal but for ``received_at``."""
+    return (
+        a.term == b.term
+        and a.last_log_term == b.last_log_term
+        and a.flush_lsn == b.flush_lsn
+        and a.commit_lsn == b.commit_lsn
+        and a.http_addr == b.http_addr
+        and a.wal_addr == b.wal_addr
+        and a.backup_lsn == b.backup_lsn
+        and a.peer_horizon_lsn == b.peer_horizon_lsn
+        and a.remote_consistent_lsn == b.remote_consistent_lsn
+        and a.local_start_lsn == b.local_start_lsn
+    )
 
 
 class Timeline:
@@ -182,6 +214,7 @@ class Timeline:
         *,
         inline: bool = False,
         observer: TimelineObserver | None = None,
+        hub: PeerHub | None = None,
     ) -> None:
         self.ttid = ttid
         self.observer: TimelineObserver = observer or _NoObserver()
@@ -190,6 +223,8 @@ class Timeline:
         self.store = store
         self.control = control
         self.lock = trio.Lock()
+        self.hub = hub if hub is not None else PeerHub()
+        """Node-wide peer liveness and change feed (a private one if not given)."""
         self.changed = Watch()
         self.peers: dict[NodeId, PeerInfo] = {}
         self.receivers: dict[int, Receiver] = {}
@@ -200,6 +235,7 @@ class Timeline:
         self.recovery_status: Callable[[], dict[str, object]] | None = None
         """Set by the recovery engine; feeds the status JSON's ``recovery`` object."""
         self._attached: set[trio.CancelScope] = set()
+        self.hub.timeline_changed(ttid)  # a new (or newly loaded) timeline is news to peers
 
     @classmethod
     def from_stores(
@@ -211,11 +247,12 @@ class Timeline:
         *,
         inline: bool = False,
         observer: TimelineObserver | None = None,
+        hub: PeerHub | None = None,
     ) -> Timeline:
         """``inline=True`` (memory twins only) runs control-file writes without a thread."""
         acceptor = Acceptor(node_id, state, write_lsn=store.write_lsn, flush_lsn=store.flush_lsn)
         ttid = TenantTimelineId(state.tenant_id, state.timeline_id)
-        return cls(ttid, acceptor, store, control, inline=inline, observer=observer)
+        return cls(ttid, acceptor, store, control, inline=inline, observer=observer, hub=hub)
 
     # ---- the one write path -------------------------------------------------------------
 
@@ -232,46 +269,73 @@ class Timeline:
         """
         async with self.lock:
             self._check_usable()
+            a = self.acceptor
+            flush_before, persisted_before = a.flush_lsn, a.persisted
             try:
-                step = self.acceptor.handle(msg, flush=flush)
+                step = a.handle(msg, flush=flush)
             except FatalTimelineError as e:
                 self._break(str(e))
                 raise TimelineBroken(f"timeline {self.ttid} stopped: {e}", reason=str(e)) from e
             await self._apply(step)
+            if self.peers and (a.flush_lsn != flush_before or a.persisted is not persisted_before):
+                await self._follow_peers()
+        self.hub.timeline_changed(self.ttid)
         self.changed.notify()
         return step.reply
+
+    async def _follow_peers(self) -> None:
+        """Under the lock, after our flush_lsn or history moved: a peer's commit_lsn that
+        did not count before (other last_log_term, beyond our flush) may count now, and
+        peers resend their info only when it changes."""
+        a = self.acceptor
+        last_log_term = a.last_log_term
+        for info in list(self.peers.values()):
+            if self.broken is not None:
+                return
+            if info.last_log_term == last_log_term and info.commit_lsn > a.commit_lsn:
+                await self._apply(a.on_peer_update(_peer_update(info)))
 
     async def record_peer_info(self, info: PeerInfo) -> None:
         """Store a peer's info (stamped by the caller) and let commit_lsn follow it.
 
         Waiters are woken only when the info says something new (or the peer was silent
-        for a while and may have been counted dead): peers repeat themselves every
-        second, and waking 10,000 idle recovery supervisors for nothing is the cost the
-        event-driven design exists to avoid.
+        for a while and may have been counted dead): a full resync repeats every
+        timeline's info, and waking 10,000 idle recovery supervisors for nothing is the
+        cost the event-driven design exists to avoid. Unchanged info skips the acceptor
+        too (:meth:`process` re-applies peers' commit_lsn when our own position moves).
         """
         old = self.peers.get(info.node_id)
         self.peers[info.node_id] = info
-        news = (
-            old is None
-            or info.received_at - old.received_at > PEER_SILENCE_WAKE
-            or attrs.evolve(old, received_at=info.received_at) != info
-        )
-        update = PeerUpdate(
-            last_log_term=info.last_log_term,
-            commit_lsn=info.commit_lsn,
-            backup_lsn=info.backup_lsn,
-            peer_horizon_lsn=info.peer_horizon_lsn,
-            remote_consistent_lsn=info.remote_consistent_lsn,
-        )
+        if old is not None and _same_content(old, info):
+            if info.received_at - self.hub.last_heard(old) > self.hub.silence_wake:
+                self.changed.notify()
+            else:
+                await trio.lowlevel.checkpoint()
+            return
         if self.broken is None and not self.deleted:
             async with self.lock:
                 if self.broken is None:
-                    commit_before = self.acceptor.commit_lsn
-                    step = self.acceptor.on_peer_update(update)
-                    await self._apply(step)
-                    # commit_lsn moving matters to WAL senders in commit mode.
-                    news = news or self.acceptor.commit_lsn != commit_before
-        if news:
+                    a = self.acceptor
+                    before = (a.commit_lsn, a.backup_lsn, a.peer_horizon_lsn,
+                              a.remote_consistent_lsn)
+                    step = a.on_peer_update(_peer_update(info))
+                    if step.effects:
+                        await self._apply(step)
+                    if before != (a.commit_lsn, a.backup_lsn, a.peer_horizon_lsn,
+                                  a.remote_consistent_lsn):
+                        self.hub.timeline_changed(self.ttid)
+        self.changed.notify()
+
+    def peer_is_ahead(self, node_id: NodeId) -> bool:
+        """Whether that peer's entry is ahead of our (last_log_term, flush_lsn): only
+        then can it matter to recovery that the peer is alive."""
+        info = self.peers.get(node_id)
+        a = self.acceptor
+        return info is not None and info.position > TermLsn(a.last_log_term, a.flush_lsn)
+
+    def forget_peer(self, node_id: NodeId) -> None:
+        """Drop a peer's entry (it no longer has this timeline)."""
+        if self.peers.pop(node_id, None) is not None:
             self.changed.notify()
 
     async def bump_term(self, term: Term | None = None) -> Term:
@@ -279,6 +343,7 @@ class Timeline:
         async with self.lock:
             self._check_usable()
             await self._apply(self.acceptor.bump_term(term))
+        self.hub.timeline_changed(self.ttid)
         self.changed.notify()
         return self.acceptor.term
 
@@ -415,8 +480,17 @@ class Timeline:
             broken=self.broken,
         )
 
+    def current_peers(self) -> tuple[PeerInfo, ...]:
+        """Every peer's entry, ``received_at`` = when it was last known current."""
+        return tuple(self.hub.current(p) for p in self.peers.values())
+
     def alive_peers(self, now: float, heartbeat_timeout: float) -> list[PeerInfo]:
-        return [p for p in self.peers.values() if now - p.received_at <= heartbeat_timeout]
+        return [p for p in self.current_peers() if now - p.received_at <= heartbeat_timeout]
+
+    @property
+    def needs_persist(self) -> bool:
+        """Whether :meth:`persist_in_memory` has anything to write (cheap, no lock)."""
+        return self.broken is None and not self.deleted and self.acceptor.in_memory_ahead
 
     # ---- receivers and lifetime ---------------------------------------------------------
 
@@ -460,4 +534,5 @@ class Timeline:
         self.deleted = True
         for scope in list(self._attached):
             scope.cancel()
+        self.hub.timeline_changed(self.ttid)
         self.changed.notify()

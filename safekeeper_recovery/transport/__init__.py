@@ -22,6 +22,7 @@ from ._peer_exchange import (
     HttpPeerExchange,
     PeerExchange,
     PeerSenderStatistics,
+    apply_peer_info_batch,
     build_peer_info_batch,
     serve_peer_exchange,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "WalServerConfig",
     "WalStreamClosed",
     "WalStreamConnection",
+    "apply_peer_info_batch",
     "build_http_app",
     "build_peer_info_batch",
     "decode_create_timeline",

@@ -66,6 +66,7 @@ from ..timeline import (
 from ._auth import Authenticator, bearer_token
 from ._json import decode_create_timeline, decode_peer_info_batch, timeline_status_json
 from ._metrics import METRICS_CONTENT_TYPE, NodeMetrics
+from ._peer_exchange import apply_peer_info_batch
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "NodeContext", "RecoveryAdmin", "build_http_app"]
 
@@ -324,23 +325,9 @@ class _Api:
             batch = decode_peer_info_batch(await self._json_body(request))
         except ValueError as e:
             raise _Problem(400, str(e)) from None
-        now = trio.current_time()
-        applied = ignored = 0
-        for entry in batch.timelines:
-            timeline = self.ctx.registry.timelines.get(entry.ttid)
-            if timeline is None:
-                ignored += 1  # unknown here (reference §9): not an error
-                continue
-            info = entry.to_peer_info(batch.node_id, batch.http_addr, batch.wal_addr, now)
-            try:
-                await timeline.record_peer_info(info)
-            except TimelineBroken as e:
-                # One stopped timeline must not lose the rest of the batch.
-                log.warning("peer info for %s not applied: %s", entry.ttid, e)
-                ignored += 1
-                continue
-            applied += 1
-        return JSONResponse({"applied": applied, "ignored": ignored})
+        return JSONResponse(
+            await apply_peer_info_batch(self.ctx.registry, batch, trio.current_time())
+        )
 
     # ---- timelines -----------------------------------------------------------------------
 

@@ -243,12 +243,23 @@ class PeerTimelineInfo:
 @final
 @attrs.frozen
 class PeerInfoBatch:
-    """One push of a node: its addresses and the info of all its timelines."""
+    """One push of a node: its addresses and the info of (some of) its timelines.
+
+    ``full``: ``timelines`` lists every timeline of the sender (a timeline not listed is
+    gone); otherwise it lists only the ones that changed and ``removed`` the deleted ones
+    (a *delta*; an empty delta is a heartbeat). ``session`` (random per sender) and ``seq``
+    (consecutive per receiver) let the receiver tell whether it has applied every batch of
+    the session in order; without a session every listed entry is just fresh info.
+    """
 
     node_id: NodeId
     http_addr: str
     wal_addr: str
     timelines: tuple[PeerTimelineInfo, ...] = ()
+    full: bool = True
+    removed: tuple[TenantTimelineId, ...] = ()
+    session: str | None = None
+    seq: int = 0
 
 
 def peer_timeline_info(snap: TimelineSnapshot) -> PeerTimelineInfo:
@@ -267,10 +278,15 @@ def peer_timeline_info(snap: TimelineSnapshot) -> PeerTimelineInfo:
 
 
 def encode_peer_info_batch(batch: PeerInfoBatch) -> JsonObject:
-    return {
+    obj: JsonObject = {
         "node_id": int(batch.node_id),
         "http_addr": batch.http_addr,
         "wal_addr": batch.wal_addr,
+        "full": batch.full,
+        "removed": [
+            {"tenant_id": str(t.tenant_id), "timeline_id": str(t.timeline_id)}
+            for t in batch.removed
+        ],
         "timelines": [
             {
                 "tenant_id": str(t.ttid.tenant_id),
@@ -287,14 +303,25 @@ def encode_peer_info_batch(batch: PeerInfoBatch) -> JsonObject:
             for t in batch.timelines
         ],
     }
+    if batch.session is not None:
+        obj["session"] = batch.session
+        obj["seq"] = batch.seq
+    return obj
+
+
+MAX_SESSION_LEN: Final = 64
+
+
+def _ttid(value: object, where: str) -> TenantTimelineId:
+    obj = _object(value, where)
+    return TenantTimelineId(_id(TenantId, obj, "tenant_id", where),
+                            _id(TimelineId, obj, "timeline_id", where))
 
 
 def _decode_peer_timeline(value: object, where: str) -> PeerTimelineInfo:
     obj = _object(value, where)
     return PeerTimelineInfo(
-        ttid=TenantTimelineId(
-            _id(TenantId, obj, "tenant_id", where), _id(TimelineId, obj, "timeline_id", where)
-        ),
+        ttid=_ttid(obj, where),
         term=_int(obj, "term", where),
         last_log_term=_int(obj, "last_log_term", where),
         flush_lsn=_lsn(obj, "flush_lsn", where),
@@ -309,12 +336,29 @@ def _decode_peer_timeline(value: object, where: str) -> PeerTimelineInfo:
 def decode_peer_info_batch(value: object) -> PeerInfoBatch:
     """Validate a whole batch; any bad field raises ``ValueError`` (nothing is half-read).
 
-    The horizons and ``local_start_lsn`` may be omitted (0/0); everything else is required.
+    The horizons and ``local_start_lsn`` may be omitted (0/0); so may ``full`` (true),
+    ``removed`` (none) and ``session`` (none: then ``seq`` is not read). Everything else
+    is required.
     """
     obj = _object(value, "batch")
     timelines = obj.get("timelines")
     if not isinstance(timelines, list):
         raise ValueError("batch.timelines: expected a list")
+    removed = obj.get("removed", [])
+    if not isinstance(removed, list):
+        raise ValueError("batch.removed: expected a list")
+    full = obj.get("full", True)
+    if not isinstance(full, bool):
+        raise ValueError("batch.full: expected true or false")
+    session: str | None = None
+    seq = 0
+    if obj.get("session") is not None:
+        session = _str(obj, "session", "batch")
+        if not 0 < len(session) <= MAX_SESSION_LEN or not session.isascii() \
+                or not session.isalnum():
+            raise ValueError(f"batch.session: expected 1-{MAX_SESSION_LEN} letters or "
+                             f"digits, got {session!r:.80}")
+        seq = _int(obj, "seq", "batch")
     return PeerInfoBatch(
         node_id=NodeId(_int(obj, "node_id", "batch")),
         http_addr=_url(obj, "http_addr", "batch", ("http://", "https://")),
@@ -322,6 +366,10 @@ def decode_peer_info_batch(value: object) -> PeerInfoBatch:
         timelines=tuple(
             _decode_peer_timeline(t, f"timelines[{i}]") for i, t in enumerate(timelines)
         ),
+        full=full,
+        removed=tuple(_ttid(t, f"removed[{i}]") for i, t in enumerate(removed)),
+        session=session,
+        seq=seq,
     )
 
 

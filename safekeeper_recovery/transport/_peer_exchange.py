@@ -1,8 +1,23 @@
-"""Peer exchange: every node pushes its timelines' info to its peers about once a second.
+"""Peer exchange: every node tells its peers about its timelines — on change, cheaply.
 
-The seam is :class:`PeerExchange` (one method, ``publish``), so a broker such as etcd can
-replace the HTTP fan-out for large deployments. The receiving side is the HTTP app's
-``POST /v1/peer_info``, which stamps each entry with the receiver's clock (reference §9).
+Sending (:func:`serve_peer_exchange`): a timeline's info goes out when it changes (the
+registry's :class:`~safekeeper_recovery.timeline.PeerHub` feeds every ``Timeline.changed``
+firing), coalesced to at most one batch per ``min_interval``; with nothing changed, an
+empty *heartbeat* batch goes out every ``interval``; a *full* batch (every timeline) goes
+out first, every ``full_interval`` (jittered) and whenever a peer asks for one. So 10,000
+idle timelines cost one tiny request per peer per second, not 10,000 entries.
+
+Receiving (:func:`apply_peer_info_batch`, behind ``POST /v1/peer_info``): each entry is
+stamped with the receiver's clock (reference §9). A batch carrying the sender's
+``session`` and the next ``seq`` (nothing missed) *confirms* that everything the sender
+told us is still current, which keeps all its entries alive (``PeerHub.confirm``); a gap
+(a lost push, either side restarted) answers ``resync`` and the sender's next batch is
+full. A full batch also drops the sender's entries of timelines it no longer lists.
+Liveness semantics are unchanged: an entry counts while it was received *or confirmed*
+less than the heartbeat timeout ago.
+
+The seam is :class:`PeerExchange` (``publish`` + ``on_resync``), so a broker such as etcd
+can replace the HTTP fan-out for large deployments.
 
 Usage::
 
@@ -15,21 +30,27 @@ Usage::
 from __future__ import annotations
 
 import logging
+import math
+import random
+import secrets
 from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
 import attrs
 import trio
 
-from ..core import NodeId
-from ..timeline import TimelineRegistry
+from ..core import NodeId, TenantTimelineId
+from ..timeline import TimelineBroken, TimelineRegistry
 from ._http_client import HttpError, SafekeeperClient
-from ._json import PeerInfoBatch, peer_timeline_info
+from ._json import PeerInfoBatch, PeerTimelineInfo, peer_timeline_info
 
 __all__ = [
+    "FULL_RESYNC_INTERVAL",
+    "MIN_PUSH_INTERVAL",
     "HttpPeerExchange",
     "PeerExchange",
     "PeerSenderStatistics",
+    "apply_peer_info_batch",
     "build_peer_info_batch",
     "serve_peer_exchange",
 ]
@@ -38,14 +59,25 @@ log = logging.getLogger(__name__)
 
 FAILURE_LOG_INTERVAL: Final = 60.0
 """A failing peer is logged at most once per this many seconds."""
+MIN_PUSH_INTERVAL: Final = 0.1
+"""Changes are coalesced into at most one batch per this many seconds."""
+FULL_RESYNC_INTERVAL: Final = 450.0
+"""Mean period of the unconditional full batch (jittered ±1/3, so 5 to 10 minutes). A
+safety net only: session + seq already make a receiver ask for a full batch whenever it
+missed one. A full batch of 10,000 timelines costs about a second of CPU on each side."""
 
 
 class PeerExchange(Protocol):
-    """Delivers a node's batch to every peer."""
+    """Delivers a node's batches to every peer."""
 
     async def publish(self, batch: PeerInfoBatch) -> None:
-        """Hand ``batch`` over for delivery to all peers. Never raises for a peer's failure
-        (the exchange logs it); should not block for long on a slow or dead peer."""
+        """Hand ``batch`` over for delivery to all peers, after the ones published before
+        (deltas build on each other). Never raises for a peer's failure (the exchange
+        logs it); should not block for long on a slow or dead peer."""
+        ...
+
+    def on_resync(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever a peer asks for a full batch (it missed something)."""
         ...
 
 
@@ -56,6 +88,8 @@ class PeerSenderStatistics:
     url: str
     sent: int = 0
     failed: int = 0
+    resyncs: int = 0
+    """Times this peer answered that it missed a batch and wants a full one."""
     last_error: str | None = None
     last_success_at: float | None = None
 
@@ -83,15 +117,54 @@ class _FailureLog:
             log.info("%s", message)
 
 
+@attrs.define
+class _Pending:
+    """What one peer has not been sent yet: maybe a full batch, then changes on top."""
+
+    full: PeerInfoBatch | None = None
+    entries: dict[TenantTimelineId, PeerTimelineInfo] = attrs.Factory(dict)
+    removed: set[TenantTimelineId] = attrs.Factory(set)
+
+    def merge(self, batch: PeerInfoBatch) -> None:
+        if batch.full:
+            self.full = batch
+            self.entries.clear()
+            self.removed.clear()
+            return
+        for entry in batch.timelines:
+            self.entries[entry.ttid] = entry
+            self.removed.discard(entry.ttid)
+        for ttid in batch.removed:
+            self.entries.pop(ttid, None)
+            self.removed.add(ttid)
+
+    def batch(self, base: PeerInfoBatch) -> PeerInfoBatch:
+        """One batch with everything pending (``base`` gives the sender's addresses)."""
+        if self.full is None:
+            return attrs.evolve(base, timelines=tuple(self.entries.values()), full=False,
+                                removed=tuple(self.removed))
+        if not self.entries and not self.removed:
+            return self.full
+        timelines = {t.ttid: t for t in self.full.timelines}
+        timelines.update(self.entries)
+        for ttid in self.removed:
+            timelines.pop(ttid, None)
+        return attrs.evolve(self.full, timelines=tuple(timelines.values()))
+
+
 class HttpPeerExchange:
     """Pushes batches to peers over ``POST /v1/peer_info`` of their HTTP APIs.
 
     ``peers`` maps node ids to base URLs (``http://host:port``). While :meth:`serve` runs,
-    each peer has its own sender task holding the latest batch only (older ones are
-    dropped), so a slow or unreachable peer — bounded by ``timeout`` per push — never
-    delays the others and ``publish`` returns at once. Without ``serve``, ``publish``
-    pushes to all peers concurrently and waits for them. Failures are logged per peer at
-    most once a minute; nothing is retried (the next batch supersedes it).
+    each peer has its own sender task; ``publish`` merges the batch into what that peer
+    has pending (a full batch replaces it, a delta is applied on top) and returns at once,
+    so a slow or unreachable peer — bounded by ``timeout`` per push — never delays the
+    others, and a peer that is busy gets the accumulated changes in one batch. Every push
+    carries this exchange's random session id and the peer's next sequence number; a
+    failed push is not retried (the receiver notices the gap and asks for a full batch,
+    which calls the :meth:`on_resync` callback). Without ``serve``, ``publish`` pushes to
+    all peers concurrently and waits for them. Failures are logged per peer at most once
+    a minute.
 
     ``client_factory(url)`` builds each peer's client (tests pass one with an in-process
     transport); the clients are closed when ``serve`` ends or by :meth:`aclose`.
@@ -110,20 +183,28 @@ class HttpPeerExchange:
 
         factory = client_factory or default_factory
         self.peers = dict(peers)
+        self.session = secrets.token_hex(8)
         self._clients = {node: factory(url) for node, url in self.peers.items()}
         self._stats = {node: PeerSenderStatistics(url) for node, url in self.peers.items()}
-        self._pending: dict[NodeId, PeerInfoBatch] = {}
+        self._seq = dict.fromkeys(self.peers, 0)
+        self._pending: dict[NodeId, _Pending] = {}
+        self._base: PeerInfoBatch | None = None
         self._wakeup = {node: trio.Event() for node in self.peers}
         self._serving = False
         self._failures = _FailureLog()
+        self._resync_callbacks: list[Callable[[], None]] = []
 
     def statistics(self) -> dict[NodeId, PeerSenderStatistics]:
         return {node: attrs.evolve(s) for node, s in self._stats.items()}
 
+    def on_resync(self, callback: Callable[[], None]) -> None:
+        self._resync_callbacks.append(callback)
+
     async def publish(self, batch: PeerInfoBatch) -> None:
+        self._base = batch
         if self._serving:
             for node in self.peers:
-                self._pending[node] = batch
+                self._pending.setdefault(node, _Pending()).merge(batch)
                 self._wakeup[node].set()
             return
         async with trio.open_nursery() as nursery:
@@ -153,14 +234,16 @@ class HttpPeerExchange:
         while True:
             await self._wakeup[node].wait()
             self._wakeup[node] = trio.Event()
-            batch = self._pending.pop(node, None)
-            if batch is not None:
-                await self._push(node, batch)
+            pending = self._pending.pop(node, None)
+            if pending is not None and self._base is not None:
+                await self._push(node, pending.batch(self._base))
 
     async def _push(self, node: NodeId, batch: PeerInfoBatch) -> None:
         stats = self._stats[node]
+        self._seq[node] += 1
+        batch = attrs.evolve(batch, session=self.session, seq=self._seq[node])
         try:
-            await self._clients[node].post_peer_info(batch)
+            answer = await self._clients[node].post_peer_info(batch)
         except HttpError as e:
             stats.failed += 1
             stats.last_error = str(e)
@@ -169,12 +252,16 @@ class HttpPeerExchange:
         stats.sent += 1
         stats.last_success_at = trio.current_time()
         self._failures.success(node, f"peer info push to sk {node} ({stats.url}) works again")
+        if answer.get("resync") is True:
+            stats.resyncs += 1
+            for callback in self._resync_callbacks:
+                callback()
 
 
 def build_peer_info_batch(
     registry: TimelineRegistry, node_id: NodeId, http_addr: str, wal_addr: str
 ) -> PeerInfoBatch:
-    """One batch with the current info of every loaded timeline of ``registry``."""
+    """One full batch with the current info of every loaded timeline of ``registry``."""
     return PeerInfoBatch(
         node_id=node_id,
         http_addr=http_addr,
@@ -187,6 +274,20 @@ def build_peer_info_batch(
     )
 
 
+def _delta_batch(
+    registry: TimelineRegistry, base: PeerInfoBatch, changed: set[TenantTimelineId]
+) -> PeerInfoBatch:
+    entries: list[PeerTimelineInfo] = []
+    removed: list[TenantTimelineId] = []
+    for ttid in changed:
+        timeline = registry.timelines.get(ttid)
+        if timeline is None or timeline.deleted:
+            removed.append(ttid)
+        else:
+            entries.append(peer_timeline_info(timeline.snapshot()))
+    return attrs.evolve(base, timelines=tuple(entries), full=False, removed=tuple(removed))
+
+
 async def serve_peer_exchange(
     registry: TimelineRegistry,
     exchange: PeerExchange,
@@ -195,27 +296,121 @@ async def serve_peer_exchange(
     wal_addr: str,
     *,
     interval: float = 1.0,
+    min_interval: float = MIN_PUSH_INTERVAL,
+    full_interval: float = FULL_RESYNC_INTERVAL,
+    rng: random.Random | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Publish one batch with all timelines' info every ``interval`` seconds; never returns.
+    """Publish our timelines' info to ``exchange`` (see the module docstring); never
+    returns.
 
-    The first batch goes out before ``task_status.started()``. Rounds keep a fixed rate
-    (a slow round is followed at once by the next, not by a pile-up). An exception from
-    ``exchange.publish`` is logged (at most once a minute) and the loop goes on.
+    The first (full) batch goes out before ``task_status.started()``. Then: changed
+    timelines within ``min_interval`` of a change (coalesced), an empty heartbeat after
+    ``interval`` without changes, a full batch every ``full_interval`` times 2/3 to 4/3 and
+    soon after a peer asks for one. An exception from ``exchange.publish`` is logged (at
+    most once a minute) and the loop goes on; what it carried is published again in full.
     """
+    rng = rng or random.Random()
     failures = _FailureLog()
-    deadline = trio.current_time()
+    base = PeerInfoBatch(node_id, http_addr, wal_addr)
+    changed: set[TenantTimelineId] = set()
+    full_wanted = True
+    wake = trio.Event()
+
+    def on_change(ttid: TenantTimelineId) -> None:
+        changed.add(ttid)
+        wake.set()
+
+    def on_resync() -> None:
+        nonlocal full_wanted
+        full_wanted = True
+        wake.set()
+
+    def next_full() -> float:
+        return trio.current_time() + full_interval * rng.uniform(2 / 3, 4 / 3)
+
+    unsubscribe = registry.hub.subscribe(on_change)
+    exchange.on_resync(on_resync)
     started = False
-    while True:
-        batch = build_peer_info_batch(registry, node_id, http_addr, wal_addr)
+    full_at = next_full()
+    last_publish = -math.inf
+    try:
+        while True:
+            now = trio.current_time()
+            if full_wanted or now >= full_at:
+                full_wanted = False
+                changed.clear()
+                full_at = next_full()
+                batch = build_peer_info_batch(registry, node_id, http_addr, wal_addr)
+            else:
+                batch = _delta_batch(registry, base, changed)
+                changed.clear()
+            wake = trio.Event()
+            last_publish = now
+            try:
+                await exchange.publish(batch)
+            except Exception as e:  # keep publishing: the next round may well succeed
+                failures.failure("publish", f"peer info publish failed: {type(e).__name__}: {e}")
+                full_wanted = True  # what this batch carried may be lost
+            else:
+                failures.success("publish", "peer info publish works again")
+            if not started:
+                started = True
+                task_status.started()
+            # Heartbeat after `interval` of quiet; a change goes out sooner, coalesced.
+            with trio.move_on_after(max(0.0, last_publish + interval - trio.current_time())):
+                await wake.wait()
+                await trio.sleep_until(last_publish + min_interval)
+    finally:
+        unsubscribe()
+
+
+async def apply_peer_info_batch(
+    registry: TimelineRegistry, batch: PeerInfoBatch, now: float
+) -> dict[str, object]:
+    """Apply one received batch (see the module docstring) with our clock ``now``.
+
+    Returns the answer ``{"applied": n, "ignored": m, "resync": bool}`` (without
+    ``resync`` for a batch without a session): entries for
+    timelines we do not have (reference §9: not an error) or that are stopped are
+    ignored — one bad timeline never loses the rest of the batch.
+    """
+    hub = registry.hub
+    node = batch.node_id
+    applied = ignored = 0
+    for entry in batch.timelines:
+        timeline = registry.timelines.get(entry.ttid)
+        if timeline is None:
+            ignored += 1
+            continue
+        info = entry.to_peer_info(node, batch.http_addr, batch.wal_addr, now)
         try:
-            await exchange.publish(batch)
-        except Exception as e:  # keep publishing: the next round may well succeed
-            failures.failure("publish", f"peer info publish failed: {type(e).__name__}: {e}")
-        else:
-            failures.success("publish", "peer info publish works again")
-        if not started:
-            started = True
-            task_status.started()
-        deadline = max(deadline + interval, trio.current_time())
-        await trio.sleep_until(deadline)
+            await timeline.record_peer_info(info)
+        except TimelineBroken as e:
+            log.warning("peer info for %s not applied: %s", entry.ttid, e)
+            ignored += 1
+            continue
+        applied += 1
+    for ttid in batch.removed:
+        timeline = registry.timelines.get(ttid)
+        if timeline is not None:
+            timeline.forget_peer(node)
+    if batch.session is None:
+        return {"applied": applied, "ignored": ignored}  # no session, nothing to confirm
+    if batch.full:
+        listed = {entry.ttid for entry in batch.timelines}
+        for timeline in list(registry.timelines.values()):
+            if node in timeline.peers and timeline.ttid not in listed:
+                timeline.forget_peer(node)
+    elif hub.sessions.get(node) != (batch.session, batch.seq - 1):
+        # We missed a batch (or either side restarted): what we hold may be stale, so it
+        # is not confirmed; the entries above are fresh all the same.
+        return {"applied": applied, "ignored": ignored, "resync": True}
+    hub.sessions[node] = (batch.session, batch.seq)
+    if hub.confirm(node, now) and not batch.full:
+        # Back after a silence: its entries may have been counted dead, so where it would
+        # be a donor waiters must re-check (a full batch has woken what it listed).
+        for timeline in list(registry.timelines.values()):
+            if timeline.peer_is_ahead(node):
+                timeline.changed.notify()
+    return {"applied": applied, "ignored": ignored, "resync": False}

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import trio
 import trio.testing
 
-from safekeeper_recovery.core import PeerInfo, TenantTimelineId
+from safekeeper_recovery.core import AppendRequest, Lsn, PeerInfo, TenantTimelineId
 from safekeeper_recovery.recovery import (
     DonorStatus,
     InProcessDonorConnector,
@@ -18,7 +18,7 @@ from safekeeper_recovery.recovery import (
     RecoveryEngine,
 )
 
-from .conftest import Cluster
+from .conftest import Cluster, wal_bytes
 
 MiB = 1 << 20
 
@@ -211,4 +211,73 @@ async def test_an_operator_cancel_ends_the_running_attempt(
         await wait_until(lambda: status.last_outcome is not None)
         assert status.last_outcome == "cancelled"
         assert status.state == "backoff"
+        nursery.cancel_scope.cancel()
+
+
+async def append(cluster: Cluster, nodes: list[int], term: int, start: Lsn, n: int) -> Lsn:
+    """The elected leader of ``term`` writes ``n`` more bytes at ``start`` to ``nodes``."""
+    for node in nodes:
+        await cluster[node].process(
+            AppendRequest(term, start, Lsn(0), Lsn(0), wal_bytes(0, start, n)))
+    return start + n
+
+
+async def test_back_off_ends_early_only_when_the_donors_on_offer_change(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    end = await cluster.propose(1, [1, 2], MiB)
+    reachable: set[int] = set()
+    conn = InProcessDonorConnector(
+        lambda node, ttid: cluster.timelines.get(int(node)) if int(node) in reachable else None
+    )
+    engine = engine_for(cluster, conn, backoff_initial=1000.0, backoff_max=1000.0)
+    tl = cluster[3]
+    await cluster.exchange()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.supervise, LocalTarget(tl))
+        await trio.testing.wait_all_tasks_blocked()
+        status = engine.statuses[tl.ttid]
+        assert status.state == "backoff"
+        assert status.attempts == 2, "both donors failed"
+        assert status.backoff_until is not None
+        backoff_until = status.backoff_until
+        # More of the same news (the failed donors' flush moves on in the same term):
+        # looked at, but no reason to retry before the back-off is over.
+        changes = engine.evaluations.get("change", 0)
+        await append(cluster, [1, 2], 1, end, 64 * 1024)
+        await cluster.exchange()
+        await trio.testing.wait_all_tasks_blocked()
+        assert engine.evaluations.get("change", 0) > changes
+        assert status.state == "backoff"
+        assert status.attempts == 2
+        # A new term on the donors (a new leader): the reason may be gone, retry now.
+        reachable.update({1, 2})
+        end = await cluster.propose(2, [1, 2], MiB)
+        await cluster.exchange()
+        await wait_until(lambda: status.last_outcome == "caught_up")
+        assert trio.current_time() < backoff_until
+        assert tl.snapshot().flush_lsn == end
+        nursery.cancel_scope.cancel()
+
+
+async def test_evaluations_are_counted_by_what_woke_the_supervisor(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2, 3], MiB)
+    engine = engine_for(cluster, fallback_tick=100.0)
+    tl = cluster[3]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.supervise, LocalTarget(tl))
+        await trio.testing.wait_all_tasks_blocked()
+        assert engine.evaluations == {"start": 1}
+        await cluster.exchange()  # news (new peers), not ahead: no attempt
+        await trio.testing.wait_all_tasks_blocked()
+        assert engine.evaluations == {"start": 1, "change": 1}
+        await trio.sleep(151.0)  # past the longest jittered tick, in virtual time
+        assert engine.evaluations["tick"] >= 1
+        engine.trigger(tl.ttid)
+        await trio.testing.wait_all_tasks_blocked()
+        assert engine.evaluations["trigger"] == 1
+        assert engine.statuses[tl.ttid].evaluations == sum(engine.evaluations.values())
+        assert engine.statuses[tl.ttid].attempts == 0
         nursery.cancel_scope.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -13,16 +14,20 @@ import pytest
 import trio
 from starlette.applications import Starlette
 
-from safekeeper_recovery.core import NodeId
+from safekeeper_recovery.core import Lsn, NodeId, TenantTimelineId, TimelineId
+from safekeeper_recovery.timeline import MemoryBackend, TimelineParams, TimelineRegistry
 from safekeeper_recovery.transport import (
     HttpPeerExchange,
     PeerInfoBatch,
+    PeerTimelineInfo,
     SafekeeperClient,
+    apply_peer_info_batch,
     serve_peer_exchange,
 )
 
 from ._http_support import (
     CREATE_BODY,
+    SEG,
     START,
     TENANT,
     TL_PATH,
@@ -96,12 +101,14 @@ async def test_exchange_updates_peers_and_commit_follows_equal_last_log_term(
     assert info.wal_addr == a.ctx.wal_addr
     assert info.last_log_term == 1
     assert info.flush_lsn == START + len(data)
-    # Peers keep being refreshed with the receiver's clock. Repeated, unchanged info does
-    # not wake waiters (by design: idle timelines stay idle), so poll with a deadline.
+    # Unchanged info is not resent: heartbeats confirm it, so the entry stays current by
+    # the receiver's clock. That wakes no waiters (by design: idle timelines stay idle),
+    # so poll with a deadline.
     first = info.received_at
     with trio.fail_after(5):
-        while b.timeline.peers[NodeId(1)].received_at <= first:  # noqa: ASYNC110
+        while b.timeline.current_peers()[0].received_at <= first:  # noqa: ASYNC110
             await trio.sleep(0.05)
+    assert b.timeline.peers[NodeId(1)].received_at == first, "the entry was not resent"
     async with asgi_client(b.app) as c:
         [peer] = (await c.get(TL_PATH)).json()["peers"]
     assert peer["sk_id"] == 1
@@ -199,6 +206,9 @@ class FlakyExchange:
     published: list[PeerInfoBatch] = attrs.Factory(list)
     two_published: trio.Event = attrs.Factory(trio.Event)
 
+    def on_resync(self, callback: Callable[[], None]) -> None:
+        pass
+
     async def publish(self, batch: PeerInfoBatch) -> None:
         self.calls += 1
         if self.calls <= self.fail_first:
@@ -219,3 +229,214 @@ async def test_publish_errors_are_survived(nursery: trio.Nursery, tmp_path: Path
     batch = flaky.published[0]
     assert batch.node_id == 1
     assert [t.ttid for t in batch.timelines] == [a.timeline.ttid]
+
+
+# ---- change-driven pushes, heartbeats, resync (over in-process HTTP) ----------------------
+
+
+def entries(body: dict[str, object]) -> list[dict[str, object]]:
+    listed = body["timelines"]
+    assert isinstance(listed, list)
+    return listed
+
+
+class Recording(httpx.AsyncBaseTransport):
+    """Wraps a transport and keeps every peer-info body it carried (and the answers)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.bodies: list[dict[str, object]] = []
+        self.answers: list[dict[str, object]] = []
+        self.changed = trio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(json.loads(await request.aread()))
+        response = await self.inner.handle_async_request(request)
+        await response.aread()
+        self.answers.append(response.json())
+        self.changed.set()
+        self.changed = trio.Event()
+        return response
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self.changed.wait()
+
+
+async def test_changes_go_out_as_deltas_and_quiet_means_empty_heartbeats(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    a, b = await two_nodes(nursery, tmp_path)
+    async with asgi_client(a.app) as c:  # a second timeline, so a delta names one of two
+        other = {**CREATE_BODY, "timeline_id": "ab" * 16}
+        assert (await c.post(f"/v1/tenant/{TENANT}/timeline", json=other)).status_code == 201
+    wire = Recording(httpx.ASGITransport(app=b.app))
+    await start_exchange(nursery, a, {NodeId(2): "http://b"}, {"http://b": wire})
+    with trio.fail_after(5):
+        await wire.wait_for(lambda: len(wire.bodies) >= 3)
+    first, *rest = wire.bodies
+    assert first["full"] is True
+    assert len(entries(first)) == 2
+    assert all(entries(body) == [] and body["full"] is False for body in rest)
+    assert [body["seq"] for body in wire.bodies] == [1, 2, 3]
+    assert {body["session"] for body in wire.bodies} == {first["session"]}
+    assert all(answer["resync"] is False for answer in wire.answers)
+
+    end = await write_wal(a.timeline, 1, wal(1000))
+    with trio.fail_after(5):
+        await wire.wait_for(lambda: any(entries(body) for body in wire.bodies[3:]))
+    [delta] = [body for body in wire.bodies[3:] if entries(body)]
+    assert delta["full"] is False
+    [entry] = entries(delta)
+    assert entry["timeline_id"] == str(a.timeline.ttid.timeline_id)
+    assert entry["flush_lsn"] == str(end)
+    assert b.timeline.peers[NodeId(1)].flush_lsn == end
+
+
+async def test_a_receiver_that_missed_batches_gets_a_full_one(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    a, b = await two_nodes(nursery, tmp_path)
+    wire = Recording(httpx.ASGITransport(app=b.app))
+    await start_exchange(nursery, a, {NodeId(2): "http://b"}, {"http://b": wire})
+    with trio.fail_after(5):
+        await wire.wait_for(lambda: len(wire.bodies) >= 2)
+    b.registry.hub.sessions.clear()  # as if B restarted: it cannot vouch for what it holds
+    seen = len(wire.bodies)
+    with trio.fail_after(5):
+        await wire.wait_for(lambda: any(body["full"] for body in wire.bodies[seen:]))
+    after = wire.bodies[seen:]
+    asked = next(i for i, answer in enumerate(wire.answers[seen:]) if answer["resync"])
+    assert after[asked]["full"] is False, "a delta out of sequence is answered with resync"
+    full_at = seen + next(i for i, body in enumerate(after) if body["full"])
+    assert len(entries(wire.bodies[full_at])) == 1
+    with trio.fail_after(5):
+        await wire.wait_for(lambda: len(wire.answers) > full_at + 1)
+    assert wire.answers[full_at + 1]["resync"] is False, "in sequence again after the full"
+
+
+# ---- the receiving side, step by step (explicit clock) -------------------------------------
+
+OTHER = TenantTimelineId(TENANT, TimelineId(bytes(16)))
+
+
+async def receiver(nursery: trio.Nursery) -> TimelineRegistry:
+    registry = TimelineRegistry(NodeId(2), MemoryBackend())
+    await nursery.start(registry.serve)
+    for ttid in (TenantTimelineId(TENANT, TimelineId(bytes(range(16, 32)))), OTHER):
+        await registry.create(ttid, TimelineParams(START, SEG))
+    return registry
+
+
+def batch(*ttids: TenantTimelineId, seq: int, full: bool = False, flush: int = 0,
+          removed: tuple[TenantTimelineId, ...] = ()) -> PeerInfoBatch:
+    lsn = Lsn(int(START) + flush)
+    return PeerInfoBatch(
+        NodeId(1), "http://a", "ws://a",
+        tuple(PeerTimelineInfo(t, 1, 1, lsn, lsn) for t in ttids),
+        full=full, removed=removed, session="s1", seq=seq,
+    )
+
+
+async def test_in_sequence_batches_keep_all_entries_alive_and_a_gap_does_not(
+    nursery: trio.Nursery,
+) -> None:
+    registry = await receiver(nursery)
+    mine, other = (registry.get(t) for t in registry.timelines)
+    answer = await apply_peer_info_batch(registry, batch(mine.ttid, other.ttid, seq=1, full=True),
+                                         now=100.0)
+    assert answer == {"applied": 2, "ignored": 0, "resync": False}
+    # Heartbeats (empty deltas, in sequence) keep every entry current: nothing is resent.
+    assert await apply_peer_info_batch(registry, batch(seq=2), now=104.0) == {
+        "applied": 0, "ignored": 0, "resync": False}
+    assert [p.received_at for p in other.current_peers()] == [104.0]
+    assert other.peers[NodeId(1)].received_at == 100.0
+    assert [p.node_id for p in other.alive_peers(108.0, 5.0)] == [NodeId(1)]
+    # A gap (seq 4 after 2): nothing is vouched for, the sender must send everything.
+    answer = await apply_peer_info_batch(registry, batch(mine.ttid, seq=4, flush=10), now=105.0)
+    assert answer == {"applied": 1, "ignored": 0, "resync": True}
+    assert mine.peers[NodeId(1)].flush_lsn == START + 10, "the entries themselves are fresh"
+    assert await apply_peer_info_batch(registry, batch(seq=5), now=107.0) == {
+        "applied": 0, "ignored": 0, "resync": True}
+    assert other.alive_peers(109.5, 5.0) == [], "stale: last confirmed at 104"
+    assert [p.node_id for p in mine.alive_peers(109.5, 5.0)] == [NodeId(1)]
+    # The full batch resynchronises; timelines it does not list lose the sender's entry.
+    answer = await apply_peer_info_batch(registry, batch(mine.ttid, seq=6, full=True),
+                                         now=110.0)
+    assert answer["resync"] is False
+    assert NodeId(1) not in other.peers
+    assert await apply_peer_info_batch(registry, batch(seq=7), now=111.0) == {
+        "applied": 0, "ignored": 0, "resync": False}
+
+
+async def test_removed_timelines_lose_the_senders_entry(nursery: trio.Nursery) -> None:
+    registry = await receiver(nursery)
+    mine, other = (registry.get(t) for t in registry.timelines)
+    await apply_peer_info_batch(registry, batch(mine.ttid, other.ttid, seq=1, full=True), 1.0)
+    await apply_peer_info_batch(registry, batch(seq=2, removed=(other.ttid,)), 2.0)
+    assert NodeId(1) in mine.peers
+    assert NodeId(1) not in other.peers
+
+
+async def test_a_peer_back_after_silence_wakes_only_timelines_it_could_donate_to(
+    nursery: trio.Nursery,
+) -> None:
+    registry = await receiver(nursery)
+    mine, other = (registry.get(t) for t in registry.timelines)
+    ahead = batch(mine.ttid, seq=1, full=True, flush=100)
+    level = PeerTimelineInfo(other.ttid, 0, 0, START, START)
+    await apply_peer_info_batch(
+        registry, attrs.evolve(ahead, timelines=(*ahead.timelines, level)), 1.0)
+    versions = (mine.changed.version, other.changed.version)
+    # In sequence within the heartbeat timeout: nobody could have seen the peer dead.
+    await apply_peer_info_batch(registry, batch(seq=2), 1.0 + registry.hub.silence_wake)
+    assert (mine.changed.version, other.changed.version) == versions
+    # After a longer silence the peer was dead to donor selection: re-check where it leads.
+    await apply_peer_info_batch(registry, batch(seq=3), 2.0 + 2 * registry.hub.silence_wake)
+    assert mine.changed.version > versions[0]
+    assert other.changed.version == versions[1], "not ahead there: nothing to re-check"
+
+
+async def test_a_busy_peer_gets_the_accumulated_changes_in_one_batch(
+    nursery: trio.Nursery,
+) -> None:
+    release = trio.Event()
+    bodies: list[dict[str, object]] = []
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(await request.aread()))
+        if len(bodies) == 1:
+            await release.wait()
+        return httpx.Response(200, json={"applied": 0, "ignored": 0, "resync": False})
+
+    exchange = HttpPeerExchange({NodeId(2): "http://b"}, client_factory=in_process(
+        {"http://b": httpx.MockTransport(slow)}))
+    await nursery.start(exchange.serve)
+    x, y, z = (TenantTimelineId(TENANT, TimelineId(bytes([i]) * 16)) for i in (1, 2, 3))
+
+    def info(ttid: TenantTimelineId, flush: int) -> PeerTimelineInfo:
+        return PeerTimelineInfo(ttid, 1, 1, Lsn(int(START) + flush), START)
+
+    base = PeerInfoBatch(NodeId(1), "http://a", "ws://a")
+    await exchange.publish(attrs.evolve(base, timelines=(info(x, 0), info(y, 0))))
+    with trio.fail_after(5):
+        while not bodies:  # noqa: ASYNC110  (the transport has no event of its own)
+            await trio.sleep(0.01)
+    # While the full batch is in flight: x moves twice, y is deleted, z appears.
+    delta = attrs.evolve(base, full=False)
+    await exchange.publish(attrs.evolve(delta, timelines=(info(x, 10),)))
+    await exchange.publish(attrs.evolve(delta, timelines=(info(x, 20), info(z, 5)),
+                                        removed=(y,)))
+    release.set()
+    with trio.fail_after(5):
+        while len(bodies) < 2:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    merged = bodies[1]
+    assert merged["full"] is False
+    assert merged["seq"] == 2
+    assert {e["timeline_id"]: e["flush_lsn"] for e in entries(merged)} == {
+        str(x.timeline_id): str(Lsn(int(START) + 20)),
+        str(z.timeline_id): str(Lsn(int(START) + 5)),
+    }
+    assert merged["removed"] == [{"tenant_id": str(TENANT), "timeline_id": str(y.timeline_id)}]
+    assert exchange.statistics()[NodeId(2)].sent == 2
