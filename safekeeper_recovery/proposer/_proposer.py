@@ -21,6 +21,12 @@ Rules
 -----
 P1  A term above ours in any greeting, vote or append response stops the run with
     :class:`NewerTermError`; so does a refused vote at our own term that we never asked for.
+P1a A refused vote is never counted as a vote, not even from a node we asked before (a
+    reconnect): the acceptor does not record *whom* it voted for, and another proposer may
+    have picked the same term and taken that node's vote. Such a node joins only once we
+    are elected by a quorum of real grants (then no other proposer can be elected in our
+    term, as in Neon's walproposer). Counting it was a two-leaders-in-one-term bug the
+    simulator found (seed 1375).
 P2  Fewer than a quorum of greetings or votes in the first round, or fewer than a quorum of
     reachable nodes for ``lost_quorum_timeout``, stops the run with :class:`LostQuorumError`.
 P3  The proposer sends only WAL it holds: its WAL source's from propTermStartLsn on (made
@@ -425,6 +431,10 @@ class Proposer:
             await self._abort(
                 NewerTermError(vote.term, None, where=f"vote {node.url}, term already taken")
             )
+        if not vote.vote_given:  # P1a: asked before; join only once elected without it
+            node.status = "refused"
+            self._changed.notify()
+            await self._changed.wait_for(lambda: self._election is not None)
         node.vote = vote
         node.known_flush = vote.flush_lsn
         node.status = "voted"

@@ -25,7 +25,10 @@ PG_VERSION: Final = 150000
 """What a ``"pg"`` proposer greets with: its WAL is PostgreSQL 15's format."""
 DEFAULT_PG_SEG_SIZE: Final = 16 * 1024 * 1024
 
-NodeStatus = Literal["connecting", "greeted", "voted", "streaming", "down", "failed", "closed"]
+NodeStatus = Literal[
+    "connecting", "greeted", "voted", "refused", "streaming", "down", "failed", "closed"
+]
+"""``refused``: refused our term after a reconnect (rule P1a); waits for the election."""
 Phase = Literal["electing", "streaming", "finishing", "done", "failed"]
 
 

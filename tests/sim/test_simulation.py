@@ -107,3 +107,18 @@ def test_unknown_invariant_or_fault_names_are_refused() -> None:
         run_seed(0, SimConfig(disabled_invariants=frozenset({"no_such_check"})))
     with pytest.raises(ValueError, match="unknown fault points"):
         run_seed(0, SimConfig(forced_faults=frozenset({"no_such_fault"})))
+
+
+# Seeds the 10,000-seed sweep found failing, kept once fixed (each names its bug).
+SWEEP_REGRESSIONS = {
+    # A proposer that reconnected during its election counted the node's refusal of its
+    # term as its own earlier vote, while another proposer of the same term had taken that
+    # vote: two leaders in term 6 (proposer rule P1a).
+    1375: "one_leader_per_term",
+}
+
+
+@pytest.mark.parametrize("seed", sorted(SWEEP_REGRESSIONS))
+def test_seeds_the_long_sweep_caught_now_pass(seed: int) -> None:
+    result = run_seed(seed)
+    assert result.ok, result.report()
