@@ -27,7 +27,7 @@ ALL_FAULTS = frozenset(FAULT_POINTS)
 FAULTS = {"double_vote": frozenset({"dueling_proposers"})}
 """Fault points forced on per bug (default: all)."""
 
-BUDGET = range(0, 8)
+BUDGET = range(0, 32)
 """Seeds searched per planted bug (each catch ends its run early)."""
 
 CAUGHT_BY = {
