@@ -47,8 +47,8 @@ async def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothi
         load_done = trio.Event()
 
         async def load() -> None:
-            # Six seconds at 10 inserts of 1000 rows a second: the kill lands mid-load.
-            await primary.run_tool("pgbench", "-n", "-c", "1", "-T", "6", "-R", "10",
+            # Eight seconds at 10 inserts of 1000 rows a second: the kill lands mid-load.
+            await primary.run_tool("pgbench", "-n", "-c", "1", "-T", "8", "-R", "10",
                                    "-f", str(script), primary.conninfo)
             load_done.set()
 
@@ -56,19 +56,28 @@ async def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothi
             nursery.start_soon(load)
             begin = await primary.lsn("SELECT pg_current_wal_flush_lsn()")
             await wait_committed(cluster, [1, 2], begin + 4 * MiB, first)
+
+            async def slot_restart() -> Lsn:
+                return await primary.lsn(
+                    "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = "
+                    "'safekeeper_recovery'"
+                )
+
+            # Status updates acknowledge progress (the slot's restart point follows them);
+            # they go out asynchronously, so wait for the first one before the kill.
+            async def acknowledged() -> bool:
+                return await slot_restart() > start
+
+            await wait_until(acknowledged, 30, message="a status update to move the slot")
             first.kill()  # SIGKILL mid-stream: nothing is flushed or said to anyone
             killed = await first.wait(timeout=30)
             assert killed.returncode == -signal.SIGKILL
             assert not load_done.is_set(), "the load ended before the kill: not mid-stream"
             killed_at = await cluster.flush_lsn(1, TTID)
-            # Status updates acknowledged only what a quorum had flushed (the slot's
-            # restart point follows them), and they did acknowledge progress.
-            slot_restart = await primary.lsn(
-                "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = "
-                "'safekeeper_recovery'"
-            )
+            # They acknowledged only what a quorum had flushed.
+            restart = await slot_restart()
             flushes = sorted([await cluster.flush_lsn(i, TTID) for i in (1, 2, 3)])
-            assert start < slot_restart <= flushes[1], (slot_restart, flushes)
+            assert start < restart <= flushes[1], (restart, flushes)
             second = await start_ingest(cluster, primary, "ingest2", "--create-timeline-on",
                                         http)
         assert load_done.is_set()
