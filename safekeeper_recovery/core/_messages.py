@@ -40,8 +40,14 @@ __all__ = [
     "WalData",
 ]
 
-MAX_SEND_SIZE: Final = 16 * 8192
-"""Largest WAL payload of one AppendRequest or WalData message (128 KiB)."""
+MAX_SEND_SIZE: Final = 128 * 8192
+"""Largest WAL payload of one AppendRequest or WalData message (1 MiB).
+
+DESIGN.md fixed 128 KiB (Neon's size). Every message costs the receiver the same Python
+work whatever its size (WebSocket framing, decode, one acceptor step under the timeline
+lock, task handoffs), so 1 MiB messages cut that per-byte cost eightfold: recovery of
+1 GiB went from 0.64x to 1.28x pg_receivewal in the same benchmark window
+(docs/benchmarks.md). Segments are at least 1 MiB, so a chunk still never crosses one."""
 
 
 def _check_payload(_: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:

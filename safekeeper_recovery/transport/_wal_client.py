@@ -67,7 +67,7 @@ __all__ = [
 
 RECEIVE_BUFFER_SIZE: Final = 1024 * 1024
 """trio-websocket's read size: fewer, larger reads mean fewer wsproto parsing rounds and
-fewer 128 KiB messages split across two reads (each split costs a join copy)."""
+fewer WAL messages (up to 1 MiB) split across two reads (each split costs a join copy)."""
 MESSAGE_QUEUE_SIZE: Final = 4
 """Messages trio-websocket may decode ahead of the reader (its default, 1, makes its reader
 task and ours alternate message by message)."""

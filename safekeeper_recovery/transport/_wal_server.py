@@ -85,7 +85,7 @@ class WalServerConfig:
     """Bigger incoming frames are refused with 1009 before decoding."""
     receive_buffer_size: int = 1024 * 1024
     """trio-websocket's read size; its 4 KiB default costs 4-6x in throughput, and 1 MiB
-    splits fewer 128 KiB messages across reads than 256 KiB."""
+    splits fewer WAL messages (up to 1 MiB) across reads than 256 KiB."""
     handshake_timeout: float = 10.0
     """A client must finish the opening handshake within this time."""
     close_timeout: float = 5.0

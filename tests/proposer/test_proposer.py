@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from safekeeper_recovery.core import Lsn, TermHistory
+from safekeeper_recovery.core import MAX_SEND_SIZE, Lsn, TermHistory
 from safekeeper_recovery.proposer import (
     LostQuorumError,
     NewerTermError,
@@ -160,26 +160,28 @@ async def test_two_nodes_killed_mid_propose_stops_with_a_clear_quorum_error() ->
 
 @pytest.mark.parametrize("batch", [False, True], ids=["reply-each", "reply-batched"])
 async def test_newer_term_takes_over_and_truncates_the_unacknowledged_tail(batch: bool) -> None:
-    """A writes 2 MiB; only node 3 gets it all (nodes 1-2 hang at 512 KiB, so A commits at
-    most 512 KiB). B elects on nodes 1-2 in term 2 (node 3 unreachable for it), then node 3
-    joins B: its unacknowledged term-1 tail past 512 KiB is truncated and replaced by B's
-    WAL. A notices term 2 and stops with NewerTermError."""
+    """A writes 4 chunks; only node 3 gets them all (nodes 1-2 hang after the first, so A
+    commits at most one chunk). B elects on nodes 1-2 in term 2 (node 3 unreachable for
+    it), then node 3 joins B: its unacknowledged term-1 tail past the first chunk is
+    truncated and replaced by B's WAL. A notices term 2 and stops with NewerTermError.
+    (Sizes are in chunks, ``MAX_SEND_SIZE``: a stall holds whole appends.)"""
+    chunk = MAX_SEND_SIZE
     cluster = FakeCluster(3, batch=batch)
-    cut = START + 512 * 1024
+    cut = START + chunk
     cluster.stall("A", 0, cut)
     cluster.stall("A", 1, cut)
     cluster.block("B", 2)
-    cluster.stall("B", 1, cut + 256 * 1024)  # B's quorum needs node 3 to finish
+    cluster.stall("B", 1, cut + chunk)  # B's quorum needs node 3 to finish
     a_errors: list[NewerTermError] = []
     b_results: list[ProposeResult] = []
 
     async def run_a() -> None:
         with pytest.raises(NewerTermError) as info:
-            await propose(config(cluster, 2 * MiB, seed=1), cluster.connector("A"))
+            await propose(config(cluster, 4 * chunk, seed=1), cluster.connector("A"))
         a_errors.append(info.value)
 
     async def run_b() -> None:
-        cfg = config(cluster, MiB, seed=2, drain_timeout=0.1)
+        cfg = config(cluster, 2 * chunk, seed=2, drain_timeout=0.1)
         b_results.append(await propose(cfg, cluster.connector("B")))
 
     with trio.fail_after(20):
@@ -187,7 +189,7 @@ async def test_newer_term_takes_over_and_truncates_the_unacknowledged_tail(batch
             nursery.start_soon(run_a)
             await cluster.wait_until(
                 lambda: (
-                    cluster[2].flush_lsn == START + 2 * MiB
+                    cluster[2].flush_lsn == START + 4 * chunk
                     and cluster[0].flush_lsn == cluster[1].flush_lsn == cut
                 )
             )
@@ -201,10 +203,10 @@ async def test_newer_term_takes_over_and_truncates_the_unacknowledged_tail(batch
     b = b_results[0]
     assert b.term == 2
     assert b.start_lsn == cut
-    assert b.commit_lsn == b.end_lsn == cut + MiB
-    expected = gen(1, 512 * 1024) + gen(2, MiB)
+    assert b.commit_lsn == b.end_lsn == cut + 2 * chunk
+    expected = gen(1, chunk) + gen(2, 2 * chunk)
     assert cluster[0].durable_wal() == expected
-    assert cluster[2].durable_wal() == expected  # A's tail past 512 KiB is gone
+    assert cluster[2].durable_wal() == expected  # A's tail past the first chunk is gone
     assert cluster[2].acceptor.term_history == TermHistory.of((0, START), (1, START), (2, cut))
 
 

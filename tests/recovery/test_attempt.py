@@ -140,7 +140,8 @@ async def test_our_term_moving_mid_stream_ends_term_changed(
 async def test_proposer_streaming_to_us_ends_the_attempt_within_one_batch(
     cluster: Cluster, autojump_clock: trio.testing.MockClock
 ) -> None:
-    await cluster.propose(1, [1, 2], 8 * MiB)
+    # A backlog well beyond the attempt's queue (8 messages of up to 1 MiB).
+    await cluster.propose(1, [1, 2], 32 * MiB)
     target = cluster[3]
 
     async def proposer_arrives() -> None:
@@ -155,7 +156,7 @@ async def test_proposer_streaming_to_us_ends_the_attempt_within_one_batch(
                                    connector(cluster), RecoveryConfig(), RecoveryStatus())
         nursery.cancel_scope.cancel()
     assert isinstance(result.error, ProposerArrived), result
-    assert result.end_lsn < START + 8 * MiB
+    assert result.end_lsn < START + 32 * MiB
 
 
 async def test_no_common_point_is_reported(

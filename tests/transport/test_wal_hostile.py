@@ -9,6 +9,7 @@ import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
 from safekeeper_recovery.core import (
+    MAX_MESSAGE_SIZE,
     AppendRequest,
     AppendResponse,
     Greeting,
@@ -129,8 +130,8 @@ async def test_hostile_messages_get_clear_close_codes_while_a_proposer_keeps_wor
         assert code == 1002
         code, reason = await close_after(url, ["a text frame"])
         assert (code, reason) == (1003, "expected a binary message, got text")
-        code, reason = await close_after(url, [b"a" + bytes(2 * 1024 * 1024)])
-        assert code == 1009
+        code, reason = await close_after(url, [b"a" + bytes(MAX_MESSAGE_SIZE)])
+        assert code == 1009, reason
         code, reason = await close_after(url, [encode(VoteRequest(7))])
         assert code == 1002
         assert "expected Greeting" in reason
