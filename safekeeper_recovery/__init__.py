@@ -1,5 +1,6 @@
 """safekeeper_recovery: a trio-based PostgreSQL WAL safekeeper with peer recovery."""
 
+from ._allocator import tune_allocator
 from .core import (
     Lsn,
     NodeId,
@@ -19,6 +20,7 @@ __all__ = [
     "TimelineId",
     "__version__",
     "find_highest_common_point",
+    "tune_allocator",
 ]
 
 __version__ = "0.1.0"

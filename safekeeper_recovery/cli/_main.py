@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .._allocator import tune_allocator
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -14,3 +15,4 @@ def main() -> None:
 
     Run `safekeeper-recovery demo` to see a three-node cluster recover a lagging node.
     """
+    tune_allocator()  # every command streams WAL in large, short-lived buffers

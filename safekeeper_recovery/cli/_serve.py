@@ -58,6 +58,11 @@ log = logging.getLogger("safekeeper_recovery.serve")
 @click.option("--no-data-timeout", help="Give up on a silent WAL stream after [30s].")
 @click.option("--max-concurrent-recoveries", help="Per-node limit on recoveries [8].")
 @click.option(
+    "--wal-direct-io/--no-wal-direct-io", default=None,
+    help="Write WAL with O_DIRECT, bypassing the page cache (buffered where the file "
+         "system refuses it) [on].",
+)
+@click.option(
     "--auth-public-key", help="Ed25519 public key (PEM): turns JWT auth on for both ports."
 )
 @click.option("--auth-token", help="File holding the token this node sends to its peers.")

@@ -76,6 +76,9 @@ class NodeConfig:
     connect_timeout: float = 10.0
     no_data_timeout: float = 30.0
     max_concurrent_recoveries: int = 8
+    wal_direct_io: bool = True
+    """Write WAL with O_DIRECT (no page-cache copy; buffered where the file system
+    refuses it). See storage/_direct.py for why."""
     log_format: LogFormat = "auto"
     log_level: str = "info"
 
@@ -219,6 +222,7 @@ _PARSERS: Final[dict[str, Callable[[object], object]]] = {
     "connect_timeout": parse_duration,
     "no_data_timeout": parse_duration,
     "max_concurrent_recoveries": _parse_positive_int,
+    "wal_direct_io": _parse_bool,
     "log_format": _parse_log_format,
     "log_level": _parse_log_level,
 }

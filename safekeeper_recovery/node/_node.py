@@ -88,7 +88,8 @@ async def serve_node(
     config.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = metrics if metrics is not None else NodeMetrics()
     registry = TimelineRegistry(
-        config.node_id, FileBackend(config.data_dir), services=extra_services,
+        config.node_id, FileBackend(config.data_dir, direct_io=config.wal_direct_io),
+        services=extra_services,
         observer=metrics, hub=PeerHub(silence_wake=config.heartbeat_timeout),
     )
     context = NodeContext(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from typing import Final, final
 
 from ..core import CorruptionError, Lsn, StorageError, segment_file_name
 from . import _fileops as fileops
+from ._direct import BLOCK, write_direct
 from ._durable import fsync_directory, pwrite_all, pwritev_all, remove_durably
 from ._flush_position import FLUSH_POSITION_FILE_NAME, FlushPositionFile
 from ._truncation_mark import TRUNCATION_MARK_FILE_NAME, clear_mark, read_mark, write_mark
@@ -43,6 +45,8 @@ from ._wal_store import (
 )
 
 __all__ = ["FileWalStore"]
+
+log = logging.getLogger(__name__)
 
 _PARTIAL: Final = ".partial"
 _TMP_SEGMENT: Final = "waltmp"
@@ -88,9 +92,15 @@ class FileWalStore:
     ``close()`` (or leaving a ``with`` block) releases them and does not flush.
     """
 
-    def __init__(self, directory: Path, positions: FlushPositionFile) -> None:
+    def __init__(
+        self, directory: Path, positions: FlushPositionFile, *, direct_io: bool = False
+    ) -> None:
         """Private: use ``create`` or ``open``."""
         self._dir = directory
+        # O_DIRECT writes (see _direct.py); dropped for good if the file system refuses.
+        self._direct = direct_io and hasattr(os, "O_DIRECT")
+        self._head = b""  # direct I/O: file bytes from the block start to _write_lsn
+        self._head_lsn: Lsn | None = None  # the _write_lsn _head belongs to (None: unknown)
         self._positions = positions
         self._seg_size = positions.seg_size
         self._start_lsn = positions.start_lsn
@@ -110,14 +120,16 @@ class FileWalStore:
         return FlushPositionFile.exists(directory)
 
     @classmethod
-    def create(cls, directory: Path, seg_size: int, start_lsn: Lsn) -> FileWalStore:
+    def create(
+        cls, directory: Path, seg_size: int, start_lsn: Lsn, *, direct_io: bool = False
+    ) -> FileWalStore:
         """Create a brand-new store whose WAL starts (and is flushed up to) ``start_lsn``.
 
         Creates ``directory`` if needed. Leftovers of an earlier create that crashed before
         it completed (segment files, ``waltmp``) are removed: no WAL was acknowledged from
         them. The ``flush_position`` file, written durably last, is the commit point.
         Raises ``StorageError`` if a store already exists there, ``ValueError`` for an
-        invalid ``seg_size``.
+        invalid ``seg_size``. ``direct_io``: as for ``open``.
         """
         validate_seg_size(seg_size)
         try:
@@ -136,10 +148,11 @@ class FileWalStore:
             fsync_directory(directory.parent)  # the timeline directory itself may be new
         except OSError as exc:
             raise StorageError(f"cannot create WAL store in {directory}: {exc}") from exc
-        return cls(directory, FlushPositionFile.create(directory, seg_size, start_lsn))
+        positions = FlushPositionFile.create(directory, seg_size, start_lsn)
+        return cls(directory, positions, direct_io=direct_io)
 
     @classmethod
-    def open(cls, directory: Path, seg_size: int) -> FileWalStore:
+    def open(cls, directory: Path, seg_size: int, *, direct_io: bool = False) -> FileWalStore:
         """Open an existing store at start-up, settling it to its durable state.
 
         Redoes a pending truncation first, then positions write = flush = the recorded
@@ -147,6 +160,10 @@ class FileWalStore:
         WAL below it is present and full-size. Raises ``StorageError`` if there is no store
         or ``seg_size`` differs from the one it was created with, ``CorruptionError`` if
         files fail verification or WAL below the flush position is missing.
+
+        ``direct_io``: write WAL with ``O_DIRECT`` (no page-cache copy; see ``_direct.py``).
+        Where the file system refuses it (``EINVAL``: tmpfs, some network file systems)
+        the store logs a warning once and writes buffered; durability is the same.
         """
         validate_seg_size(seg_size)
         positions = FlushPositionFile.open(directory)
@@ -160,7 +177,7 @@ class FileWalStore:
             raise StorageError(
                 f"WAL store in {directory} has segment size {positions.seg_size}, not {seg_size}"
             )
-        store = cls(directory, positions)
+        store = cls(directory, positions, direct_io=direct_io)
         try:
             store._recover()
         except BaseException:
@@ -304,7 +321,7 @@ class FileWalStore:
                         batch.append(pending.pop(0))
                         n += len(view)
                 fd = self._open_for_write(segno)
-                pwritev_all(fd, batch, offset)
+                self._write_at(fd, pos, offset, batch)
                 self._unsynced = True
                 self._write_lsn = pos + n
                 if offset + n == self._seg_size:
@@ -313,6 +330,65 @@ class FileWalStore:
             raise StorageError(
                 f"cannot write WAL at {self._write_lsn} in {self._dir}: {exc}"
             ) from exc
+
+    def _write_at(self, fd: int, pos: Lsn, offset: int, batch: list[memoryview]) -> None:
+        """Write ``batch`` at ``pos`` (``offset`` in the open segment ``fd``)."""
+        if not self._direct:
+            pwritev_all(fd, batch, offset)
+            return
+        head = self._head if self._head_lsn == pos else self._read_head(offset)
+        self._head_lsn = None  # unknown until the write succeeded
+        try:
+            new_head = write_direct(fd, offset, head, batch)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # Opened with O_DIRECT but the alignment is not enough for this file system:
+            # write this and everything after buffered (rewriting is idempotent).
+            self._give_up_direct_io(exc)
+            assert self._fd is not None
+            pwritev_all(self._fd, batch, offset)
+            return
+        self._head = new_head
+        self._head_lsn = pos + sum(len(v) for v in batch)
+
+    def _read_head(self, offset: int) -> bytes:
+        """The open segment's bytes from ``offset`` rounded down to a block, to ``offset``
+        (after open, truncation or a failed write: read through the page cache)."""
+        start = offset - offset % BLOCK
+        if start == offset:
+            return b""
+        path = self._segment_path(self._fd_segno, partial=True)
+        fd = fileops.open(path, os.O_RDONLY)
+        try:
+            head = fileops.pread(fd, offset - start, start)
+        finally:
+            os.close(fd)
+        if len(head) != offset - start:
+            raise CorruptionError(f"short read of {path} at {start}: {len(head)} bytes")
+        return head
+
+    def _give_up_direct_io(self, exc: OSError) -> None:
+        log.warning("direct I/O refused in %s (%s); writing WAL through the page cache",
+                    self._dir, exc)
+        self._direct = False
+        self._head_lsn = None
+        if self._fd is not None:
+            # Swap in a buffered descriptor of the same file; fdatasync works on the file,
+            # so bytes written through the old one are still covered by the next sync.
+            fd = fileops.open(self._segment_path(self._fd_segno, partial=True), os.O_RDWR)
+            os.close(self._fd)
+            self._fd = fd
+
+    def _open_segment_fd(self, path: Path) -> int:
+        if self._direct:
+            try:
+                return fileops.open(path, os.O_RDWR | os.O_DIRECT)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._give_up_direct_io(exc)
+        return fileops.open(path, os.O_RDWR)
 
     def _open_for_write(self, segno: int) -> int:
         if self._fd is not None and self._fd_segno == segno:
@@ -323,12 +399,12 @@ class FileWalStore:
         self._close_fd()
         path = self._segment_path(segno, partial=True)
         try:
-            fd = fileops.open(path, os.O_RDWR)
+            fd = self._open_segment_fd(path)
         except FileNotFoundError:
             if self._segment_path(segno, partial=False).exists():
                 raise StorageError(f"unexpected write into complete segment {path}") from None
             self._create_segment(segno)
-            fd = fileops.open(path, os.O_RDWR)
+            fd = self._open_segment_fd(path)
         self._fd, self._fd_segno = fd, segno
         return fd
 
@@ -404,6 +480,7 @@ class FileWalStore:
         # below, and every earlier segment was fdatasynced when it was filled.
         self._unsynced = False
         self._close_fd()
+        self._head_lsn = None
         lowered = min(self._flush_lsn, lsn)
         self._positions.record(lowered)
         self._flush_lsn = lowered
@@ -454,7 +531,7 @@ class FileWalStore:
         segno = start.segment_number(self._seg_size)
         offset = start.segment_offset(self._seg_size)
         try:
-            if self._fd is not None and self._fd_segno == segno:
+            if self._fd is not None and self._fd_segno == segno and not self._direct:
                 data = fileops.pread(self._fd, n, offset)
             else:
                 data = self._read_closed_segment(segno, n, offset)

@@ -42,8 +42,10 @@ class FileBackend:
 
     in_thread = True
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, direct_io: bool = False) -> None:
         self.data_dir = data_dir
+        self.direct_io = direct_io
+        """Open WAL stores with O_DIRECT writes (``FileWalStore.open``)."""
 
     def _dir(self, ttid: TenantTimelineId) -> Path:
         # Ids are validated 32-hex strings, so these joins cannot escape data_dir.
@@ -82,7 +84,8 @@ class FileBackend:
         FileControlFileStore(tmp).persist(control_body)
         os.rename(tmp, final)
         _fsync_dir(final.parent)
-        return FileWalStore.open(final, seg_size), FileControlFileStore(final)
+        wal = FileWalStore.open(final, seg_size, direct_io=self.direct_io)
+        return wal, FileControlFileStore(final)
 
     def open(self, ttid: TenantTimelineId) -> tuple[WalStore, ControlFileStore, bytes]:
         d = self._dir(ttid)
@@ -91,7 +94,8 @@ class FileBackend:
         if body is None:
             raise CorruptionError(f"timeline directory {d} has no control file")
         state = decode_state(body)
-        return FileWalStore.open(d, state.server.wal_seg_size), control, body
+        wal = FileWalStore.open(d, state.server.wal_seg_size, direct_io=self.direct_io)
+        return wal, control, body
 
     def delete(self, ttid: TenantTimelineId) -> None:
         d = self._dir(ttid)

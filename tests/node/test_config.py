@@ -36,6 +36,7 @@ def test_defaults_fill_everything_not_given() -> None:
     assert config.connect_timeout == 10.0
     assert config.no_data_timeout == 30.0
     assert config.max_concurrent_recoveries == 8
+    assert config.wal_direct_io is True
     assert config.log_format == "auto"
     assert dict(config.peers) == {}
 
@@ -73,6 +74,16 @@ def test_config_file_can_be_named_by_env(tmp_path: Path) -> None:
     toml = write_toml(tmp_path, "recovery = false\n")
     config = load_config(REQUIRED, env={"SAFEKEEPER_CONFIG": str(toml)})
     assert config.recovery is False
+
+
+def test_direct_io_can_be_turned_off_from_each_source(tmp_path: Path) -> None:
+    assert load_config({**REQUIRED, "wal_direct_io": False}, env={}).wal_direct_io is False
+    env = {"SAFEKEEPER_WAL_DIRECT_IO": "off"}
+    assert load_config(REQUIRED, env=env).wal_direct_io is False
+    toml = write_toml(tmp_path, "wal_direct_io = false\n")
+    assert load_config(REQUIRED, env={}, config_file=toml).wal_direct_io is False
+    with pytest.raises(ConfigError, match="WAL_DIRECT_IO"):
+        load_config(REQUIRED, env={"SAFEKEEPER_WAL_DIRECT_IO": "maybe"})
 
 
 def test_peers_from_cli_items_and_env_list() -> None:

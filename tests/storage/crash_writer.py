@@ -1,10 +1,11 @@
 """Child process of ``test_crash_consistency``: writes WAL until it is SIGKILLed.
 
-Usage: ``crash_writer.py DIRECTORY SEED``. Opens the store in DIRECTORY (creating it on the
-first run), then loops forever writing pseudo-random chunks, flushing, persisting a control
-file body with a counter, and now and then truncating. It reports on stdout, one line per
-event, flushed immediately, and only *after* the event is durable (except TRUNCATING,
-which announces an intent)::
+Usage: ``crash_writer.py DIRECTORY SEED [direct|buffered]``. Opens the store in DIRECTORY
+(creating it on the first run; ``direct``: with O_DIRECT writes), then loops forever
+writing pseudo-random chunks, flushing, persisting a control file body with a counter,
+and now and then truncating. It reports on stdout, one line per event, flushed
+immediately, and only *after* the event is durable (except TRUNCATING, which announces an
+intent)::
 
     READY <lsn> <sha>       store opened: flush position and sha256 of [start, lsn)
     FLUSHED <lsn> <sha>     flush() returned
@@ -44,11 +45,12 @@ def chunk_size(rng: random.Random) -> int:
 
 def main() -> None:
     directory, seed = Path(sys.argv[1]), int(sys.argv[2])
+    direct_io = len(sys.argv) > 3 and sys.argv[3] == "direct"
     rng = random.Random(seed)
     if FileWalStore.exists(directory):
-        store = FileWalStore.open(directory, SEG)
+        store = FileWalStore.open(directory, SEG, direct_io=direct_io)
     else:
-        store = FileWalStore.create(directory, SEG, START)
+        store = FileWalStore.create(directory, SEG, START, direct_io=direct_io)
     control = FileControlFileStore(directory)
     body = control.load()
     counter = int(body.split()[0]) if body is not None else 0

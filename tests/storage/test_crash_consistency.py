@@ -60,12 +60,14 @@ def read_lines(stream: object, out: queue.Queue[str | None]) -> None:
     out.put(None)
 
 
-def run_round(directory: Path, rng: random.Random, reported: Reported, log: Path) -> int:
+def run_round(directory: Path, rng: random.Random, reported: Reported, log: Path,
+              *, direct_io: bool = False) -> int:
     """Start the writer, kill it, fold its reports into ``reported``; return lines read."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with log.open("ab") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, str(WRITER), str(directory), str(rng.randrange(2**32))],
+            [sys.executable, str(WRITER), str(directory), str(rng.randrange(2**32)),
+             "direct" if direct_io else "buffered"],
             stdout=subprocess.PIPE,
             stderr=stderr,
             env=env,
@@ -151,7 +153,10 @@ def test_store_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
     total_lines = 0
     for round_no in range(ROUNDS):
         try:
-            total_lines += run_round(directory, rng, reported, log)
+            # Alternate O_DIRECT and buffered writers over the same files: each must
+            # continue from what the other left, including a half-written block.
+            total_lines += run_round(directory, rng, reported, log,
+                                     direct_io=round_no % 2 == 1)
             check_survivors(directory, reported)
         except AssertionError as exc:
             raise AssertionError(

@@ -29,15 +29,15 @@ class Kind:
     reopen: Callable[[WalStore], WalStore]
 
 
-def file_kind(directory: Path) -> Kind:
+def file_kind(directory: Path, *, direct_io: bool = False) -> Kind:
     def make(seg_size: int, start: Lsn) -> WalStore:
-        return FileWalStore.create(directory, seg_size, start)
+        return FileWalStore.create(directory, seg_size, start, direct_io=direct_io)
 
     def reopen(store: WalStore) -> WalStore:
         store.close()
-        return FileWalStore.open(directory, store.seg_size)
+        return FileWalStore.open(directory, store.seg_size, direct_io=direct_io)
 
-    return Kind("file", make, reopen)
+    return Kind("direct" if direct_io else "file", make, reopen)
 
 
 def memory_kind() -> Kind:
@@ -49,9 +49,16 @@ def memory_kind() -> Kind:
     return Kind("memory", MemoryWalStore, reopen)
 
 
-@pytest.fixture(params=["file", "memory"])
+def make_kind(name: str, directory: Path) -> Kind:
+    """``file`` (buffered), ``direct`` (O_DIRECT writes) or ``memory``."""
+    if name == "memory":
+        return memory_kind()
+    return file_kind(directory, direct_io=name == "direct")
+
+
+@pytest.fixture(params=["file", "direct", "memory"])
 def kind(request: pytest.FixtureRequest, tmp_path: Path) -> Kind:
-    return file_kind(tmp_path / "tl") if request.param == "file" else memory_kind()
+    return make_kind(request.param, tmp_path / "tl")
 
 
 @pytest.fixture
@@ -258,7 +265,7 @@ class WalStoreMachine(RuleBasedStateMachine):
         super().__init__()
         self._tmp = tempfile.TemporaryDirectory()
         self.kind = (
-            file_kind(Path(self._tmp.name) / "tl") if self.kind_name == "file" else memory_kind()
+            make_kind(self.kind_name, Path(self._tmp.name) / "tl")
         )
         self.start = 0
         self.model = bytearray()  # bytes [start, write)
@@ -335,6 +342,10 @@ class FileWalStoreMachine(WalStoreMachine):
     kind_name = "file"
 
 
+class DirectWalStoreMachine(WalStoreMachine):
+    kind_name = "direct"
+
+
 _machine_settings = settings(
     max_examples=25,
     stateful_step_count=30,
@@ -345,3 +356,5 @@ TestMemoryWalStoreAgainstModel = WalStoreMachine.TestCase
 TestMemoryWalStoreAgainstModel.settings = _machine_settings
 TestFileWalStoreAgainstModel = FileWalStoreMachine.TestCase
 TestFileWalStoreAgainstModel.settings = _machine_settings
+TestDirectWalStoreAgainstModel = DirectWalStoreMachine.TestCase
+TestDirectWalStoreAgainstModel.settings = _machine_settings
