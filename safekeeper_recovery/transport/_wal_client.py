@@ -48,9 +48,9 @@ from ..core import (
     decode_stream_sender_message,
     encode,
 )
-from . import _ws_masking
+from . import _ws_fastpath
 
-_ws_masking.install()  # wsproto's pure-Python masking was the ingest bottleneck
+_ws_fastpath.install()  # wsproto's pure-Python masking and framing were the ingest bottleneck
 
 __all__ = [
     "WalConnectError",

@@ -47,7 +47,7 @@ from ._auth import Authenticator, bearer_token
 from ._paths import BadRequest, check_query, parse_bool, parse_lsn, parse_term, parse_timeline_path
 from ._wal_acceptor import serve_push_connection
 from ._wal_sender import WalSenderError, serve_stream_connection
-from ._ws_masking import install as _install_fast_masking
+from ._ws_fastpath import install as _install_fast_masking
 
 _install_fast_masking()  # proposers' frames are masked: unmasking them was the top cost
 
