@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from safekeeper_recovery.transport import (
     apply_peer_info_batch,
     serve_peer_exchange,
 )
+from safekeeper_recovery.transport._peer_exchange import BUSY_AFTER, BUSY_PUSH_INTERVAL
 
 from ._http_support import (
     CREATE_BODY,
@@ -440,3 +442,39 @@ async def test_a_busy_peer_gets_the_accumulated_changes_in_one_batch(
     }
     assert merged["removed"] == [{"tenant_id": str(TENANT), "timeline_id": str(y.timeline_id)}]
     assert exchange.statistics()[NodeId(2)].sent == 2
+
+
+async def test_a_steady_stream_of_changes_is_coalesced_more_after_the_first_few(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # A node taking WAL changes on every fsync. The first BUSY_AFTER change batches go out
+    # at the quick pace; after that, at most one per BUSY_PUSH_INTERVAL.
+    a, b = await two_nodes(nursery, tmp_path)
+    wire = Recording(httpx.ASGITransport(app=b.app))
+    sent_at: list[float] = []
+    original = wire.handle_async_request
+
+    async def stamped(request: httpx.Request) -> httpx.Response:
+        sent_at.append(trio.current_time())
+        return await original(request)
+
+    wire.handle_async_request = stamped  # type: ignore[method-assign]
+    # Heartbeats only after 30 s: every batch below carries a change.
+    await start_exchange(nursery, a, {NodeId(2): "http://b"}, {"http://b": wire},
+                         interval=30.0)
+
+    async def keep_changing() -> None:
+        term = 1
+        while True:
+            await write_wal(a.timeline, term, wal(100))
+            term += 1
+            await trio.sleep(0.01)
+
+    nursery.start_soon(keep_changing)
+    want = 1 + BUSY_AFTER + 3  # the full batch, the quick ones, three coalesced
+    with trio.fail_after(30):
+        await wire.wait_for(lambda: len(wire.bodies) >= want)
+    assert all(entries(body) for body in wire.bodies[1:want])
+    # Each batch is built before it is sent: allow the send delays to differ by 0.1 s.
+    gaps = [t1 - t0 for t0, t1 in itertools.pairwise(sent_at[:want])]
+    assert all(gap >= BUSY_PUSH_INTERVAL - 0.1 for gap in gaps[BUSY_AFTER:]), gaps
