@@ -14,6 +14,9 @@ building as 13 % of the proposer.
   fresh copy it owns: a slice of its receive buffer, or of the payload being sent).
 * :func:`serialize_frame` builds a large data frame in one buffer: header, key, and the
   payload masked straight into it (one pass over the payload instead of five).
+* :func:`connection_send` and :func:`ws_connection_send` hand that buffer on as is: wsproto
+  appends it to ``b""`` on its way out (``data = b""; data += frame``), which copies a
+  ``bytearray`` once more (the one copy left on the send path after the two above).
 
 Both are byte-for-byte equivalent to wsproto's own (tests compare them on random keys,
 lengths and chunkings, including the key rotation between chunks of one frame; the frame
@@ -33,13 +36,19 @@ import os
 import struct
 from typing import Final
 
+import wsproto
+import wsproto.connection as _connection
 import wsproto.frame_protocol as _frame_protocol
+from wsproto.events import Event, Message
 from wsproto.frame_protocol import FrameProtocol, Opcode, RsvBits
 
-__all__ = ["FastXorMasker", "install", "serialize_frame"]
+__all__ = ["FastXorMasker", "connection_send", "install", "serialize_frame",
+           "ws_connection_send"]
 
 _ORIGINAL_MASKER: Final = _frame_protocol.XorMaskerSimple
 _ORIGINAL_SERIALIZE: Final = FrameProtocol._serialize_frame
+_ORIGINAL_CONNECTION_SEND: Final = _connection.Connection.send
+_ORIGINAL_WS_CONNECTION_SEND: Final = wsproto.WSConnection.send
 _SMALL: Final = 512
 """Payloads shorter than this are XORed byte by byte and framed by wsproto (control
 frames, status updates)."""
@@ -121,10 +130,28 @@ def serialize_frame(
     return out
 
 
+def connection_send(self: _connection.Connection, event: Event) -> bytes:
+    """Drop-in for ``wsproto.connection.Connection.send``: a data message's frame as built."""
+    if isinstance(event, Message) and self.state == _connection.ConnectionState.OPEN:
+        # bytes-like for the caller (trio-websocket sends it); not copied into a bytes.
+        frame: bytes = self._proto.send_data(event.data, event.message_finished)  # type: ignore[assignment]
+        return frame
+    return _ORIGINAL_CONNECTION_SEND(self, event)
+
+
+def ws_connection_send(self: wsproto.WSConnection, event: Event) -> bytes:
+    """Drop-in for ``wsproto.WSConnection.send``: an open connection's frame as built."""
+    if self.connection is None:
+        return _ORIGINAL_WS_CONNECTION_SEND(self, event)
+    return self.connection.send(event)
+
+
 def install() -> None:
     """Make wsproto mask, unmask and frame with the fast paths above (process-wide)."""
     _frame_protocol.XorMaskerSimple = FastXorMasker  # type: ignore[misc, assignment]  # a drop-in
     FrameProtocol._serialize_frame = serialize_frame  # type: ignore[method-assign]
+    _connection.Connection.send = connection_send  # type: ignore[method-assign]
+    wsproto.WSConnection.send = ws_connection_send  # type: ignore[method-assign]
 
 
 def original_masker() -> type:
