@@ -14,6 +14,12 @@ building as 13 % of the proposer.
   fresh copy it owns: a slice of its receive buffer, or of the payload being sent).
 * :func:`serialize_frame` builds a large data frame in one buffer: header, key, and the
   payload masked straight into it (one pass over the payload instead of five).
+* :func:`parse_header` makes the receiver wait for the whole payload of a data frame up
+  to ``WHOLE_FRAME_LIMIT`` before handing it on, so a WAL message comes out as one event:
+  wsproto otherwise emits a piece per network read, and trio-websocket joins the pieces
+  (a copy of every byte, and two to three events per message, a twentieth of a node's
+  CPU). Larger frames still stream piecewise, so trio-websocket's message size limit
+  (1009) fires after the first piece as before, never after buffering a huge frame.
 * :func:`connection_send` and :func:`ws_connection_send` hand that buffer on as is: wsproto
   appends it to ``b""`` on its way out (``data = b""; data += frame``), which copies a
   ``bytearray`` once more (the one copy left on the send path after the two above).
@@ -42,8 +48,8 @@ import wsproto.frame_protocol as _frame_protocol
 from wsproto.events import Event, Message
 from wsproto.frame_protocol import FrameProtocol, Opcode, RsvBits
 
-__all__ = ["FastXorMasker", "connection_send", "install", "serialize_frame",
-           "ws_connection_send"]
+__all__ = ["WHOLE_FRAME_LIMIT", "FastXorMasker", "connection_send", "install", "parse_header",
+           "serialize_frame", "ws_connection_send"]
 
 _ORIGINAL_MASKER: Final = _frame_protocol.XorMaskerSimple
 _ORIGINAL_SERIALIZE: Final = FrameProtocol._serialize_frame
@@ -53,6 +59,11 @@ _SMALL: Final = 512
 """Payloads shorter than this are XORed byte by byte and framed by wsproto (control
 frames, status updates)."""
 _NO_RSV: Final = RsvBits(False, False, False)
+_ORIGINAL_PARSE_HEADER: Final = _frame_protocol.FrameDecoder.parse_header
+WHOLE_FRAME_LIMIT: Final = 2 << 20
+"""Data frames up to this size are handed on whole: above every AppendRequest and WAL
+message (1 MiB of WAL plus a header). Only a vote or greeting with a term history of
+tens of thousands of entries is larger (``MAX_MESSAGE_SIZE``); it streams as before."""
 
 
 def _xor_into(out: memoryview | bytearray, data: bytes | bytearray | memoryview,
@@ -130,6 +141,19 @@ def serialize_frame(
     return out
 
 
+def parse_header(self: _frame_protocol.FrameDecoder) -> bool:
+    """Drop-in for ``FrameDecoder.parse_header``: a data frame up to ``WHOLE_FRAME_LIMIT``
+    is only processed once its whole payload is buffered (``payload_required``, which
+    wsproto already uses for control frames)."""
+    if not _ORIGINAL_PARSE_HEADER(self):
+        return False
+    header = self.header
+    assert header is not None
+    if not self.extensions and header.payload_len <= WHOLE_FRAME_LIMIT:
+        self.payload_required = header.payload_len
+    return True
+
+
 def connection_send(self: _connection.Connection, event: Event) -> bytes:
     """Drop-in for ``wsproto.connection.Connection.send``: a data message's frame as built."""
     if isinstance(event, Message) and self.state == _connection.ConnectionState.OPEN:
@@ -150,6 +174,7 @@ def install() -> None:
     """Make wsproto mask, unmask and frame with the fast paths above (process-wide)."""
     _frame_protocol.XorMaskerSimple = FastXorMasker  # type: ignore[misc, assignment]  # a drop-in
     FrameProtocol._serialize_frame = serialize_frame  # type: ignore[method-assign]
+    _frame_protocol.FrameDecoder.parse_header = parse_header  # type: ignore[method-assign]
     _connection.Connection.send = connection_send  # type: ignore[method-assign]
     wsproto.WSConnection.send = ws_connection_send  # type: ignore[method-assign]
 

@@ -13,6 +13,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, Request
 
 from safekeeper_recovery.transport._ws_fastpath import (
+    WHOLE_FRAME_LIMIT,
     FastXorMasker,
     install,
     original_masker,
@@ -93,10 +94,29 @@ def test_installed_masker_carries_a_masked_frame_end_to_end() -> None:
     payload = random.Random(2).randbytes(200_001)
     wire = client.send(BytesMessage(data=payload))
     assert payload not in wire  # it went out masked
-    received = bytearray()
+    events = []
     for i in range(0, len(wire), 65_537):  # delivered in odd pieces
         server.receive_data(wire[i : i + 65_537])
-        for event in server.events():
-            assert isinstance(event, BytesMessage)
-            received += event.data
-    assert received == payload
+        events += list(server.events())
+    # Handed on whole, as one event (nothing for trio-websocket to join).
+    assert len(events) == 1
+    assert isinstance(events[0], BytesMessage)
+    assert events[0].data == payload
+    assert events[0].message_finished
+
+
+def test_a_frame_above_the_whole_frame_limit_still_streams_in_pieces() -> None:
+    # So trio-websocket's message size limit fires after a piece, not after buffering it.
+    install()
+    client, server = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
+    server.receive_data(client.send(Request(host="h", target="/")))
+    assert isinstance(next(server.events()), Request)
+    client.receive_data(server.send(AcceptConnection()))
+    assert isinstance(next(client.events()), AcceptConnection)
+    payload = random.Random(4).randbytes(WHOLE_FRAME_LIMIT + 1)
+    wire = client.send(BytesMessage(data=payload))
+    server.receive_data(wire[: 1 << 20])
+    [first] = server.events()
+    assert isinstance(first, BytesMessage)
+    assert not first.message_finished
+    assert payload.startswith(first.data)
