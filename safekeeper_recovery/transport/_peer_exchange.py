@@ -66,11 +66,13 @@ MIN_PUSH_INTERVAL: Final = 0.1
 """A change after a quiet spell goes out within this many seconds (coalesced)."""
 BUSY_PUSH_INTERVAL: Final = 0.5
 """While changes keep coming (``BUSY_AFTER`` change-carrying batches went out in the last
-``interval``), they are coalesced into at most one batch per this many seconds. A node
-taking WAL changes its flush position on every fsync: at 0.1 s that was 20 HTTP requests a
-second per node (10 out, 10 in from each of two peers), about a seventh of an ingesting
-node's CPU. The first changes after quiet (a new term, the first WAL: what wakes a lagging
-node's recovery) still go out after ``MIN_PUSH_INTERVAL``."""
+``interval`` with no new term among them), they are coalesced into at most one batch per
+this many seconds. A node taking WAL changes its flush position on every fsync: at 0.1 s
+that was 20 HTTP requests a second per node (10 out, 10 in from each of two peers), about
+a seventh of an ingesting node's CPU. News that wakes a lagging node's recovery still goes
+out after ``MIN_PUSH_INTERVAL``: the first changes after quiet, and a new term or
+last_log_term of any timeline, which also starts the count again (so the flush that makes
+a new leader's WAL available to a lagging node is not held back either)."""
 BUSY_AFTER: Final = 3
 FULL_RESYNC_INTERVAL: Final = 450.0
 """Mean period of the unconditional full batch (jittered ±1/3, so 5 to 10 minutes). A
@@ -299,6 +301,20 @@ def _delta_batch(
     return attrs.evolve(base, timelines=tuple(entries), full=False, removed=tuple(removed))
 
 
+def _term_news(batch: PeerInfoBatch, terms: dict[TenantTimelineId, tuple[int, int]]) -> bool:
+    """Whether ``batch`` tells of a new term or last_log_term (or a removed timeline) against
+    ``terms``, which it updates."""
+    news = False
+    for entry in batch.timelines:
+        key = (int(entry.term), int(entry.last_log_term))
+        if terms.get(entry.ttid) != key:
+            terms[entry.ttid] = key
+            news = True
+    for ttid in batch.removed:
+        news = terms.pop(ttid, None) is not None or news
+    return news
+
+
 async def serve_peer_exchange(
     registry: TimelineRegistry,
     exchange: PeerExchange,
@@ -330,10 +346,25 @@ async def serve_peer_exchange(
     changed: set[TenantTimelineId] = set()
     full_wanted = True
     wake = trio.Event()
+    urgent = trio.Event()  # set while holding changes back if one of them is term news
+    holding_back = False
+    recent: collections.deque[float] = collections.deque(maxlen=BUSY_AFTER)
+    """When the last batches carrying changes went out (since the last term news)."""
+    terms: dict[TenantTimelineId, tuple[int, int]] = {}
+    """(term, last_log_term) of each timeline as last published."""
+
+    def is_news(ttid: TenantTimelineId) -> bool:
+        timeline = registry.timelines.get(ttid)
+        if timeline is None or timeline.deleted:
+            return ttid in terms
+        snap = timeline.snapshot()
+        return terms.get(ttid) != (int(snap.term), int(snap.last_log_term))
 
     def on_change(ttid: TenantTimelineId) -> None:
         changed.add(ttid)
         wake.set()
+        if holding_back and is_news(ttid):
+            urgent.set()
 
     def on_resync() -> None:
         nonlocal full_wanted
@@ -348,8 +379,6 @@ async def serve_peer_exchange(
     started = False
     full_at = next_full()
     last_publish = -math.inf
-    recent: collections.deque[float] = collections.deque(maxlen=BUSY_AFTER)
-    """When the last batches carrying changes went out."""
     try:
         while True:
             now = trio.current_time()
@@ -361,6 +390,8 @@ async def serve_peer_exchange(
             else:
                 batch = _delta_batch(registry, base, changed)
                 changed.clear()
+            if _term_news(batch, terms):
+                recent.clear()
             if batch.timelines:
                 recent.append(now)
             wake = trio.Event()
@@ -379,7 +410,16 @@ async def serve_peer_exchange(
             with trio.move_on_after(max(0.0, last_publish + interval - trio.current_time())):
                 await wake.wait()
                 busy = len(recent) == BUSY_AFTER and trio.current_time() - recent[0] < interval
-                await trio.sleep_until(last_publish + (busy_interval if busy else min_interval))
+                if busy and not any(is_news(ttid) for ttid in changed):
+                    # Hold the stream of changes back, unless term news turns up meanwhile.
+                    urgent = trio.Event()
+                    holding_back = True
+                    try:
+                        with trio.move_on_at(last_publish + busy_interval):
+                            await urgent.wait()
+                    finally:
+                        holding_back = False
+                await trio.sleep_until(last_publish + min_interval)
     finally:
         unsubscribe()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -15,7 +14,7 @@ import pytest
 import trio
 from starlette.applications import Starlette
 
-from safekeeper_recovery.core import Lsn, NodeId, TenantTimelineId, TimelineId
+from safekeeper_recovery.core import AppendRequest, Lsn, NodeId, TenantTimelineId, TimelineId
 from safekeeper_recovery.timeline import MemoryBackend, TimelineParams, TimelineRegistry
 from safekeeper_recovery.transport import (
     HttpPeerExchange,
@@ -25,7 +24,7 @@ from safekeeper_recovery.transport import (
     apply_peer_info_batch,
     serve_peer_exchange,
 )
-from safekeeper_recovery.transport._peer_exchange import BUSY_AFTER, BUSY_PUSH_INTERVAL
+from safekeeper_recovery.transport._peer_exchange import BUSY_AFTER
 
 from ._http_support import (
     CREATE_BODY,
@@ -447,8 +446,10 @@ async def test_a_busy_peer_gets_the_accumulated_changes_in_one_batch(
 async def test_a_steady_stream_of_changes_is_coalesced_more_after_the_first_few(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    # A node taking WAL changes on every fsync. The first BUSY_AFTER change batches go out
-    # at the quick pace; after that, at most one per BUSY_PUSH_INTERVAL.
+    # A leader streaming WAL changes the node's flush position on every fsync. The first
+    # BUSY_AFTER change batches go out at the quick pace, then one per busy interval; a
+    # new term is news: it goes out at once and starts the count again.
+    busy_interval = 2.0  # long, so that "at once" cannot be confused with it under load
     a, b = await two_nodes(nursery, tmp_path)
     wire = Recording(httpx.ASGITransport(app=b.app))
     sent_at: list[float] = []
@@ -459,22 +460,43 @@ async def test_a_steady_stream_of_changes_is_coalesced_more_after_the_first_few(
         return await original(request)
 
     wire.handle_async_request = stamped  # type: ignore[method-assign]
-    # Heartbeats only after 30 s: every batch below carries a change.
-    await start_exchange(nursery, a, {NodeId(2): "http://b"}, {"http://b": wire},
-                         interval=30.0)
+    exchange = HttpPeerExchange({NodeId(2): "http://b"},
+                                client_factory=in_process({"http://b": wire}))
+    await nursery.start(exchange.serve)
+    await nursery.start(functools.partial(  # heartbeats only after 30 s: all carry changes
+        serve_peer_exchange, a.registry, exchange, a.ctx.node_id, a.ctx.http_addr,
+        a.ctx.wal_addr, interval=30.0, busy_interval=busy_interval,
+    ))
 
-    async def keep_changing() -> None:
-        term = 1
+    async def lead(term: int, elected: trio.Event) -> None:
+        end = await write_wal(a.timeline, term, wal(100))
+        elected.set()
         while True:
-            await write_wal(a.timeline, term, wal(100))
-            term += 1
             await trio.sleep(0.01)
+            await a.timeline.process(AppendRequest(term, end, Lsn(0), Lsn(0), wal(100)))
+            end += 100
 
-    nursery.start_soon(keep_changing)
-    want = 1 + BUSY_AFTER + 3  # the full batch, the quick ones, three coalesced
+    async def quick_then_held_back(first: int) -> None:
+        want = first + BUSY_AFTER + 1
+        with trio.fail_after(30):
+            await wire.wait_for(lambda: len(wire.bodies) >= want)
+        assert all(entries(body) for body in wire.bodies[first:want])
+        # Each batch is built before it is sent: allow the send delays to differ by 0.1 s.
+        held_back = sent_at[want - 1] - sent_at[want - 2]
+        assert held_back >= busy_interval - 0.1, sent_at
+
+    async with trio.open_nursery() as leaders:
+        leaders.start_soon(lead, 1, trio.Event())
+        await quick_then_held_back(1)  # after the first, full, batch
+        leaders.cancel_scope.cancel()
+    elected = trio.Event()
+    nursery.start_soon(lead, 2, elected)
+    await elected.wait()
+    changed_at = trio.current_time()
     with trio.fail_after(30):
-        await wire.wait_for(lambda: len(wire.bodies) >= want)
-    assert all(entries(body) for body in wire.bodies[1:want])
-    # Each batch is built before it is sent: allow the send delays to differ by 0.1 s.
-    gaps = [t1 - t0 for t0, t1 in itertools.pairwise(sent_at[:want])]
-    assert all(gap >= BUSY_PUSH_INTERVAL - 0.1 for gap in gaps[BUSY_AFTER:]), gaps
+        await wire.wait_for(lambda: any(
+            entry["term"] == 2 for body in wire.bodies for entry in entries(body)))
+    news = next(i for i, body in enumerate(wire.bodies)
+                if any(entry["term"] == 2 for entry in entries(body)))
+    assert sent_at[news] - changed_at < busy_interval / 2, (changed_at, sent_at)
+    await quick_then_held_back(news + 1)
