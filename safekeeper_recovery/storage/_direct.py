@@ -29,7 +29,8 @@ from typing import Final
 
 from ._durable import pwrite_all
 
-__all__ = ["BLOCK", "STAGE_BYTES", "stage_pool", "write_direct"]
+__all__ = ["BLOCK", "STAGE_BYTES", "RefusedDevices", "refused_devices", "stage_pool",
+           "write_direct"]
 
 BLOCK: Final = 4096
 """Alignment of offsets, lengths and addresses: the page size, a multiple of every common
@@ -66,6 +67,33 @@ class _StagePool:
 
 
 stage_pool: Final = _StagePool()
+
+
+class RefusedDevices:
+    """File systems (``st_dev``) that refused ``O_DIRECT``, process-wide.
+
+    A node with thousands of timelines on tmpfs then tries (and warns) once, not once per
+    timeline. Thread-safe: stores are used from worker threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._devices: set[int] = set()
+
+    def __contains__(self, device: int) -> bool:
+        with self._lock:
+            return device in self._devices
+
+    def add(self, device: int) -> bool:
+        """Remember ``device``; True the first time (the caller warns then)."""
+        with self._lock:
+            if device in self._devices:
+                return False
+            self._devices.add(device)
+            return True
+
+
+refused_devices: Final = RefusedDevices()
 
 
 def write_direct(fd: int, offset: int, head: bytes, chunks: Sequence[memoryview]) -> bytes:

@@ -31,7 +31,7 @@ from typing import Final, final
 
 from ..core import CorruptionError, Lsn, StorageError, segment_file_name
 from . import _fileops as fileops
-from ._direct import BLOCK, write_direct
+from ._direct import BLOCK, refused_devices, write_direct
 from ._durable import fsync_directory, pwrite_all, pwritev_all, remove_durably
 from ._flush_position import FLUSH_POSITION_FILE_NAME, FlushPositionFile
 from ._truncation_mark import TRUNCATION_MARK_FILE_NAME, clear_mark, read_mark, write_mark
@@ -368,9 +368,11 @@ class FileWalStore:
             raise CorruptionError(f"short read of {path} at {start}: {len(head)} bytes")
         return head
 
-    def _give_up_direct_io(self, exc: OSError) -> None:
-        log.warning("direct I/O refused in %s (%s); writing WAL through the page cache",
-                    self._dir, exc)
+    def _give_up_direct_io(self, exc: OSError | None) -> None:
+        """Write buffered from now on; warn once per file system (``exc`` None: known)."""
+        if exc is not None and refused_devices.add(os.stat(self._dir).st_dev):
+            log.warning("direct I/O refused on the file system of %s (%s); writing WAL "
+                        "there through the page cache", self._dir, exc)
         self._direct = False
         self._head_lsn = None
         if self._fd is not None:
@@ -381,6 +383,8 @@ class FileWalStore:
             self._fd = fd
 
     def _open_segment_fd(self, path: Path) -> int:
+        if self._direct and os.stat(self._dir).st_dev in refused_devices:
+            self._give_up_direct_io(None)  # another store here found out already
         if self._direct:
             try:
                 return fileops.open(path, os.O_RDWR | os.O_DIRECT)

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from safekeeper_recovery.core import Lsn
-from safekeeper_recovery.storage import FileWalStore
+from safekeeper_recovery.storage import FileWalStore, _segments
 from safekeeper_recovery.storage import _fileops as fileops
-from safekeeper_recovery.storage._direct import BLOCK, STAGE_BYTES, write_direct
+from safekeeper_recovery.storage._direct import BLOCK, STAGE_BYTES, RefusedDevices, write_direct
 
 SEG = 1 << 20
 
@@ -91,7 +91,9 @@ def test_write_direct_returns_the_head_of_the_next_write(tmp_path: Path) -> None
 
 def _refuse_o_direct(monkeypatch: pytest.MonkeyPatch, where: str) -> list[str]:
     """Make O_DIRECT opens (``where="open"``) or O_DIRECT writes (``"write"``) fail with
-    EINVAL, as tmpfs and some network file systems do."""
+    EINVAL, as tmpfs and some network file systems do. The process-wide memo of refusing
+    file systems starts empty and is dropped afterwards (the test's device is not tmpfs)."""
+    monkeypatch.setattr(_segments, "refused_devices", RefusedDevices())
     refused: list[str] = []
     real_open, real_pwrite = fileops.open, fileops.pwrite
 
@@ -136,3 +138,18 @@ def test_a_file_system_refusing_o_direct_gets_buffered_writes(
         assert not _write_fd_flags(s) & os.O_DIRECT
         assert s.read(Lsn(0), 5017) == b"firstsecond" + b"third" * 1000 + b"fourth"
     assert "direct I/O refused" in caplog.text
+
+
+def test_a_refusing_file_system_is_tried_and_reported_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Thousands of timelines on tmpfs: one warning, and no more O_DIRECT attempts.
+    refused = _refuse_o_direct(monkeypatch, "open")
+    with caplog.at_level(logging.WARNING, logger="safekeeper_recovery.storage"):
+        for i in range(3):
+            with FileWalStore.create(tmp_path / str(i), SEG, Lsn(0), direct_io=True) as s:
+                s.write(Lsn(0), b"wal")
+                assert s.flush() == Lsn(3)
+                assert not _write_fd_flags(s) & os.O_DIRECT
+    assert refused == ["open"]
+    assert caplog.text.count("direct I/O refused") == 1
