@@ -29,7 +29,7 @@ from ..proposer import (
     websocket_fetcher,
 )
 from ._main import main
-from ._timeline import parse_size
+from ._timeline import LSN, parse_size
 
 __all__ = ["propose_command"]
 
@@ -45,15 +45,6 @@ def _seg_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
     size = _size(ctx, param, value)
     try:
         return validate_seg_size(size)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
-
-def _lsn(_: click.Context, __: click.Parameter, value: str | None) -> Lsn | None:
-    if value is None:
-        return None
-    try:
-        return Lsn.parse(value)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
 
@@ -108,7 +99,7 @@ def _urls(_: click.Context, __: click.Parameter, value: str) -> tuple[str, ...]:
 )
 @click.option(
     "--start-lsn",
-    callback=_lsn,
+    type=LSN,
     help="Refuse to write unless the quorum's WAL ends exactly here (default: continue "
     "from what the quorum holds).",
 )
@@ -134,7 +125,7 @@ def _urls(_: click.Context, __: click.Parameter, value: str) -> tuple[str, ...]:
 )
 @click.option(
     "--stop-at-lsn",
-    callback=_lsn,
+    type=LSN,
     help="With --from-postgres: stop once the WAL up to this LSN is committed "
     "(default: run until SIGINT/SIGTERM, then commit what was received).",
 )

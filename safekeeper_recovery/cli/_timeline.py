@@ -31,7 +31,9 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()]
 
 
-class _Lsn(click.ParamType[Lsn]):
+class LsnType(click.ParamType[Lsn]):
+    """A click option type for ``X/Y`` LSNs (one for every command: ``LSN``)."""
+
     name = "LSN"
 
     def convert(
@@ -43,6 +45,9 @@ class _Lsn(click.ParamType[Lsn]):
             return Lsn.parse(str(value))
         except ValueError as e:
             self.fail(str(e), param, ctx)
+
+
+LSN = LsnType()
 
 
 class _Size(click.ParamType[int]):
@@ -85,7 +90,7 @@ def timeline() -> None:
 @timeline.command()
 @_timeline_options
 @click.option(
-    "--start-lsn", type=_Lsn(), default="0/1000000", show_default=True,
+    "--start-lsn", type=LSN, default="0/1000000", show_default=True,
     help="Where the timeline's WAL starts (X/Y).",
 )
 @click.option(

@@ -57,6 +57,7 @@ from ..transport import (
     open_wal_stream,
 )
 from ._main import main
+from ._timeline import LSN
 
 __all__ = ["VerifyError", "verify_command", "verify_data_dir", "verify_node"]
 
@@ -250,15 +251,6 @@ def _fail(message: str) -> NoReturn:
     sys.exit(EXIT_ERROR)
 
 
-def _parse_lsn(_: click.Context, __: click.Parameter, value: str | None) -> Lsn | None:
-    if value is None:
-        return None
-    try:
-        return Lsn.parse(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
-
 @main.command("verify")
 @click.option("--node", help="A running node's HTTP URL, http://HOST:PORT.")
 @click.option(
@@ -276,7 +268,7 @@ def _parse_lsn(_: click.Context, __: click.Parameter, value: str | None) -> Lsn 
 )
 @click.option(
     "--start-lsn",
-    callback=_parse_lsn,
+    type=LSN,
     help="Start here (a record boundary) instead of at the timeline's start.",
 )
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per request.")
