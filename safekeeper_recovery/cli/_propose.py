@@ -169,6 +169,7 @@ def propose_command(
         raise click.BadParameter(str(e)) from None
     token = token_file.read_text().strip() if token_file is not None else None
     if conninfo is not None:
+        _refuse_generator_options()
         opts = IngestOptions(
             conninfo, safekeepers, tenant, timeline, slot=slot, stop_at=stop_at_lsn,
             create_timeline_on=tuple(u.strip() for u in create_timeline_on.split(",")
@@ -206,6 +207,22 @@ def propose_command(
     except SafekeeperError as e:
         raise click.ClickException(str(e)) from None
     click.echo(result.summary())
+
+
+_GENERATOR_OPTIONS = {"nbytes": "--bytes", "seed": "--seed", "wal_format": "--wal-format",
+                      "wal_seg_size": "--wal-seg-size", "start_lsn": "--start-lsn"}
+
+
+def _refuse_generator_options() -> None:
+    """With --from-postgres the WAL, its size and layout come from the server: an option
+    that shapes generated WAL would be silently ignored, so it is an error."""
+    ctx = click.get_current_context()
+    given = [flag for name, flag in _GENERATOR_OPTIONS.items()
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} shape generated WAL and cannot be used with --from-postgres "
+            "(PostgreSQL's WAL, segment size and position are used as they are)")
 
 
 async def _run(proposer: Proposer, show_progress: bool) -> ProposeResult:

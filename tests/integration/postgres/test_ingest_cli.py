@@ -15,6 +15,16 @@ async def test_ingest_options_need_from_postgres() -> None:
     assert "need --from-postgres" in result.stderr
 
 
+async def test_generator_options_are_refused_with_from_postgres() -> None:
+    # Otherwise they would be silently ignored: the WAL comes from the server.
+    result = await run_cli("propose", "--safekeepers", "ws://127.0.0.1:1", *IDS,
+                           "--from-postgres", "host=127.0.0.1", "--bytes", "1MiB",
+                           "--wal-format", "random")
+    assert result.returncode == 2
+    assert "--bytes, --wal-format shape generated WAL" in result.stderr
+    assert "--from-postgres" in result.stderr
+
+
 async def test_an_unreachable_server_is_a_clear_error() -> None:
     (port,) = allocate_ports(1)  # nothing listens there
     result = await run_cli("propose", "--safekeepers", "ws://127.0.0.1:1", *IDS,
