@@ -1,9 +1,9 @@
 """Benchmarks: recovery and ingest throughput against ``pg_receivewal`` and the disk,
 latency, idle cost at scale, memory. Run with ``safekeeper-recovery bench``."""
 
-from ._cluster import BenchCluster, LatencyTrial, RecoveryRun, peak_rss, rss
+from ._cluster import BenchCluster, IngestRun, LatencyTrial, RecoveryRun, cpu_seconds, peak_rss, rss
 from ._disk import SEGMENT_SIZE, write_segments
-from ._idle import IdleResult, cpu_seconds, measure_idle
+from ._idle import IdleResult, measure_idle
 from ._postgres import PostgresServer, find_bindir
 from ._report import figures, kept_sections, render_markdown, render_table, targets
 from ._run import BenchConfig, BenchResults, run_benchmarks
@@ -15,6 +15,7 @@ __all__ = [
     "BenchConfig",
     "BenchResults",
     "IdleResult",
+    "IngestRun",
     "LatencyTrial",
     "PostgresServer",
     "RecoveryRun",

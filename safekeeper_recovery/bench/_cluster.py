@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ from ..core import Lsn, TenantId, TenantTimelineId, TimelineId
 from ..demo._local_cluster import LocalCluster, LocalNode
 from ..transport import SafekeeperClient, parse_acceptor_state
 
-__all__ = ["BenchCluster", "LatencyTrial", "RecoveryRun", "peak_rss", "rss"]
+__all__ = ["BenchCluster", "IngestRun", "LatencyTrial", "RecoveryRun", "cpu_seconds", "peak_rss",
+           "rss"]
 
 START_LSN = Lsn.parse("0/1000000")
 POLL = 0.01
@@ -55,6 +57,18 @@ def rss(pid: int) -> int:
     return _proc_status(pid, "VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of stat(5); index 0 here is field 3 (state).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _new_ttid() -> TenantTimelineId:
     return TenantTimelineId(TenantId(os.urandom(16)), TimelineId(os.urandom(16)))
 
@@ -71,6 +85,20 @@ class RecoveryRun:
     seconds_from_start: float
     """From spawning node 3 to flush == donor flush (process start-up included)."""
     peak_rss: int
+    recipient_cpu: float = 0.0
+    """CPU seconds (user + system) of node 3 from its ready file to the end."""
+    donor_cpu: float = 0.0
+    """CPU seconds of nodes 1 and 2 together over the same span (one of them donates)."""
+
+
+@attrs.frozen
+class IngestRun:
+    seconds: float
+    """The proposer's wall time."""
+    proposer_cpu: float
+    """CPU seconds of the benchmark process (the proposer) while it ran."""
+    node_cpu: tuple[float, ...]
+    """CPU seconds of each node while it ran."""
 
 
 @attrs.frozen
@@ -157,6 +185,11 @@ class BenchCluster:
         target = self.targets[ttid]
         spawned = time.time()
         await node.start()
+        assert node.process is not None
+        donors = [self.cluster[i].process for i in (1, 2)]
+        assert all(p is not None for p in donors)
+        donor_pids = [p.pid for p in donors if p is not None]
+        cpu0 = cpu_seconds(node.process.pid), sum(map(cpu_seconds, donor_pids))
         started_at: float | None = None
         try:
             with trio.fail_after(timeout):
@@ -172,6 +205,8 @@ class BenchCluster:
                         await trio.sleep(RECOVERY_POLL)
             assert node.process is not None
             peak = peak_rss(node.process.pid)
+            recipient_cpu = cpu_seconds(node.process.pid) - cpu0[0]
+            donor_cpu = sum(map(cpu_seconds, donor_pids)) - cpu0[1]
         finally:
             await node.stop()
         if started_at is None or not isinstance(recovery, dict):
@@ -182,11 +217,12 @@ class BenchCluster:
         ) >= target:
             now = float(flushed_at)
         nbytes = int(target) - int(START_LSN)
-        return RecoveryRun(nbytes, now - started_at, now - spawned, peak)
+        return RecoveryRun(nbytes, now - started_at, now - spawned, peak, recipient_cpu,
+                           donor_cpu)
 
-    async def ingest(self, nbytes: int) -> float:
+    async def ingest(self, nbytes: int) -> IngestRun:
         """A fresh timeline on all three (node 3 with no other timeline), ``propose``
-        ``nbytes`` to the three; returns the proposer's wall time. Cleans up."""
+        ``nbytes`` to the three; returns its wall time and CPU. Cleans up."""
         ttid = _new_ttid()
         node3 = self.cluster[3]
         self._restore_node3(None)
@@ -195,13 +231,18 @@ class BenchCluster:
             for node in self.cluster.nodes.values():
                 async with SafekeeperClient(node.http_url) as client:
                     await client.create_timeline(ttid, start_lsn=START_LSN)
+            pids = [n.process.pid for n in self.cluster.nodes.values() if n.process is not None]
+            before = [cpu_seconds(pid) for pid in pids], _own_cpu_seconds()
             seconds = await self.propose(ttid, nbytes, nodes=(1, 2, 3))
+            run = IngestRun(seconds, _own_cpu_seconds() - before[1],
+                            tuple(cpu_seconds(pid) - c for pid, c in zip(pids, before[0],
+                                                                          strict=True)))
             for node in self.cluster.nodes.values():
                 async with SafekeeperClient(node.http_url) as client:
                     await client.delete_timeline(ttid)
         finally:
             await node3.stop()
-        return seconds
+        return run
 
     async def latency(self, trials: int, nbytes: int, timeout: float = 60.0
                       ) -> list[LatencyTrial]:

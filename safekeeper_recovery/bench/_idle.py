@@ -37,7 +37,7 @@ from ..core import (
 from ..demo._local_cluster import LocalCluster, free_port
 from ..timeline import FileBackend
 from ..transport import HttpError, PeerInfoBatch, PeerTimelineInfo, SafekeeperClient
-from ._cluster import START_LSN, rss
+from ._cluster import START_LSN, cpu_seconds, rss
 
 __all__ = ["IdleResult", "cpu_seconds", "measure_idle"]
 
@@ -61,13 +61,6 @@ class IdleResult:
     @property
     def rss_per_timeline(self) -> float:
         return (self.rss_bytes - self.rss_empty_bytes) / self.timelines
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` so far, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # Fields 14 and 15 of stat(5); index 0 here is field 3 (state).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _precreate(data_dir: Path, ttids: list[TenantTimelineId]) -> None:

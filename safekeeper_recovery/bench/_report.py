@@ -38,6 +38,8 @@ def figures(r: BenchResults) -> list[tuple[str, str, str]]:
         rows.append((s.name, s.describe(), s.unit))
     for name, s in r.ratios().items():
         rows.append((name, s.describe(".2f"), "x"))
+    for s in (r.cpu_recipient, r.cpu_donor, r.cpu_proposer, r.cpu_ingest_node):
+        rows.append((s.name, s.describe(".2f"), s.unit))
     rows.append((r.detect.name, r.detect.describe(".3f"), "s"))
     rows.append((r.finish.name, r.finish.describe(".3f"), "s"))
     rows.append((r.peak_rss_small.name, r.peak_rss_small.describe(), "MiB"))
@@ -135,7 +137,9 @@ def render_markdown(r: BenchResults, command: str, notes: str = "") -> str:
         "streams the same bytes); the disk limit (N bytes written as 16 MiB files, one "
         "write + fsync per file, by a plain Python loop); and the test proposer (in the "
         "benchmark process, 64 MiB window) writing N bytes to three nodes (ingest). Ratios "
-        "are per round (same window), then median (min-max). MB = 10^6 bytes.",
+        "are per round (same window), then median (min-max). MB = 10^6 bytes. CPU is user + "
+        "system time from `/proc/<pid>/stat` per GiB moved (each ingest node counts once "
+        "per round).",
         "",
         "| figure | median (min-max) | unit |",
         "|---|---:|---|",

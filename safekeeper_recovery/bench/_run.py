@@ -49,6 +49,12 @@ class BenchResults:
     pg_receivewal: Samples = attrs.Factory(lambda: Samples("pg_receivewal", "MB/s"))
     disk: Samples = attrs.Factory(lambda: Samples("disk limit", "MB/s"))
     ingest: Samples = attrs.Factory(lambda: Samples("ingest (propose to 3)", "MB/s"))
+    cpu_recipient: Samples = attrs.Factory(
+        lambda: Samples("CPU, recovering node", "s/GiB"))
+    cpu_donor: Samples = attrs.Factory(lambda: Samples("CPU, donors", "s/GiB"))
+    cpu_proposer: Samples = attrs.Factory(lambda: Samples("CPU, ingest proposer", "s/GiB"))
+    cpu_ingest_node: Samples = attrs.Factory(
+        lambda: Samples("CPU, ingest node (each)", "s/GiB"))
     detect: Samples = attrs.Factory(lambda: Samples("detect latency", "s"))
     finish: Samples = attrs.Factory(lambda: Samples("finish latency", "s"))
     peak_rss_small: Samples = attrs.Factory(lambda: Samples("peak RSS, N/4", "MiB"))
@@ -86,6 +92,9 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             results.recovery.add(run.bytes / MB / run.seconds)
             results.recovery_from_spawn.add(run.bytes / MB / run.seconds_from_start)
             results.peak_rss_main.add(run.peak_rss / 2**20)
+            gib = run.bytes / 2**30
+            results.cpu_recipient.add(run.recipient_cpu / gib)
+            results.cpu_donor.add(run.donor_cpu / gib)
 
         async def receivewal(i: int) -> None:
             results.pg_receivewal.add(n / MB / await pg.stream(i, root / "receivewal"))
@@ -95,7 +104,11 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             results.disk.add(n / MB / seconds)
 
         async def ingest(_: int) -> None:
-            results.ingest.add(n / MB / await bench.ingest(n))
+            run = await bench.ingest(n)
+            results.ingest.add(n / MB / run.seconds)
+            results.cpu_proposer.add(run.proposer_cpu / (n / 2**30))
+            for node_cpu in run.node_cpu:
+                results.cpu_ingest_node.add(node_cpu / (n / 2**30))
 
         steps: list[tuple[str, Callable[[int], Awaitable[None]]]] = [
             ("recovery", recovery), ("pg_receivewal", receivewal),
