@@ -2,15 +2,20 @@
 
 The local view comes from the node's timeline status JSON (which lists its alive peers),
 and the acceptor is driven through ``wal_push?recovery=true`` — marked so the node never
-counts it as a streaming proposer. A sidecar cannot be woken by the node, so it polls the
-status every ``poll_interval`` seconds (0.5 s by default); everything else is the same
-engine code as in-process recovery.
+counts it as a streaming proposer. Everything else is the same engine code as in-process
+recovery.
+
+Waking: the sidecar (``serve_sidecar``) long-polls the node's change feed and notifies each
+target's :attr:`RemoteTarget.changed` when its timeline changed, so an idle timeline costs
+no requests at all. A target used on its own, without a ``changed`` watch, falls back to
+looking every ``poll_interval`` seconds.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -29,7 +34,11 @@ from ..core import (
     VoteRequest,
     VoteResponse,
 )
+from ..timeline import Watch
 from ._target import AcceptorSession, LocalView
+
+if TYPE_CHECKING:
+    from ..transport import SafekeeperClient
 
 __all__ = ["RemoteTarget", "local_view_from_status"]
 
@@ -109,7 +118,13 @@ class _RemoteSession:
 
 
 class RemoteTarget:
-    """One timeline of a node reached at ``http_url`` (status) and ``wal_url`` (push)."""
+    """One timeline of a node reached at ``http_url`` (status) and ``wal_url`` (push).
+
+    ``changed``: notified by whoever watches the node's change feed (the sidecar);
+    :meth:`wait_for_change` waits on it. Without it, :meth:`wait_for_change` sleeps
+    ``poll_interval`` seconds. ``client``: a shared client of the node (else one is made
+    per status read).
+    """
 
     def __init__(
         self,
@@ -121,6 +136,8 @@ class RemoteTarget:
         token: str | None = None,
         timeout: float = 10.0,
         poll_interval: float = 0.5,
+        changed: Watch | None = None,
+        client: SafekeeperClient | None = None,
     ) -> None:
         self._ttid = ttid
         self._node_id = node_id
@@ -129,6 +146,8 @@ class RemoteTarget:
         self.token = token
         self.timeout = timeout
         self.poll_interval = poll_interval
+        self.changed = changed
+        self._client = client
         self.last_view_streaming = False
 
     @property
@@ -142,14 +161,21 @@ class RemoteTarget:
     async def local_view(self) -> LocalView:
         from ..transport import SafekeeperClient
 
-        async with SafekeeperClient(self.http_url, token=self.token, timeout=self.timeout) as c:
-            doc = await c.timeline_status(self._ttid)
+        if self._client is not None:
+            doc = await self._client.timeline_status(self._ttid)
+        else:
+            async with SafekeeperClient(self.http_url, token=self.token,
+                                        timeout=self.timeout) as c:
+                doc = await c.timeline_status(self._ttid)
         view = local_view_from_status(doc, trio.current_time())
         self.last_view_streaming = view.num_streaming_proposers > 0
         return view
 
     async def wait_for_change(self) -> None:
-        await trio.sleep(self.poll_interval)
+        if self.changed is None:
+            await trio.sleep(self.poll_interval)
+        else:
+            await self.changed.wait_changed()
 
     def open_session(self) -> AbstractAsyncContextManager[AcceptorSession]:
         return self._session()

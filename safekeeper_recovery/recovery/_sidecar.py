@@ -1,9 +1,16 @@
 """Sidecar mode: run the recovery engine for every timeline of a node reached over its
 public endpoints (the node runs with ``--no-recovery``).
 
-``serve_sidecar`` discovers the node's timelines from ``GET /v1/timelines`` and refreshes
-that list every ``refresh_interval`` seconds: a new timeline gets a supervisor, a deleted
-one has its supervisor cancelled. Never returns unless cancelled.
+Event-driven like in-process recovery: ``serve_sidecar`` holds one long poll on the node's
+change feed (``GET /v1/timelines/changes``) and wakes the supervisor of each timeline the
+node reports changed; an idle node costs one request per ``long_poll`` seconds, whatever
+its number of timelines. Answers are taken at most once per ``min_interval`` seconds, so a
+busy node (a proposer streaming, WAL arriving all the time) costs at most one batch of
+wake-ups per interval.
+
+The feed also names created and deleted timelines: a new one gets a supervisor, a deleted
+one has its supervisor cancelled. A ``reset`` answer (first poll, or the node restarted)
+re-lists the timelines and wakes every supervisor. Never returns unless cancelled.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import logging
 import trio
 
 from ..core import NodeId, TenantId, TenantTimelineId, TimelineId
+from ..timeline import Watch
 from ._attempt import RecoveryConfig
 from ._donor import NetworkDonorConnector
 from ._engine import RecoveryEngine
@@ -28,11 +36,17 @@ async def serve_sidecar(
     *,
     token: str | None = None,
     config: RecoveryConfig | None = None,
-    poll_interval: float = 0.5,
-    refresh_interval: float = 5.0,
+    min_interval: float = 0.1,
+    long_poll: float = 30.0,
+    retry_interval: float = 5.0,
     task_status: trio.TaskStatus[RecoveryEngine] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Keep every timeline of the node at ``node_url`` caught up with its peers."""
+    """Keep every timeline of the node at ``node_url`` caught up with its peers.
+
+    Raises :class:`~safekeeper_recovery.transport.HttpError` if the node cannot be reached
+    at start. Afterwards an unreachable node (restarting?) is retried every
+    ``retry_interval`` seconds, and so is a timeline whose status cannot be read.
+    """
     from ..transport import HttpError, SafekeeperClient
 
     config = config or RecoveryConfig()
@@ -41,44 +55,90 @@ async def serve_sidecar(
                               connect_timeout=config.connect_timeout),
         config,
     )
-    scopes: dict[TenantTimelineId, trio.CancelScope] = {}
+    targets: dict[TenantTimelineId, tuple[RemoteTarget, trio.CancelScope]] = {}
 
     async def supervise(target: RemoteTarget, scope: trio.CancelScope) -> None:
         with scope:
-            while True:
-                try:
-                    await engine.supervise(target)
-                except HttpError as e:
-                    # The node itself is unreachable (restarting?): keep trying, slowly.
-                    log.warning("sidecar: node %s unreachable: %s", node_url, e)
-                    await trio.sleep(refresh_interval)
+            try:
+                while True:
+                    try:
+                        await engine.supervise(target)
+                    except HttpError as e:
+                        if e.status == 404:
+                            log.info("sidecar: timeline %s is gone from %s", target.ttid,
+                                     node_url)
+                            return
+                        log.warning("sidecar: timeline %s of %s: %s", target.ttid, node_url, e)
+                        assert target.changed is not None
+                        with trio.move_on_after(retry_interval):
+                            await target.changed.wait_changed()
+            finally:
+                if targets.get(target.ttid, (None, None))[1] is scope:
+                    del targets[target.ttid]
+                if target.ttid not in targets:  # not replaced by a new supervisor
+                    engine.statuses.pop(target.ttid, None)
 
     async with SafekeeperClient(node_url, token=token, timeout=config.http_timeout) as client:
         status = await client.status()
         node_id = NodeId(int(status["node_id"]))  # type: ignore[call-overload]
         wal_url = str(status["wal_addr"])
         log.info("sidecar for node %s (%s, %s)", node_id, node_url, wal_url)
+
+        def start(nursery: trio.Nursery, ttid: TenantTimelineId) -> None:
+            target = RemoteTarget(ttid, node_id, node_url, wal_url, token=token,
+                                  timeout=config.http_timeout, changed=Watch(), client=client)
+            scope = trio.CancelScope()
+            targets[ttid] = target, scope
+            nursery.start_soon(supervise, target, scope)
+
+        def stop(ttid: TenantTimelineId) -> None:
+            entry = targets.pop(ttid, None)
+            if entry is not None:
+                entry[1].cancel()
+
+        async def resync(nursery: trio.Nursery) -> None:
+            """Match the supervisors to the node's timelines; wake every one kept."""
+            listed = await client.timelines()
+            live = {
+                TenantTimelineId(TenantId.parse(str(t["tenant_id"])),
+                                 TimelineId.parse(str(t["timeline_id"])))
+                for t in listed
+                if t.get("state") == "ok"
+            }
+            for ttid in targets.keys() - live:
+                stop(ttid)
+            for ttid in live:
+                if ttid in targets:
+                    _wake(targets[ttid][0])
+                else:
+                    start(nursery, ttid)
+
         async with trio.open_nursery() as nursery:
             task_status.started(engine)
+            session: str | None = None
+            cursor = 0
             while True:
                 try:
-                    listed = await client.timelines()
+                    changes = await client.timeline_changes(session, cursor, wait=long_poll)
+                    if changes.reset:
+                        await resync(nursery)
                 except HttpError as e:
-                    log.warning("sidecar: listing timelines of %s failed: %s", node_url, e)
-                    listed = None
-                if listed is not None:
-                    live = {
-                        TenantTimelineId(TenantId.parse(str(t["tenant_id"])),
-                                         TimelineId.parse(str(t["timeline_id"])))
-                        for t in listed
-                        if t.get("state") == "ok"
-                    }
-                    for ttid in live - scopes.keys():
-                        scopes[ttid] = trio.CancelScope()
-                        target = RemoteTarget(ttid, node_id, node_url, wal_url, token=token,
-                                              timeout=config.http_timeout,
-                                              poll_interval=poll_interval)
-                        nursery.start_soon(supervise, target, scopes[ttid])
-                    for ttid in scopes.keys() - live:
-                        scopes.pop(ttid).cancel()
-                await trio.sleep(refresh_interval)
+                    log.warning("sidecar: change feed of %s failed: %s", node_url, e)
+                    session = None  # resync once it answers again
+                    await trio.sleep(retry_interval)
+                    continue
+                for ttid in changes.deleted:
+                    stop(ttid)
+                for ttid in changes.changed:
+                    if ttid in targets:
+                        _wake(targets[ttid][0])
+                    else:
+                        start(nursery, ttid)  # created since the last answer
+                session, cursor = changes.session, changes.cursor
+                # Coalesce: whatever changes meanwhile is answered by the next poll at once.
+                await trio.sleep(min_interval)
+
+
+def _wake(target: RemoteTarget) -> None:
+    assert target.changed is not None
+    target.changed.notify()

@@ -1,6 +1,7 @@
 """One timeline (acceptor + storage + lock + notifications) and the registry of all."""
 
 from ._backend import FileBackend, MemoryBackend, StorageBackend
+from ._changes import ChangeFeed, Changes
 from ._peers import PEER_SILENCE_WAKE, PeerHub
 from ._registry import (
     TimelineConflict,
@@ -21,6 +22,8 @@ from ._timeline import (
 from ._watch import Watch
 
 __all__ = [
+    "ChangeFeed",
+    "Changes",
     "FileBackend",
     "MemoryBackend",
     "PEER_SILENCE_WAKE",

@@ -28,6 +28,7 @@ from ..core import (
 )
 from ..storage import AsyncWalStore, ControlFileStore, WalStore
 from ._backend import StorageBackend
+from ._changes import ChangeFeed
 from ._peers import PeerHub
 from ._timeline import Timeline, TimelineObserver
 
@@ -87,10 +88,13 @@ class TimelineRegistry:
         services: Sequence[TimelineService] = (),
         observer: TimelineObserver | None = None,
         hub: PeerHub | None = None,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self.observer = observer
         self.hub = hub if hub is not None else PeerHub()
         """Shared by every timeline: peer liveness and the change feed of the exchange."""
+        self.feed = feed if feed is not None else ChangeFeed()
+        """Every change of every timeline, numbered: what a sidecar long-polls."""
         self.node_id = node_id
         self.backend = backend
         self.services = list(services)
@@ -140,12 +144,13 @@ class TimelineRegistry:
         async_store = AsyncWalStore(store, inline=inline)
         return Timeline.from_stores(
             self.node_id, state, async_store, control, inline=inline, observer=self.observer,
-            hub=self.hub,
+            hub=self.hub, feed=self.feed,
         )
 
     def _start(self, timeline: Timeline) -> None:
         assert self._nursery is not None, "registry is not serving"
         self.timelines[timeline.ttid] = timeline
+        self.feed.record(timeline.ttid)
         self._nursery.start_soon(self._run_timeline, timeline)
 
     async def _run_timeline(self, timeline: Timeline) -> None:
@@ -211,6 +216,7 @@ class TimelineRegistry:
                 async with timeline.lock:
                     await timeline.store.aclose()
             await self._blocking(lambda: self.backend.delete(ttid))
+            self.feed.record_deleted(ttid)
             log.info("deleted timeline %s", ttid)
             return True
 

@@ -65,6 +65,7 @@ from ..core import (
     encode_state,
 )
 from ..storage import AsyncWalStore, ControlFileStore
+from ._changes import ChangeFeed
 from ._peers import PeerHub
 from ._watch import Watch
 
@@ -215,6 +216,7 @@ class Timeline:
         inline: bool = False,
         observer: TimelineObserver | None = None,
         hub: PeerHub | None = None,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self.ttid = ttid
         self.observer: TimelineObserver = observer or _NoObserver()
@@ -225,7 +227,9 @@ class Timeline:
         self.lock = trio.Lock()
         self.hub = hub if hub is not None else PeerHub()
         """Node-wide peer liveness and change feed (a private one if not given)."""
-        self.changed = Watch()
+        self._feed = feed
+        self.changed = Watch(None if feed is None else self._report_change)
+        """Fires on every change; a node's :class:`ChangeFeed` (if given) hears of each."""
         self.peers: dict[NodeId, PeerInfo] = {}
         self.receivers: dict[int, Receiver] = {}
         self.walsenders: dict[int, dict[str, object]] = {}
@@ -236,6 +240,12 @@ class Timeline:
         """Set by the recovery engine; feeds the status JSON's ``recovery`` object."""
         self._attached: set[trio.CancelScope] = set()
         self.hub.timeline_changed(ttid)  # a new (or newly loaded) timeline is news to peers
+
+    def _report_change(self) -> None:
+        # A deleted timeline's last stragglers (connections ending) are not news: the
+        # registry reports the deletion itself.
+        if self._feed is not None and not self.deleted:
+            self._feed.record(self.ttid)
 
     @classmethod
     def from_stores(
@@ -248,11 +258,13 @@ class Timeline:
         inline: bool = False,
         observer: TimelineObserver | None = None,
         hub: PeerHub | None = None,
+        feed: ChangeFeed | None = None,
     ) -> Timeline:
         """``inline=True`` (memory twins only) runs control-file writes without a thread."""
         acceptor = Acceptor(node_id, state, write_lsn=store.write_lsn, flush_lsn=store.flush_lsn)
         ttid = TenantTimelineId(state.tenant_id, state.timeline_id)
-        return cls(ttid, acceptor, store, control, inline=inline, observer=observer, hub=hub)
+        return cls(ttid, acceptor, store, control, inline=inline, observer=observer, hub=hub,
+                   feed=feed)
 
     # ---- the one write path -------------------------------------------------------------
 

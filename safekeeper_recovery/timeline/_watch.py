@@ -16,14 +16,18 @@ class Watch:
     waiter's check and its ``await`` of the current event.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_notify: Callable[[], None] | None = None) -> None:
         self.version = 0
         self._event = trio.Event()
+        self._on_notify = on_notify
+        """Called after every :meth:`notify` (a node-wide change feed hooks in here)."""
 
     def notify(self) -> None:
         self.version += 1
         self._event.set()
         self._event = trio.Event()
+        if self._on_notify is not None:
+            self._on_notify()
 
     async def wait_changed(self) -> None:
         """Block until the next :meth:`notify`."""

@@ -64,7 +64,12 @@ from ..timeline import (
     describe_storage_failure,
 )
 from ._auth import Authenticator, bearer_token
-from ._json import decode_create_timeline, decode_peer_info_batch, timeline_status_json
+from ._json import (
+    decode_create_timeline,
+    decode_peer_info_batch,
+    encode_changes,
+    timeline_status_json,
+)
 from ._metrics import METRICS_CONTENT_TYPE, NodeMetrics
 from ._peer_exchange import apply_peer_info_batch
 
@@ -73,6 +78,8 @@ __all__ = ["DEFAULT_MAX_BODY_SIZE", "NodeContext", "RecoveryAdmin", "build_http_
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_SIZE: Final = 16 * 1024 * 1024
+MAX_LONG_POLL: Final = 300.0
+"""Longest wait (seconds) a change-feed request may ask for."""
 
 
 class RecoveryAdmin(Protocol):
@@ -319,6 +326,25 @@ class _Api:
             for ttid, reason in sorted(reasons.items())
         ]})
 
+    async def timeline_changes(self, request: Request) -> Response:
+        """Long poll of the change feed: the timelines changed after ``session``/``after``,
+        answered at once if there are any, else on the next change or after ``timeout``
+        seconds (default 0: at once; at most ``MAX_LONG_POLL``)."""
+        self._authorize(request, tenant=False)
+        query = request.query_params
+        session = query.get("session")
+        try:
+            after = int(query.get("after", "0"))
+            timeout = float(query.get("timeout", "0"))
+        except ValueError:
+            raise _Problem(400, "after must be an integer, timeout a number of seconds") from None
+        if after < 0:
+            raise _Problem(400, f"after must not be negative, got {after}")
+        if not 0.0 <= timeout <= MAX_LONG_POLL:  # also refuses nan
+            raise _Problem(400, f"timeout must be between 0 and {MAX_LONG_POLL:g} seconds")
+        changes = await self.ctx.registry.feed.wait_since(session, after, timeout)
+        return JSONResponse(encode_changes(changes))
+
     async def peer_info(self, request: Request) -> Response:
         self._authorize(request, tenant=False)
         try:
@@ -431,6 +457,7 @@ def build_http_app(node: NodeContext) -> Starlette:
         Route("/metrics", _json_errors(api.metrics), methods=["GET"]),
         Route("/v1/status", _json_errors(api.status), methods=["GET"]),
         Route("/v1/timelines", _json_errors(api.list_timelines), methods=["GET"]),
+        Route("/v1/timelines/changes", _json_errors(api.timeline_changes), methods=["GET"]),
         Route("/v1/peer_info", _json_errors(api.peer_info), methods=["POST"]),
         Route("/v1/recovery", _json_errors(api.recovery_list), methods=["GET"]),
         Route("/v1/tenant/{tenant_id}/timeline", _json_errors(api.create_timeline),

@@ -19,8 +19,8 @@ from typing import Self
 import httpx
 
 from ..core import Lsn, SafekeeperError, TenantTimelineId, Term
-from ..timeline import TimelineParams
-from ._json import PeerInfoBatch, encode_create_timeline, encode_peer_info_batch
+from ..timeline import Changes, TimelineParams
+from ._json import PeerInfoBatch, decode_changes, encode_create_timeline, encode_peer_info_batch
 
 __all__ = ["HttpError", "HttpUnavailable", "SafekeeperClient"]
 
@@ -61,6 +61,7 @@ class SafekeeperClient:
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         self._client = httpx.AsyncClient(
             base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout),
             transport=transport,
@@ -87,12 +88,16 @@ class SafekeeperClient:
         *,
         body: object = None,
         params: dict[str, str] | None = None,
+        extra_time: float = 0.0,
     ) -> object:
         content = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
+        # A long poll's answer may take extra_time before its first byte.
+        timeout = httpx.Timeout(self.timeout, read=self.timeout + extra_time)
         try:
             response = await self._client.request(
-                method, path, content=content, params=params, headers=headers
+                method, path, content=content, params=params, headers=headers,
+                timeout=timeout,
             )
         except httpx.HTTPError as e:  # transport errors, timeouts, protocol errors
             raise HttpUnavailable(
@@ -118,8 +123,10 @@ class SafekeeperClient:
         *,
         body: object = None,
         params: dict[str, str] | None = None,
+        extra_time: float = 0.0,
     ) -> dict[str, object]:
-        payload = await self._request(method, path, body=body, params=params)
+        payload = await self._request(method, path, body=body, params=params,
+                                      extra_time=extra_time)
         if not isinstance(payload, dict):
             raise HttpUnavailable(f"{method} {self.base_url}{path}: expected a JSON object")
         return payload
@@ -134,6 +141,21 @@ class SafekeeperClient:
         if not isinstance(listing, list):
             raise HttpUnavailable("GET /v1/timelines: expected a list of timelines")
         return listing
+
+    async def timeline_changes(self, session: str | None = None, after: int = 0,
+                               wait: float = 0.0) -> Changes:
+        """The timelines changed after the cursor ``(session, after)`` of an earlier answer
+        (none: ``reset``), waiting up to ``wait`` seconds for one (a long poll: this request
+        may take ``wait`` plus the usual timeout)."""
+        params = {"after": str(after), "timeout": str(wait)}
+        if session is not None:
+            params["session"] = session
+        payload = await self._object("GET", "/v1/timelines/changes", params=params,
+                                     extra_time=wait)
+        try:
+            return decode_changes(payload)
+        except ValueError as e:
+            raise HttpUnavailable(f"GET /v1/timelines/changes: {e}") from None
 
     async def metrics(self) -> str:
         try:

@@ -6,6 +6,8 @@
 * Peer info (reference §9): :class:`PeerInfoBatch` / :class:`PeerTimelineInfo`,
   :func:`encode_peer_info_batch` and the strict :func:`decode_peer_info_batch`.
 * Timeline creation: :func:`encode_create_timeline` / :func:`decode_create_timeline`.
+* The change feed (``GET /v1/timelines/changes``): :func:`encode_changes` /
+  :func:`decode_changes`.
 
 All LSNs are ``"X/Y"`` strings. Decoders raise ``ValueError`` naming the offending field;
 they ignore unknown keys (newer peers may send more) but never coerce types: a JSON
@@ -31,13 +33,15 @@ from ..core import (
     TermLsn,
     TimelineId,
 )
-from ..timeline import Receiver, TimelineParams, TimelineSnapshot
+from ..timeline import Changes, Receiver, TimelineParams, TimelineSnapshot
 
 __all__ = [
     "PeerInfoBatch",
     "PeerTimelineInfo",
+    "decode_changes",
     "decode_create_timeline",
     "decode_peer_info_batch",
+    "encode_changes",
     "encode_create_timeline",
     "encode_peer_info_batch",
     "parse_acceptor_state",
@@ -400,3 +404,41 @@ def decode_create_timeline(value: object) -> tuple[TimelineId, TimelineParams]:
     except ValueError as e:
         raise ValueError(f"body: {e}") from None
     return timeline_id, params
+
+
+# ---- the change feed ------------------------------------------------------------------------
+
+
+def _ttid_json(ttid: TenantTimelineId) -> JsonObject:
+    return {"tenant_id": str(ttid.tenant_id), "timeline_id": str(ttid.timeline_id)}
+
+
+def encode_changes(changes: Changes) -> JsonObject:
+    return {
+        "session": changes.session,
+        "cursor": changes.cursor,
+        "reset": changes.reset,
+        "changed": [_ttid_json(t) for t in changes.changed],
+        "deleted": [_ttid_json(t) for t in changes.deleted],
+    }
+
+
+def decode_changes(value: object) -> Changes:
+    """``{session, cursor, reset, changed: [ttid…], deleted: [ttid…]}`` (strict)."""
+    obj = _object(value, "changes")
+    reset = obj.get("reset")
+    if not isinstance(reset, bool):
+        raise ValueError("changes.reset: expected true or false")
+    lists: dict[str, tuple[TenantTimelineId, ...]] = {}
+    for key in ("changed", "deleted"):
+        items = obj.get(key)
+        if not isinstance(items, list):
+            raise ValueError(f"changes.{key}: expected a list")
+        lists[key] = tuple(_ttid(t, f"changes.{key}[{i}]") for i, t in enumerate(items))
+    return Changes(
+        session=_str(obj, "session", "changes"),
+        cursor=_int(obj, "cursor", "changes"),
+        changed=lists["changed"],
+        deleted=lists["deleted"],
+        reset=reset,
+    )

@@ -33,6 +33,7 @@ ROUTES = [
     ("GET", "/metrics"),
     ("GET", "/v1/status"),
     ("GET", "/v1/timelines"),
+    ("GET", "/v1/timelines/changes"),
     ("POST", "/v1/peer_info"),
     ("GET", "/v1/recovery"),
     ("POST", "/v1/tenant/{t}/timeline"),
@@ -58,7 +59,9 @@ lsn_texts = st.one_of(
     st.integers(1, 30_000).map(lambda n: "1" * n),
     st.text(max_size=16),
 )
-query_keys = st.sampled_from(["from_lsn", "until_lsn", "term", "x", ""]) | st.text(max_size=8)
+# Not "timeout": a valid one would make the change feed wait (long poll) past DEADLINE.
+query_keys = st.sampled_from(["from_lsn", "until_lsn", "term", "after", "session", "x", ""]
+                             ) | st.text(max_size=8)
 queries = st.lists(st.tuples(query_keys, lsn_texts), max_size=8)
 
 json_values = st.recursive(

@@ -14,11 +14,13 @@ from .recovery_support_b import (
     MiB,
     assert_digests_equal,
     lagging_node,
+    propose_args,
     recovery_of,
     wait_caught_up,
 )
 
 TTID = TenantTimelineId(TenantId.parse("8" * 32), TimelineId.parse("1" * 32))
+LATER = TenantTimelineId(TenantId.parse("8" * 32), TimelineId.parse("2" * 32))
 
 
 @pytest.mark.slow
@@ -34,7 +36,7 @@ async def test_sidecar_catches_up_a_node_running_no_recovery(
     assert await cluster.flush_lsn(3, TTID) == DEFAULT_START_LSN
 
     sidecar = await start_cli(cluster.work_dir, "sidecar", "sidecar",
-                              "--node", cluster[3].http_url, "--poll-interval", "0.1",
+                              "--node", cluster[3].http_url, "--min-interval", "0.05",
                               "--log-format", "json")
     try:
         await wait_caught_up(cluster, 3, TTID, end, timeout=60)
@@ -43,6 +45,16 @@ async def test_sidecar_catches_up_a_node_running_no_recovery(
         assert Lsn.parse(str((await cluster.status(3, TTID))["flush_lsn"])) == end
         # The node's own engine stays off; the sidecar did the work.
         assert (await recovery_of(cluster, 3, TTID))["state"] == "disabled"
+
+        # Woken, not polling: a timeline created while the sidecar runs, and WAL that only
+        # nodes 1 and 2 get, reach node 3 through the change feed (peer info arriving).
+        await cluster.create_timeline(LATER)
+        result = await cluster.propose(*propose_args(cluster, LATER, str(4 * MiB),
+                                                     ids=[1, 2]))
+        assert result.returncode == 0, result.stderr
+        later_end = await cluster.flush_lsn(1, LATER)
+        await wait_caught_up(cluster, 3, LATER, later_end, timeout=60)
+        await assert_digests_equal(cluster, LATER, [1, 3], DEFAULT_START_LSN, later_end)
         assert sidecar.process.returncode is None, sidecar.stderr()
         sidecar.process.send_signal(signal.SIGTERM)
         result = await sidecar.wait(timeout=15)

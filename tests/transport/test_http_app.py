@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from safekeeper_recovery.core import Lsn, TenantTimelineId
 from safekeeper_recovery.transport import encode_peer_info_batch
@@ -86,6 +87,49 @@ async def test_timelines_listing_shows_ok_and_broken(with_timeline: HttpNode) ->
     states = {(t["timeline_id"], t["state"], t["broken"]) for t in r.json()["timelines"]}
     assert states == {(str(TIMELINE), "ok", None), (str(other.timeline_id), "broken",
                                                      "failed to load: gone")}
+
+
+async def test_change_feed_long_poll_answers_on_the_next_change(with_timeline: HttpNode) -> None:
+    r = await with_timeline.client.get("/v1/timelines/changes")
+    assert r.status_code == 200
+    first = r.json()
+    assert first["reset"] is True  # no cursor yet: re-read everything
+    cursor = {"session": first["session"], "after": str(first["cursor"])}
+    answers: list[httpx.Response] = []
+
+    async def long_poll() -> None:
+        answers.append(await with_timeline.client.get(
+            "/v1/timelines/changes", params={**cursor, "timeout": "60"}))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(long_poll)
+        await trio.testing.wait_all_tasks_blocked()
+        assert with_timeline.registry.feed.statistics()["waiters"] == 1
+        assert not answers  # nothing changed: it waits
+        await write_wal(with_timeline.timeline, 1, b"x" * 10)
+    body = answers[0].json()
+    assert answers[0].status_code == 200
+    assert body["reset"] is False
+    assert body["changed"] == [{"tenant_id": str(TENANT), "timeline_id": str(TIMELINE)}]
+    assert body["deleted"] == []
+    assert body["cursor"] > first["cursor"]
+
+    r = await with_timeline.client.delete(TL_PATH)
+    assert r.status_code == 200
+    r = await with_timeline.client.get("/v1/timelines/changes", params={
+        "session": body["session"], "after": str(body["cursor"])})
+    assert r.json()["deleted"] == [{"tenant_id": str(TENANT), "timeline_id": str(TIMELINE)}]
+
+
+@pytest.mark.parametrize("query", [
+    {"after": "x"}, {"after": "-1"}, {"timeout": "301"}, {"timeout": "nan"},
+    {"timeout": "-1"}, {"timeout": "inf"}, {"after": "1" * 5000},
+])
+async def test_change_feed_rejects_bad_parameters(with_timeline: HttpNode,
+                                                  query: dict[str, str]) -> None:
+    r = await with_timeline.client.get("/v1/timelines/changes", params=query)
+    assert r.status_code == 400, r.text
+    assert "error" in r.json()
 
 
 # ---- create / status / delete ---------------------------------------------------------------

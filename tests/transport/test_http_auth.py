@@ -55,6 +55,7 @@ async def secured(nursery: trio.Nursery, tmp_path: Path, keys: Keys) -> AsyncIte
 ENDPOINTS = [
     ("GET", "/v1/status", None),
     ("GET", "/v1/timelines", None),
+    ("GET", "/v1/timelines/changes", None),
     ("POST", "/v1/peer_info", {"node_id": 2, "http_addr": "http://a", "wal_addr": "ws://a",
                                "timelines": []}),
     ("GET", "/v1/recovery", None),
@@ -98,7 +99,7 @@ async def test_tenant_token_works_for_its_tenant_only(secured: HttpNode, keys: K
         r = await mine.post(f"{TL_PATH}/term_bump", json={"term": 3})
         assert r.json()["current_term"] == 3
         # Node-wide endpoints need safekeeperdata.
-        for path in ("/v1/status", "/v1/timelines", "/v1/recovery"):
+        for path in ("/v1/status", "/v1/timelines", "/v1/timelines/changes", "/v1/recovery"):
             assert (await mine.get(path)).status_code == 403
         assert (await mine.post("/v1/peer_info", json={})).status_code == 403
     async with asgi_client(secured.app, keys.token(OTHER_TENANT)) as other:
