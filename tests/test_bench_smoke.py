@@ -5,7 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from safekeeper_recovery.bench import Samples, cpu_seconds, kept_sections, ratio, write_segments
+from safekeeper_recovery.bench import (
+    BenchConfig,
+    BenchResults,
+    Samples,
+    cpu_seconds,
+    kept_sections,
+    ratio,
+    targets,
+    write_segments,
+)
 
 
 def test_disk_limit_writes_and_removes_segments(tmp_path: Path) -> None:
@@ -31,3 +40,16 @@ def test_a_regenerated_report_keeps_the_profile_section() -> None:
     assert kept_sections(old) == "## Profile\n\nwhat limits it\n\n### Recovery\n\nx\n"
     assert kept_sections("# Benchmarks\n\n## Targets\n") == ""
     assert kept_sections("## Profile\n\ny\n") == "## Profile\n\ny\n"
+
+
+def test_memory_growth_compares_the_peaks_over_as_many_rounds_at_both_sizes() -> None:
+    results = BenchResults(BenchConfig())
+    results.peak_rss_small.values.extend([102.0, 126.0, 110.0])
+    results.peak_rss_main.values.extend([125.0, 124.0, 126.5])
+    verdicts = {name: (value, ok) for name, value, ok in targets(results)}
+    assert verdicts["peak RSS at N within 10 % of N/4 (max over rounds)"] == ("1.004", True)
+    assert verdicts["peak RSS recovering N ≤ 200 MiB (max over rounds)"] == ("126.5", True)
+    # Memory that does grow with the WAL is still caught.
+    results.peak_rss_main.values.append(150.0)
+    verdicts = {name: (value, ok) for name, value, ok in targets(results)}
+    assert verdicts["peak RSS at N within 10 % of N/4 (max over rounds)"] == ("1.190", False)

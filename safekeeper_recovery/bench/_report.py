@@ -43,9 +43,7 @@ def figures(r: BenchResults) -> list[tuple[str, str, str]]:
     rows.append((r.detect.name, r.detect.describe(".3f"), "s"))
     rows.append((r.finish.name, r.finish.describe(".3f"), "s"))
     rows.append((r.peak_rss_small.name, r.peak_rss_small.describe(), "MiB"))
-    rows.append((f"{r.peak_rss_main.name} (max over rounds)",
-                 f"{max(r.peak_rss_main.values):.1f}" if r.peak_rss_main.values else "n/a",
-                 "MiB"))
+    rows.append((r.peak_rss_main.name, r.peak_rss_main.describe(), "MiB"))
     idle = r.idle
     if idle is not None:
         rows += [
@@ -88,11 +86,13 @@ def targets(r: BenchResults) -> list[tuple[str, str, bool | None]]:
               r.idle.cpu_percent <= 2.0, ".2f")
         check("start-up ≤ 20 s", r.idle.startup_seconds, r.idle.startup_seconds <= 20.0,
               ".2f")
+    # Peaks: the highest over the rounds, at both sizes (each size runs every round).
     big = max(r.peak_rss_main.values) if r.peak_rss_main.values else None
-    small = med(r.peak_rss_small)
-    check("peak RSS recovering N ≤ 200 MiB", big, big is not None and big <= 200, ".1f")
+    small = max(r.peak_rss_small.values) if r.peak_rss_small.values else None
+    check("peak RSS recovering N ≤ 200 MiB (max over rounds)", big,
+          big is not None and big <= 200, ".1f")
     growth = None if big is None or not small else big / small
-    check("peak RSS at N within 10 % of N/4", growth,
+    check("peak RSS at N within 10 % of N/4 (max over rounds)", growth,
           growth is not None and growth <= 1.10, ".3f")
     return out
 
@@ -136,7 +136,8 @@ def render_markdown(r: BenchResults, command: str, notes: str = "") -> str:
         "`pg_logical_emit_message` records, one replication slot per round so each round "
         "streams the same bytes); the disk limit (N bytes written as 16 MiB files, one "
         "write + fsync per file, by a plain Python loop); and the test proposer (in the "
-        "benchmark process, 64 MiB window) writing N bytes to three nodes (ingest). Ratios "
+        "benchmark process, 64 MiB window) writing N bytes to three nodes (ingest); and node "
+        "3 recovering N/4 bytes, for its peak RSS (VmHWM) against the N runs'. Ratios "
         "are per round (same window), then median (min-max). MB = 10^6 bytes. CPU is user + "
         "system time from `/proc/<pid>/stat` per GiB moved (each ingest node counts once "
         "per round).",
