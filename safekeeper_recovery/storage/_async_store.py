@@ -8,19 +8,27 @@ thread (``FileWalStore.write_chunks``: one ``pwritev`` per segment; other stores
 ``write`` per chunk): no byte is copied in the trio thread (a ``bytearray`` buffer cost two
 copies of every byte there, the bottleneck of a recovering node).
 Reads may fetch up to ``read_ahead_bytes`` (within one segment) in one hop and serve the
-following smaller reads from that cache. Nothing here reads a clock, so it runs unchanged
+following smaller reads from that cache. A reader streaming through old WAL (a peer
+recovering, a node being caught up) has the next block *prefetched*: as soon as a block is
+read in full, the one after it is read on a worker thread while the caller sends the
+current one, so the disk and the network work at the same time (WAL is read with
+``O_DIRECT``, never from the page cache, so every block is a real disk read). Nothing here
+reads a clock, so it runs unchanged
 under trio's ``MockClock``. But a thread hop leaves the run loop idle, and an *autojump*
 clock then jumps virtual time forward (timeouts may fire while the disk "works"): for
 simulations over ``MemoryWalStore`` pass ``inline=True`` to run the calls in the trio thread.
 
 Concurrency: callers serialise mutations (``write``/``flush``/``truncate``); the timeline
 holds a lock for that. A ``trio.Lock`` inside still serialises every thread hop, because the
-wrapped store is not thread-safe. Thread hops are not cancellable: a cancelled caller
-returns only after the blocking call finished, so the store is never left mid-operation.
+wrapped store is not thread-safe; a prefetch is a system task taking the same lock, so it
+is one more hop in line (a truncation drops what it fetched). Thread hops are not
+cancellable: a cancelled caller returns only after the blocking call finished, so the store
+is never left mid-operation.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Final, TypeVar, final
 
@@ -39,6 +47,7 @@ from ._wal_store import (
 __all__ = ["AsyncWalStore", "AsyncWalStoreStatistics"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_WRITE_BATCH: Final = 4 << 20
 DEFAULT_READ_AHEAD: Final = 4 << 20
@@ -62,6 +71,8 @@ class AsyncWalStoreStatistics:
     """Bytes accepted by ``write`` but not yet handed to the store."""
     read_cache_hits: int
     """``read`` calls served from the read-ahead cache without a hop."""
+    prefetches: int = 0
+    """Blocks read ahead of a streaming reader (see the module docstring)."""
 
 
 @final
@@ -75,12 +86,15 @@ class AsyncWalStore:
         write_batch_bytes: int = DEFAULT_WRITE_BATCH,
         read_ahead_bytes: int = DEFAULT_READ_AHEAD,
         inline: bool = False,
+        prefetch: bool | None = None,
     ) -> None:
         """Wrap ``store`` (which this object then owns and closes in ``aclose``).
 
         ``inline=True`` runs the batched blocking calls directly in the trio thread (each
         preceded by a checkpoint) instead of on a worker thread: only for stores that never
-        block, such as ``MemoryWalStore`` under a mock clock.
+        block, such as ``MemoryWalStore`` under a mock clock. ``prefetch`` (default: when
+        not inline; a simulation wants no tasks of the store's own) reads the next block
+        ahead of a streaming reader.
         """
         if write_batch_bytes <= 0 or read_ahead_bytes <= 0:
             raise ValueError("write_batch_bytes and read_ahead_bytes must be positive")
@@ -94,6 +108,12 @@ class AsyncWalStore:
         self._write_lsn = store.write_lsn  # end of accepted bytes (store + buffer)
         self._cache_start = Lsn(0)
         self._cache = b""  # durable bytes [cache_start, cache_start + len(cache))
+        self._prefetch = (not inline) if prefetch is None else prefetch
+        self._prefetching = False
+        self._next_start = Lsn(0)
+        self._next = b""  # the prefetched block after the cache: [next_start, …)
+        self._prefetches = 0
+        self._closed = False
         self._bytes_written = 0
         self._flushes = 0
         self._hops = 0
@@ -129,6 +149,7 @@ class AsyncWalStore:
             thread_hops=self._hops,
             buffered_bytes=self._buffered,
             read_cache_hits=self._cache_hits,
+            prefetches=self._prefetches,
         )
 
     async def _hop(self, fn: Callable[[], T]) -> T:
@@ -220,7 +241,7 @@ class AsyncWalStore:
         """
         async with self._lock:
             check_truncate_target(lsn, self._store.start_lsn, self._write_lsn)
-            self._cache = b""
+            self._cache = self._next = b""
             self._keep_buffered(max(0, int(lsn) - int(self._store.write_lsn)))
             store = self._store
             await self._hand_over(lambda: store.truncate(lsn))
@@ -251,20 +272,66 @@ class AsyncWalStore:
         """
         check_readable(start, self._store.start_lsn, max_bytes)
         async with self._lock:
-            offset = int(start) - int(self._cache_start)
-            if self._cache and 0 <= offset < len(self._cache):
+            data = self._from_cache(start, max_bytes)
+            if data is not None:
                 self._cache_hits += 1
-                data = self._cache[offset : offset + max_bytes]
-                if offset + max_bytes >= len(self._cache):
-                    self._cache = b""  # consumed: do not hold it while the reader idles
                 return data
             store = self._store
             if readable_length(start, max_bytes, store.flush_lsn, store.seg_size) == 0:
                 return b""
             want = max(max_bytes, self._read_ahead)
-            data = await self._hop(lambda: store.read(start, want))
-            self._cache_start, self._cache = start, data
-            return data[:max_bytes]
+            block = await self._hop(lambda: store.read(start, want))
+            self._cache_start, self._cache = start, block
+            self._next = b""
+            # More durable WAL after this block: a reader catching up will want it next (a
+            # reader following the live end reads up to flush_lsn and gets no prefetch).
+            self._prefetch_after(start + len(block))
+            return self._from_cache(start, max_bytes) or b""
+
+    def _from_cache(self, start: Lsn, max_bytes: int) -> bytes | None:
+        """Serve from the cache or the prefetched block; None if neither holds ``start``."""
+        offset = int(start) - int(self._cache_start)
+        if not (self._cache and 0 <= offset < len(self._cache)):
+            if not self._next or int(start) - int(self._next_start) not in range(
+                    len(self._next)):
+                return None
+            # The reader moved on to the prefetched block: it becomes the cache, and the
+            # one after it is fetched while this one is sent.
+            self._cache_start, self._cache, self._next = self._next_start, self._next, b""
+            self._prefetch_after(self._cache_start + len(self._cache))
+            offset = int(start) - int(self._cache_start)
+        data = self._cache[offset : offset + max_bytes]
+        if offset + max_bytes >= len(self._cache):
+            self._cache = b""  # consumed: do not hold it while the reader idles
+        return data
+
+    def _prefetch_after(self, lsn: Lsn) -> None:
+        """Read the block at ``lsn`` in the background if durable WAL is there."""
+        store = self._store
+        if (not self._prefetch or self._prefetching or self._closed
+                or readable_length(lsn, 1, store.flush_lsn, store.seg_size) == 0):
+            return
+        self._prefetching = True
+        trio.lowlevel.spawn_system_task(self._prefetch_block, lsn,
+                                        name=f"prefetch WAL at {lsn}")
+
+    async def _prefetch_block(self, lsn: Lsn) -> None:
+        # A system task (no nursery of ours to run it in): it must never raise.
+        try:
+            async with self._lock:
+                store = self._store
+                if self._closed or readable_length(lsn, 1, store.flush_lsn, store.seg_size) == 0:
+                    return
+                if int(self._cache_start) + len(self._cache) != int(lsn) and self._cache:
+                    return  # the reader went elsewhere meanwhile
+                block = await self._hop(lambda: store.read(lsn, self._read_ahead))
+                if not self._closed:
+                    self._next_start, self._next = lsn, block
+                    self._prefetches += 1
+        except Exception as exc:  # the reader's own read will meet (and report) the fault
+            log.debug("prefetch of WAL at %s failed: %s", lsn, exc)
+        finally:
+            self._prefetching = False
 
     async def digest(self, from_lsn: Lsn, until_lsn: Lsn) -> str:
         """Hex SHA-256 of durable ``[from_lsn, until_lsn)`` in one hop (``StorageError``
@@ -279,7 +346,8 @@ class AsyncWalStore:
         async with self._lock:
             self._chunks, self._buffered = [], 0
             self._write_lsn = self._store.flush_lsn
-            self._cache = b""
+            self._cache = self._next = b""
+            self._closed = True
             await self._hop(self._store.close)
 
     def __repr__(self) -> str:

@@ -1,4 +1,4 @@
-"""Direct I/O (``O_DIRECT``) writes of WAL: aligned staging buffers and the block tail.
+"""Direct I/O (``O_DIRECT``) of WAL: aligned staging buffers, the block tail, reads.
 
 Why: a buffered ``pwrite`` copies every byte into the page cache, and on virtual machines
 whose guest memory is populated lazily (Firecracker, and most clouds' small VMs) the first
@@ -18,6 +18,14 @@ with either its old or its new content, and the head's bytes are the same in bot
 zeros land past the write position, where a segment holds nothing yet (it was
 preallocated, or zeroed by a truncation), and positions past the flush position count as
 never written anyway.
+
+Reads (a WAL sender: a peer recovering, a proposer catching a node up) go the same way:
+WAL written with ``O_DIRECT`` is not in the page cache, so a buffered read would fetch it
+from the disk anyway and also fill fresh page-cache pages, the cost above. On the benchmark
+machine a donor streaming 1 GiB spent 1.7-4.6 s/GiB of CPU (the slow rounds being those
+where its memory had gone cold), and a cold buffered read of 1 GiB ran at 475 MB/s against
+837 MB/s with ``O_DIRECT`` in 4 MiB reads. :func:`read_direct` reads the block-aligned span
+around the asked range into a pooled staging buffer and copies out the asked bytes.
 """
 
 from __future__ import annotations
@@ -27,10 +35,11 @@ import threading
 from collections.abc import Sequence
 from typing import Final
 
+from . import _fileops as fileops
 from ._durable import pwrite_all
 
-__all__ = ["BLOCK", "STAGE_BYTES", "RefusedDevices", "refused_devices", "stage_pool",
-           "write_direct"]
+__all__ = ["BLOCK", "STAGE_BYTES", "RefusedDevices", "read_direct", "refused_devices",
+           "stage_pool", "write_direct"]
 
 BLOCK: Final = 4096
 """Alignment of offsets, lengths and addresses: the page size, a multiple of every common
@@ -136,3 +145,29 @@ def write_direct(fd: int, offset: int, head: bytes, chunks: Sequence[memoryview]
     finally:
         stage_pool.give(stage)
 
+
+
+def read_direct(fd: int, offset: int, n: int) -> bytes:
+    """Up to ``n`` bytes at ``offset`` through the ``O_DIRECT`` descriptor ``fd``.
+
+    Reads the span from ``offset`` rounded down to ``BLOCK`` to ``offset + n`` rounded up,
+    in one staging buffer; when that span would not fit (``n`` near ``STAGE_BYTES`` at an
+    unaligned offset) fewer bytes are returned, as at the end of the file. Raises
+    ``OSError`` unchanged (``EINVAL``: the file system wants a larger alignment).
+    """
+    start = offset - offset % BLOCK
+    skip = offset - start
+    n = max(0, min(n, STAGE_BYTES - skip))
+    end = -(-(offset + n) // BLOCK) * BLOCK
+    stage = stage_pool.take()
+    try:
+        with memoryview(stage) as buf:
+            got = 0
+            while start + got < end:
+                k = fileops.preadv(fd, [buf[got:end - start]], start + got)
+                got += max(k, 0)
+                if k <= 0 or k % BLOCK:
+                    break  # the end of the file (a direct read resumes only on a block)
+            return bytes(buf[skip:max(skip, min(got, skip + n))])
+    finally:
+        stage_pool.give(stage)

@@ -34,6 +34,7 @@ __all__ = [
     "open",
     "posix_fallocate",
     "pread",
+    "preadv",
     "pwrite",
     "pwritev",
     "rename",
@@ -45,6 +46,7 @@ open = os.open  # mirrors the os name on purpose: fileops.open(path, flags)
 pwrite = os.pwrite
 pwritev = os.pwritev
 pread = os.pread
+preadv = os.preadv
 fsync = os.fsync
 fdatasync = os.fdatasync
 posix_fallocate = os.posix_fallocate
@@ -56,7 +58,7 @@ unlink = os.unlink
 OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
     "open": ("open",),
     "write": ("pwrite", "pwritev"),
-    "read": ("pread",),
+    "read": ("pread", "preadv"),
     "fsync": ("fsync",),
     "fdatasync": ("fdatasync",),
     "fallocate": ("posix_fallocate",),
@@ -66,7 +68,7 @@ OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
 }
 """Operation names :meth:`DiskFaults.fail` accepts, and the attributes each one covers."""
 
-_FD_FIRST: Final = frozenset({"pwrite", "pwritev", "pread", "fsync", "fdatasync",
+_FD_FIRST: Final = frozenset({"pwrite", "pwritev", "pread", "preadv", "fsync", "fdatasync",
                               "posix_fallocate", "ftruncate"})
 
 

@@ -31,7 +31,7 @@ from typing import Final, final
 
 from ..core import CorruptionError, Lsn, StorageError, segment_file_name
 from . import _fileops as fileops
-from ._direct import BLOCK, refused_devices, write_direct
+from ._direct import BLOCK, read_direct, refused_devices, write_direct
 from ._durable import fsync_directory, pwrite_all, pwritev_all, remove_durably
 from ._flush_position import FLUSH_POSITION_FILE_NAME, FlushPositionFile
 from ._truncation_mark import TRUNCATION_MARK_FILE_NAME, clear_mark, read_mark, write_mark
@@ -535,24 +535,58 @@ class FileWalStore:
         segno = start.segment_number(self._seg_size)
         offset = start.segment_offset(self._seg_size)
         try:
-            if self._fd is not None and self._fd_segno == segno and not self._direct:
+            if self._direct:
+                data = self._read_direct(segno, n, offset)
+            elif self._fd is not None and self._fd_segno == segno:
                 data = fileops.pread(self._fd, n, offset)
             else:
                 data = self._read_closed_segment(segno, n, offset)
         except OSError as exc:
             raise StorageError(f"cannot read WAL at {start} in {self._dir}: {exc}") from exc
+        if self._direct and 0 < len(data) < n:
+            n = len(data)  # read_direct returns less when the aligned span is too large
         if len(data) != n:
             raise CorruptionError(
                 f"short read of WAL at {start} in {self._dir}: {len(data)} of {n} bytes"
             )
         return data
 
-    def _read_closed_segment(self, segno: int, n: int, offset: int) -> bytes:
+    def _read_direct(self, segno: int, n: int, offset: int) -> bytes:
+        """Read through ``O_DIRECT`` (see ``_direct.py``); buffered from now on if the file
+        system refuses it (``EINVAL`` at open or read)."""
+        open_segment = self._fd is not None and self._fd_segno == segno
+        try:
+            if open_segment:
+                assert self._fd is not None
+                return read_direct(self._fd, offset, n)  # opened O_DIRECT for writing
+            fd = self._open_closed_segment(segno, os.O_RDONLY | os.O_DIRECT)
+            if fd is None:
+                return self._read_closed_segment(segno, n, offset)  # names what is missing
+            try:
+                return read_direct(fd, offset, n)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._give_up_direct_io(exc)
+        if open_segment:
+            assert self._fd is not None
+            return fileops.pread(self._fd, n, offset)
+        return self._read_closed_segment(segno, n, offset)
+
+    def _open_closed_segment(self, segno: int, flags: int) -> int | None:
+        """A descriptor of segment ``segno`` (complete, else ``.partial``); None if neither."""
         for partial in (False, True):
             try:
-                fd = fileops.open(self._segment_path(segno, partial), os.O_RDONLY)
+                return fileops.open(self._segment_path(segno, partial), flags)
             except FileNotFoundError:
                 continue
+        return None
+
+    def _read_closed_segment(self, segno: int, n: int, offset: int) -> bytes:
+        fd = self._open_closed_segment(segno, os.O_RDONLY)
+        if fd is not None:
             try:
                 return fileops.pread(fd, n, offset)
             finally:

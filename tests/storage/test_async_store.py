@@ -65,7 +65,7 @@ async def test_rewrite_and_gap_are_refused_against_buffered_position(inner: WalS
 
 
 async def test_reads_see_only_flushed_bytes_and_use_the_read_ahead_cache(inner: WalStore) -> None:
-    s = AsyncWalStore(inner)
+    s = AsyncWalStore(inner, prefetch=False)  # the cache alone (prefetching: below)
     data = bytes(range(256)) * (6 * KIB)  # 1.5 MiB
     await s.write(Lsn(0), data)
     assert await s.read(Lsn(0), 128 * KIB) == b""
@@ -81,6 +81,52 @@ async def test_reads_see_only_flushed_bytes_and_use_the_read_ahead_cache(inner: 
     # 12 reads of 128 KiB: one hop for segment 0 (1 MiB), one for the rest of segment 1.
     assert s.statistics().thread_hops - hops == 2
     assert s.statistics().read_cache_hits == 10
+    await s.aclose()
+
+
+async def test_a_streaming_reader_gets_the_next_block_prefetched(inner: WalStore) -> None:
+    s = AsyncWalStore(inner)
+    data = bytes(range(251)) * (14 * KIB)  # 3.4 MiB: four segments
+    await s.write(Lsn(0), data)
+    await s.flush()
+    got = bytearray()
+    while len(got) < len(data):
+        chunk = await s.read(Lsn(len(got)), 128 * KIB)
+        assert chunk
+        got += chunk
+        # Let a prefetch start, as sending would: it then holds the store's lock, so the
+        # next read waits for it and is served from what it fetched.
+        await trio.testing.wait_all_tasks_blocked()
+    assert got == data
+    stats = s.statistics()
+    # Segment 0 read by the reader itself, 1-3 ahead of it; every other read from memory.
+    assert stats.prefetches == 3
+    assert stats.read_cache_hits == len(range(0, len(data), 128 * KIB)) - 1
+    await s.aclose()
+
+
+async def test_a_truncation_drops_the_prefetched_block(inner: WalStore) -> None:
+    s = AsyncWalStore(inner)
+    await s.write(Lsn(0), b"1" * (2 * SEG))
+    await s.flush()
+    assert await s.read(Lsn(0), 10) == b"1" * 10
+    await trio.testing.wait_all_tasks_blocked()  # the prefetch holds the store's lock...
+    await s.flush()  # ... until it is done (flush takes the lock too)
+    assert s.statistics().prefetches == 1  # segment 1 is held
+    await s.truncate(Lsn(SEG + 5))
+    await s.write(Lsn(SEG + 5), b"2" * 5)
+    await s.flush()
+    assert await s.read(Lsn(SEG), 10) == b"1" * 5 + b"2" * 5
+    await s.aclose()
+
+
+async def test_inline_stores_never_prefetch() -> None:
+    s = AsyncWalStore(MemoryWalStore(SEG), inline=True)
+    await s.write(Lsn(0), b"x" * (2 * SEG))
+    await s.flush()
+    await s.read(Lsn(0), 10)
+    await trio.testing.wait_all_tasks_blocked()
+    assert s.statistics().prefetches == 0
     await s.aclose()
 
 

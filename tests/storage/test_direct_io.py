@@ -21,7 +21,13 @@ import pytest
 from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.storage import FileWalStore, _segments
 from safekeeper_recovery.storage import _fileops as fileops
-from safekeeper_recovery.storage._direct import BLOCK, STAGE_BYTES, RefusedDevices, write_direct
+from safekeeper_recovery.storage._direct import (
+    BLOCK,
+    STAGE_BYTES,
+    RefusedDevices,
+    read_direct,
+    write_direct,
+)
 
 SEG = 1 << 20
 
@@ -152,4 +158,74 @@ def test_a_refusing_file_system_is_tried_and_reported_once(
                 assert s.flush() == Lsn(3)
                 assert not _write_fd_flags(s) & os.O_DIRECT
     assert refused == ["open"]
+    assert caplog.text.count("direct I/O refused") == 1
+
+
+def test_read_direct_returns_the_asked_bytes_at_any_offset(tmp_path: Path) -> None:
+    data = random.Random(5).randbytes(2 * STAGE_BYTES + 100)  # ends mid-block
+    (tmp_path / "f").write_bytes(data)
+    fd = os.open(tmp_path / "f", os.O_RDONLY | os.O_DIRECT)
+    try:
+        for offset in (0, 1, BLOCK - 1, BLOCK, 12_345, STAGE_BYTES - 5, len(data) - 10):
+            for n in (1, BLOCK - 1, BLOCK, BLOCK + 1, 100_000, STAGE_BYTES):
+                got = read_direct(fd, offset, n)
+                want = data[offset:offset + n]
+                # All of it, except that an unaligned start may cut a full buffer's worth
+                # short by at most a block (and the file's end cuts everything).
+                assert want.startswith(got), (offset, n)
+                assert len(got) >= min(len(want), STAGE_BYTES - BLOCK), (offset, n, len(got))
+        assert read_direct(fd, len(data), 10) == b""
+    finally:
+        os.close(fd)
+
+
+def test_direct_store_reads_through_o_direct_not_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    start = Lsn(SEG - 3 * BLOCK - 5)
+    data = random.Random(8).randbytes(2 * SEG + 777)  # closed segments and an open one
+    reads: list[tuple[str, bool]] = []  # (call, descriptor opened O_DIRECT)
+    real_pread, real_preadv = fileops.pread, fileops.preadv
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        reads.append(("pread", bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)))
+        return real_pread(fd, n, offset)
+
+    def preadv(fd: int, buffers: Any, offset: int) -> int:
+        reads.append(("preadv", bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)))
+        return real_preadv(fd, buffers, offset)
+
+    with FileWalStore.create(tmp_path, SEG, start, direct_io=True) as s:
+        s.write(start, data)
+        s.flush()
+        monkeypatch.setattr(fileops, "pread", pread)
+        monkeypatch.setattr(fileops, "preadv", preadv)
+        got = bytearray()
+        while len(got) < len(data):
+            chunk = s.read(start + len(got), STAGE_BYTES)
+            assert chunk
+            got += chunk
+        assert s.read(start + 5, 10) == data[5:15]
+        assert s.read(start + len(data) - 3, 3) == data[-3:]  # the open segment's end
+    assert got == data
+    assert reads
+    assert set(reads) == {("preadv", True)}
+
+
+def test_a_file_system_refusing_direct_reads_gets_buffered_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(_segments, "refused_devices", RefusedDevices())
+    data = random.Random(9).randbytes(SEG + 1000)
+    with FileWalStore.create(tmp_path, SEG, Lsn(0), direct_io=True) as s:
+        s.write(Lsn(0), data)
+        s.flush()
+
+        def preadv(fd: int, buffers: Any, offset: int) -> int:
+            raise OSError(errno.EINVAL, "Invalid argument")
+
+        monkeypatch.setattr(fileops, "preadv", preadv)
+        with caplog.at_level(logging.WARNING, logger="safekeeper_recovery.storage"):
+            assert s.read(Lsn(10), 100) == data[10:110]  # closed segment
+            assert s.read(Lsn(SEG + 10), 100) == data[SEG + 10:SEG + 110]  # open one
     assert caplog.text.count("direct I/O refused") == 1
