@@ -35,7 +35,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (pyflakes, pycodestyle, bugbear, ASYNC, …) and the formatter check."""
+    """ruff check: pyflakes, pycodestyle, bugbear, ASYNC and the rest of pyproject's rules."""
     _install(session, "lint")
     session.run("ruff", "check", "safekeeper_recovery", "tests", "noxfile.py")
 

@@ -50,11 +50,15 @@ __all__ = ["AttemptCancelled", "AttemptResult", "DonorTimeout", "RecoveryConfig"
 
 log = logging.getLogger(__name__)
 
-MESSAGE_QUEUE_SIZE = 32
-"""AppendRequests queued for the local acceptor (the seed queues 256): at most 32 x 1 MiB
-(``MAX_SEND_SIZE``), a bounded 32 MiB, whatever the WAL size. Measured in one window: 8
-queued messages gave 0.80x pg_receivewal and a 98 MiB peak, 32 gave 0.92x and 127 MiB
-(the queue rides out the recipient's fsync stalls); 256 let memory depend on timing."""
+MESSAGE_QUEUE_SIZE = 12
+"""AppendRequests queued for the local acceptor (the seed queues 256): at most 12 x 1 MiB
+(``MAX_SEND_SIZE``), a bounded 12 MiB, whatever the WAL size. The queue rides out the
+recipient's fsync stalls, but the peak RSS of a recovering node is its baseline plus
+whatever of this queue one stall happened to fill, so a longer recovery (more stalls) peaks
+higher, up to the bound. Measured on the benchmark machine (1 GiB, back to back, WAL read
+with O_DIRECT and prefetched): 8 gave 354-415 MB/s and a 96-100 MiB peak, 16 gave 423-508
+MB/s and 99-111 MiB (in a full bench, 1 GiB peaked 1.100x the 256 MiB runs), 32 gave
+409-490 MB/s and 95-131 MiB (1.21-1.23x)."""
 REPLY_QUEUE_SIZE = 16
 STATUS_INTERVAL = 0.1
 """While WAL flows, a StatusUpdate goes to the donor at most this often (seconds).
