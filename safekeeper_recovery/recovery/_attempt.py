@@ -50,15 +50,17 @@ __all__ = ["AttemptCancelled", "AttemptResult", "DonorTimeout", "RecoveryConfig"
 
 log = logging.getLogger(__name__)
 
-MESSAGE_QUEUE_SIZE = 12
-"""AppendRequests queued for the local acceptor (the seed queues 256): at most 12 x 1 MiB
-(``MAX_SEND_SIZE``), a bounded 12 MiB, whatever the WAL size. The queue rides out the
-recipient's fsync stalls, but the peak RSS of a recovering node is its baseline plus
-whatever of this queue one stall happened to fill, so a longer recovery (more stalls) peaks
-higher, up to the bound. Measured on the benchmark machine (1 GiB, back to back, WAL read
-with O_DIRECT and prefetched): 8 gave 354-415 MB/s and a 96-100 MiB peak, 16 gave 423-508
-MB/s and 99-111 MiB (in a full bench, 1 GiB peaked 1.100x the 256 MiB runs), 32 gave
-409-490 MB/s and 95-131 MiB (1.21-1.23x)."""
+MESSAGE_QUEUE_SIZE = 8
+"""AppendRequests queued for the local acceptor (the seed queues 256): at most 8 x 1 MiB
+(``MAX_SEND_SIZE``), a bounded 8 MiB, whatever the WAL size. trio-websocket already holds
+up to 4 decoded frames ahead of ``network_io`` and the kernel's socket buffers several MiB
+more, so a longer queue buys no speed: measured interleaved on the benchmark machine (1 GiB
+and 256 MiB recoveries, 4 each), 4, 8 and 12 all gave 390-540 MB/s. It does buy peak
+memory: the peak RSS of a recovering node is its baseline plus what of the pipeline's
+buffers an fsync stall happened to fill (and a few MiB of heap fragmentation that levels
+off: 3 GiB peaked like 1 GiB), so a longer recovery, with more stalls, peaks higher, up to
+the bound. Peak RSS at 256 MiB / 1 GiB: 4 gave 94-98 / 101-106 MiB, 8 gave 95-104 /
+102-105, 12 gave 102-105 / 105-111, 32 gave 95-131 at 1 GiB."""
 REPLY_QUEUE_SIZE = 16
 STATUS_INTERVAL = 0.1
 """While WAL flows, a StatusUpdate goes to the donor at most this often (seconds).
