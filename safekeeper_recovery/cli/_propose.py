@@ -19,7 +19,6 @@ from rich.progress import (
 
 from ..core import Lsn, SafekeeperError, TenantId, TimelineId
 from ..pgwal import validate_seg_size
-from ..postgres import IngestOptions, run_ingest
 from ..proposer import (
     Proposer,
     ProposerConfig,
@@ -169,6 +168,10 @@ def propose_command(
         raise click.BadParameter(str(e)) from None
     token = token_file.read_text().strip() if token_file is not None else None
     if conninfo is not None:
+        # Imported here: psycopg takes about 0.15 s to import, and every command (``serve``
+        # included, whose start-up delays a restarted node's return) loads this module.
+        from ..postgres import IngestOptions, run_ingest
+
         _refuse_generator_options()
         opts = IngestOptions(
             conninfo, safekeepers, tenant, timeline, slot=slot, stop_at=stop_at_lsn,
