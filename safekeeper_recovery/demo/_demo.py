@@ -39,9 +39,14 @@ START_LSN = Lsn.parse("0/1000000")
 class DemoResult:
     bytes: int
     seconds: float
+    """From spawning node 3 to its flush reaching the end: process start-up included."""
     donor: int | None
     end_lsn: Lsn
     digests: dict[int, str]
+    attempt_seconds: float | None = None
+    """The recovery attempt alone, on node 3's clock: from ``recovery.started_at`` (donor
+    chosen, term adopted, streaming begins) to ``recovery.flushed_at``; None if the node
+    did not report both."""
 
     @property
     def ok(self) -> bool:
@@ -50,6 +55,12 @@ class DemoResult:
     @property
     def mb_per_s(self) -> float:
         return self.bytes / 1e6 / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def attempt_mb_per_s(self) -> float | None:
+        if self.attempt_seconds is None:
+            return None
+        return self.bytes / 1e6 / self.attempt_seconds if self.attempt_seconds > 0 else None
 
 
 async def run_demo(nbytes: int, *, root: Path, console: Console, timeout: float = 600.0
@@ -86,14 +97,16 @@ async def run_demo(nbytes: int, *, root: Path, console: Console, timeout: float 
             console.print("Starting node 3: it recovers the missing WAL from a peer")
             t0 = time.monotonic()
             await cluster[3].start()
-            donor = await _follow_recovery(cluster[3].http_url, ttid, target, console)
+            donor, attempt_seconds = await _follow_recovery(cluster[3].http_url, ttid,
+                                                            target, console)
             seconds = time.monotonic() - t0
 
             digests: dict[int, str] = {}
             for node in cluster.nodes.values():
                 async with SafekeeperClient(node.http_url) as client:
                     digests[node.node_id] = await client.digest(ttid, START_LSN, target)
-            return DemoResult(int(target) - int(START_LSN), seconds, donor, target, digests)
+            return DemoResult(int(target) - int(START_LSN), seconds, donor, target, digests,
+                              attempt_seconds)
     except BaseException:
         for node in cluster.nodes.values():
             console.print(f"[dim]--- node {node.node_id} log tail ---\n{node.tail_log()}[/]")
@@ -104,7 +117,9 @@ async def run_demo(nbytes: int, *, root: Path, console: Console, timeout: float 
 
 
 async def _follow_recovery(http_url: str, ttid: TenantTimelineId, target: Lsn,
-                           console: Console) -> int | None:
+                           console: Console) -> tuple[int | None, float | None]:
+    """Show node 3's progress until its flush reaches ``target``; return the donor and the
+    attempt's duration on the node's clock (see ``DemoResult.attempt_seconds``)."""
     from ..transport import SafekeeperClient
 
     total = int(target) - int(START_LSN)
@@ -127,8 +142,17 @@ async def _follow_recovery(http_url: str, ttid: TenantTimelineId, target: Lsn,
                     donor = int(recovery["donor"])
                 progress.update(task, completed=int(flush) - int(START_LSN))
                 if flush >= target:
-                    return donor
+                    return donor, _attempt_seconds(recovery)
                 await trio.sleep(0.1)
+
+
+def _attempt_seconds(recovery: object) -> float | None:
+    if not isinstance(recovery, dict):
+        return None
+    started, flushed = recovery.get("started_at"), recovery.get("flushed_at")
+    if isinstance(started, int | float) and isinstance(flushed, int | float):
+        return max(0.0, float(flushed) - float(started))
+    return None
 
 
 def print_summary(result: DemoResult, console: Console) -> None:
@@ -139,9 +163,14 @@ def print_summary(result: DemoResult, console: Console) -> None:
         table.add_row(str(node), digest)
     console.print(table)
     verdict = "[green]all three match[/]" if result.ok else "[red]MISMATCH[/]"
+    attempt = ""
+    if result.attempt_seconds is not None and result.attempt_mb_per_s is not None:
+        attempt = (f"streamed in {result.attempt_seconds:.2f} s "
+                   f"({result.attempt_mb_per_s:.1f} MB/s), ")
     console.print(
-        f"recovered {result.bytes / 2**20:.1f} MiB in {result.seconds:.2f} s "
-        f"({result.mb_per_s:.1f} MB/s) from donor {result.donor}; end {result.end_lsn}; "
+        f"recovered {result.bytes / 2**20:.1f} MiB from donor {result.donor}: {attempt}"
+        f"caught up {result.seconds:.2f} s after node 3 was started "
+        f"({result.mb_per_s:.1f} MB/s with process start-up); end {result.end_lsn}; "
         f"digests: {verdict}"
     )
 

@@ -41,7 +41,10 @@ class PeerHub:
         """Per peer node: our clock when it last confirmed all its info current."""
         self.sessions: dict[NodeId, tuple[str, int]] = {}
         """Per peer node: its exchange session and the last batch seq applied in order."""
+        self.last_session: dict[NodeId, str] = {}
+        """Per peer node: the session of the last batch received from it, in order or not."""
         self._listeners: list[ChangeListener] = []
+        self._restart_listeners: list[Callable[[NodeId], None]] = []
 
     # ---- liveness -----------------------------------------------------------------------
 
@@ -64,6 +67,25 @@ class PeerHub:
         before = self.confirmed.get(node_id)
         self.confirmed[node_id] = now
         return before is not None and now - before > self.silence_wake
+
+    def session_seen(self, node_id: NodeId, session: str) -> bool:
+        """A batch of ``node_id``'s exchange ``session`` arrived. Returns whether the peer
+        restarted (a session other than the last one seen from it), after telling the
+        :meth:`subscribe_restarts` listeners. The first session ever seen is no restart:
+        we may have started together, and our first full batch may have reached it."""
+        before = self.last_session.get(node_id)
+        self.last_session[node_id] = session
+        if before is None or before == session:
+            return False
+        for listener in list(self._restart_listeners):
+            listener(node_id)
+        return True
+
+    def subscribe_restarts(self, listener: Callable[[NodeId], None]) -> Callable[[], None]:
+        """Call ``listener(node_id)`` when a peer turns out to have restarted (it has lost
+        everything we told it); returns the unsubscriber."""
+        self._restart_listeners.append(listener)
+        return lambda: self._restart_listeners.remove(listener)
 
     # ---- change feed --------------------------------------------------------------------
 

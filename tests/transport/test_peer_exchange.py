@@ -15,7 +15,12 @@ import trio
 from starlette.applications import Starlette
 
 from safekeeper_recovery.core import AppendRequest, Lsn, NodeId, TenantTimelineId, TimelineId
-from safekeeper_recovery.timeline import MemoryBackend, TimelineParams, TimelineRegistry
+from safekeeper_recovery.timeline import (
+    MemoryBackend,
+    PeerHub,
+    TimelineParams,
+    TimelineRegistry,
+)
 from safekeeper_recovery.transport import (
     HttpPeerExchange,
     PeerInfoBatch,
@@ -316,6 +321,37 @@ async def test_a_receiver_that_missed_batches_gets_a_full_one(
     assert wire.answers[full_at + 1]["resync"] is False, "in sequence again after the full"
 
 
+async def test_a_restarted_peer_gets_a_full_batch_without_waiting_for_a_heartbeat(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    a, b = await two_nodes(nursery, tmp_path)
+    to_a = Recording(httpx.ASGITransport(app=a.app))
+    # Heartbeats a minute apart: within the deadlines below, only the restart can make B
+    # send A anything.
+    await start_exchange(nursery, b, {NodeId(1): "http://a"}, {"http://a": to_a},
+                         interval=60.0)
+    with trio.CancelScope() as first_life:
+        async with trio.open_nursery() as life:
+            await start_exchange(life, a, {NodeId(2): "http://b"},
+                                 {"http://b": httpx.ASGITransport(app=b.app)}, interval=60.0)
+            with trio.fail_after(5):
+                while NodeId(1) not in b.timeline.peers:
+                    await trio.sleep(0.01)
+            first_life.cancel()
+    # A restarts: a new exchange session, and nothing left of what B had told it.
+    a.timeline.forget_peer(NodeId(2))
+    a.registry.hub.sessions.clear()
+    seen = len(to_a.bodies)
+    await start_exchange(nursery, a, {NodeId(2): "http://b"},
+                         {"http://b": httpx.ASGITransport(app=b.app)}, interval=60.0)
+    with trio.fail_after(5):
+        await to_a.wait_for(lambda: len(to_a.bodies) > seen)
+    [full] = to_a.bodies[seen:]
+    assert full["full"] is True and len(entries(full)) == 1
+    assert to_a.answers[seen]["resync"] is False, "A accepts it as the start of B's sequence"
+    assert NodeId(2) in a.timeline.peers
+
+
 # ---- the receiving side, step by step (explicit clock) -------------------------------------
 
 OTHER = TenantTimelineId(TENANT, TimelineId(bytes(16)))
@@ -500,3 +536,18 @@ async def test_a_steady_stream_of_changes_is_coalesced_more_after_the_first_few(
                 if any(entry["term"] == 2 for entry in entries(body)))
     assert sent_at[news] - changed_at < busy_interval / 2, (changed_at, sent_at)
     await quick_then_held_back(news + 1)
+
+
+def test_the_hub_reports_a_peer_restart_once_per_new_session() -> None:
+    hub = PeerHub()
+    restarted: list[NodeId] = []
+    unsubscribe = hub.subscribe_restarts(restarted.append)
+    assert hub.session_seen(NodeId(1), "s1") is False, "first contact: maybe we started too"
+    assert hub.session_seen(NodeId(1), "s1") is False
+    assert hub.session_seen(NodeId(3), "t1") is False
+    assert hub.session_seen(NodeId(1), "s2") is True
+    assert hub.session_seen(NodeId(1), "s2") is False, "told once, whatever it sends next"
+    assert restarted == [NodeId(1)]
+    unsubscribe()
+    assert hub.session_seen(NodeId(3), "t2") is True
+    assert restarted == [NodeId(1)]
