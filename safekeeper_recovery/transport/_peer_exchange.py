@@ -337,10 +337,10 @@ async def serve_peer_exchange(
     The first (full) batch goes out before ``task_status.started()``. Then: changed
     timelines within ``min_interval`` of a change after quiet, within ``busy_interval``
     while changes keep coming (``BUSY_AFTER`` change batches in the last ``interval``;
-    coalesced), an empty heartbeat after
-    ``interval`` without changes, a full batch every ``full_interval`` times 2/3 to 4/3 and
-    soon after a peer asks for one or restarted. An exception from ``exchange.publish`` is logged (at
-    most once a minute) and the loop goes on; what it carried is published again in full.
+    coalesced), an empty heartbeat after ``interval`` without changes, a full batch every
+    ``full_interval`` times 2/3 to 4/3 and soon after a peer asks for one or restarted. An
+    exception from ``exchange.publish`` is logged (at most once a minute) and the loop goes
+    on; what it carried is published again in full.
     """
     rng = rng or random.Random()
     failures = _FailureLog()

@@ -332,11 +332,12 @@ async def test_a_restarted_peer_gets_a_full_batch_without_waiting_for_a_heartbea
                          interval=60.0)
     with trio.CancelScope() as first_life:
         async with trio.open_nursery() as life:
-            await start_exchange(life, a, {NodeId(2): "http://b"},
-                                 {"http://b": httpx.ASGITransport(app=b.app)}, interval=60.0)
+            to_b = Recording(httpx.ASGITransport(app=b.app))
+            await start_exchange(life, a, {NodeId(2): "http://b"}, {"http://b": to_b},
+                                 interval=60.0)
             with trio.fail_after(5):
-                while NodeId(1) not in b.timeline.peers:
-                    await trio.sleep(0.01)
+                await to_b.wait_for(lambda: len(to_b.answers) >= 1)
+            assert NodeId(1) in b.timeline.peers
             first_life.cancel()
     # A restarts: a new exchange session, and nothing left of what B had told it.
     a.timeline.forget_peer(NodeId(2))
@@ -347,7 +348,8 @@ async def test_a_restarted_peer_gets_a_full_batch_without_waiting_for_a_heartbea
     with trio.fail_after(5):
         await to_a.wait_for(lambda: len(to_a.bodies) > seen)
     [full] = to_a.bodies[seen:]
-    assert full["full"] is True and len(entries(full)) == 1
+    assert full["full"] is True
+    assert len(entries(full)) == 1
     assert to_a.answers[seen]["resync"] is False, "A accepts it as the start of B's sequence"
     assert NodeId(2) in a.timeline.peers
 
