@@ -346,7 +346,8 @@ async def test_a_restarted_peer_gets_a_full_batch_without_waiting_for_a_heartbea
     await start_exchange(nursery, a, {NodeId(2): "http://b"},
                          {"http://b": httpx.ASGITransport(app=b.app)}, interval=60.0)
     with trio.fail_after(5):
-        await to_a.wait_for(lambda: len(to_a.bodies) > seen)
+        # On the answer, not the body: the body is recorded before A has answered it.
+        await to_a.wait_for(lambda: len(to_a.answers) > seen)
     [full] = to_a.bodies[seen:]
     assert full["full"] is True
     assert len(entries(full)) == 1
