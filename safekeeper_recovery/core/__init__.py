@@ -1,6 +1,8 @@
 """The pure consensus core: no trio, no clock, no disk (a test enforces this)."""
 
 from ._acceptor import (
+    MAX_TERM,
+    MAX_TERM_STEP,
     Acceptor,
     Effect,
     FlushEffect,
@@ -85,6 +87,8 @@ __all__ = [
     "MAX_LSN",
     "MAX_MESSAGE_SIZE",
     "MAX_SEND_SIZE",
+    "MAX_TERM",
+    "MAX_TERM_STEP",
     "NoCommonPoint",
     "NodeId",
     "PeerInfo",

@@ -29,11 +29,18 @@ R7  WAL is append-only: an append must begin exactly at write_lsn (rewrites and 
 R8  commit_lsn is monotonic and never exceeds flush_lsn; it is adopted from the leader's
     appends, or from a peer only when the peer's last_log_term equals ours.
 R9  A plain AppendRequest is flushed before its reply; a no-flush one gets no reply.
+R10 A term rises by at most ``MAX_TERM_STEP`` (2^32) per message or bump and never past
+    ``MAX_TERM`` (2^64-1); anything more is refused and changes nothing. Terms are u64 and
+    every election needs a higher one: one hostile VoteRequest of 2^64-1 would otherwise
+    leave no term for any later leader (the timeline could never elect again), and a bump
+    past 2^64-1 would store a term the control file cannot hold. At 2^32 per step the
+    term space lasts 2^32 hostile votes (each fsynced); honest proposers step by one per
+    election.
 """
 
 from __future__ import annotations
 
-from typing import final
+from typing import Final, final
 
 import attrs
 
@@ -58,12 +65,19 @@ __all__ = [
     "Acceptor",
     "Effect",
     "FlushEffect",
+    "MAX_TERM",
+    "MAX_TERM_STEP",
     "PeerUpdate",
     "PersistEffect",
     "Step",
     "TruncateEffect",
     "WriteEffect",
 ]
+
+MAX_TERM: Final[Term] = 0xFFFF_FFFF_FFFF_FFFF
+"""The highest term (u64): R10."""
+MAX_TERM_STEP: Final[Term] = 1 << 32
+"""The most a term may rise in one step (R10)."""
 
 
 @final
@@ -236,6 +250,8 @@ class Acceptor:
         return Step(effects, AcceptorGreeting(self.node_id, self.term))
 
     def _vote(self, msg: VoteRequest) -> Step:
+        if self.term < msg.term:
+            self._check_term_rise(msg.term, "VoteRequest")
         effects: list[Effect] = list(self._flush_effects())
         given = False
         if self.term < msg.term:
@@ -254,6 +270,7 @@ class Acceptor:
         if self.term > msg.term:
             return Step()
         # Every check runs before any state changes: a refusal must leave nothing behind.
+        self._check_term_rise(msg.term, "ProposerElected")
         if not msg.term_history:
             raise AcceptorError("R3: ProposerElected with an empty term history")
         if msg.term_history[-1].term != msg.term:
@@ -349,10 +366,15 @@ class Acceptor:
         return Step(tuple(effects))
 
     def bump_term(self, term: Term | None = None) -> Step:
-        """Raise the term to ``term`` (or by one), persisted. Operators and tests use it."""
+        """Raise the term to ``term`` (or by one), persisted. Operators and tests use it.
+
+        A lower or equal ``term`` changes nothing; a rise that R10 forbids (more than
+        ``MAX_TERM_STEP``, or by one from ``MAX_TERM``) raises :class:`AcceptorError`.
+        """
         new = max(self.term, term if term is not None else self.term + 1)
         if new == self.term:
             return Step()
+        self._check_term_rise(new, "term bump to")
         return Step((self._persist(attrs.evolve(self.persisted, term=new)),))
 
     @property
@@ -373,6 +395,16 @@ class Acceptor:
         return Step((self._persist(),))
 
     # ---- internals -----------------------------------------------------------------------
+
+    def _check_term_rise(self, new: Term, what: str) -> None:
+        """R10, for a term above ours (lower ones are R2/R3/R6's business)."""
+        if new > MAX_TERM:
+            raise AcceptorError(f"R10: {what} {new} is beyond the largest term {MAX_TERM}")
+        if new - self.term > MAX_TERM_STEP:
+            raise AcceptorError(
+                f"R10: {what} {new} is more than {MAX_TERM_STEP} above our term {self.term}: "
+                "refused, a jump that size would use up the term space"
+            )
 
     def _flush_effects(self) -> tuple[Effect, ...]:
         if self.write_lsn == self._flush_lsn:

@@ -15,14 +15,21 @@ from ._lsn import INVALID_LSN, Lsn
 __all__ = ["PersistentState", "ServerInfo", "decode_state", "encode_state"]
 
 
+def _u64_field(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    # The control file must never hold a value it cannot load again (issue 20: a term of
+    # 2^64 made a timeline unloadable), so the state itself refuses one.
+    if not 0 <= value <= 0xFFFF_FFFF_FFFF_FFFF:
+        raise ValueError(f"{attribute.name} out of u64 range: {value}")
+
+
 @final
 @attrs.frozen
 class ServerInfo:
-    """What the PostgreSQL server behind the timeline is."""
+    """What the PostgreSQL server behind the timeline is (every field a u64)."""
 
-    pg_version: int = 0
-    system_id: int = 0
-    wal_seg_size: int = 16 * 1024 * 1024
+    pg_version: int = attrs.field(default=0, validator=_u64_field)
+    system_id: int = attrs.field(default=0, validator=_u64_field)
+    wal_seg_size: int = attrs.field(default=16 * 1024 * 1024, validator=_u64_field)
 
 
 @final
@@ -31,12 +38,13 @@ class PersistentState:
     """Everything about a timeline that must survive a crash (Neon's control file).
 
     ``term`` / ``term_history`` are the acceptor state; the ``*_lsn`` horizons are persisted
-    lazily (an in-memory overlay runs ahead of them, see the acceptor).
+    lazily (an in-memory overlay runs ahead of them, see the acceptor). A ``term`` outside
+    the u64 range raises ``ValueError`` (LSNs are ``Lsn``, which checks its own range).
     """
 
     tenant_id: TenantId
     timeline_id: TimelineId
-    term: Term
+    term: Term = attrs.field(validator=_u64_field)
     term_history: TermHistory
     server: ServerInfo
     timeline_start_lsn: Lsn

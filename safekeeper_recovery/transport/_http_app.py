@@ -20,7 +20,8 @@ POST   /v1/tenant/{tenant_id}/timeline/{timeline_id}/recovery/cancel    tenant
 
 Status codes: 400 bad id / LSN / body, 401 missing or invalid token, 403 token scope does
 not cover the request, 404 unknown timeline or route, 405 wrong method, 409 conflicting
-create (or a digest whose range moved under it), 413 body over
+create (or a digest whose range moved under it, or a term bump the acceptor refuses:
+rule R10, more than 2^32 at once or past 2^64-1), 413 body over
 ``NodeContext.max_body_size``, 503 broken timeline or a storage failure (e.g. a create on a
 full disk: ``{"error": "disk full: …"}``), 500 anything unexpected (logged).
 
@@ -54,7 +55,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..core import AuthError, Lsn, NodeId, StorageError, TenantId, TenantTimelineId, TimelineId
+from ..core import (
+    AcceptorError,
+    AuthError,
+    Lsn,
+    NodeId,
+    StorageError,
+    TenantId,
+    TenantTimelineId,
+    TimelineId,
+)
 from ..timeline import (
     Timeline,
     TimelineBroken,
@@ -161,6 +171,8 @@ def _json_errors(handler: Handler) -> Handler:
         except TimelineNotFound as e:
             return _error(404, str(e))
         except TimelineConflict as e:
+            return _error(409, str(e))
+        except AcceptorError as e:  # a refusal (e.g. R10: a term bump past the u64 range)
             return _error(409, str(e))
         except TimelineBroken as e:
             return _error(503, str(e))

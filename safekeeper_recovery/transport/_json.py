@@ -110,8 +110,9 @@ def _url(obj: Mapping[str, object], key: str, where: str, schemes: tuple[str, ..
 
 
 def _id(cls: type[_IdT], obj: Mapping[str, object], key: str, where: str) -> _IdT:
+    text = _str(obj, key, where)
     try:
-        return cls.parse(_str(obj, key, where))
+        return cls.parse(text)
     except ValueError as e:
         raise ValueError(f"{where}.{key}: {e}") from None
 
@@ -264,6 +265,10 @@ class PeerInfoBatch:
     removed: tuple[TenantTimelineId, ...] = ()
     session: str | None = None
     seq: int = 0
+    rejected: int = 0
+    """Receiver side: entries :func:`decode_peer_info_batch` left out as invalid."""
+    rejections: tuple[str, ...] = ()
+    """Receiver side: why (the first few of them)."""
 
 
 def peer_timeline_info(snap: TimelineSnapshot) -> PeerTimelineInfo:
@@ -337,12 +342,19 @@ def _decode_peer_timeline(value: object, where: str) -> PeerTimelineInfo:
     )
 
 
-def decode_peer_info_batch(value: object) -> PeerInfoBatch:
-    """Validate a whole batch; any bad field raises ``ValueError`` (nothing is half-read).
+MAX_REJECTIONS_KEPT: Final = 10
+"""A batch keeps the first this many entry errors (its answer and log line quote them)."""
 
-    The horizons and ``local_start_lsn`` may be omitted (0/0); so may ``full`` (true),
-    ``removed`` (none) and ``session`` (none: then ``seq`` is not read). Everything else
-    is required.
+
+def decode_peer_info_batch(value: object) -> PeerInfoBatch:
+    """Validate a batch; a bad batch-level field raises ``ValueError`` naming it.
+
+    A bad *entry* of ``timelines`` or ``removed`` does not: it is left out and counted in
+    ``rejected`` (the first ``MAX_REJECTIONS_KEPT`` errors in ``rejections``), so one
+    timeline with, say, a term out of range never costs every other timeline of the
+    sender its peer info (issue 20). The horizons and ``local_start_lsn`` may be omitted
+    (0/0); so may ``full`` (true), ``removed`` (none) and ``session`` (none: then ``seq``
+    is not read). Everything else is required.
     """
     obj = _object(value, "batch")
     timelines = obj.get("timelines")
@@ -363,17 +375,38 @@ def decode_peer_info_batch(value: object) -> PeerInfoBatch:
             raise ValueError(f"batch.session: expected 1-{MAX_SESSION_LEN} letters or "
                              f"digits, got {session!r:.80}")
         seq = _int(obj, "seq", "batch")
+    node_id = NodeId(_int(obj, "node_id", "batch"))
+    http_addr = _url(obj, "http_addr", "batch", ("http://", "https://"))
+    wal_addr = _url(obj, "wal_addr", "batch", ("ws://", "wss://"))
+    rejections: list[str] = []
+    rejected = 0
+    good: list[PeerTimelineInfo] = []
+    for i, t in enumerate(timelines):
+        try:
+            good.append(_decode_peer_timeline(t, f"timelines[{i}]"))
+        except ValueError as e:
+            rejected += 1
+            if len(rejections) < MAX_REJECTIONS_KEPT:
+                rejections.append(str(e)[:200])
+    gone: list[TenantTimelineId] = []
+    for i, t in enumerate(removed):
+        try:
+            gone.append(_ttid(t, f"removed[{i}]"))
+        except ValueError as e:
+            rejected += 1
+            if len(rejections) < MAX_REJECTIONS_KEPT:
+                rejections.append(str(e)[:200])
     return PeerInfoBatch(
-        node_id=NodeId(_int(obj, "node_id", "batch")),
-        http_addr=_url(obj, "http_addr", "batch", ("http://", "https://")),
-        wal_addr=_url(obj, "wal_addr", "batch", ("ws://", "wss://")),
-        timelines=tuple(
-            _decode_peer_timeline(t, f"timelines[{i}]") for i, t in enumerate(timelines)
-        ),
+        node_id=node_id,
+        http_addr=http_addr,
+        wal_addr=wal_addr,
+        timelines=tuple(good),
         full=full,
-        removed=tuple(_ttid(t, f"removed[{i}]") for i, t in enumerate(removed)),
+        removed=tuple(gone),
         session=session,
         seq=seq,
+        rejected=rejected,
+        rejections=tuple(rejections),
     )
 
 

@@ -436,8 +436,22 @@ async def apply_peer_info_batch(
     Returns the answer ``{"applied": n, "ignored": m, "resync": bool}`` (without
     ``resync`` for a batch without a session): entries for
     timelines we do not have (reference §9: not an error) or that are stopped are
-    ignored — one bad timeline never loses the rest of the batch.
+    ignored — one bad timeline never loses the rest of the batch. Entries the decoder
+    left out as invalid add ``"rejected": k, "rejections": [why, …]`` and one warning.
     """
+    result = await _apply_entries(registry, batch, now)
+    if batch.rejected:
+        log.warning("peer info from sk %s: %d invalid entries left out, e.g. %s",
+                    batch.node_id, batch.rejected,
+                    batch.rejections[0] if batch.rejections else "?")
+        result["rejected"] = batch.rejected
+        result["rejections"] = list(batch.rejections)
+    return result
+
+
+async def _apply_entries(
+    registry: TimelineRegistry, batch: PeerInfoBatch, now: float
+) -> dict[str, object]:
     hub = registry.hub
     node = batch.node_id
     applied = ignored = 0

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from safekeeper_recovery.core import (
     INVALID_LSN,
+    MAX_TERM,
+    MAX_TERM_STEP,
     Acceptor,
     AcceptorError,
     AcceptorGreeting,
@@ -695,6 +697,12 @@ def _refusals() -> list[tuple[str, Callable[[Node], ProposerInput], type[Excepti
             FatalTimelineError,
         ),
         ("R6 higher term", lambda n: AppendRequest(4, n.acc.write_lsn, S, S, b"x"), AcceptorError),
+        ("R10 vote too far", lambda n: VoteRequest(2**64 - 1), AcceptorError),
+        (
+            "R10 elected too far",
+            lambda n: ProposerElected(2 + MAX_TERM_STEP + 1, S + 0x50, ok3),
+            AcceptorError,
+        ),
         (
             "R6 before elected",
             lambda n: _after_vote(n, 3, AppendRequest(3, n.acc.write_lsn, S, S, b"x")),
@@ -779,6 +787,45 @@ def test_bump_term_raises_and_persists_the_term() -> None:
     assert state.term == 7
     assert node.apply(node.acc.bump_term(3)) == Step()
     assert node.acc.term == 7
+
+
+# ---- R10: the term space must last ------------------------------------------------------------
+
+
+def test_r10_vote_for_the_largest_term_is_refused_so_later_leaders_still_have_terms() -> None:
+    node = Node.new()
+    with pytest.raises(AcceptorError, match="R10"):
+        node.handle(VoteRequest(MAX_TERM))
+    assert node.acc.term == 0
+    assert node.vote(1).vote_given  # the timeline still elects
+
+
+def test_r10_a_term_may_rise_by_exactly_the_step_and_not_one_more() -> None:
+    node = Node.new()
+    node.elect(5)
+    with pytest.raises(AcceptorError, match="R10"):
+        node.handle(VoteRequest(5 + MAX_TERM_STEP + 1))
+    assert node.vote(5 + MAX_TERM_STEP).vote_given
+
+
+def test_r10_proposer_elected_far_above_our_term_is_refused() -> None:
+    node = Node.new()
+    far = MAX_TERM_STEP + 1
+    with pytest.raises(AcceptorError, match="R10"):
+        node.handle(ProposerElected(far, S, TermHistory.of((0, S), (far, S))))
+    assert node.acc.term == 0
+
+
+def test_r10_bump_term_refuses_to_pass_the_largest_term_or_jump_too_far() -> None:
+    node = Node.new()
+    with pytest.raises(AcceptorError, match="R10"):
+        node.acc.bump_term(MAX_TERM)
+    state = attrs.evolve(node.acc.persisted, term=MAX_TERM)
+    top = Acceptor(NodeId(1), state, write_lsn=S, flush_lsn=S)
+    with pytest.raises(AcceptorError, match="R10: term bump to 18446744073709551616 is beyond"):
+        top.bump_term()
+    assert top.term == MAX_TERM
+    assert top.bump_term(MAX_TERM) == Step()  # not a rise: nothing to refuse
 
 
 def test_acceptor_refuses_inconsistent_start_positions() -> None:

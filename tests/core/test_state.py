@@ -170,3 +170,14 @@ def test_arbitrary_bytes_either_decode_or_raise_corruption_error(body: bytes) ->
     with contextlib.suppress(CorruptionError):
         state = decode_state(body)
         assert decode_state(encode_state(state)) == state
+
+
+@pytest.mark.parametrize("value", [-1, 2**64])
+def test_a_state_outside_the_u64_range_cannot_be_built_so_it_is_never_persisted(
+    value: int,
+) -> None:
+    state = PersistentState.new_timeline(TENANT, TIMELINE, Lsn(1), ServerInfo())
+    with pytest.raises(ValueError, match="term out of u64 range"):
+        attrs.evolve(state, term=value)
+    with pytest.raises(ValueError, match="system_id out of u64 range"):
+        ServerInfo(system_id=value)

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from safekeeper_recovery.core import Lsn, TenantTimelineId
+from safekeeper_recovery.core import Lsn, NodeId, TenantTimelineId
 from safekeeper_recovery.transport import encode_peer_info_batch
 
 from ._http_support import (
@@ -288,6 +288,16 @@ async def test_term_bump_rejects_bad_terms(with_timeline: HttpNode, body: object
     assert with_timeline.timeline.acceptor.term == 0
 
 
+@pytest.mark.parametrize("body", [{"term": 2**64 - 1}, {"term": 2**32 + 1}])
+async def test_term_bump_that_would_use_up_the_term_space_is_refused_with_409(
+    with_timeline: HttpNode, body: object
+) -> None:
+    r = await with_timeline.client.post(f"{TL_PATH}/term_bump", json=body)
+    assert r.status_code == 409, r.text
+    assert "R10" in r.json()["error"]
+    assert with_timeline.timeline.acceptor.term == 0
+
+
 # ---- peer info ------------------------------------------------------------------------------
 
 
@@ -339,19 +349,21 @@ async def test_peer_info_for_unknown_timelines_is_ignored(with_timeline: HttpNod
     assert with_timeline.timeline.peers == {}
 
 
-async def test_peer_info_batch_with_one_bad_entry_applies_nothing(
+async def test_peer_info_batch_with_one_bad_entry_applies_the_rest(
     with_timeline: HttpNode,
 ) -> None:
+    bad = peer_batch(flush_lsn=12, timeline_id="ab" * 16)["timelines"]
     good = peer_batch()["timelines"]
-    bad = peer_batch(flush_lsn=12)["timelines"]
     assert isinstance(good, list)
     assert isinstance(bad, list)
     r = await with_timeline.client.post(
-        "/v1/peer_info", json={**peer_batch(), "timelines": good + bad}
+        "/v1/peer_info", json={**peer_batch(), "timelines": bad + good}
     )
-    assert r.status_code == 400
-    assert "timelines[1].flush_lsn" in r.json()["error"]
-    assert with_timeline.timeline.peers == {}
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["applied"], answer["rejected"]) == (1, 1)
+    assert "timelines[0].flush_lsn" in answer["rejections"][0]
+    assert set(with_timeline.timeline.peers) == {NodeId(2)}
 
 
 @pytest.mark.parametrize(
@@ -360,16 +372,34 @@ async def test_peer_info_batch_with_one_bad_entry_applies_nothing(
         peer_batch(term="1"),
         peer_batch(term=True),
         peer_batch(term=-1),
+        peer_batch(term=2**64),
         peer_batch(last_log_term=None),
         peer_batch(commit_lsn="0/"),
+        peer_batch(commit_lsn="100000000/0"),
         peer_batch(tenant_id="../" * 11),
         peer_batch(timeline_id=str(TIMELINE)[:-1]),
+        {**peer_batch(), "timelines": [1]},
+        {**peer_batch(), "timelines": [], "removed": [{"tenant_id": 1}]},
+    ],
+)
+async def test_peer_info_leaves_out_malformed_entries_and_says_so(
+    with_timeline: HttpNode, batch: object
+) -> None:
+    r = await with_timeline.client.post("/v1/peer_info", json=batch)
+    assert r.status_code == 200, r.text
+    assert r.json()["rejected"] == 1
+    assert with_timeline.timeline.peers == {}
+    await assert_serving(with_timeline)
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
         {**peer_batch(), "node_id": "2"},
         {**peer_batch(), "node_id": 2**64},
         {**peer_batch(), "http_addr": "file:///etc/passwd"},
         {**peer_batch(), "wal_addr": "ws://a b"},
         {**peer_batch(), "timelines": {}},
-        {**peer_batch(), "timelines": [1]},
         [peer_batch()],
     ],
 )
