@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..core import TenantId
+from ..node import parse_duration
 from ..transport._auth import generate_keypair, issue_token
 from ._main import main
 
@@ -58,8 +59,23 @@ def keygen(out_dir: Path, force: bool) -> None:
 @click.option(
     "--tenant-id", default=None, help="The tenant (32 hex digits); needed by --scope tenant."
 )
-def token(private_key: Path, scope: str, tenant_id: str | None) -> None:
-    """Sign a JWT and print it on stdout."""
+@click.option(
+    "--expires-in",
+    default="90d",
+    show_default=True,
+    metavar="DURATION",
+    help="Lifetime of the token (e.g. 12h, 30d, 365d); nodes refuse it afterwards.",
+)
+def token(private_key: Path, scope: str, tenant_id: str | None, expires_in: str) -> None:
+    """Sign a JWT and print it on stdout.
+
+    Every token expires (default: 90 days): issue a new one and restart whatever reads it
+    (a node's --auth-token) before then.
+    """
+    try:
+        lifetime = parse_duration(expires_in)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--expires-in") from None
     tenant = None
     if tenant_id is not None:
         try:
@@ -70,7 +86,8 @@ def token(private_key: Path, scope: str, tenant_id: str | None) -> None:
         raise click.UsageError("--scope tenant needs --tenant-id")
     try:
         jwt = issue_token(
-            private_key.read_bytes(), "tenant" if scope == "tenant" else "safekeeperdata", tenant
+            private_key.read_bytes(), "tenant" if scope == "tenant" else "safekeeperdata", tenant,
+            expires_in=lifetime,
         )
     except ValueError as e:
         raise click.ClickException(f"cannot sign with {private_key}: {e}") from None

@@ -87,16 +87,17 @@ class NodeConfig:
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from ``5s``/``500ms``/``2m``/``1h``/``1.5`` (or a number). Must be > 0."""
+    """Seconds from ``5s``/``500ms``/``2m``/``1h``/``90d``/``1.5`` (or a number); > 0."""
     if isinstance(value, bool):
         raise ValueError(f"expected a duration, got {value!r}")
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*", value)
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*", value)
         if m is None:
             raise ValueError(f"expected a duration like 5s, 500ms or 1.5, got {value!r}")
-        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m.group(2)]
+        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
+                 None: 1.0}[m.group(2)]
         seconds = float(m.group(1)) * scale
     else:
         raise ValueError(f"expected a duration, got {value!r}")

@@ -204,7 +204,8 @@ async def _handle_request(
     remote = str(request.remote)
     try:
         target = parse_wal_target(request.path)
-        authenticator.check(_bearer(request), tenant_id=target.ttid.tenant_id)
+        authenticator.check(_bearer(request), tenant_id=target.ttid.tenant_id,
+                            peer_only=_peer_only(target))
         timeline = registry.get(target.ttid)
         if isinstance(target, WalPushTarget) and timeline.broken is not None:
             await _reject(request, 503, f"timeline stopped: {timeline.broken}", remote)
@@ -283,6 +284,16 @@ def _close_code_for(error: Exception, remote: str) -> tuple[int, str]:
             return CLOSE_INTERNAL_ERROR, f"timeline stopped: {error.reason}"
     log.error("WAL port: connection from %s failed", remote, exc_info=error)
     return CLOSE_INTERNAL_ERROR, f"internal error: {type(error).__name__}: {error}"
+
+
+def _peer_only(target: WalPushTarget | WalStreamTarget) -> str | None:
+    """The recovery endpoints, which a tenant (proposer) token must not open: a stream with
+    a term serves uncommitted WAL, and a recovery push is never counted as a proposer."""
+    if isinstance(target, WalStreamTarget) and target.term is not None:
+        return "wal_stream with a term (the recovery stream)"
+    if isinstance(target, WalPushTarget) and target.recovery:
+        return "wal_push?recovery=true"
+    return None
 
 
 def _bearer(request: WebSocketRequest) -> str | None:

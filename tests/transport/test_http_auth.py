@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import attrs
 import pytest
 import trio
 
-from safekeeper_recovery.core import TenantId, TenantTimelineId
+from safekeeper_recovery.core import AuthError, TenantId, TenantTimelineId
 from safekeeper_recovery.transport._auth import Authenticator, generate_keypair, issue_token
 
 from ._http_support import (
@@ -171,3 +172,21 @@ async def test_recovery_routes_call_the_admin(nursery: trio.Nursery, tmp_path: P
         assert (await c.post(unknown)).status_code == 404
     assert admin.triggered == [TTID]
     assert admin.cancelled == [TTID]
+
+
+def test_a_token_past_its_expiry_is_invalid_and_one_within_it_is_not(keys: Keys) -> None:
+    auth = Authenticator(keys.public)
+    day = 24 * 3600.0
+    old = issue_token(keys.private, "tenant", TENANT, expires_in=day, now=time.time() - 2 * day)
+    with pytest.raises(AuthError, match="expired") as info:
+        auth.check(old, tenant_id=TENANT)
+    assert info.value.status == 401
+    auth.check(issue_token(keys.private, "tenant", TENANT, expires_in=day), tenant_id=TENANT)
+
+
+def test_a_tenant_token_is_refused_on_a_peer_only_endpoint_with_403(keys: Keys) -> None:
+    auth = Authenticator(keys.public)
+    with pytest.raises(AuthError, match="recovery stream is for peers") as info:
+        auth.check(keys.token(TENANT), tenant_id=TENANT, peer_only="the recovery stream")
+    assert info.value.status == 403
+    auth.check(keys.token(), tenant_id=TENANT, peer_only="the recovery stream")
