@@ -51,7 +51,7 @@ import attrs
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -179,6 +179,12 @@ def _json_errors(handler: Handler) -> Handler:
         except StorageError as e:
             log.error("%s %s: %s", request.method, request.url.path, e)
             return _error(503, describe_storage_failure(e))
+        except ClientDisconnect:
+            # Expected (a peer killed mid-push, a client that gave up): one line, no
+            # traceback. Nobody is left to read an answer; this one just ends the request.
+            log.info("%s %s: the client disconnected before sending its whole request",
+                     request.method, request.url.path)
+            return Response(status_code=400)
         except Exception as e:  # Cancelled is a BaseException and passes through
             log.exception("%s %s failed", request.method, request.url.path)
             return _error(500, f"internal error: {type(e).__name__}: {e}")
