@@ -56,6 +56,11 @@ log = logging.getLogger("safekeeper_recovery.serve")
 @click.option("--http-timeout", help="HTTP request timeout [10s].")
 @click.option("--connect-timeout", help="Connect timeout [10s].")
 @click.option("--no-data-timeout", help="Give up on a silent WAL stream after [30s].")
+@click.option("--client-timeout",
+              help="Close a client that stalls this long: a silent WAL push, a WAL stream "
+                   "not read, a request body not sent [30s].")
+@click.option("--max-connections",
+              help="Open WAL-port connections at most; more get 503 [10000].")
 @click.option("--max-concurrent-recoveries", help="Per-node limit on recoveries [8].")
 @click.option(
     "--wal-direct-io/--no-wal-direct-io", default=None,

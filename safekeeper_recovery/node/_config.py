@@ -75,6 +75,13 @@ class NodeConfig:
     http_timeout: float = 10.0
     connect_timeout: float = 10.0
     no_data_timeout: float = 30.0
+    client_timeout: float = 30.0
+    """An accepted connection is closed when its client sends nothing this long on a WAL
+    push, stops taking what a WAL stream sends for this long, or takes longer to send a
+    request body."""
+    max_connections: int = 10_000
+    """Open WAL-port connections at most (further ones get 503); the node also keeps at
+    least half its file-descriptor limit for timelines (see docs/architecture.md)."""
     max_concurrent_recoveries: int = 8
     wal_direct_io: bool = True
     """Write WAL with O_DIRECT (no page-cache copy; buffered where the file system
@@ -222,6 +229,8 @@ _PARSERS: Final[dict[str, Callable[[object], object]]] = {
     "http_timeout": parse_duration,
     "connect_timeout": parse_duration,
     "no_data_timeout": parse_duration,
+    "client_timeout": parse_duration,
+    "max_connections": _parse_positive_int,
     "max_concurrent_recoveries": _parse_positive_int,
     "wal_direct_io": _parse_bool,
     "log_format": _parse_log_format,

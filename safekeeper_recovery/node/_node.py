@@ -99,6 +99,7 @@ async def serve_node(
         metrics=metrics,
         recovery=recovery_admin,
         heartbeat_timeout=config.heartbeat_timeout,
+        body_timeout=config.client_timeout,
     )
     wal_config = WalServerConfig(
         keepalive_interval=config.keepalive_interval, handshake_timeout=config.connect_timeout

@@ -19,11 +19,13 @@ POST   /v1/tenant/{tenant_id}/timeline/{timeline_id}/recovery/cancel    tenant
 ====== ========================================================= ======================
 
 Status codes: 400 bad id / LSN / body, 401 missing or invalid token, 403 token scope does
-not cover the request, 404 unknown timeline or route, 405 wrong method, 409 conflicting
-create (or a digest whose range moved under it, or a term bump the acceptor refuses:
-rule R10, more than 2^32 at once or past 2^64-1), 413 body over
-``NodeContext.max_body_size``, 503 broken timeline or a storage failure (e.g. a create on a
-full disk: ``{"error": "disk full: …"}``), 500 anything unexpected (logged).
+not cover the request, 404 unknown timeline or route, 405 wrong method, 408 a body that
+did not arrive within ``NodeContext.body_timeout`` (30 s), 409 conflicting create (or a
+digest whose range moved under it, or a term bump the acceptor refuses: rule R10, more
+than 2^32 at once or past 2^64-1), 413 a body over its endpoint's limit (peer info:
+``NodeContext.max_body_size``, 8 MiB; the others 16 KiB), 503 broken timeline or a
+storage failure (e.g. a create on a full disk: ``{"error": "disk full: …"}``), 500
+anything unexpected (logged).
 
 With auth on, "node-wide" needs scope ``safekeeperdata`` and "tenant" needs
 ``safekeeperdata`` or a ``tenant`` token for the tenant in the path. An unauthenticated
@@ -45,7 +47,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from typing import Final, NoReturn, Protocol
+from typing import Final, NoReturn, Protocol, TypeVar
 
 import attrs
 import trio
@@ -87,7 +89,22 @@ __all__ = ["DEFAULT_MAX_BODY_SIZE", "NodeContext", "RecoveryAdmin", "build_http_
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_SIZE: Final = 16 * 1024 * 1024
+DEFAULT_MAX_BODY_SIZE: Final = 8 * 1024 * 1024
+"""The largest body of any endpoint: ``POST /v1/peer_info``. Measured: a full batch of
+10,000 timelines with every value at its longest (terms 2^64-1, LSNs FFFFFFFF/FFFFFFFF,
+1 KiB addresses) is 4,022,266 bytes as our client sends it; 8 MiB leaves room for about
+20,000."""
+SMALL_BODY_SIZE: Final = 16 * 1024
+"""Limit of the other bodies (timeline create, term bump: a few hundred bytes at most)."""
+INLINE_PARSE_SIZE: Final = 64 * 1024
+"""Bodies above this are parsed (and decoded) in a worker thread, never on the event loop:
+decoding the 10,000-timeline batch takes about 0.25 s of CPU."""
+MAX_JSON_CONTAINERS_PER_KIB: Final = 16
+"""A body may hold at most this many ``{``/``[`` per KiB before it is parsed: a batch
+entry is ~400 bytes and one object, while ``[{},{},…]`` is a container per 3 bytes and
+parses into ~70 bytes of Python objects per byte (16 MiB of it took 500 MiB)."""
+DEFAULT_BODY_TIMEOUT: Final = 30.0
+"""A request body must arrive completely within this many seconds (then 408)."""
 MAX_LONG_POLL: Final = 300.0
 """Longest wait (seconds) a change-feed request may ask for."""
 
@@ -131,7 +148,13 @@ class NodeContext:
     heartbeat_timeout: float = 5.0
     """A peer is listed in ``peers`` while its last info is younger than this (seconds)."""
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    """Limit of the peer-info body; the other endpoints take at most ``SMALL_BODY_SIZE``
+    (or this, if smaller)."""
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    """Seconds a request body may take to arrive in full (a slow body gets 408)."""
     version: str = attrs.field(factory=_package_version)
+    parse_limiter: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(2))
+    """Worker threads parsing large bodies at once (bounds their CPU and memory)."""
 
 
 class _Problem(Exception):
@@ -196,6 +219,21 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_T = TypeVar("_T")
+
+
+def _parse_and_decode(body: bytes, decode: Callable[[object], _T]) -> _T:
+    """Pure: JSON text to ``decode``'s result; 400 for anything malformed."""
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise _Problem(400, f"malformed JSON: {e}") from None
+    try:
+        return decode(value)
+    except ValueError as e:
+        raise _Problem(400, str(e)) from None
+
+
 class _Api:
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
@@ -240,8 +278,9 @@ class _Api:
             )
         return self.ctx.registry.get(ttid)
 
-    async def _json_body(self, request: Request, *, allow_empty: bool = False) -> object:
-        limit = self.ctx.max_body_size
+    async def _read_body(self, request: Request, limit: int) -> bytes:
+        """The whole body: 413 over ``limit`` (from Content-Length before reading, else
+        while reading), 408 if it does not arrive within ``body_timeout``."""
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
@@ -250,22 +289,48 @@ class _Api:
                 raise _Problem(413, f"body larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        # aclosing: leaving the stream early must finalise it now, not in the GC.
-        async with aclosing(request.stream()) as stream:
-            async for chunk in stream:
-                size += len(chunk)
-                if size > limit:
-                    raise _Problem(413, f"body larger than {limit} bytes")
-                chunks.append(chunk)
-        body = b"".join(chunks)
+        timeout = self.ctx.body_timeout
+        with trio.move_on_after(timeout) as scope:
+            # aclosing: leaving the stream early must finalise it now, not in the GC.
+            async with aclosing(request.stream()) as stream:
+                async for chunk in stream:
+                    size += len(chunk)
+                    if size > limit:
+                        raise _Problem(413, f"body larger than {limit} bytes")
+                    chunks.append(chunk)
+        if scope.cancelled_caught:
+            log.info("%s %s: body not received within %g s (%d bytes came)",
+                     request.method, request.url.path, timeout, size)
+            raise _Problem(408, f"request body not received within {timeout:g} s")
+        return b"".join(chunks)
+
+    async def _json_body(
+        self,
+        request: Request,
+        decode: Callable[[object], _T],
+        *,
+        limit: int = SMALL_BODY_SIZE,
+        allow_empty: bool = False,
+    ) -> _T:
+        """Read, parse and ``decode`` a JSON body (a ``ValueError`` of ``decode`` is 400).
+
+        A body over ``INLINE_PARSE_SIZE`` is parsed and decoded in a worker thread (at most
+        two at once, node-wide), so the event loop and every timeline keep going.
+        """
+        body = await self._read_body(request, min(limit, self.ctx.max_body_size))
         if not body.strip():
             if allow_empty:
-                return {}
+                return decode({})
             raise _Problem(400, "empty body: expected a JSON object")
-        try:
-            return json.loads(body, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-            raise _Problem(400, f"malformed JSON: {e}") from None
+        containers = body.count(b"{") + body.count(b"[")
+        if containers > max(64, len(body) * MAX_JSON_CONTAINERS_PER_KIB // 1024):
+            raise _Problem(400, f"body has too many JSON objects and arrays ({containers}) "
+                                "for its size")
+        if len(body) <= INLINE_PARSE_SIZE:
+            return _parse_and_decode(body, decode)
+        return await trio.to_thread.run_sync(
+            _parse_and_decode, body, decode, limiter=self.ctx.parse_limiter
+        )
 
     def _query_lsn(self, request: Request, name: str) -> Lsn:
         text = request.query_params.get(name)
@@ -365,10 +430,8 @@ class _Api:
 
     async def peer_info(self, request: Request) -> Response:
         self._authorize(request, tenant=False)
-        try:
-            batch = decode_peer_info_batch(await self._json_body(request))
-        except ValueError as e:
-            raise _Problem(400, str(e)) from None
+        batch = await self._json_body(request, decode_peer_info_batch,
+                                      limit=self.ctx.max_body_size)
         return JSONResponse(
             await apply_peer_info_batch(self.ctx.registry, batch, trio.current_time())
         )
@@ -378,10 +441,7 @@ class _Api:
     async def create_timeline(self, request: Request) -> Response:
         tenant_id = self._authorize(request, tenant=True)
         assert tenant_id is not None
-        try:
-            timeline_id, params = decode_create_timeline(await self._json_body(request))
-        except ValueError as e:
-            raise _Problem(400, str(e)) from None
+        timeline_id, params = await self._json_body(request, decode_create_timeline)
         ttid = TenantTimelineId(tenant_id, timeline_id)
         timeline, created = await self.ctx.registry.create(ttid, params)
         return JSONResponse(self._status_json(timeline), status_code=201 if created else 200)
@@ -420,15 +480,7 @@ class _Api:
 
     async def term_bump(self, request: Request) -> Response:
         ttid = self._ttid(request)
-        body = await self._json_body(request, allow_empty=True)
-        if not isinstance(body, dict):
-            raise _Problem(400, "body: expected a JSON object")
-        term = body.get("term")
-        if term is not None and (
-            not isinstance(term, int) or isinstance(term, bool)
-            or not 0 <= term <= 0xFFFF_FFFF_FFFF_FFFF
-        ):
-            raise _Problem(400, "body.term: expected null or an integer in u64 range")
+        term = await self._json_body(request, _decode_term_bump, allow_empty=True)
         timeline = self._timeline(ttid)
         previous = timeline.acceptor.term
         current = await timeline.bump_term(term)
@@ -458,6 +510,18 @@ class _Api:
         self._timeline(ttid)
         admin.cancel(ttid)
         return JSONResponse({"status": "cancelled"})
+
+
+def _decode_term_bump(body: object) -> int | None:
+    if not isinstance(body, dict):
+        raise ValueError("body: expected a JSON object")
+    term = body.get("term")
+    if term is not None and (
+        not isinstance(term, int) or isinstance(term, bool)
+        or not 0 <= term <= 0xFFFF_FFFF_FFFF_FFFF
+    ):
+        raise ValueError("body.term: expected null or an integer in u64 range")
+    return term
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +14,12 @@ import trio
 import trio.testing
 
 from safekeeper_recovery.core import Lsn, NodeId, TenantTimelineId
-from safekeeper_recovery.transport import encode_peer_info_batch
+from safekeeper_recovery.transport import (
+    PeerInfoBatch,
+    _http_app,
+    decode_peer_info_batch,
+    encode_peer_info_batch,
+)
 
 from ._http_support import (
     CREATE_BODY,
@@ -479,7 +485,7 @@ async def test_bad_ids_in_create_body(http_node: HttpNode) -> None:
         b"not json",
         b"\xff\xfe{}",
         b'{"timeline_id": NaN}',
-        b"[" * 100_000 + b"]" * 100_000,
+        b"[" * 8000 + b"]" * 8000,
         b"null",
         b"[]",
         b'"string"',
@@ -533,8 +539,11 @@ async def test_huge_bodies_are_413(nursery: trio.Nursery, tmp_path: Path) -> Non
         await assert_serving(node)
 
 
-async def raw_asgi_post(node: HttpNode, path: str, chunks: list[bytes]) -> tuple[int, bytes]:
-    """POST ``chunks`` as a streamed body with no Content-Length, straight to the app."""
+async def raw_asgi_post(
+    node: HttpNode, path: str, chunks: list[bytes], *, stall: bool = False
+) -> tuple[int, bytes]:
+    """POST ``chunks`` as a streamed body with no Content-Length, straight to the app
+    (``stall``: the last chunk says more is coming, and nothing ever comes)."""
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
@@ -546,7 +555,8 @@ async def raw_asgi_post(node: HttpNode, path: str, chunks: list[bytes]) -> tuple
 
     async def receive() -> dict[str, object]:
         if pending:
-            return {"type": "http.request", "body": pending.pop(0), "more_body": bool(pending)}
+            chunk = pending.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(pending) or stall}
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
@@ -565,6 +575,65 @@ async def test_default_limit_refuses_17_mib(http_node: HttpNode) -> None:
     r = await http_node.client.post("/v1/peer_info", content=b" " * (17 * 1024 * 1024))
     assert r.status_code == 413
     await assert_serving(http_node)
+
+
+def big_peer_batch(n: int) -> dict[str, object]:
+    """A valid batch of ``n`` entries (for timelines this node does not have)."""
+    entry = peer_batch()["timelines"]
+    assert isinstance(entry, list)
+    return {**peer_batch(), "timelines": [
+        {**entry[0], "timeline_id": f"{i:032x}"} for i in range(1, n + 1)
+    ]}
+
+
+async def test_each_endpoint_has_a_body_limit_sized_for_it(with_timeline: HttpNode) -> None:
+    c = with_timeline.client
+    padded = {**CREATE_BODY, "timeline_id": "ab" * 16, "pad": "x" * 20_000}
+    r = await c.post(f"/v1/tenant/{TENANT}/timeline", json=padded)
+    assert r.status_code == 413, r.text
+    assert "larger than 16384" in r.json()["error"]
+    r = await c.post(f"{TL_PATH}/term_bump", json={"pad": "x" * 20_000})
+    assert r.status_code == 413, r.text
+    r = await c.post("/v1/peer_info", json=big_peer_batch(200))  # ~50 KB: fine for a batch
+    assert r.status_code == 200, r.text
+    assert r.json()["ignored"] == 200
+
+
+async def test_a_large_body_is_parsed_and_decoded_off_the_event_loop(
+    with_timeline: HttpNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[bool] = []
+    real = decode_peer_info_batch
+
+    def recording(value: object) -> PeerInfoBatch:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(value)
+
+    monkeypatch.setattr(_http_app, "decode_peer_info_batch", recording)
+    c = with_timeline.client
+    assert (await c.post("/v1/peer_info", json=peer_batch())).status_code == 200
+    assert (await c.post("/v1/peer_info", json=big_peer_batch(1000))).status_code == 200
+    assert threads == [True, False]  # the small batch inline, the large one in a thread
+
+
+async def test_a_body_of_empty_containers_is_refused_before_it_is_parsed(
+    http_node: HttpNode,
+) -> None:
+    r = await http_node.client.post("/v1/peer_info", content=b"[" + b"{}," * 300_000 + b"{}]")
+    assert r.status_code == 400, r.text
+    assert "too many JSON objects" in r.json()["error"]
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    node = await start_http_node(nursery, tmp_path)
+    node.ctx.body_timeout = 0.2
+    async with node.client:
+        status, body = await raw_asgi_post(node, "/v1/peer_info", [b"{"], stall=True)
+        assert status == 408
+        assert "not received within 0.2 s" in json.loads(body)["error"]
+        await assert_serving(node)
 
 
 async def test_unknown_route_and_wrong_method_answer_json(http_node: HttpNode) -> None:
