@@ -7,12 +7,14 @@ Every file call goes through ``_fileops`` (the disk-fault seam). Every helper ra
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from . import _fileops as fileops
 
 __all__ = [
+    "discard_quietly",
     "fsync_directory",
     "pwrite_all",
     "pwritev_all",
@@ -73,12 +75,23 @@ def replace_file_durably(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".partial")
     fd = fileops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        pwrite_all(fd, data, 0)
-        fileops.fsync(fd)
-    finally:
-        os.close(fd)
-    fileops.replace(tmp, path)
+        try:
+            pwrite_all(fd, data, 0)
+            fileops.fsync(fd)
+        finally:
+            os.close(fd)
+        fileops.replace(tmp, path)
+    except BaseException:
+        discard_quietly(tmp)  # a half-written temporary file must not hold disk space
+        raise
     fsync_directory(path.parent)
+
+
+def discard_quietly(path: Path) -> None:
+    """Remove a temporary file after a failure, best effort: the failure being handled is
+    what the caller reports, and a leftover is removed by the next attempt anyway."""
+    with contextlib.suppress(OSError):
+        fileops.unlink(path)
 
 
 def remove_durably(path: Path) -> None:

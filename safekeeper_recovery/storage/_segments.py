@@ -32,7 +32,13 @@ from typing import Final, final
 from ..core import CorruptionError, Lsn, StorageError, segment_file_name
 from . import _fileops as fileops
 from ._direct import BLOCK, read_direct, refused_devices, write_direct
-from ._durable import fsync_directory, pwrite_all, pwritev_all, remove_durably
+from ._durable import (
+    discard_quietly,
+    fsync_directory,
+    pwrite_all,
+    pwritev_all,
+    remove_durably,
+)
 from ._flush_position import FLUSH_POSITION_FILE_NAME, FlushPositionFile
 from ._truncation_mark import TRUNCATION_MARK_FILE_NAME, clear_mark, read_mark, write_mark
 from ._wal_store import (
@@ -418,11 +424,17 @@ class FileWalStore:
         tmp = self._dir / _TMP_SEGMENT
         fd = fileops.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _preallocate(fd, self._seg_size)
-            fileops.fsync(fd)
-        finally:
-            os.close(fd)
-        fileops.rename(tmp, self._segment_path(segno, partial=True))
+            try:
+                _preallocate(fd, self._seg_size)
+                fileops.fsync(fd)
+            finally:
+                os.close(fd)
+            fileops.rename(tmp, self._segment_path(segno, partial=True))
+        except BaseException:
+            # A failed preallocation may still hold blocks (ext4 keeps what it got before
+            # ENOSPC): give them back, or the full disk stays full for every timeline on it.
+            discard_quietly(tmp)
+            raise
         fsync_directory(self._dir)
 
     def _complete_segment(self, segno: int) -> None:

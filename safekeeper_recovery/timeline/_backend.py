@@ -79,10 +79,15 @@ class FileBackend:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        store = FileWalStore.create(tmp, seg_size, start_lsn)
-        store.close()
-        FileControlFileStore(tmp).persist(control_body)
-        os.rename(tmp, final)
+        try:
+            store = FileWalStore.create(tmp, seg_size, start_lsn)
+            store.close()
+            FileControlFileStore(tmp).persist(control_body)
+            os.rename(tmp, final)
+        except BaseException:
+            # On a full disk the half-made directory holds what little space is left.
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         _fsync_dir(final.parent)
         wal = FileWalStore.open(final, seg_size, direct_io=self.direct_io)
         return wal, FileControlFileStore(final)

@@ -162,6 +162,8 @@ def test_a_fault_while_writing_wal_is_a_clear_error_and_the_store_reopens_intact
         assert MESSAGES[error] in str(info.value)
         assert store.flush_lsn == flushed_before, "a failed flush must not move flush_lsn"
         store.close()
+    # Every failure path gives back the space of a half-made segment (issue 20).
+    assert not (tmp_path / "waltmp").exists()
     assert_reopens_intact(tmp_path, flushed_before)
 
 
@@ -239,6 +241,7 @@ def test_a_failed_control_file_persist_keeps_the_previous_body(
         faults.fail(op, error, times=None, under=tmp_path)
         with pytest.raises(StorageError, match=f"cannot persist control file.*{MESSAGES[error]}"):
             control.persist(b"term 2")
+    assert not (tmp_path / "safekeeper.control.partial").exists(), "it would hold disk space"
     reopened = FileControlFileStore(tmp_path)
     # A failed directory fsync comes after the rename: the new body may be visible, but
     # only ever one of the two whole bodies.
