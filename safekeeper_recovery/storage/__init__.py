@@ -2,8 +2,8 @@
 
 Files in a timeline directory ``<data_dir>/<tenant_id>/<timeline_id>/``:
 ``safekeeper.control`` (``FileControlFileStore``), ``flush_position``, WAL segments
-``<24 hex>`` / ``<24 hex>.partial``, and transiently ``waltmp``, ``truncate.pending`` and
-``*.partial`` temporaries (``FileWalStore``).
+``<24 hex>`` / ``<24 hex>.partial``, and transiently ``waltmp``, ``truncate.pending``,
+``*.partial`` temporaries (``FileWalStore``) and ``room.probe`` (:func:`check_room`).
 
 Every file call goes through ``_fileops``, the seam :class:`DiskFaults` uses to inject
 ``ENOSPC`` / ``EIO`` failures into chosen operations.
@@ -16,6 +16,7 @@ from ._control_file import (
     FileControlFileStore,
     MemoryControlFileStore,
 )
+from ._durable import check_room
 from ._fileops import DiskFaults
 from ._flush_position import FLUSH_POSITION_FILE_NAME
 from ._memory_wal import MemoryWalStore
@@ -38,5 +39,6 @@ __all__ = [
     "MemoryWalStore",
     "TRUNCATION_MARK_FILE_NAME",
     "WalStore",
+    "check_room",
     "validate_seg_size",
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import _fileops as fileops
 
 __all__ = [
+    "check_room",
     "discard_quietly",
     "fsync_directory",
     "pwrite_all",
@@ -101,3 +102,22 @@ def remove_durably(path: Path) -> None:
     except FileNotFoundError:
         return
     fsync_directory(path.parent)
+
+
+ROOM_PROBE_FILE_NAME = "room.probe"
+
+
+def check_room(directory: Path, nbytes: int) -> None:
+    """Raise ``OSError`` unless ``nbytes`` can be allocated in ``directory`` right now.
+
+    Really allocates (``<directory>/room.probe``, removed again): free-space figures do not
+    show a user's quota, and this also needs a free file descriptor. Goes through the
+    disk-fault seam like every store call.
+    """
+    probe = directory / ROOM_PROBE_FILE_NAME
+    fd = fileops.open(probe, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        fileops.posix_fallocate(fd, 0, nbytes)
+    finally:
+        os.close(fd)
+        discard_quietly(probe)

@@ -15,6 +15,7 @@ from ..storage import (
     MemoryControlFileStore,
     MemoryWalStore,
     WalStore,
+    check_room,
 )
 
 __all__ = ["FileBackend", "MemoryBackend", "StorageBackend"]
@@ -35,6 +36,11 @@ class StorageBackend(Protocol):
     def open(self, ttid: TenantTimelineId) -> tuple[WalStore, ControlFileStore, bytes]: ...
 
     def delete(self, ttid: TenantTimelineId) -> None: ...
+
+    def check_room(self, ttid: TenantTimelineId, nbytes: int) -> None:
+        """Raise ``OSError`` unless ``nbytes`` (one segment) can be allocated for the
+        timeline now, and a file opened: before a broken timeline is reloaded."""
+        ...
 
 
 class FileBackend:
@@ -102,6 +108,9 @@ class FileBackend:
         wal = FileWalStore.open(d, state.server.wal_seg_size, direct_io=self.direct_io)
         return wal, control, body
 
+    def check_room(self, ttid: TenantTimelineId, nbytes: int) -> None:
+        check_room(self._dir(ttid), nbytes)
+
     def delete(self, ttid: TenantTimelineId) -> None:
         d = self._dir(ttid)
         if d.exists():
@@ -154,6 +163,9 @@ class MemoryBackend:
 
     def delete(self, ttid: TenantTimelineId) -> None:
         self._timelines.pop(ttid, None)
+
+    def check_room(self, ttid: TenantTimelineId, nbytes: int) -> None:
+        pass  # memory never runs out here
 
     def crash(self) -> None:
         """Lose everything that was not flushed or persisted (a power loss)."""

@@ -3,6 +3,14 @@
 Each timeline runs its services (recovery, …) in its own nursery inside the registry's
 nursery; deleting the timeline cancels them. A timeline that fails to load is kept as
 *broken* (reported by the API) and the others run.
+
+A timeline that *stops* at run time because a resource ran out (a full disk, a quota, no
+free file descriptor: ``Timeline.revivable``) heals by itself: the registry waits
+``HEAL_MIN_DELAY`` (doubling up to ``HEAL_MAX_DELAY``), checks that a segment's worth of
+space can be allocated (``StorageBackend.check_room``), reopens the timeline's storage from
+disk and swaps it in (``Timeline.revive``): what a restart of the node would do, for that
+timeline only. Other breaks (I/O errors, a read-only file system, corruption, R4) wait
+for an operator and a restart.
 """
 
 from __future__ import annotations
@@ -48,6 +56,10 @@ TimelineService = Callable[[Timeline], Awaitable[None]]
 
 MIN_SEG_SIZE = 1 << 20
 MAX_SEG_SIZE = 1 << 30
+HEAL_MIN_DELAY = 1.0
+"""Seconds before the first attempt to bring back a timeline stopped by a full disk."""
+HEAL_MAX_DELAY = 30.0
+"""The longest wait between two such attempts (the delay doubles up to this)."""
 
 
 class TimelineNotFound(SafekeeperError):
@@ -102,6 +114,7 @@ class TimelineRegistry:
         self.broken: dict[TenantTimelineId, str] = {}
         """Timelines that failed to load, with the reason."""
         self._nursery: trio.Nursery | None = None
+        self._healing: set[TenantTimelineId] = set()
         self._create_lock = trio.Lock()
         self.changed = trio.Event()
 
@@ -142,10 +155,49 @@ class TimelineRegistry:
     ) -> Timeline:
         inline = not self.backend.in_thread
         async_store = AsyncWalStore(store, inline=inline)
-        return Timeline.from_stores(
+        timeline = Timeline.from_stores(
             self.node_id, state, async_store, control, inline=inline, observer=self.observer,
             hub=self.hub, feed=self.feed,
         )
+        timeline.on_break = self._on_break
+        return timeline
+
+    def _on_break(self, timeline: Timeline) -> None:
+        if timeline.revivable and timeline.ttid not in self._healing and self._nursery:
+            self._healing.add(timeline.ttid)
+            self._nursery.start_soon(self._heal, timeline)
+
+    async def _heal(self, timeline: Timeline) -> None:
+        """Bring back a timeline stopped by a passing shortage (see the module docstring);
+        gives up only when the timeline is deleted or broken for another reason."""
+        ttid = timeline.ttid
+        delay = HEAL_MIN_DELAY
+        seg_size = timeline.snapshot().wal_seg_size
+        log.warning("timeline %s will take writes again by itself once the resource is "
+                    "back (first check in %g s)", ttid, delay)
+        try:
+            while timeline.revivable and self.timelines.get(ttid) is timeline:
+                await trio.sleep(delay)
+                delay = min(delay * 2, HEAL_MAX_DELAY)
+                try:
+                    await self._blocking(lambda: self.backend.check_room(ttid, seg_size))
+                    store, control, body = await self._blocking(lambda: self.backend.open(ttid))
+                except (OSError, SafekeeperError) as e:
+                    log.info("timeline %s is still short of resources (next check in %g s): "
+                             "%s", ttid, delay, e)
+                    continue
+                try:
+                    state = decode_state(body)
+                except CorruptionError as e:  # not a shortage: leave it to an operator
+                    log.error("timeline %s cannot be reloaded: %s", ttid, e)
+                    await self._blocking(store.close)
+                    return
+                await timeline.revive(state, self._async_store(store), control)
+        finally:
+            self._healing.discard(ttid)
+
+    def _async_store(self, store: WalStore) -> AsyncWalStore:
+        return AsyncWalStore(store, inline=not self.backend.in_thread)
 
     def _start(self, timeline: Timeline) -> None:
         assert self._nursery is not None, "registry is not serving"

@@ -70,6 +70,7 @@ from ._peers import PeerHub
 from ._watch import Watch
 
 __all__ = [
+    "TRANSIENT_ERRNOS",
     "Receiver",
     "TermMismatch",
     "Timeline",
@@ -116,18 +117,28 @@ _DISK_ERRNOS = {
     errno.EDQUOT: "disk quota exceeded",
     errno.EIO: "I/O error",
     errno.EROFS: "read-only file system",
+    errno.EMFILE: "too many open files",
+    errno.ENFILE: "too many open files in the system",
 }
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE})
+"""Failures that pass by themselves (space freed, descriptors closed): a timeline broken by
+one reloads itself from disk once the resource is back (the registry retries). EMFILE and
+ENFILE are not disk faults at all; EIO, EROFS and corruption need an operator."""
 
 
-def describe_storage_failure(error: BaseException) -> str:
-    """``"<kind>: <error>"`` where kind names the disk fault (``disk full``, ``I/O error``,
-    ...) found in ``error`` or its cause, else ``storage failure``."""
+def storage_errno(error: BaseException) -> int | None:
+    """The ``errno`` of the ``OSError`` in ``error`` or its chain of causes, if any."""
     cause: BaseException | None = error
     while cause is not None and not isinstance(cause, OSError):
         cause = cause.__cause__
-    kind = "storage failure"
-    if cause is not None and cause.errno in _DISK_ERRNOS:
-        kind = _DISK_ERRNOS[cause.errno]
+    return cause.errno if cause is not None else None
+
+
+def describe_storage_failure(error: BaseException) -> str:
+    """``"<kind>: <error>"`` where kind names the fault (``disk full``, ``I/O error``,
+    ``too many open files``, ...) found in ``error`` or its cause, else ``storage
+    failure``."""
+    kind = _DISK_ERRNOS.get(storage_errno(error) or 0, "storage failure")
     return f"{kind}: {error}"
 
 
@@ -234,6 +245,11 @@ class Timeline:
         self.receivers: dict[int, Receiver] = {}
         self.walsenders: dict[int, dict[str, object]] = {}
         self.broken: str | None = None
+        self.broken_errno: int | None = None
+        """The ``errno`` behind :attr:`broken` when a storage call failed (else ``None``)."""
+        self.on_break: Callable[[Timeline], None] | None = None
+        """Called once each time the timeline breaks (the registry schedules a reload
+        when the cause is in :data:`TRANSIENT_ERRNOS`)."""
         self.deleted = False
         self._durable_state = acceptor.persisted  # last control-file body known on disk
         self.recovery_status: Callable[[], dict[str, object]] | None = None
@@ -395,7 +411,7 @@ class Timeline:
                         self._durable_state = effect.state
         except (OSError, StorageError) as e:
             reason = describe_storage_failure(e)
-            self._break(reason)
+            self._break(reason, storage_errno(e))
             raise TimelineBroken(f"timeline {self.ttid} stopped: {reason}", reason=reason) from e
 
     def _check_usable(self) -> None:
@@ -406,11 +422,54 @@ class Timeline:
                 f"timeline {self.ttid} is stopped: {self.broken}", reason=self.broken
             )
 
-    def _break(self, reason: str) -> None:
+    def _break(self, reason: str, errno_: int | None = None) -> None:
         if self.broken is None:
             log.error("timeline %s stopped: %s", self.ttid, reason)
             self.broken = reason
+            self.broken_errno = errno_
+            if self.on_break is not None:
+                self.on_break(self)
         self.changed.notify()
+
+    @property
+    def revivable(self) -> bool:
+        """Whether it is broken by a failure that passes by itself (full disk, quota, no
+        free file descriptors): then :meth:`revive` may bring it back."""
+        return self.broken is not None and self.broken_errno in TRANSIENT_ERRNOS
+
+    async def revive(
+        self, state: PersistentState, store: AsyncWalStore, control: ControlFileStore
+    ) -> bool:
+        """Take writes again from freshly reloaded storage, as a restart would.
+
+        ``state``/``store``/``control`` must have been loaded from disk *after* the
+        failure: the acceptor is rebuilt from them (what is durable), so nothing the
+        failed effects claimed survives. The old store is closed. Returns ``False`` (and
+        closes ``store`` instead) when the timeline is not broken any more or was deleted.
+        """
+        reason = self.broken
+        async with self.lock:
+            if self.broken is None or self.deleted:
+                stale = store
+            else:
+                stale, reason = self.store, self.broken
+                self.acceptor = Acceptor(
+                    self.acceptor.node_id, state, write_lsn=store.write_lsn,
+                    flush_lsn=store.flush_lsn,
+                )
+                self.store, self.control = store, control
+                self._durable_state = state
+                self.broken = self.broken_errno = None
+        if stale.store is not self.store.store:  # a memory twin reopens as the same store
+            with trio.CancelScope(shield=True):  # never leak either store's descriptors
+                await stale.aclose()
+        if stale is store:
+            return False
+        log.info("timeline %s takes writes again (reloaded from disk after: %s)",
+                 self.ttid, reason)
+        self.hub.timeline_changed(self.ttid)
+        self.changed.notify()
+        return True
 
     # ---- reads --------------------------------------------------------------------------
 

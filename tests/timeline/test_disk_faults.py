@@ -1,5 +1,6 @@
 """A disk fault in a timeline's write path: the timeline stops with a clear reason, never
-acknowledges what failed, reports only durable state, the others go on, a restart recovers."""
+acknowledges what failed, reports only durable state, the others go on, a restart recovers;
+a shortage (full disk, quota, no free descriptor) heals by itself once it is over."""
 
 from __future__ import annotations
 
@@ -99,6 +100,8 @@ async def test_a_wal_write_fault_stops_only_that_timeline_and_a_restart_recovers
         acked = START + 5000
         with DiskFaults() as faults:
             faults.fail(op, error, times=None, under=tl_dir(tmp_path, 1))
+            if error == errno.ENOSPC:  # a full disk: no room to heal into either
+                faults.fail("fallocate", error, times=None, under=tl_dir(tmp_path, 1))
             with pytest.raises(TimelineBroken, match=f"stopped: {kind}: ") as info:
                 await append_mib(tl1, acked)
             assert info.value.reason.startswith(f"{kind}: ")
@@ -132,6 +135,58 @@ async def test_a_wal_write_fault_stops_only_that_timeline_and_a_restart_recovers
         assert reg.get(ttid(2)).snapshot().flush_lsn == acked + 5000
 
 
+@pytest.mark.parametrize(
+    ("ops", "error", "kind"),
+    [
+        (("write", "fallocate"), errno.ENOSPC, "disk full"),
+        (("fallocate",), errno.EDQUOT, "disk quota exceeded"),
+        (("open",), errno.EMFILE, "too many open files"),
+    ],
+)
+async def test_a_timeline_stopped_by_a_shortage_takes_writes_again_once_it_is_over(
+    tmp_path: Path, ops: tuple[str, ...], error: int, kind: str
+) -> None:
+    async with running(tmp_path) as reg:
+        tl, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
+        await elect(tl, 1)
+        await tl.process(AppendRequest(1, START, Lsn(0), Lsn(0), b"a" * 5000))
+        with DiskFaults() as faults:
+            for op in ops:
+                faults.fail(op, error, times=None, under=tl_dir(tmp_path, 1))
+            with pytest.raises(TimelineBroken, match=f"stopped: {kind}: "):
+                await append_mib(tl, START + 5000)  # needs a new segment
+            durable = tl.snapshot().flush_lsn
+            with trio.move_on_after(1.5):  # a check while short: it stays stopped
+                await tl.changed.wait_for(lambda: tl.broken is None)
+            assert tl.broken is not None
+            assert tl.broken.startswith(f"{kind}: ")
+            faults.clear()
+            with trio.fail_after(10):
+                await tl.changed.wait_for(lambda: tl.broken is None)
+        assert not (tl_dir(tmp_path, 1) / "waltmp").exists()
+        snap = tl.snapshot()
+        assert (snap.flush_lsn, snap.term) == (durable, 1)  # reloaded: what is durable
+        start = await elect(tl, 2)
+        reply = await tl.process(AppendRequest(2, start, Lsn(0), Lsn(0), b"e" * SEG))
+        assert isinstance(reply, AppendResponse)
+        assert reply.flush_lsn == start + SEG
+
+
+async def test_an_io_error_is_not_retried_it_waits_for_an_operator(tmp_path: Path) -> None:
+    async with running(tmp_path) as reg:
+        tl, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
+        await elect(tl, 1)
+        with DiskFaults() as faults:
+            faults.fail("fdatasync", errno.EIO, times=1, under=tl_dir(tmp_path, 1))
+            with pytest.raises(TimelineBroken, match="I/O error"):
+                await tl.process(AppendRequest(1, START, Lsn(0), Lsn(0), b"a" * 5000))
+        assert not tl.revivable
+        with trio.move_on_after(1.5):  # past the first retry of a shortage
+            await tl.changed.wait_for(lambda: tl.broken is None)
+        assert tl.broken is not None
+        assert tl.broken.startswith("I/O error")
+
+
 @pytest.mark.parametrize("op", ["write", "fsync", "rename"])
 async def test_a_failed_vote_persist_is_never_answered_and_the_old_term_stays(
     tmp_path: Path, op: str
@@ -141,6 +196,7 @@ async def test_a_failed_vote_persist_is_never_answered_and_the_old_term_stays(
         await elect(tl, 3)
         with DiskFaults() as faults:
             faults.fail(op, errno.ENOSPC, times=None, under=tl_dir(tmp_path, 1))
+            faults.fail("fallocate", errno.ENOSPC, times=None, under=tl_dir(tmp_path, 1))
             with pytest.raises(TimelineBroken, match="disk full: cannot persist control file"):
                 await tl.process(VoteRequest(7))
         assert tl.acceptor.term == 7  # the acceptor counted it as done ...
