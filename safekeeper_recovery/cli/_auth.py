@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from ..core import TenantId
-from ..node import parse_duration
 from ..transport._auth import generate_keypair, issue_token
 from ._main import main
+from ._options import DURATION, TENANT_ID
 
 __all__ = ["keygen", "token"]
 
@@ -57,37 +57,29 @@ def keygen(out_dir: Path, force: bool) -> None:
     help="safekeeperdata (peers, operators) or tenant (a proposer of one tenant).",
 )
 @click.option(
-    "--tenant-id", default=None, help="The tenant (32 hex digits); needed by --scope tenant."
+    "--tenant-id", type=TENANT_ID, default=None,
+    help="The tenant's id (32 hex digits); needed by --scope tenant.",
 )
 @click.option(
     "--expires-in",
+    type=DURATION,
     default="90d",
     show_default=True,
-    metavar="DURATION",
     help="Lifetime of the token (e.g. 12h, 30d, 365d); nodes refuse it afterwards.",
 )
-def token(private_key: Path, scope: str, tenant_id: str | None, expires_in: str) -> None:
+def token(private_key: Path, scope: str, tenant_id: TenantId | None, expires_in: float) -> None:
     """Sign a JWT and print it on stdout.
 
     Every token expires (default: 90 days): issue a new one and restart whatever reads it
-    (a node's --auth-token) before then.
+    (a node's --token-file) before then.
     """
-    try:
-        lifetime = parse_duration(expires_in)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--expires-in") from None
-    tenant = None
-    if tenant_id is not None:
-        try:
-            tenant = TenantId.parse(tenant_id)
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--tenant-id") from None
+    tenant = tenant_id
     if scope == "tenant" and tenant is None:
         raise click.UsageError("--scope tenant needs --tenant-id")
     try:
         jwt = issue_token(
             private_key.read_bytes(), "tenant" if scope == "tenant" else "safekeeperdata", tenant,
-            expires_in=lifetime,
+            expires_in=expires_in,
         )
     except ValueError as e:
         raise click.ClickException(f"cannot sign with {private_key}: {e}") from None

@@ -11,23 +11,22 @@ from rich.console import Console
 
 from ..demo._demo import cleanup, demo_root, print_summary, run_demo
 from ._main import main
-from ._timeline import parse_size
+from ._options import SIZE
 
 __all__ = ["demo"]
 
 
 @main.command()
-@click.option("--bytes", "size", default="256MiB", show_default=True,
+@click.option("--bytes", "nbytes", type=SIZE, default="256MiB", show_default=True,
               help="How much WAL node 3 misses and recovers (units: KiB, MiB, GiB).")
 @click.option("--keep", is_flag=True, help="Keep the nodes' data directories and logs.")
-def demo(size: str, keep: bool) -> None:
+def demo(nbytes: int, keep: bool) -> None:
     """Start three nodes, write WAL while node 3 is down, watch node 3 recover it from a
     peer, and compare digests fetched from each node. Exits 0 only if all three match."""
     console = Console()
     # Node 3 is down on purpose while the proposer writes: its "unavailable" warnings are
     # expected here and would only bury the demo's own output.
     logging.getLogger("safekeeper_recovery.proposer").setLevel(logging.ERROR)
-    nbytes = parse_size(size)
     root, keep = demo_root(keep)
     try:
         result = trio.run(lambda: run_demo(nbytes, root=root, console=console))

@@ -28,50 +28,39 @@ from ..proposer import (
     websocket_fetcher,
 )
 from ._main import main
-from ._timeline import LSN, parse_size
+from ._options import (
+    DURATION,
+    LSN,
+    SIZE,
+    UrlListType,
+    tenant_timeline_options,
+    token_file_option,
+)
 
 __all__ = ["propose_command"]
 
 
-def _size(_: click.Context, __: click.Parameter, value: str) -> int:
+def _seg_size(_: click.Context, __: click.Parameter, value: int) -> int:
     try:
-        return parse_size(value)
+        return validate_seg_size(value)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
-
-
-def _seg_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
-    size = _size(ctx, param, value)
-    try:
-        return validate_seg_size(size)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
-
-def _urls(_: click.Context, __: click.Parameter, value: str) -> tuple[str, ...]:
-    urls = tuple(u.strip() for u in value.split(",") if u.strip())
-    if not urls:
-        raise click.BadParameter("list at least one safekeeper")
-    if len(set(urls)) != len(urls):
-        raise click.BadParameter("a safekeeper is listed twice")
-    return urls
 
 
 @main.command("propose")
 @click.option(
     "--safekeepers",
     required=True,
-    callback=_urls,
-    help="Comma-separated WAL port URLs: ws://HOST:PORT,ws://HOST:PORT,...",
+    type=UrlListType("ws"),
+    help="The nodes' WAL ports (--listen-wal), comma-separated: ws://HOST:PORT,ws://HOST:PORT,...",
 )
-@click.option("--tenant-id", required=True, help="32 hex digits.")
-@click.option("--timeline-id", required=True, help="32 hex digits.")
+@tenant_timeline_options
 @click.option(
     "--bytes",
     "nbytes",
+    type=SIZE,
     default="64MiB",
     show_default=True,
-    callback=_size,
     help="How much WAL to write: 1000, 64MiB, 1GiB.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
@@ -85,29 +74,28 @@ def _urls(_: click.Context, __: click.Parameter, value: str) -> tuple[str, ...]:
 )
 @click.option(
     "--wal-seg-size",
+    type=SIZE,
     default="16MiB",
     show_default=True,
     callback=_seg_size,
     help="The timeline's WAL segment size, which pg WAL is laid out for (a node whose "
     "timeline has another one refuses the greeting). Ignored with --wal-format random.",
 )
-@click.option(
-    "--token-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="File holding a JWT (tenant scope) for nodes with auth on.",
-)
+@token_file_option("File holding a JWT (tenant scope) for nodes with auth on.")
 @click.option(
     "--start-lsn",
     type=LSN,
     help="Refuse to write unless the quorum's WAL ends exactly here (default: continue "
     "from what the quorum holds).",
 )
-@click.option("--connect-timeout", default=10.0, show_default=True, help="Seconds.")
+@click.option("--connect-timeout", type=DURATION, default="10s", show_default=True,
+              help="Timeout of one connect to a node's WAL port.")
 @click.option(
     "--lost-quorum-timeout",
-    default=3.0,
+    type=DURATION,
+    default="3s",
     show_default=True,
-    help="Seconds with fewer than a quorum reachable before giving up.",
+    help="How long fewer than a quorum may be reachable before giving up.",
 )
 @click.option(
     "--from-postgres",
@@ -130,7 +118,8 @@ def _urls(_: click.Context, __: click.Parameter, value: str) -> tuple[str, ...]:
 )
 @click.option(
     "--create-timeline-on",
-    default="",
+    type=UrlListType("http"),
+    default=None,
     help="With --from-postgres: comma-separated HTTP URLs of nodes on which to create the "
     "timeline from the server's parameters first (an existing timeline is kept).",
 )
@@ -141,8 +130,8 @@ def _urls(_: click.Context, __: click.Parameter, value: str) -> tuple[str, ...]:
 )
 def propose_command(
     safekeepers: tuple[str, ...],
-    tenant_id: str,
-    timeline_id: str,
+    tenant_id: TenantId,
+    timeline_id: TimelineId,
     nbytes: int,
     seed: int,
     wal_format: WalFormat,
@@ -154,7 +143,7 @@ def propose_command(
     conninfo: str | None,
     slot: str,
     stop_at_lsn: Lsn | None,
-    create_timeline_on: str,
+    create_timeline_on: tuple[str, ...] | None,
     progress: bool | None,
 ) -> None:
     """Elect a proposer over a quorum of SAFEKEEPERS and write deterministic WAL.
@@ -162,10 +151,7 @@ def propose_command(
     Succeeds, printing a one-line summary, once the WAL is committed on a quorum; exits
     non-zero with the reason otherwise (lost quorum, a newer term took over, ...).
     """
-    try:
-        tenant, timeline = TenantId.parse(tenant_id), TimelineId.parse(timeline_id)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+    tenant, timeline = tenant_id, timeline_id
     token = token_file.read_text().strip() if token_file is not None else None
     if conninfo is not None:
         # Imported here: psycopg takes about 0.15 s to import, and every command (``serve``
@@ -175,8 +161,7 @@ def propose_command(
         _refuse_generator_options()
         opts = IngestOptions(
             conninfo, safekeepers, tenant, timeline, slot=slot, stop_at=stop_at_lsn,
-            create_timeline_on=tuple(u.strip() for u in create_timeline_on.split(",")
-                                     if u.strip()),
+            create_timeline_on=create_timeline_on or (),
             token=token, connect_timeout=connect_timeout,
             lost_quorum_timeout=lost_quorum_timeout,
         )

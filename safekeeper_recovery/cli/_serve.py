@@ -8,14 +8,20 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
+import attrs
 import click
 import trio
+from click.core import ParameterSource
+from click.types import OptionHelpExtra
 
 from ..core import SafekeeperError
 from ..node import (
+    ENV_PREFIX,
     ConfigError,
     NodeConfig,
     RunningNode,
@@ -27,56 +33,125 @@ from ..node import (
 )
 from ..transport import NodeMetrics
 from ._main import main
+from ._options import DURATION, NODE_ID, apply_aliases, deprecated_alias, format_duration
 
 __all__ = ["serve"]
 
 log = logging.getLogger("safekeeper_recovery.serve")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class SettingOption(click.Option):
+    """An option of ``serve`` that is also a config key and a ``SAFEKEEPER_*`` variable.
+
+    Its help shows the variable, its default (from :class:`NodeConfig`) and, for the
+    settings every node needs, ``[required]`` (not enforced by click: the value may come
+    from the environment or the config file; :func:`load_config` checks).
+    """
+
+    def __init__(self, *args: Any, setting_required: bool = False,
+                 default_text: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.setting_required = setting_required
+        self.default_text = default_text
+
+    def get_help_extra(self, ctx: click.Context) -> OptionHelpExtra:
+        extra = super().get_help_extra(ctx)
+        assert self.name is not None, "every setting has a name"
+        extra["envvars"] = (ENV_PREFIX + self.name.upper(),)
+        if self.setting_required:
+            extra["required"] = "required"
+        if self.default_text is not None:
+            extra["default"] = self.default_text
+        return extra
+
+
+def _default(name: str) -> object:
+    """The setting's default from NodeConfig, in the syntax its option takes."""
+    field = attrs.fields_dict(NodeConfig)[name]
+    value = field.default
+    if value is attrs.NOTHING or isinstance(value, attrs.Factory):  # type: ignore[arg-type]  # attrs' sentinel types
+        return None
+    if isinstance(value, float):
+        return format_duration(value)
+    return value
+
+
+def setting(*decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """A :class:`SettingOption` whose default (shown, never applied by click) is
+    NodeConfig's."""
+    name = decls[-1] if not decls[-1].startswith("-") else decls[0].split("/")[0][2:].replace(
+        "-", "_")
+    default = _default(name)
+    if default is not None and not kwargs.get("multiple"):
+        kwargs.setdefault("default", default)
+        kwargs.setdefault("show_default", True)
+    return click.option(*decls, cls=SettingOption, **kwargs)
+
+
+_HOST_PORT_META = "HOST:PORT"  # checked by load_config, which names the setting
 
 
 @main.command()
-@click.option("--id", "node_id", help="This node's id (a u64).")
-@click.option("--data-dir", help="Directory holding <tenant>/<timeline>/ of every timeline.")
-@click.option("--listen-http", help="HOST:PORT of the HTTP API (port 0: pick a free port).")
-@click.option("--listen-wal", help="HOST:PORT of the WAL (WebSocket) port (port 0: pick one).")
-@click.option("--advertise-http", help="HOST:PORT peers use for our HTTP API [listen].")
-@click.option("--advertise-wal", help="HOST:PORT peers use for our WAL port [listen].")
-@click.option(
-    "--peer", "peers", multiple=True, metavar="ID=URL",
-    help="A cluster peer and its HTTP URL, e.g. 2=http://10.0.0.2:7676 (repeat).",
-)
-@click.option(
-    "--recovery/--no-recovery", default=None,
-    help="Run peer recovery for lagging timelines [on].",
-)
-@click.option("--heartbeat-timeout", help="A peer is alive while its info is younger [5s].")
-@click.option("--peer-push-interval",
-              help="Heartbeat to peers when nothing changed (changes go out at once) [1s].")
-@click.option("--persist-interval", help="How often to persist in-memory horizons [5s].")
-@click.option("--keepalive-interval", help="Donor keepalive after this much idle time [1s].")
-@click.option("--http-timeout", help="HTTP request timeout [10s].")
-@click.option("--connect-timeout", help="Connect timeout [10s].")
-@click.option("--no-data-timeout", help="Give up on a silent WAL stream after [30s].")
-@click.option("--client-timeout",
-              help="Close a client that stalls this long: a silent WAL push, a WAL stream "
-                   "not read, a request body not sent [30s].")
-@click.option("--max-connections",
-              help="Open WAL-port connections at most; more get 503 [10000].")
-@click.option("--max-concurrent-recoveries", help="Per-node limit on recoveries [8].")
-@click.option(
-    "--wal-direct-io/--no-wal-direct-io", default=None,
+@setting("--node-id", type=NODE_ID, setting_required=True, help="This node's id.")
+@deprecated_alias("--id", "--node-id", "node_id", type=NODE_ID)
+@setting("--data-dir", type=click.Path(path_type=Path), metavar="DIRECTORY",
+         setting_required=True,
+         help="Directory holding <tenant>/<timeline>/ of every timeline (created if missing).")
+@setting("--listen-http", metavar=_HOST_PORT_META, setting_required=True,
+         help="Address of the HTTP API (port 0: pick a free port).")
+@setting("--listen-wal", metavar=_HOST_PORT_META, setting_required=True,
+         help="Address of the WAL (WebSocket) port (port 0: pick a free port).")
+@setting("--advertise-http", metavar=_HOST_PORT_META,
+         default_text="--listen-http", help="Address peers use for our HTTP API.")
+@setting("--advertise-wal", metavar=_HOST_PORT_META,
+         default_text="--listen-wal", help="Address peers use for our WAL port.")
+@setting("--peer", "peers", multiple=True, metavar="ID=URL",
+         help="A cluster peer and its HTTP API, e.g. 2=http://10.0.0.2:7676 (repeat the "
+              "option; in the environment and config: a comma-separated list / a table).")
+@setting("--recovery/--no-recovery", "recovery",
+         help="Run peer recovery for lagging timelines (off: run `sidecar` next to the node).")
+@setting("--heartbeat-timeout", type=DURATION,
+         help="A peer is alive while its last info is younger than this.")
+@setting("--peer-push-interval", type=DURATION,
+         help="Heartbeat to peers after this long without changes (changes go out at once).")
+@setting("--persist-interval", type=DURATION, help="How often to persist in-memory horizons.")
+@setting("--keepalive-interval", type=DURATION,
+         help="Send a keepalive to a recovering peer after this much idle time.")
+@setting("--http-timeout", type=DURATION, help="Timeout of one HTTP request to a peer.")
+@setting("--connect-timeout", type=DURATION, help="Timeout of one connect to a peer.")
+@setting("--no-data-timeout", type=DURATION,
+         help="Give up on a WAL stream that sent nothing for this long.")
+@setting("--client-timeout", type=DURATION,
+         help="Close a client that stalls this long: a silent WAL push, a WAL stream not "
+              "read, a request body not sent.")
+@setting("--max-connections", type=click.IntRange(min=1),
+         help="Open WAL-port connections at most; more get 503.")
+@setting("--max-concurrent-recoveries", type=click.IntRange(min=1),
+         help="How many timelines of this node may recover at once.")
+@setting(
+    "--wal-direct-io/--no-wal-direct-io", "wal_direct_io",
     help="Write WAL with O_DIRECT, bypassing the page cache (buffered where the file "
-         "system refuses it) [on].",
+         "system refuses it).",
 )
-@click.option(
-    "--auth-public-key", help="Ed25519 public key (PEM): turns JWT auth on for both ports."
-)
-@click.option("--auth-token", help="File holding the token this node sends to its peers.")
+@setting("--auth-public-key", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+         help="Ed25519 public key (PEM, from `keygen`): turns JWT auth on for both ports.")
+@setting("--token-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+         help="File holding the JWT (safekeeperdata scope) this node sends to its peers; "
+              "needed with --auth-public-key and --peer.")
+@deprecated_alias("--auth-token", "--token-file", "token_file",
+                  type=click.Path(dir_okay=False, path_type=Path))
+@setting("--log-format", type=click.Choice(["auto", "json", "console"]),
+         help="auto: JSON unless stderr is a terminal.")
+@setting("--log-level", type=click.Choice(["debug", "info", "warning", "error", "critical"],
+                                          case_sensitive=False),
+         help="The lowest level logged.")
 @click.option(
     "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-    help="TOML file with the same keys (underscored); CLI > SAFEKEEPER_* env > file.",
+    envvar=f"{ENV_PREFIX}CONFIG", show_envvar=True,
+    help=f"TOML file with the same settings (keys underscored: node_id = 1). Precedence: "
+         f"options > {ENV_PREFIX}* environment > this file > defaults.",
 )
-@click.option("--log-format", help="auto (JSON unless a terminal), json or console [auto].")
-@click.option("--log-level", help="debug, info, warning, error [info].")
 @click.option(
     "--ready-file", type=click.Path(dir_okay=False, path_type=Path),
     help='Once both ports listen, write {"node_id","http","wal","pid"} JSON here (atomically).',
@@ -86,14 +161,18 @@ def serve(config_file: Path | None, ready_file: Path | None, **options: object) 
     recovery) until SIGINT or SIGTERM, then shut down gracefully (pending WAL is fsynced)
     and exit 0.
 
-    Every option can also come from a SAFEKEEPER_<OPTION> environment variable (e.g.
-    SAFEKEEPER_HEARTBEAT_TIMEOUT=5s) or from --config FILE.toml. Durations accept 5s,
-    500ms or 1.5 (seconds).
+    Every option but --config and --ready-file is a setting that can also come from the
+    environment variable shown in its help or from --config FILE.toml (the key is the
+    option's name with underscores). Durations accept 5s, 500ms, 2m or 1.5 (seconds).
     """
-    recovery = options.pop("recovery")
-    cli = {k: v for k, v in options.items() if v is not None}
-    if recovery is not None:
-        cli["recovery"] = recovery
+    ctx = click.get_current_context()
+    given = apply_aliases(ctx, options)
+    # Only what was typed goes to load_config: a click default must not override the
+    # environment or the config file.
+    cli = {
+        name: value for name, value in options.items()
+        if name in given or ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    }
     try:
         config = load_config(cli, env=os.environ, config_file=config_file)
     except ConfigError as e:

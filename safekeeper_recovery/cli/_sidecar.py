@@ -4,51 +4,72 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 import trio
 
-from ..node import configure_logging
+from ..node import LogFormat, configure_logging
 from ..recovery import RecoveryConfig, serve_sidecar
 from ._main import main
+from ._options import (
+    DURATION,
+    DurationType,
+    apply_aliases,
+    deprecated_alias,
+    node_option,
+    token_file_option,
+)
 
 __all__ = ["sidecar"]
 
 
 @main.command()
-@click.option("--node", "node_url", required=True, metavar="URL",
-              help="The node's HTTP API, e.g. http://127.0.0.1:7676.")
-@click.option("--token", "token_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="File holding the JWT sent to the node and to donors (auth on).")
-@click.option("--min-interval", type=click.FloatRange(0.0, 60.0), default=0.1,
-              show_default=True,
-              help="At most one batch of wake-ups per this many seconds (the node's change "
-                   "feed is long-polled: an idle node costs next to nothing).")
-@click.option("--long-poll", type=click.FloatRange(1.0, 300.0), default=30.0,
-              show_default=True, help="Seconds one long poll of the change feed may wait.")
-@click.option("--poll-interval", "legacy_poll_interval", type=float, default=None,
-              hidden=True, help="Deprecated: the sidecar no longer polls; same as "
-                                "--min-interval.")
-@click.option("--http-timeout", type=float, default=10.0, show_default=True)
-@click.option("--connect-timeout", type=float, default=10.0, show_default=True)
-@click.option("--no-data-timeout", type=float, default=30.0, show_default=True)
-@click.option("--heartbeat-timeout", type=float, default=5.0, show_default=True)
-@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto")
+@node_option("The node's HTTP API (the node runs with --no-recovery).")
+@token_file_option("File holding the JWT (safekeeperdata scope) sent to the node and to "
+                   "donors (nodes with auth on).")
+@deprecated_alias("--token", "--token-file", "token_file",
+                  type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--min-interval", type=DurationType(allow_zero=True, max_seconds=60.0),
+              default="100ms", show_default=True,
+              help="At most one batch of wake-ups per this long (the node's change feed is "
+                   "long-polled: an idle node costs next to nothing).")
+@click.option("--long-poll", type=DurationType(max_seconds=300.0), default="30s",
+              show_default=True, help="How long one long poll of the change feed may wait.")
+@deprecated_alias("--poll-interval", "--min-interval", "min_interval",
+                  type=DurationType(allow_zero=True, max_seconds=60.0))
+@click.option("--http-timeout", type=DURATION, default="10s", show_default=True,
+              help="Timeout of one HTTP request to the node or a donor.")
+@click.option("--connect-timeout", type=DURATION, default="10s", show_default=True,
+              help="Timeout of one connect to a donor's WAL port.")
+@click.option("--no-data-timeout", type=DURATION, default="30s", show_default=True,
+              help="Give up on a donor's WAL stream that sent nothing for this long.")
+@click.option("--heartbeat-timeout", type=DURATION, default="5s", show_default=True,
+              help="A peer is a donor candidate while the node's info on it is younger "
+                   "than this.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto",
+              show_default=True, help="auto: JSON unless stderr is a terminal.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error",
+                                                "critical"], case_sensitive=False),
+              default="info", show_default=True, help="The lowest level logged.")
 def sidecar(
-    node_url: str,
+    node: str,
     token_file: Path | None,
     min_interval: float,
     long_poll: float,
-    legacy_poll_interval: float | None,
     http_timeout: float,
     connect_timeout: float,
     no_data_timeout: float,
     heartbeat_timeout: float,
-    log_format: str,
+    log_format: LogFormat,
+    log_level: str,
 ) -> None:
     """Run the recovery engine against a node's public endpoints (node started with
     --no-recovery). Runs until interrupted."""
-    configure_logging(log_format)  # type: ignore[arg-type]
+    params: dict[str, Any] = {"token_file": token_file, "min_interval": min_interval}
+    apply_aliases(click.get_current_context(), params)
+    token_file, min_interval = params["token_file"], params["min_interval"]
+    configure_logging(log_format, log_level)
     token = token_file.read_text().strip() if token_file is not None else None
     config = RecoveryConfig(
         http_timeout=http_timeout,
@@ -56,11 +77,7 @@ def sidecar(
         no_data_timeout=no_data_timeout,
         heartbeat_timeout=heartbeat_timeout,
     )
-    if legacy_poll_interval is not None:
-        click.echo("--poll-interval is deprecated (the sidecar long-polls the node's change "
-                   "feed): use --min-interval", err=True)
-        min_interval = legacy_poll_interval
-    trio.run(_run, node_url, token, config, min_interval, long_poll)
+    trio.run(_run, node, token, config, min_interval, long_poll)
 
 
 async def _run(node_url: str, token: str | None, config: RecoveryConfig,

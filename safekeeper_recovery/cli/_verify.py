@@ -57,7 +57,7 @@ from ..transport import (
     open_wal_stream,
 )
 from ._main import main
-from ._timeline import LSN
+from ._options import HTTP_URL, LSN, tenant_timeline_options, timeout_option, token_file_option
 
 __all__ = ["VerifyError", "verify_command", "verify_data_dir", "verify_node"]
 
@@ -252,26 +252,21 @@ def _fail(message: str) -> NoReturn:
 
 
 @main.command("verify")
-@click.option("--node", help="A running node's HTTP URL, http://HOST:PORT.")
+@click.option("--node", type=HTTP_URL, help="A running node's HTTP API (or --data-dir).")
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="A stopped node's data directory (read-only).",
+    help="A stopped node's data directory (read-only; or --node).",
 )
-@click.option("--tenant-id", required=True, help="32 hex digits.")
-@click.option("--timeline-id", required=True, help="32 hex digits.")
-@click.option(
-    "--token-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="File holding a JWT (safekeeperdata scope: verify reads /v1/status) for a node "
-    "with auth on.",
-)
+@tenant_timeline_options
+@token_file_option("File holding a JWT (safekeeperdata scope: verify reads /v1/status) for "
+                   "a node with auth on.")
 @click.option(
     "--start-lsn",
     type=LSN,
     help="Start here (a record boundary) instead of at the timeline's start.",
 )
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds per request.")
+@timeout_option()
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -280,8 +275,8 @@ def _fail(message: str) -> NoReturn:
 def verify_command(
     node: str | None,
     data_dir: Path | None,
-    tenant_id: str,
-    timeline_id: str,
+    tenant_id: TenantId,
+    timeline_id: TimelineId,
     token_file: Path | None,
     start_lsn: Lsn | None,
     timeout: float,
@@ -295,10 +290,7 @@ def verify_command(
     """
     if (node is None) == (data_dir is None):
         raise click.UsageError("give exactly one of --node and --data-dir")
-    try:
-        ttid = TenantTimelineId(TenantId.parse(tenant_id), TimelineId.parse(timeline_id))
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+    ttid = TenantTimelineId(tenant_id, timeline_id)
     token = token_file.read_text().strip() if token_file is not None else None
     console = Console(stderr=True)
     show = console.is_terminal if progress is None else progress

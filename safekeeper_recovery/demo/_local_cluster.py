@@ -57,7 +57,7 @@ class LocalNode:
     def command(self) -> list[str]:
         cmd = [
             sys.executable, "-m", "safekeeper_recovery", "serve",
-            "--id", str(self.node_id),
+            "--node-id", str(self.node_id),
             "--data-dir", str(self.work_dir / "data"),
             "--listen-http", f"127.0.0.1:{self.http_port}",
             "--listen-wal", f"127.0.0.1:{self.wal_port}",

@@ -1,6 +1,7 @@
 """The node process: configuration, logging and the wiring of every service (``serve_node``)."""
 
 from ._config import (
+    ENV_PREFIX,
     ConfigError,
     HostPort,
     LogFormat,
@@ -14,6 +15,7 @@ from ._node import SHUTDOWN_FLUSH_TIMEOUT, RunningNode, read_peer_token, serve_n
 from ._recovery import build_recovery_engine
 
 __all__ = [
+    "ENV_PREFIX",
     "ConfigError",
     "HostPort",
     "LogFormat",

@@ -5,7 +5,9 @@ Precedence, highest first: command-line options > ``SAFEKEEPER_*`` environment v
 (``heartbeat_timeout``), the environment variable in upper case with the ``SAFEKEEPER_``
 prefix (``SAFEKEEPER_HEARTBEAT_TIMEOUT``) and the CLI option with dashes
 (``--heartbeat-timeout``). Unknown keys and bad values raise :class:`ConfigError` naming
-the key and where the value came from.
+the key and where the value came from (an unknown key with a likely meaning names it).
+``auth_token`` (``--auth-token``, ``SAFEKEEPER_AUTH_TOKEN``), the old name of
+``token_file``, is still accepted.
 
 Value forms (strings from the CLI/environment, or native TOML values):
 
@@ -18,6 +20,7 @@ Value forms (strings from the CLI/environment, or native TOML values):
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import tomllib
@@ -70,7 +73,8 @@ class NodeConfig:
     peer_push_interval: float = 1.0
     persist_interval: float = 5.0
     auth_public_key: Path | None = None
-    auth_token: Path | None = None
+    token_file: Path | None = None
+    """The JWT this node sends to its peers (needed when auth is on and peers are set)."""
     keepalive_interval: float = 1.0
     http_timeout: float = 10.0
     connect_timeout: float = 10.0
@@ -224,7 +228,7 @@ _PARSERS: Final[dict[str, Callable[[object], object]]] = {
     "peer_push_interval": parse_duration,
     "persist_interval": parse_duration,
     "auth_public_key": _parse_path,
-    "auth_token": _parse_path,
+    "token_file": _parse_path,
     "keepalive_interval": parse_duration,
     "http_timeout": parse_duration,
     "connect_timeout": parse_duration,
@@ -237,6 +241,12 @@ _PARSERS: Final[dict[str, Callable[[object], object]]] = {
     "log_level": _parse_log_level,
 }
 _REQUIRED: Final = ("node_id", "data_dir", "listen_http", "listen_wal")
+_ALIASES: Final = {"auth_token": "token_file"}
+"""Old key names still accepted (scripts and config files may have them)."""
+_HINTS: Final = {"id": "node_id", "node": "node_id", "token": "token_file",
+                 "public_key": "auth_public_key", "listen": "listen_http",
+                 "http": "listen_http", "wal": "listen_wal", "log": "log_level"}
+"""Unknown keys whose meaning is clear enough to suggest the right one."""
 _ENV_CONFIG_FILE: Final = ENV_PREFIX + "CONFIG"
 """``SAFEKEEPER_CONFIG`` names the TOML file when ``--config`` is not given."""
 
@@ -283,16 +293,21 @@ def load_config(
     config = NodeConfig(**values)  # type: ignore[arg-type]  # values are typed by _PARSERS
     if config.node_id in config.peers:
         raise ConfigError(f"peers lists this node's own id {config.node_id}")
-    if config.auth_public_key is not None and config.auth_token is None and config.peers:
+    if config.auth_public_key is not None and config.token_file is None and config.peers:
         # Peers of a node with auth on check tokens too: without one, every push would fail.
-        raise ConfigError("auth_public_key is set but auth_token (sent to peers) is not")
+        raise ConfigError(
+            "auth_public_key is set but token_file is not: a node with peers needs "
+            "--token-file (a safekeeperdata token, sent to its peers)")
     return config
 
 
 def _set(values: dict[str, object], key: str, raw: object, source: str) -> None:
+    key = _ALIASES.get(key, key)
     parser = _PARSERS.get(key)
     if parser is None:
-        raise ConfigError(f"unknown setting {key!r} ({source})")
+        hint = _HINTS.get(key) or next(iter(difflib.get_close_matches(key, _PARSERS, n=1)), None)
+        did_you_mean = f"; did you mean {hint!r}?" if hint else ""
+        raise ConfigError(f"unknown setting {key!r} ({source}){did_you_mean}")
     try:
         values[key] = parser(raw)
     except (ValueError, OverflowError) as e:

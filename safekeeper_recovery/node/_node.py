@@ -201,12 +201,12 @@ async def _flush(timeline: Timeline) -> None:
 
 
 def read_peer_token(config: NodeConfig) -> str | None:
-    """The token this node sends to its peers (``--auth-token``), or ``None``."""
-    if config.auth_token is None:
+    """The token this node sends to its peers (``--token-file``), or ``None``."""
+    if config.token_file is None:
         return None
-    token = config.auth_token.read_text().strip()
+    token = config.token_file.read_text().strip()
     if not token:
-        raise SafekeeperError(f"auth token file {config.auth_token} is empty")
+        raise SafekeeperError(f"auth token file {config.token_file} is empty")
     return token
 
 

@@ -20,6 +20,7 @@ from ._synthetic import (
     DEFAULT_SYSTEM_ID,
     TRAILER_SIZE,
     SyntheticWal,
+    check_start_lsn,
     continuation_prev_lsn,
     validate_seg_size,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "WalReader",
     "WalRecord",
     "WalVerifier",
+    "check_start_lsn",
     "continuation_prev_lsn",
     "noop_record",
     "record_crc",

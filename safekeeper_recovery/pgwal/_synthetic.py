@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_SYSTEM_ID",
     "TRAILER_SIZE",
     "SyntheticWal",
+    "check_start_lsn",
     "continuation_prev_lsn",
     "usable_bytes",
     "validate_seg_size",
@@ -71,6 +72,16 @@ def validate_seg_size(seg_size: int) -> int:
     if not _MIN_SEG <= seg_size <= _MAX_SEG or seg_size & (seg_size - 1):
         raise ValueError(f"segment size must be a power of two, 1 MiB to 1 GiB: {seg_size}")
     return seg_size
+
+
+def check_start_lsn(start_lsn: int, seg_size: int) -> None:
+    """Raise ``ValueError`` unless a record can start at ``start_lsn`` (S1): 8-aligned
+    (MAXALIGN) and not inside a page header."""
+    if start_lsn % MAXALIGN:
+        raise ValueError(f"start LSN {Lsn(start_lsn)} is not 8-aligned (S1)")
+    offset = start_lsn % XLOG_BLCKSZ
+    if 0 < offset < page_header_size(start_lsn - offset, seg_size):
+        raise ValueError(f"start LSN {Lsn(start_lsn)} lies inside a page header (S1)")
 
 
 def continuation_prev_lsn(start_lsn: Lsn, timeline_start_lsn: Lsn) -> Lsn:
@@ -156,12 +167,7 @@ class SyntheticWal:
         validate_seg_size(seg_size)
         if size < 0:
             raise ValueError(f"size must not be negative: {size}")
-        if start_lsn % MAXALIGN:
-            raise ValueError(f"start LSN {start_lsn} is not 8-aligned (S1)")
-        offset = start_lsn % XLOG_BLCKSZ
-        page = start_lsn - offset
-        if 0 < offset < page_header_size(page, seg_size):
-            raise ValueError(f"start LSN {start_lsn} lies inside a page header (S1)")
+        check_start_lsn(start_lsn, seg_size)
         if prev_lsn >= start_lsn and start_lsn > 0:
             raise ValueError(f"prev LSN {prev_lsn} is not before the start {start_lsn}")
         self.seed = seed

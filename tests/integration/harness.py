@@ -177,7 +177,7 @@ class NodeProcess:
     def args(self) -> list[str]:
         args = [
             *CLI, "serve",
-            "--id", str(self.node_id),
+            "--node-id", str(self.node_id),
             "--data-dir", str(self.data_dir),
             "--listen-http", f"127.0.0.1:{self.http_port}",
             "--listen-wal", f"127.0.0.1:{self.wal_port}",

@@ -53,7 +53,7 @@ async def test_auth_on_both_ports(tmp_path: Path, make_cluster: ClusterFactory) 
         2,
         extra_args=[
             "--auth-public-key", str(keys / "auth_public_key.pem"),
-            "--auth-token", str(tmp_path / "peer.jwt"),
+            "--token-file", str(tmp_path / "peer.jwt"),
         ],
         token=admin,
     )

@@ -72,12 +72,28 @@ async def test_tenant_token_needs_a_tenant_id(tmp_path: Path) -> None:
 
 async def test_serve_refuses_bad_configuration_with_a_clear_message(tmp_path: Path) -> None:
     result = await run_cli(
-        "serve", "--id", "1", "--data-dir", str(tmp_path), "--listen-http", "127.0.0.1:0",
+        "serve", "--node-id", "1", "--data-dir", str(tmp_path), "--listen-http", "127.0.0.1:0",
         "--listen-wal", "127.0.0.1:0", "--heartbeat-timeout", "soon",
     )
     assert result.returncode == 2
-    assert "heartbeat_timeout" in result.stderr
-    assert "duration" in result.stderr
+    assert "Invalid value for '--heartbeat-timeout'" in result.stderr
+    assert "expected a duration like 5s" in result.stderr
+
+
+def test_serve_old_option_names_still_work_with_a_deprecation_note(tmp_path: Path) -> None:
+    # --id and --auth-token reach the configuration (the error lists only what is missing).
+    result = CliRunner().invoke(main, ["serve", "--id", "1", "--auth-token", "peer.jwt",
+                                       "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "Warning: --id is deprecated, use --node-id" in result.output
+    assert "Warning: --auth-token is deprecated, use --token-file" in result.output
+    assert "missing required settings: --listen-http, --listen-wal" in result.output
+
+
+def test_serve_refuses_an_option_under_both_names() -> None:
+    result = CliRunner().invoke(main, ["serve", "--id", "1", "--node-id", "2"])
+    assert result.exit_code == 2
+    assert "--id is the old name of --node-id: give only --node-id" in result.output
 
 
 async def test_serve_exits_one_when_its_port_is_taken(tmp_path: Path) -> None:
@@ -86,7 +102,7 @@ async def test_serve_exits_one_when_its_port_is_taken(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = await run_cli(
-            "serve", "--id", "1", "--data-dir", str(tmp_path), "--listen-http", "127.0.0.1:0",
+            "serve", "--node-id", "1", "--data-dir", str(tmp_path), "--listen-http", "127.0.0.1:0",
             "--listen-wal", f"127.0.0.1:{port}", "--log-format", "json",
         )
     assert result.returncode == 1, result.stderr
@@ -96,8 +112,8 @@ async def test_serve_exits_one_when_its_port_is_taken(tmp_path: Path) -> None:
 async def test_serve_exits_one_on_an_empty_peer_token_file(tmp_path: Path) -> None:
     (tmp_path / "empty.jwt").write_text("")
     result = await run_cli(
-        "serve", "--id", "1", "--data-dir", str(tmp_path), "--listen-http", "127.0.0.1:0",
-        "--listen-wal", "127.0.0.1:0", "--auth-token", str(tmp_path / "empty.jwt"),
+        "serve", "--node-id", "1", "--data-dir", str(tmp_path), "--listen-http", "127.0.0.1:0",
+        "--listen-wal", "127.0.0.1:0", "--token-file", str(tmp_path / "empty.jwt"),
     )
     assert result.returncode == 1, result.stderr
     assert "empty" in result.stderr

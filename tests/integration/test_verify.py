@@ -141,7 +141,7 @@ async def test_verify_with_auth_on_needs_a_safekeeperdata_token(
     cluster = make_cluster(
         1,
         extra_args=["--auth-public-key", str(keys / "auth_public_key.pem"),
-                    "--auth-token", str(token_file)],
+                    "--token-file", str(token_file)],
         token=made.stdout.strip(),
     )
     await cluster.start()

@@ -165,5 +165,20 @@ def test_missing_required_settings_are_listed() -> None:
 
 def test_auth_key_without_peer_token_is_refused() -> None:
     cli = {**REQUIRED, "peers": ("2=http://h:1",), "auth_public_key": "/k.pem"}
-    with pytest.raises(ConfigError, match="auth_token"):
+    with pytest.raises(ConfigError, match="token_file"):
         load_config(cli, env={})
+
+
+def test_toml_id_is_refused_with_the_right_key_named(tmp_path: Path) -> None:
+    toml = write_toml(tmp_path, "id = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown setting 'id' .*did you mean 'node_id'\?"):
+        load_config({}, env={}, config_file=toml)
+
+
+def test_old_auth_token_key_still_sets_token_file(tmp_path: Path) -> None:
+    toml = write_toml(tmp_path, "auth_token = '/peer.jwt'\n")
+    assert load_config(REQUIRED, env={}, config_file=toml).token_file == Path("/peer.jwt")
+    env = {"SAFEKEEPER_AUTH_TOKEN": "/env.jwt"}
+    assert load_config(REQUIRED, env=env).token_file == Path("/env.jwt")
+    assert load_config(REQUIRED, env={"SAFEKEEPER_TOKEN_FILE": "/t.jwt"}).token_file == Path(
+        "/t.jwt")
