@@ -14,5 +14,6 @@ def main() -> None:
     """A trio-based PostgreSQL WAL safekeeper whose centrepiece is peer recovery.
 
     Run `safekeeper-recovery demo` to see a three-node cluster recover a lagging node.
+    Codes such as R7 or S1 in error messages are explained in docs/errors.md.
     """
     tune_allocator()  # every command streams WAL in large, short-lived buffers

@@ -188,7 +188,7 @@ def serve(config_file: Path | None, ready_file: Path | None, **options: object) 
             raise
         message = "; ".join(str(x) for x in leaves)
         log.error("node %s failed: %s", config.node_id, message)
-        click.echo(f"error: {message}", err=True)
+        click.echo(f"Error: {message}", err=True)
         sys.exit(1)
 
 

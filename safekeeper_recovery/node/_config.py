@@ -291,6 +291,10 @@ def load_config(
         hints = ", ".join(f"--{k.replace('_', '-')}" for k in missing)
         raise ConfigError(f"missing required settings: {hints} (or {ENV_PREFIX}… / config file)")
     config = NodeConfig(**values)  # type: ignore[arg-type]  # values are typed by _PARSERS
+    if config.listen_http == config.listen_wal and config.listen_http[1] != 0:
+        host, port = config.listen_http
+        raise ConfigError(f"listen_http and listen_wal are both {host}:{port}: the HTTP API "
+                          "and the WAL port need two ports")
     if config.node_id in config.peers:
         raise ConfigError(f"peers lists this node's own id {config.node_id}")
     if config.auth_public_key is not None and config.token_file is None and config.peers:

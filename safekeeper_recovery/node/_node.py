@@ -19,9 +19,12 @@ are closed.
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Final
 
 import attrs
@@ -85,7 +88,11 @@ async def serve_node(
     """
     authenticator = Authenticator.from_file(config.auth_public_key)
     peer_token = read_peer_token(config)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    _make_data_dir(config.data_dir)
+    # Both ports are checked before anything opens (loading thousands of timelines takes
+    # a while): a taken port is reported at once, naming its address and option.
+    await trio.to_thread.run_sync(_check_can_listen, config.listen_wal, "--listen-wal")
+    await trio.to_thread.run_sync(_check_can_listen, config.listen_http, "--listen-http")
     metrics = metrics if metrics is not None else NodeMetrics()
     registry = TimelineRegistry(
         config.node_id, FileBackend(config.data_dir, direct_io=config.wal_direct_io),
@@ -198,6 +205,45 @@ async def _flush(timeline: Timeline) -> None:
         await timeline.process(FlushWal())
     except SafekeeperError as e:
         log.error("timeline %s: flush at shutdown failed: %s", timeline.ttid, e)
+
+
+def _make_data_dir(path: Path) -> None:
+    """Create the data directory if missing; raise ``SafekeeperError`` naming it if it is
+    not a directory or cannot be made."""
+    if path.exists() and not path.is_dir():
+        raise SafekeeperError(
+            f"data dir {path} is not a directory (--data-dir): give a directory, or a path "
+            "that does not exist yet")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SafekeeperError(
+            f"cannot create data dir {path} (--data-dir): {e.strerror or e}") from None
+
+
+def _check_can_listen(address: HostPort, option: str) -> None:
+    """Raise ``SafekeeperError`` naming ``address`` and ``option`` if it cannot be bound
+    (the servers bind it for real afterwards; port 0 always works)."""
+    host, port = address
+    if port == 0:
+        return
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError as e:
+        raise SafekeeperError(f"cannot listen on {shown} ({option}): {e}") from None
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            # As trio's listeners do: a port in TIME_WAIT is free to reuse.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(sockaddr)
+            except OSError as e:
+                hint = (": another process is listening there (a node still running?); stop "
+                        "it or choose another port") if e.errno == errno.EADDRINUSE else ""
+                raise SafekeeperError(
+                    f"cannot listen on {shown} ({option}): {e.strerror or e}{hint}") from None
 
 
 def read_peer_token(config: NodeConfig) -> str | None:

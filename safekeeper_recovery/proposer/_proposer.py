@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final, NoReturn
+from typing import Final, Literal, NoReturn
 
 import attrs
 import trio
@@ -242,7 +242,8 @@ class Proposer:
         """Stop the whole run with ``exc`` (the first fatal error wins)."""
         if self._fatal is None:
             self._fatal = exc
-            log.error("proposer stopping: %s", exc)
+            # Info, not error: the run raises ``exc``, and its caller reports it.
+            log.info("proposer stopping: %s", exc)
         assert self._scope is not None
         self._scope.cancel()
         await trio.sleep_forever()
@@ -389,14 +390,17 @@ class Proposer:
             await trio.sleep(delay)
 
     def _mark_down(self, node: _Node, reason: str, *, permanent: bool) -> None:
-        node.status = "failed" if permanent else "down"
+        status: Literal["failed", "down"] = "failed" if permanent else "down"
+        # One warning per failure: retries that fail the same way add nothing to the log.
+        repeated = node.status == status and node.last_error == reason
+        node.status = status
         node.last_error = reason
         node.vote = None
         node.session_flush = INVALID_LSN
         node.session_committed_end = False
-        log.warning(
-            "safekeeper %s %s: %s", node.url, "failed" if permanent else "unavailable", reason
-        )
+        if not repeated:
+            log.warning("safekeeper %s %s: %s", node.url,
+                        "failed" if permanent else "unavailable (retrying)", reason)
         self._changed.notify()
 
     async def _receive(self, conn: SafekeeperConnection) -> AcceptorMessage:

@@ -156,7 +156,9 @@ class ProposeResult:
     def summary(self) -> str:
         """One line for humans."""
         rate = self.bytes / self.seconds / 2**20 if self.seconds > 0 else 0.0
-        flushes = ", ".join(f"{u}={f}" for u, f in self.flush_lsns.items())
+        # A node never reached in this run has no flush position: say so, not "None".
+        flushes = ", ".join(f"{u}={'down' if f is None else f}"
+                            for u, f in self.flush_lsns.items())
         return (
             f"term {self.term}: wrote {self.bytes} bytes {self.start_lsn}..{self.end_lsn} in "
             f"{self.seconds:.2f}s ({rate:.1f} MiB/s), commit_lsn {self.commit_lsn}; "

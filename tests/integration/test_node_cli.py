@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from safekeeper_recovery.cli import main
 
-from .harness import run_cli
+from .harness import allocate_ports, run_cli
 
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -96,17 +96,40 @@ def test_serve_refuses_an_option_under_both_names() -> None:
     assert "--id is the old name of --node-id: give only --node-id" in result.output
 
 
-async def test_serve_exits_one_when_its_port_is_taken(tmp_path: Path) -> None:
+async def test_a_taken_port_is_named_before_the_other_port_opens(tmp_path: Path) -> None:
+    [wal_port] = allocate_ports(1)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = await run_cli(
-            "serve", "--node-id", "1", "--data-dir", str(tmp_path), "--listen-http", "127.0.0.1:0",
-            "--listen-wal", f"127.0.0.1:{port}", "--log-format", "json",
+            "serve", "--node-id", "1", "--data-dir", str(tmp_path),
+            "--listen-http", f"127.0.0.1:{port}", "--listen-wal", f"127.0.0.1:{wal_port}",
+            "--log-format", "json",
         )
     assert result.returncode == 1, result.stderr
-    assert "error:" in result.stderr
+    assert (f"Error: cannot listen on 127.0.0.1:{port} (--listen-http): Address already in "
+            "use: another process is listening there") in result.stderr
+    assert "WAL port listening" not in result.stderr  # nothing was opened first
+
+
+async def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "sk1").write_text("not a directory")
+    result = await run_cli(
+        "serve", "--node-id", "1", "--data-dir", str(tmp_path / "sk1"),
+        "--listen-http", "127.0.0.1:0", "--listen-wal", "127.0.0.1:0", "--log-format", "json",
+    )
+    assert result.returncode == 1, result.stderr
+    assert (f"Error: data dir {tmp_path / 'sk1'} is not a directory (--data-dir)"
+            in result.stderr)
+
+
+def test_one_address_for_both_ports_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [
+        "serve", "--node-id", "1", "--data-dir", str(tmp_path),
+        "--listen-http", "127.0.0.1:7000", "--listen-wal", "127.0.0.1:7000"])
+    assert result.exit_code == 2
+    assert "listen_http and listen_wal are both 127.0.0.1:7000" in result.output
 
 
 async def test_serve_exits_one_on_an_empty_peer_token_file(tmp_path: Path) -> None:

@@ -73,6 +73,7 @@ async def test_one_node_down_from_the_start_finishes_on_the_quorum() -> None:
         result = await propose(config(cluster, 2 * MiB, drain_timeout=0.1), cluster.connector("A"))
     assert result.commit_lsn == START + 2 * MiB
     assert result.flush_lsns[cluster.urls[2]] is None
+    assert result.summary().endswith(f"{cluster.urls[2]}=down")
     assert cluster[0].durable_wal() == cluster[1].durable_wal() == gen(1, 2 * MiB)
     assert cluster[2].durable_wal() == b""
 
@@ -247,3 +248,23 @@ async def test_start_lsn_mismatch_is_refused_before_writing() -> None:
     with trio.fail_after(10), pytest.raises(Exception, match="not at the requested start LSN"):
         await propose(config(cluster, MiB, expect_start_lsn=Lsn(START + 1)), cluster.connector("A"))
     assert all(node.durable_wal() == b"" for node in cluster.nodes.values())
+
+
+async def test_a_node_down_is_logged_once_however_often_it_is_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster = FakeCluster(3)
+    cluster[1].kill()
+    cluster[2].kill()
+    with trio.fail_after(10), pytest.raises(LostQuorumError) as info:
+        # 0.3 s of lost quorum at 10-50 ms back-off: each down node is retried many times.
+        await propose(config(cluster, MiB), cluster.connector("A"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    for url in cluster.urls[1:]:
+        assert [w for w in warnings if url in w] == [
+            f"safekeeper {url} unavailable (retrying): ConnectionRefusedError: "
+            f"{url}: connection refused"
+        ]
+    # The fatal error is raised, for the caller to report; it is not logged as an error too.
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert str(info.value).startswith("lost quorum")
