@@ -28,6 +28,7 @@ from ..node import (
     build_recovery_engine,
     configure_logging,
     load_config,
+    raise_fd_limit,
     read_peer_token,
     serve_node,
 )
@@ -178,6 +179,7 @@ def serve(config_file: Path | None, ready_file: Path | None, **options: object) 
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     configure_logging(config.log_format, config.log_level)
+    raise_fd_limit()  # before any connection or timeline file is opened
     try:
         trio.run(_run, config, ready_file)
     except (OSError, SafekeeperError, ExceptionGroup) as e:

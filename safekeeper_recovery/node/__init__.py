@@ -10,6 +10,7 @@ from ._config import (
     parse_duration,
     parse_host_port,
 )
+from ._fd_limit import raise_fd_limit
 from ._logging import configure_logging
 from ._node import SHUTDOWN_FLUSH_TIMEOUT, RunningNode, read_peer_token, serve_node
 from ._recovery import build_recovery_engine
@@ -27,6 +28,7 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_host_port",
+    "raise_fd_limit",
     "read_peer_token",
     "serve_node",
 ]

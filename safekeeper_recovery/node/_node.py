@@ -33,6 +33,7 @@ import trio
 from ..core import FlushWal, SafekeeperError
 from ..timeline import FileBackend, PeerHub, Timeline, TimelineRegistry, TimelineService
 from ..transport._auth import Authenticator
+from ..transport._connections import ConnectionSlots, connection_cap
 from ..transport._http_app import NodeContext, RecoveryAdmin, build_http_app
 from ..transport._http_server import serve_http
 from ..transport._metrics import NodeMetrics
@@ -109,8 +110,10 @@ async def serve_node(
         body_timeout=config.client_timeout,
     )
     wal_config = WalServerConfig(
-        keepalive_interval=config.keepalive_interval, handshake_timeout=config.connect_timeout
+        keepalive_interval=config.keepalive_interval, handshake_timeout=config.connect_timeout,
+        idle_timeout=config.client_timeout,
     )
+    slots = ConnectionSlots(connection_cap(config.max_connections))
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(registry.serve)
@@ -118,7 +121,7 @@ async def serve_node(
             wal_port: int = await nursery.start(
                 partial(
                     serve_wal, registry, authenticator, wal_host, wal_port_asked,
-                    config=wal_config,
+                    config=wal_config, slots=slots,
                 )
             )
             http_host, http_port_asked = config.listen_http
@@ -128,6 +131,7 @@ async def serve_node(
                     build_http_app(context),
                     http_host,
                     http_port_asked,
+                    slots=slots,
                 )
             )
             # Port 0 binds are only known now: advertise the real ports.
@@ -156,9 +160,9 @@ async def serve_node(
             )
             nursery.start_soon(_persist_periodically, registry, config.persist_interval)
             log.info(
-                "node %s serving: http %s, wal %s, %d peers, recovery %s",
-                config.node_id, running.http_url, running.wal_url, len(config.peers),
-                "on" if config.recovery else "off",
+                "node %s serving: http %s, wal %s, %d peers, recovery %s, at most %d "
+                "client connections", config.node_id, running.http_url, running.wal_url,
+                len(config.peers), "on" if config.recovery else "off", slots.limit,
             )
             task_status.started(running)
     finally:

@@ -22,6 +22,7 @@ Rules
 from __future__ import annotations
 
 import logging
+import math
 from typing import Final
 
 import trio
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 MESSAGE_QUEUE_SIZE: Final = 256
 CLOSE_UNSUPPORTED_DATA: Final = 1003
+CLOSE_IDLE: Final = 4008
+"""Closed by the server: the client sent nothing (``wal_push``) or took nothing
+(``wal_stream``) for the idle timeout."""
 REPLY_QUEUE_SIZE: Final = 16
 _FLUSH: Final = FlushWal()
 
@@ -118,12 +122,16 @@ async def serve_push_connection(
     receiver: Receiver,
     *,
     flush_interval: float = 1.0,
+    idle_timeout: float = math.inf,
 ) -> None:
     """Run one accepted ``wal_push`` WebSocket through :func:`run_wal_acceptor`.
 
     Returns normally when the client went away (after flushing). Raises the processing
-    error, or a :class:`RemoteProtocolError` for a malformed / out-of-order message. Does
-    not close ``ws``: the caller maps the outcome to a close code.
+    error, or a :class:`RemoteProtocolError` for a malformed / out-of-order message or a
+    client silent for ``idle_timeout`` seconds (close code :data:`CLOSE_IDLE`; proposers
+    send a keepalive append every second when they have nothing else to say, so only a
+    vanished or stuck client is that quiet). Does not close ``ws``: the caller maps the
+    outcome to a close code.
     """
     msg_send, msg_recv = trio.open_memory_channel[ProposerMessage](MESSAGE_QUEUE_SIZE)
     reply_send, reply_recv = trio.open_memory_channel[AcceptorMessage](REPLY_QUEUE_SIZE)
@@ -136,9 +144,16 @@ async def serve_push_connection(
             first = True
             while True:
                 try:
-                    raw = await ws.get_message()
+                    with trio.move_on_after(idle_timeout) as idle:
+                        raw = await ws.get_message()
                 except ConnectionClosed:
                     return  # the client left (or sent an oversized frame: closed with 1009)
+                if idle.cancelled_caught:
+                    protocol_error.append(RemoteProtocolError(
+                        f"no message for {idle_timeout:g} s: closing an idle connection",
+                        close_code=CLOSE_IDLE,
+                    ))
+                    return
                 try:
                     if isinstance(raw, str):
                         raise RemoteProtocolError(

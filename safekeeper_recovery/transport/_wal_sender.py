@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -58,6 +59,7 @@ CLOSE_STREAM_REFUSED: Final = 4000
 """WebSocket close code for protocol-level refusals (term moved, WAL removed)."""
 
 CLOSE_UNSUPPORTED_DATA: Final = 1003
+CLOSE_IDLE: Final = 4008
 _PG_EPOCH_UNIX: Final = 946_684_800  # 2000-01-01T00:00:00Z
 _sender_ids = itertools.count(1)
 
@@ -146,8 +148,14 @@ async def serve_stream_connection(
     *,
     remote: str,
     keepalive_interval: float = 1.0,
+    send_timeout: float = math.inf,
 ) -> None:
     """Run one accepted ``wal_stream`` WebSocket: WAL out, StatusUpdates in.
+
+    A reader that takes nothing for ``send_timeout`` seconds (one message cannot be sent;
+    a keepalive goes out every ``keepalive_interval`` even when idle, so a vanished or
+    stuck reader fills the socket buffers) ends the stream with :class:`WalSenderError`
+    and close code 4008.
 
     The connection is listed in ``timeline.walsenders[id]`` while it runs: ``remote``,
     ``start_lsn``, ``term``, ``sent_lsn`` and, once the reader reports, ``feedback`` with
@@ -171,7 +179,13 @@ async def serve_stream_connection(
         info["sent_lsn"] = str(pos)
 
     async def send(msg: StreamSenderMessage) -> None:
-        await ws.send_message(encode(msg))
+        with trio.move_on_after(send_timeout) as stuck:
+            await ws.send_message(encode(msg))
+        if stuck.cancelled_caught:
+            raise WalSenderError(
+                f"the reader took nothing for {send_timeout:g} s: closing an idle stream",
+                close_code=CLOSE_IDLE,
+            )
 
     async def stream(cancel_scope: trio.CancelScope) -> None:
         try:

@@ -7,7 +7,8 @@ checked, the timeline looked up; failures reject the HTTP upgrade with 400 / 401
 After the handshake every connection ends with a close code that says why
 (docs/architecture.md "Close codes"): 1000 normal end, 1002 protocol error, 1009 too big
 (sent by trio-websocket itself), 1011 internal error / stopped timeline, 4000 refusal
-(term moved, WAL removed), 4004 timeline deleted, 4009 acceptor refusal. A handler never
+(term moved, WAL removed), 4004 timeline deleted, 4008 idle (a push client silent, or a
+stream reader taking nothing, for ``idle_timeout``), 4009 acceptor refusal. A handler never
 lets an exception escape: trio-websocket would take the whole server down with it.
 
 A stopped (broken) timeline refuses ``wal_push`` handshakes with 503 and
@@ -44,6 +45,7 @@ from ..core import (
 )
 from ..timeline import Timeline, TimelineBroken, TimelineNotFound, TimelineRegistry
 from ._auth import Authenticator, bearer_token
+from ._connections import ConnectionSlots
 from ._paths import BadRequest, check_query, parse_bool, parse_lsn, parse_term, parse_timeline_path
 from ._wal_acceptor import serve_push_connection
 from ._wal_sender import WalSenderError, serve_stream_connection
@@ -90,6 +92,9 @@ class WalServerConfig:
     """A client must finish the opening handshake within this time."""
     close_timeout: float = 5.0
     """How long to wait for the peer's half of the closing handshake."""
+    idle_timeout: float = 30.0
+    """A ``wal_push`` client silent this long, or a ``wal_stream`` reader that takes
+    nothing this long, is closed with 4008."""
 
 
 @final
@@ -142,22 +147,25 @@ async def serve_wal(
     port: int,
     *,
     config: WalServerConfig | None = None,
+    slots: ConnectionSlots | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the WAL port on ``host:port`` until cancelled.
 
     ``port`` 0 picks a free port; ``task_status.started`` reports the bound port, so
     ``port = await nursery.start(serve_wal, ...)``. Never returns unless cancelled;
-    a failing connection never affects the others.
+    a failing connection never affects the others. With ``slots`` (the node-wide
+    connection cap), a connection beyond the cap gets 503 and is closed.
     """
     config = config if config is not None else WalServerConfig()
     handler = functools.partial(_handle_request, registry, authenticator, config)
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
+    serve_one = functools.partial(_serve_stream, handler, config)
+    if slots is not None:
+        serve_one = functools.partial(slots.serve, serve_one=serve_one)
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            trio.serve_listeners, functools.partial(_serve_stream, handler, config), listeners
-        )
+        await nursery.start(trio.serve_listeners, serve_one, listeners)
         log.info("WAL port listening on %s:%d", host, bound)
         task_status.started(bound)
         await trio.sleep_forever()
@@ -252,12 +260,14 @@ async def _run_connection(
                     )
                     async with timeline.receiver(kind, remote) as receiver:
                         await serve_push_connection(
-                            ws, timeline, receiver, flush_interval=config.flush_interval
+                            ws, timeline, receiver, flush_interval=config.flush_interval,
+                            idle_timeout=config.idle_timeout,
                         )
                 case WalStreamTarget():
                     await serve_stream_connection(
                         ws, timeline, target.start_lsn, target.term, remote=remote,
                         keepalive_interval=config.keepalive_interval,
+                        send_timeout=config.idle_timeout,
                     )
     except Exception as e:  # mapped to a close code: nothing escapes a handler
         if timeline.deleted:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -147,6 +148,8 @@ class NodeProcess:
     wal_port: int
     peers: dict[int, str] = attrs.field(factory=dict)
     extra_args: list[str] = attrs.field(factory=list)
+    nofile: int | None = None
+    """Start the process with this soft ``RLIMIT_NOFILE`` (as a system default would)."""
     process: trio.Process | None = None
     starts: int = 0
 
@@ -202,10 +205,18 @@ class NodeProcess:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.ready_file.unlink(missing_ok=True)
         self.starts += 1
+        nofile = self.nofile
+
+        def limit_files() -> None:  # runs in the child, before exec
+            if nofile is not None:
+                _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
         with self.stderr_path.open("wb") as err:
             self.process = await trio.lowlevel.open_process(
                 self.args(), stdout=subprocess.DEVNULL, stderr=err,
                 env={k: v for k, v in os.environ.items() if not k.startswith("SAFEKEEPER_")},
+                preexec_fn=limit_files if nofile is not None else None,
             )
         process = self.process
         with trio.move_on_after(timeout):

@@ -34,6 +34,7 @@ from safekeeper_recovery.transport import (
     serve_wal,
 )
 from safekeeper_recovery.transport._auth import Authenticator
+from safekeeper_recovery.transport._connections import ConnectionSlots
 
 START = Lsn(0x100_0000)
 SEG = 1 << 20
@@ -64,6 +65,7 @@ async def start_node(
     *,
     authenticator: Authenticator | None = None,
     config: WalServerConfig | None = None,
+    slots: ConnectionSlots | None = None,
 ) -> WalNode:
     registry = TimelineRegistry(NodeId(1), FileBackend(data_dir))
     await nursery.start(registry.serve)
@@ -76,6 +78,7 @@ async def start_node(
             "127.0.0.1",
             0,
             config=config or WalServerConfig(keepalive_interval=0.2),
+            slots=slots,
         )
     )
     return WalNode(registry, f"ws://127.0.0.1:{port}", nursery)
