@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 import trio
-from rich.console import Console
 
+from .._console import make_console
 from ..bench import BenchConfig, kept_sections, render_markdown, render_table, run_benchmarks
 from ._main import main
 
@@ -29,7 +29,7 @@ __all__ = ["bench"]
 @click.option("--keep", is_flag=True, help="Keep the data directories and logs.")
 def bench(quick: bool, rounds: int, gib: float | None, output: Path, keep: bool) -> None:
     """Run the benchmarks (several minutes): needs PostgreSQL's binaries (pg_config)."""
-    console = Console()
+    console = make_console()
     logging.getLogger("safekeeper_recovery.proposer").setLevel(logging.ERROR)
     nbytes = int((gib if gib is not None else (0.25 if quick else 1.0)) * 2**30)
     config = BenchConfig(nbytes=nbytes, rounds=rounds, idle_window=10.0 if quick else 30.0,

@@ -7,8 +7,8 @@ import sys
 
 import click
 import trio
-from rich.console import Console
 
+from .._console import make_console
 from ..demo._demo import cleanup, demo_root, print_summary, run_demo
 from ._main import main
 from ._options import SIZE
@@ -23,7 +23,7 @@ __all__ = ["demo"]
 def demo(nbytes: int, keep: bool) -> None:
     """Start three nodes, write WAL while node 3 is down, watch node 3 recover it from a
     peer, and compare digests fetched from each node. Exits 0 only if all three match."""
-    console = Console()
+    console = make_console()
     # Node 3 is down on purpose while the proposer writes: its "unavailable" warnings are
     # expected here and would only bury the demo's own output.
     logging.getLogger("safekeeper_recovery.proposer").setLevel(logging.ERROR)
@@ -35,5 +35,5 @@ def demo(nbytes: int, keep: bool) -> None:
         cleanup(root, True, console)
         sys.exit(1)
     print_summary(result, console)
-    cleanup(root, keep, console)
+    cleanup(root, keep, console, result.ttid)
     sys.exit(0 if result.ok else 1)

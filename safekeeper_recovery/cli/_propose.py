@@ -14,9 +14,9 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 
+from .._console import BinaryRateColumn
 from ..core import Lsn, SafekeeperError, TenantId, TimelineId
 from ..pgwal import validate_seg_size
 from ..proposer import (
@@ -220,7 +220,7 @@ async def _run(proposer: Proposer, show_progress: bool) -> ProposeResult:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        BinaryRateColumn(),
         TimeRemainingColumn(),
     )
     with Progress(*columns) as bar:

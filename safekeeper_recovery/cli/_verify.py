@@ -25,16 +25,15 @@ from typing import Final, NoReturn
 
 import click
 import trio
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 
+from .._console import BinaryRateColumn, make_console
 from ..core import (
     Lsn,
     SafekeeperError,
@@ -292,13 +291,13 @@ def verify_command(
         raise click.UsageError("give exactly one of --node and --data-dir")
     ttid = TenantTimelineId(tenant_id, timeline_id)
     token = token_file.read_text().strip() if token_file is not None else None
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     show = console.is_terminal if progress is None else progress
     columns = (
         TextColumn("[bold]verifying"),
         BarColumn(),
         DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        BinaryRateColumn(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, disable=not show) as bar:

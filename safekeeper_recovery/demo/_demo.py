@@ -23,10 +23,10 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.table import Table
 
+from .._console import BinaryRateColumn
 from ..core import Lsn, TenantId, TenantTimelineId, TimelineId
 from ._local_cluster import LocalCluster
 
@@ -47,20 +47,21 @@ class DemoResult:
     """The recovery attempt alone, on node 3's clock: from ``recovery.started_at`` (donor
     chosen, term adopted, streaming begins) to ``recovery.flushed_at``; None if the node
     did not report both."""
+    ttid: TenantTimelineId | None = None
 
     @property
     def ok(self) -> bool:
         return len(set(self.digests.values())) == 1 and len(self.digests) == 3
 
     @property
-    def mb_per_s(self) -> float:
-        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else float("inf")
+    def mib_per_s(self) -> float:
+        return self.bytes / 2**20 / self.seconds if self.seconds > 0 else float("inf")
 
     @property
-    def attempt_mb_per_s(self) -> float | None:
+    def attempt_mib_per_s(self) -> float | None:
         if self.attempt_seconds is None:
             return None
-        return self.bytes / 1e6 / self.attempt_seconds if self.attempt_seconds > 0 else None
+        return self.bytes / 2**20 / self.attempt_seconds if self.attempt_seconds > 0 else None
 
 
 async def run_demo(nbytes: int, *, root: Path, console: Console, timeout: float = 600.0
@@ -86,7 +87,9 @@ async def run_demo(nbytes: int, *, root: Path, console: Console, timeout: float 
             console.print("Stopped node 3; writing WAL to the quorum {1, 2} …")
             urls = tuple(n.wal_url for n in cluster.nodes.values())
             written = await propose(
-                ProposerConfig(urls, ttid.tenant_id, ttid.timeline_id, nbytes),
+                # PostgreSQL-format WAL (as `propose` writes), so `verify` can check it.
+                ProposerConfig(urls, ttid.tenant_id, ttid.timeline_id, nbytes,
+                               wal_format="pg", wal_seg_size=16 * 2**20),
                 websocket_connector(ttid.tenant_id, ttid.timeline_id),
                 fetch_wal=websocket_fetcher(ttid.tenant_id, ttid.timeline_id),
             )
@@ -106,7 +109,7 @@ async def run_demo(nbytes: int, *, root: Path, console: Console, timeout: float 
                 async with SafekeeperClient(node.http_url) as client:
                     digests[node.node_id] = await client.digest(ttid, START_LSN, target)
             return DemoResult(int(target) - int(START_LSN), seconds, donor, target, digests,
-                              attempt_seconds)
+                              attempt_seconds, ttid)
     except BaseException:
         for node in cluster.nodes.values():
             console.print(f"[dim]--- node {node.node_id} log tail ---\n{node.tail_log()}[/]")
@@ -128,7 +131,7 @@ async def _follow_recovery(http_url: str, ttid: TenantTimelineId, target: Lsn,
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        BinaryRateColumn(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
@@ -164,13 +167,13 @@ def print_summary(result: DemoResult, console: Console) -> None:
     console.print(table)
     verdict = "[green]all three match[/]" if result.ok else "[red]MISMATCH[/]"
     attempt = ""
-    if result.attempt_seconds is not None and result.attempt_mb_per_s is not None:
+    if result.attempt_seconds is not None and result.attempt_mib_per_s is not None:
         attempt = (f"streamed in {result.attempt_seconds:.2f} s "
-                   f"({result.attempt_mb_per_s:.1f} MB/s), ")
+                   f"({result.attempt_mib_per_s:.1f} MiB/s), ")
     console.print(
         f"recovered {result.bytes / 2**20:.1f} MiB from donor {result.donor}: {attempt}"
         f"caught up {result.seconds:.2f} s after node 3 was started "
-        f"({result.mb_per_s:.1f} MB/s with process start-up); end {result.end_lsn}; "
+        f"({result.mib_per_s:.1f} MiB/s with process start-up); end {result.end_lsn}; "
         f"digests: {verdict}"
     )
 
@@ -180,8 +183,24 @@ def demo_root(keep: bool) -> tuple[Path, bool]:
     return root, keep
 
 
-def cleanup(root: Path, keep: bool, console: Console) -> None:
-    if keep:
-        console.print(f"Kept the nodes' data and logs under {root}")
-    else:
+def cleanup(root: Path, keep: bool, console: Console,
+            ttid: TenantTimelineId | None = None) -> None:
+    """Remove ``root`` unless ``keep``; either way say so, and what to try next."""
+    if not keep:
         shutil.rmtree(root, ignore_errors=True)
+        console.print(f"Removed {root} (the nodes' data and logs): run `safekeeper-recovery "
+                      "demo --keep` to keep it and look inside with `verify` and "
+                      "`timeline status`.")
+        return
+    console.print(f"Kept the nodes' data and logs under {root} (the nodes are stopped).")
+    if ttid is None:
+        return
+    ids = f"--tenant-id {ttid.tenant_id} --timeline-id {ttid.timeline_id}"
+    console.print(
+        "Next steps:\n"
+        f"  safekeeper-recovery verify --data-dir {root}/sk3/data {ids}\n"
+        f"  safekeeper-recovery serve --node-id 3 --data-dir {root}/sk3/data "
+        "--listen-http 127.0.0.1:7678 --listen-wal 127.0.0.1:5456 &\n"
+        f"  safekeeper-recovery timeline status --node http://127.0.0.1:7678 {ids}",
+        highlight=False,
+    )

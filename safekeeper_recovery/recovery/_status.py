@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Literal
 
 import attrs
 
 from ..core import Lsn, PeerInfo
 
-__all__ = ["RecoveryState", "RecoveryStatus"]
+__all__ = ["RecoveryState", "RecoveryStatus", "iso_time"]
+
+
+def iso_time(seconds: float | None) -> str | None:
+    """Unix seconds as ISO 8601 in UTC with milliseconds (``2026-12-06T07:03:01.123Z``)."""
+    if seconds is None:
+        return None
+    text = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
 
 RecoveryState = Literal["idle", "backoff", "recovering", "disabled", "broken"]
 
@@ -76,10 +85,16 @@ class RecoveryStatus:
         return max(0, int(self.target_lsn) - int(self.flushed_lsn))
 
     def to_json(self) -> dict[str, object]:
+        """The status JSON object. Times are Unix seconds (``*_at``) with the same instant
+        in ISO 8601, UTC, next to each (``*_at_iso``)."""
         def lsn(v: Lsn | None) -> str | None:
             return None if v is None else str(v)
 
-        return {
+        times = {
+            f"{name}_iso": iso_time(getattr(self, name))
+            for name in ("started_at", "flushed_at", "first_data_at", "last_data_at")
+        }
+        return {**times,
             "state": self.state,
             "donor": self.donor,
             "started_at": self.started_at,

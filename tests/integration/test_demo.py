@@ -70,6 +70,33 @@ async def test_demo_exits_zero_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     assert code == 0, out
     assert "all three match" in out, out
     # The attempt's own time (node 3's clock) is reported next to the time from spawning.
-    flat = " ".join(out.split())  # rich wraps lines at the terminal width
-    assert "streamed in" in flat, out
-    assert "after node 3 was started" in flat, out
+    # Not a terminal: nothing is hard-wrapped, so each message is on one line.
+    [recovered] = [line for line in out.splitlines() if line.startswith("recovered ")]
+    assert "streamed in" in recovered, out
+    assert "after node 3 was started" in recovered, out
+    assert "MiB/s" in recovered, out
+    assert "MB/s" not in recovered, out
+    [removed] = [line for line in out.splitlines() if line.startswith("Removed ")]
+    assert "`safekeeper-recovery demo --keep`" in removed, out
+    assert "`verify`" in removed, out
+    assert "`timeline status`" in removed, out
+
+
+@pytest.mark.slow
+async def test_demo_keep_keeps_its_directory_and_shows_next_steps(tmp_path: Path) -> None:
+    code, out = await _run([sys.executable, "-m", "safekeeper_recovery", "demo", "--bytes",
+                            "4MiB", "--keep"], tmp_path, 180)
+    assert code == 0, out
+    [kept] = [line for line in out.splitlines() if line.startswith("Kept ")]
+    root = Path(kept.split(" under ", 1)[1].split(" (", 1)[0])
+    try:
+        assert (root / "sk3" / "data").is_dir()
+        steps = [line.strip() for line in out.splitlines() if line.startswith("  safekeeper")]
+        assert steps[0].startswith(f"safekeeper-recovery verify --data-dir {root}/sk3/data ")
+        # The first step works as printed: node 3 holds the WAL it recovered, valid.
+        verify = await _run([sys.executable, "-m", "safekeeper_recovery",
+                             *steps[0].split()[1:]], tmp_path, 60)
+        assert verify[0] == 0, verify[1]
+        assert " is valid: " in verify[1]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
