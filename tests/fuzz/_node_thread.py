@@ -72,6 +72,15 @@ class NodeThread:
         if self._error is not None:
             raise RuntimeError("the fuzz node crashed") from self._error
 
+    def restart(self) -> None:
+        """Stop the node (gracefully) and start a new one on the same data directory: every
+        timeline is loaded again from disk. The ports change."""
+        self.stop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fuzz-node", daemon=True)
+        self._token = self._scope = self.running = None
+        self.start()
+
     def alive(self) -> bool:
         return self._thread.is_alive() and self._error is None
 
