@@ -5,6 +5,7 @@ Endpoints (all answers are JSON except ``/metrics``; errors are ``{"error": "…
 ====== ========================================================= ======================
 GET    /healthz                                                  open
 GET    /metrics                                                  open (Prometheus text)
+GET    /v1/openapi.json                                          open (this API, OpenAPI 3.1)
 GET    /v1/status                                                node-wide
 GET    /v1/timelines                                             node-wide
 POST   /v1/peer_info                                             node-wide
@@ -43,10 +44,12 @@ Every handler turns its errors into a JSON answer, so no request can take the se
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
+from importlib.resources import files
 from typing import Final, NoReturn, Protocol, TypeVar
 
 import attrs
@@ -85,9 +88,22 @@ from ._json import (
 from ._metrics import METRICS_CONTENT_TYPE, NodeMetrics
 from ._peer_exchange import apply_peer_info_batch
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "NodeContext", "RecoveryAdmin", "build_http_app"]
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "NodeContext",
+    "RecoveryAdmin",
+    "build_http_app",
+    "openapi_document",
+]
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    """The OpenAPI document of this app (``transport/openapi.json``, served as it is; read
+    on first use, not on import)."""
+    return (files(__package__) / "openapi.json").read_bytes()
 
 DEFAULT_MAX_BODY_SIZE: Final = 8 * 1024 * 1024
 """The largest body of any endpoint: ``POST /v1/peer_info``. Measured: a full batch of
@@ -371,6 +387,10 @@ class _Api:
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def openapi(self, request: Request) -> Response:
+        # Open like /healthz: it describes the API and holds no data of the node.
+        return Response(openapi_document(), media_type="application/json")
+
     async def metrics(self, request: Request) -> Response:
         ctx = self.ctx
         ctx.metrics.set_timeline_counts(
@@ -537,6 +557,7 @@ def build_http_app(node: NodeContext) -> Starlette:
     routes = [
         Route("/healthz", _json_errors(api.healthz), methods=["GET"]),
         Route("/metrics", _json_errors(api.metrics), methods=["GET"]),
+        Route("/v1/openapi.json", _json_errors(api.openapi), methods=["GET"]),
         Route("/v1/status", _json_errors(api.status), methods=["GET"]),
         Route("/v1/timelines", _json_errors(api.list_timelines), methods=["GET"]),
         Route("/v1/timelines/changes", _json_errors(api.timeline_changes), methods=["GET"]),
