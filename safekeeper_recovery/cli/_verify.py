@@ -5,9 +5,12 @@ Library functions (the command is a thin shell around them):
 * :func:`verify_node` reads a running node's WAL over its WAL port (``wal_stream`` in the
   node's current term, from the timeline's local start to the flush_lsn it reports when
   asked), streaming: nothing beyond one message is held in memory.
-* :func:`verify_data_dir` reads a stopped node's segment files for one timeline directly,
-  opening everything read-only: it never settles, truncates or renames anything (so it is
-  also safe on a node that crashed).
+* :func:`verify_data_dir` reads a node's segment files for one timeline directly, opening
+  everything read-only: it never settles, truncates or renames anything, and takes no
+  lock, so it is safe on a node that crashed and works on a running node's directory
+  (checking the WAL up to the flush position recorded when it starts; bytes below a flush
+  position are never rewritten, except by a new proposer's truncation, which a stopped
+  node or ``verify --node`` rules out).
 
 Both return a :class:`~safekeeper_recovery.pgwal.VerifyReport` (``ok`` or the first
 corruption with its LSN) and raise :class:`VerifyError` when they cannot read the WAL.
@@ -166,11 +169,13 @@ def verify_data_dir(
     start_lsn: Lsn | None = None,
     on_progress: Progress_ | None = None,
 ) -> VerifyReport:
-    """Verify the timeline's WAL in a stopped node's ``data_dir`` (read-only, blocking).
+    """Verify the timeline's WAL in a node's ``data_dir`` (read-only, blocking, no lock:
+    the node may be running).
 
     Checks the WAL from the store's start (or ``start_lsn``) to its recorded flush
     position, lowered to a pending truncation's target if one is marked (as the node
-    would on start-up).
+    would on start-up). A WAL ending inside a record there is a torn tail, not corruption
+    (the node stopped or flushed part-way through it).
     """
     directory = data_dir / str(ttid.tenant_id) / str(ttid.timeline_id)
     if not directory.is_dir():
@@ -203,11 +208,7 @@ def verify_data_dir(
     while pos < end:
         segno = pos.segment_number(seg_size)
         seg_end = min(int(end), (segno + 1) * seg_size)
-        path = _segment_path(directory, segno, seg_size)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise VerifyError(f"cannot open {path}: {e}") from None
+        path, fd = _open_segment(directory, segno, seg_size)
         try:
             while pos < seg_end:
                 n = min(_READ_CHUNK, seg_end - pos)
@@ -227,11 +228,18 @@ def verify_data_dir(
     return verifier.finish()
 
 
-def _segment_path(directory: Path, segno: int, seg_size: int) -> Path:
+def _open_segment(directory: Path, segno: int, seg_size: int) -> tuple[Path, int]:
+    """The segment's path and a read-only fd. A running node renames the current
+    ``.partial`` segment once it is full, so both names are tried, twice."""
     name = segment_file_name(segno, seg_size)
-    for candidate in (directory / name, directory / f"{name}.partial"):
-        if candidate.exists():
-            return candidate
+    candidates = (directory / name, directory / f"{name}.partial")
+    for path in (*candidates, *candidates):
+        try:
+            return path, os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise VerifyError(f"cannot open {path}: {e}") from None
     raise VerifyError(f"segment {name} is missing in {directory}")
 
 
@@ -255,7 +263,8 @@ def _fail(message: str) -> NoReturn:
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="A stopped node's data directory (read-only; or --node).",
+    help="A node's data directory, read directly (read-only, no lock: the node may be "
+    "running; or --node).",
 )
 @tenant_timeline_options
 @token_file_option("File holding a JWT (safekeeperdata scope: verify reads /v1/status) for "

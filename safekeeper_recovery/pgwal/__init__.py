@@ -15,7 +15,15 @@ from ._format import (
     noop_record,
     record_crc,
 )
-from ._reader import MAX_RECORD_SIZE, Corruption, EndReason, WalEnd, WalReader, WalRecord
+from ._reader import (
+    MAX_RECORD_SIZE,
+    Corruption,
+    EndReason,
+    LeadingContinuation,
+    WalEnd,
+    WalReader,
+    WalRecord,
+)
 from ._synthetic import (
     DEFAULT_SYSTEM_ID,
     TRAILER_SIZE,
@@ -24,7 +32,7 @@ from ._synthetic import (
     continuation_prev_lsn,
     validate_seg_size,
 )
-from ._verify import VerifyReport, WalVerifier, verify_chunks
+from ._verify import TornTail, VerifyReport, WalVerifier, verify_chunks
 
 __all__ = [
     "DEFAULT_SYSTEM_ID",
@@ -36,9 +44,11 @@ __all__ = [
     "TRAILER_SIZE",
     "Corruption",
     "EndReason",
+    "LeadingContinuation",
     "PageHeader",
     "RecordHeader",
     "SyntheticWal",
+    "TornTail",
     "VerifyReport",
     "WalEnd",
     "WalReader",

@@ -2,11 +2,12 @@
 
 Theory of operation
 -------------------
-Feed WAL bytes in order from ``start_lsn`` (a record boundary); :meth:`WalReader.feed`
-returns the records completed so far and stops for good at the first corruption or at the
-end of the written WAL. Nothing is buffered beyond one page header or one record header:
-record bodies are checksummed as they stream past (CRC32C of the body first, the header
-last, as PostgreSQL does), so a record of any size costs constant memory.
+Feed WAL bytes in order from ``start_lsn`` (a record boundary, or a page start: W5);
+:meth:`WalReader.feed` returns the records completed so far and stops for good at the
+first corruption or at the end of the written WAL. Nothing is buffered beyond one page
+header or one record header: record bodies are checksummed as they stream past (CRC32C
+of the body first, the header last, as PostgreSQL does), so a record of any size costs
+constant memory.
 
 Rules (the ``kind`` of a :class:`Corruption`)
 ---------------------------------------------
@@ -28,6 +29,12 @@ W4  End of WAL is not corruption: an ``xl_tot_len`` of 0 or an all-zero page hea
     a record would start (``zeros``), or the data simply ending (``end of data``, or
     ``incomplete`` when it ends inside a record or header). Whoever knows where the WAL
     should end decides what an early end means (:class:`~._verify.WalVerifier` does).
+W5  A leading continuation is skipped, as pg_waldump does (``XLogFindNextRecord``): when
+    reading starts at a page start whose header continues a record from before the start
+    (a timeline that starts at a segment start usually does), its ``xlp_rem_len`` bytes
+    (across pages, each page header continuing it with the right ``xlp_rem_len``,
+    ``continuation``) belong to a record we cannot check, and the first record starts at
+    the next 8-byte boundary after them. :attr:`WalReader.leading_continuation` reports it.
 
 Where a corruption is reported: ``lsn`` is the record being read when it was found (its
 start), or the page header's LSN when the page header itself is wrong between records;
@@ -57,7 +64,15 @@ from ._format import (
 )
 from ._synthetic import validate_seg_size
 
-__all__ = ["MAX_RECORD_SIZE", "Corruption", "EndReason", "WalEnd", "WalReader", "WalRecord"]
+__all__ = [
+    "MAX_RECORD_SIZE",
+    "Corruption",
+    "EndReason",
+    "LeadingContinuation",
+    "WalEnd",
+    "WalReader",
+    "WalRecord",
+]
 
 MAX_RECORD_SIZE: Final = 0x3FFF_FFFF
 """PostgreSQL cannot allocate a record buffer larger than this (MaxAllocSize)."""
@@ -108,6 +123,20 @@ class WalEnd:
     record_lsn: Lsn | None = None
 
 
+@final
+@attrs.frozen
+class LeadingContinuation:
+    """W5: the tail of a record that began before the start, skipped unchecked.
+
+    ``lsn`` is the start (a page start), ``length`` the page's ``xlp_rem_len`` (the
+    record's bytes still to come there), ``next_lsn`` where the first record starts.
+    """
+
+    lsn: Lsn
+    length: int
+    next_lsn: Lsn
+
+
 @attrs.define
 class _Partial:
     lsn: int
@@ -123,7 +152,7 @@ class _Stop(Exception):
 
 @final
 class WalReader:
-    """Check WAL fed in order from ``start_lsn`` (rules W1-W4).
+    """Check WAL fed in order from ``start_lsn`` (rules W1-W5).
 
     ``system_id``/``timeline``: expected values (``None``: whatever the first page says).
     ``prev_lsn``: the start of the record before ``start_lsn`` if known (``None``: the first
@@ -150,6 +179,8 @@ class WalReader:
         """Where the record after the last valid one starts."""
         self.corruption: Corruption | None = None
         self.end: WalEnd | None = None
+        self.leading_continuation: LeadingContinuation | None = None
+        """W5: set once a leading continuation is seen (``next_lsn`` is known then)."""
         self._system_id = system_id
         self._timeline = timeline
         self._prev: int | None = None if prev_lsn is None else int(prev_lsn)
@@ -160,6 +191,9 @@ class WalReader:
         self._rec: _Partial | None = None
         self._done: WalRecord | None = None
         self._skip_to: int | None = None
+        self._cont_left: int | None = None
+        """W5: bytes of the leading continuation still to skip."""
+        self._cont_total = 0
 
     @property
     def position(self) -> Lsn:
@@ -204,6 +238,8 @@ class WalReader:
             self._emit_done([])  # the data ends inside the zero padding: the record is whole
         if self._rec is not None:
             self.end = WalEnd("incomplete", fed_to, Lsn(self._rec.lsn))
+        elif self._cont_left is not None:  # inside the leading continuation (W5)
+            self.end = WalEnd("incomplete", fed_to)
         elif any(rest):
             self.end = WalEnd("incomplete", fed_to, Lsn(self._pos))
         elif rest:
@@ -248,6 +284,8 @@ class WalReader:
             return self._padding(out)
         if self._pos % XLOG_BLCKSZ == 0 and self._page_checked != self._pos:
             return self._page_header()
+        if self._cont_left is not None:
+            return self._skip_continuation()
         if self._rec is not None:
             return self._record_bytes()
         return self._record_start()
@@ -322,7 +360,19 @@ class WalReader:
                 at=pos,
             )
         rec = self._rec
+        if rec is None and self._cont_left is not None:  # W5, on a later page
+            if not flagged or hdr.rem_len != self._cont_left:
+                raise self._fail(
+                    "continuation",
+                    f"the leading continuation needs {self._cont_left} more bytes but page "
+                    f"{page} continues {hdr.rem_len if flagged else 0}",
+                    at=pos,
+                )
+            return
         if rec is None:
+            if flagged and pos == self.start_lsn:  # W5: a record from before the start
+                self._cont_left = self._cont_total = hdr.rem_len
+                return
             if flagged:
                 raise self._fail(
                     "continuation",
@@ -346,6 +396,29 @@ class WalReader:
                 f"which lacks {missing}",
                 at=pos,
             )
+
+    def _skip_continuation(self) -> bool:
+        """W5: pass over the leading continuation's bytes; the first record starts at the
+        next 8-byte boundary after them (never across a page: pages are 8-aligned)."""
+        left = self._cont_left
+        assert left is not None, "W5: skipping outside a leading continuation"
+        n = min(left, XLOG_BLCKSZ - self._pos % XLOG_BLCKSZ, self._avail())
+        if n == 0:
+            return False
+        self._take(n)
+        left -= n
+        if left:
+            self._cont_left = left
+            return True
+        self._cont_left = None
+        first = maxalign(self._pos)
+        self.leading_continuation = LeadingContinuation(
+            self.start_lsn, self._cont_total, Lsn(first)
+        )
+        self.end_lsn = Lsn(first)
+        if first > self._pos:
+            self._skip_to = first
+        return True
 
     def _record_start(self) -> bool:
         pos = self._pos

@@ -1,11 +1,16 @@
-"""Verify a stretch of WAL whose end is known: records must reach exactly that end (pure).
+"""Verify a stretch of WAL whose end is known: records must reach that end (pure).
 
 :class:`WalVerifier` wraps a :class:`~._reader.WalReader` with the expected end (a node's
-flush_lsn). The WAL is valid when every record checks out and the last one ends exactly
-at the end. Anything else is a :class:`~._reader.Corruption`: what the reader found, or
+flush_lsn). The WAL is valid when every record checks out and the records reach the end:
+the last one ends exactly there, or the end falls inside the record after it (a *torn
+tail*: the WAL was flushed, or the node stopped, part-way through a record, so the bytes
+after the last whole record are a prefix of the next one; ``VerifyReport.torn_tail``).
+A leading continuation (a record begun before the start, reader rule W5) is skipped and
+reported (``VerifyReport.leading_continuation``). Anything else is a
+:class:`~._reader.Corruption`: what the reader found, or
 
 * ``early end``: the records stop (zeros where a record should start) before the end;
-* ``incomplete record``: the end falls inside a record (or the data stops inside one);
+* ``incomplete record``: zeros inside a record before the end;
 * ``missing data``: the source delivered less than ``start .. end``.
 """
 
@@ -17,9 +22,19 @@ from typing import final
 import attrs
 
 from ..core import Lsn
-from ._reader import Corruption, WalEnd, WalReader
+from ._reader import Corruption, LeadingContinuation, WalEnd, WalReader
 
-__all__ = ["VerifyReport", "WalVerifier", "verify_chunks"]
+__all__ = ["TornTail", "VerifyReport", "WalVerifier", "verify_chunks"]
+
+
+@final
+@attrs.frozen
+class TornTail:
+    """The WAL ends at ``lsn``, part-way through the record at ``record_lsn`` (``None``:
+    in a page header or the leading continuation, before any record of its own)."""
+
+    lsn: Lsn
+    record_lsn: Lsn | None
 
 
 @final
@@ -35,6 +50,10 @@ class VerifyReport:
     valid_end_lsn: Lsn
     """Where the valid records end (== ``end_lsn`` when ``ok``)."""
     corruption: Corruption | None
+    leading_continuation: LeadingContinuation | None = None
+    """A record begun before ``start_lsn`` whose tail was skipped (reader rule W5)."""
+    torn_tail: TornTail | None = None
+    """Set when the end falls inside a record (valid: the rest was never written)."""
 
     @property
     def ok(self) -> bool:
@@ -46,11 +65,28 @@ class VerifyReport:
         last = f"last valid record at {self.last_record_lsn}" if self.last_record_lsn else (
             "no valid record"
         )
+        skipped = ""
+        if (lead := self.leading_continuation) is not None:
+            skipped = (
+                f"; skipped {lead.length} bytes at {lead.lsn} continuing a record from before "
+                f"the start (the first record is at {lead.next_lsn})"
+            )
         if self.corruption is None:
-            return f"WAL {span} is valid: {self.records} records, {last}"
+            tail = ""
+            if (torn := self.torn_tail) is not None:
+                inside = f"the record at {torn.record_lsn}" if torn.record_lsn else (
+                    "a record not yet begun"
+                )
+                tail = (
+                    f"; torn tail: the WAL ends at {torn.lsn} inside {inside}, after the "
+                    f"last whole record's end {self.valid_end_lsn} (the rest was never "
+                    "written: not corruption)"
+                )
+            return f"WAL {span} is valid: {self.records} records, {last}{skipped}{tail}"
         return (
             f"WAL {span} is CORRUPT at {self.corruption.lsn}: {self.corruption}; "
-            f"{self.records} valid records before it, {last}, valid up to {self.valid_end_lsn}"
+            f"{self.records} valid records before it, {last}, valid up to "
+            f"{self.valid_end_lsn}{skipped}"
         )
 
 
@@ -95,7 +131,11 @@ class WalVerifier:
         """The report, once the data is fed (or reading stopped early)."""
         reader = self.reader
         outcome = reader.finish()
-        corruption = outcome if isinstance(outcome, Corruption) else self._judge_end(outcome)
+        torn: TornTail | None = None
+        if isinstance(outcome, Corruption):
+            corruption: Corruption | None = outcome
+        else:
+            corruption, torn = self._judge_end(outcome)
         return VerifyReport(
             self.start_lsn,
             self.end_lsn,
@@ -103,36 +143,37 @@ class WalVerifier:
             reader.last_record_lsn,
             reader.end_lsn,
             corruption,
+            reader.leading_continuation,
+            torn,
         )
 
-    def _judge_end(self, end: WalEnd) -> Corruption | None:
+    def _judge_end(self, end: WalEnd) -> tuple[Corruption | None, TornTail | None]:
+        """The corruption an end of the records means, or the torn tail it is."""
         reader, expected = self.reader, self.end_lsn
         fed_to = self.start_lsn + self.bytes_fed
         if fed_to < expected and end.reason != "zeros":
             return Corruption(
                 reader.end_lsn, fed_to, "missing data",
                 f"the WAL source stopped at {fed_to}, before the end {expected}",
-            )
+            ), None
         if end.reason == "end of data":
             if reader.end_lsn >= expected:  # beyond it only inside the padding / a switch
-                return None
-            return Corruption(
-                reader.end_lsn, end.lsn, "incomplete record",
-                f"the WAL ends at {expected}, past the last record's end {reader.end_lsn}",
-            )
+                return None, None
+            # The data ends right after a page header: the next record has no byte yet.
+            return None, TornTail(end.lsn, None)
+        if end.reason == "incomplete":  # the data, all of it, ends inside a record
+            return None, TornTail(end.lsn, end.record_lsn)
         if end.record_lsn is not None:
-            where = f"zeros at {end.lsn}" if end.reason == "zeros" else (
-                f"the WAL ends at {expected}"
-            )
             return Corruption(
                 end.record_lsn, end.lsn, "incomplete record",
-                f"{where} inside the record at {end.record_lsn}",
-            )
+                f"zeros at {end.lsn} inside the record at {end.record_lsn}, before the "
+                f"end {expected}",
+            ), None
         return Corruption(
             reader.end_lsn, end.lsn, "early end",
             f"the records end at {reader.end_lsn} (zeros at {end.lsn}) but the WAL goes on "
             f"to {expected}",
-        )
+        ), None
 
 
 def verify_chunks(

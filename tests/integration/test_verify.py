@@ -1,6 +1,7 @@
 """Real processes: ``propose`` writes PostgreSQL WAL into a 3-node cluster (the third node
 catches up by peer recovery), ``verify`` checks it over the WAL port, then finds a byte
-flipped in a stopped node's segment file."""
+flipped in a stopped node's segment file; a node killed mid-stream ends in a torn tail,
+which is not corruption."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
 from safekeeper_recovery.pgwal import TRAILER_SIZE, SyntheticWal
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, SEG_SIZE, ProcessResult, run_cli
+from .harness import DEFAULT_START_LSN, SEG_SIZE, ProcessResult, run_cli, wait_until
 from .recovery_support_b import propose_args, wait_caught_up
 from .test_node_propose import summary_lsn
 
@@ -185,3 +186,52 @@ async def test_pg_waldump_reads_the_segments_a_node_stored(make_cluster: Cluster
                              "--no-progress")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert f"{len(expected)} records" in verified.stdout
+
+
+@pytest.mark.slow
+async def test_verify_data_dir_of_a_node_killed_mid_stream_reports_a_torn_tail_and_exits_0(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(3)
+    await cluster.start()
+    await cluster.create_timeline(TTID)
+    nbytes = 24 * 1024 * 1024
+    proposer = await cluster.start_propose(
+        "propose", *propose_args(cluster, TTID, str(nbytes), "--seed", "6")
+    )
+    try:
+        async def streaming() -> bool:
+            return await cluster.flush_lsn(3, TTID) >= DEFAULT_START_LSN + 2 * 1024 * 1024
+
+        await wait_until(streaming, 60, message="node 3 to receive WAL")
+        await cluster[3].kill()  # mid-stream: its flush position is wherever the data stopped
+        done = await proposer.wait(timeout=120)
+    finally:
+        proposer.kill()
+    assert done.returncode == 0, done.stderr  # nodes 1 and 2 are a quorum
+    wal = SyntheticWal(6, DEFAULT_START_LSN, nbytes, seg_size=SEG_SIZE)
+
+    result = await run_cli("verify", "--data-dir", str(cluster[3].data_dir), *ids(TTID),
+                           "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = re.search(r"WAL (\S+)\.\.(\S+) is valid", result.stdout)
+    assert found is not None, result.stdout
+    flushed = Lsn.parse(found.group(2))
+    assert DEFAULT_START_LSN < flushed < wal.end_lsn, "node 3 was not killed mid-stream"
+    # The oracle: the proposer's WAL is known, so is the record the flush position cuts.
+    records = list(wal.record_lsns())
+    ends = {lsn + n for lsn, n in records} | {lsn for lsn, _ in records}
+    cut = [lsn for lsn, n in records if lsn < flushed < lsn + n]
+    if flushed in ends or not cut:  # on a record boundary (about 1 in 1000): no torn tail
+        assert "torn tail" not in result.stdout, result.stdout
+    else:
+        assert f"torn tail: the WAL ends at {flushed} inside the record at {cut[0]}" in (
+            result.stdout
+        )
+
+    # verify --data-dir only reads: it works on a running node's directory too (it takes
+    # no lock), up to the flush position recorded when it starts.
+    running = await run_cli("verify", "--data-dir", str(cluster[1].data_dir), *ids(TTID),
+                            "--no-progress")
+    assert running.returncode == 0, running.stdout + running.stderr
+    assert f"WAL {DEFAULT_START_LSN}..{wal.end_lsn} is valid" in running.stdout

@@ -13,9 +13,11 @@ from safekeeper_recovery.core import XLOG_BLCKSZ, Lsn
 from safekeeper_recovery.pgwal import (
     Corruption,
     SyntheticWal,
+    TornTail,
     WalEnd,
     WalReader,
     WalVerifier,
+    continuation_prev_lsn,
     noop_record,
     verify_chunks,
 )
@@ -102,13 +104,101 @@ def test_the_verifier_wants_records_to_reach_the_known_end() -> None:
     early = verify_chunks([data + bytes(4096)], wal.start_lsn, wal.end_lsn + 4096, MiB)
     assert early.corruption is not None
     assert (early.corruption.kind, early.corruption.lsn) == ("early end", wal.end_lsn)
-    short = verify_chunks([data[:-8]], wal.start_lsn, wal.end_lsn - 8, MiB)
-    assert short.corruption is not None
-    assert short.corruption.kind == "incomplete record"
-    assert short.corruption.lsn == wal.last_record_lsn
     missing = verify_chunks([data[:1000]], wal.start_lsn, wal.end_lsn, MiB)
     assert missing.corruption is not None
     assert missing.corruption.kind == "missing data"
+
+
+def test_an_end_inside_the_last_record_is_a_torn_tail_not_corruption() -> None:
+    # A node killed mid-stream (or a flush part-way through a record) stops there: the
+    # bytes after the last whole record are a prefix of the next, never written in full.
+    wal, data, _ = sample()
+    short = verify_chunks([data[:-8]], wal.start_lsn, wal.end_lsn - 8, MiB)
+    assert short.ok, short.summary()
+    assert short.torn_tail == TornTail(wal.end_lsn - 8, wal.last_record_lsn)
+    assert short.valid_end_lsn == wal.last_record_lsn
+    assert f"torn tail: the WAL ends at {wal.end_lsn - 8} inside the record at " \
+        f"{wal.last_record_lsn}" in short.summary()
+    whole = verify_chunks([data], wal.start_lsn, wal.end_lsn, MiB)
+    assert whole.torn_tail is None
+
+
+def test_zeros_inside_a_record_before_the_end_are_still_corruption() -> None:
+    wal, data, owners = sample()
+    cut = 40_000
+    _, record, _ = owners[cut]
+    zeroed = data[:cut] + bytes(len(data) - cut)
+    report = verify_chunks([zeroed], wal.start_lsn, wal.end_lsn, MiB)
+    assert report.corruption is not None
+    assert (report.corruption.kind, report.corruption.lsn) == ("incomplete record", record)
+    assert report.torn_tail is None
+
+
+def segment_start_sample() -> tuple[SyntheticWal, bytes, int]:
+    """The sample from its segment start at ``START`` on: a 59656-byte record begun 19864
+    bytes before it continues over the first six pages."""
+    wal, data, _ = sample()
+    at = START - wal.start_lsn
+    crossing = [(lsn, n) for lsn, n in wal.record_lsns() if lsn < START < lsn + n]
+    assert [(int(lsn), n) for lsn, n in crossing] == [(START - 19864, 59656)]
+    return wal, data[at:], at
+
+
+def test_a_leading_continuation_at_a_segment_start_is_skipped_as_pg_waldump_does() -> None:
+    wal, data, _ = segment_start_sample()
+    expected = [lsn for lsn, _ in wal.record_lsns() if lsn >= START]
+    reader = WalReader(START, MiB, system_id=SYSID, timeline=1)
+    seen = [r.lsn for r in reader.feed(data)]
+    assert reader.finish() == WalEnd("end of data", wal.end_lsn)
+    assert seen == expected
+    lead = reader.leading_continuation
+    assert lead is not None
+    # 19864 bytes of LSN space before START hold two 24-byte page headers.
+    assert (lead.lsn, lead.length, lead.next_lsn) == (START, 59656 - 19864 + 48, expected[0])
+    report = verify_chunks([data[i : i + 777] for i in range(0, len(data), 777)], START,
+                           wal.end_lsn, MiB, system_id=SYSID, timeline=1)
+    assert report.ok, report.summary()
+    assert report.records == len(expected)
+    assert f"skipped {lead.length} bytes at {START}" in report.summary()
+
+
+def test_a_leading_continuation_with_a_wrong_remaining_length_is_corrupt() -> None:
+    _, data, _ = segment_start_sample()
+    bad = bytearray(data)
+    page = XLOG_BLCKSZ  # the second page still continues the record: its xlp_rem_len
+    (rem_len,) = struct.unpack_from("<I", bad, page + 16)
+    struct.pack_into("<I", bad, page + 16, rem_len + 8)
+    reader = WalReader(START, MiB)
+    reader.feed(bytes(bad))
+    assert reader.corruption is not None
+    assert (reader.corruption.kind, reader.corruption.at) == ("continuation", START + page)
+
+
+def test_a_continuation_is_skipped_only_where_reading_starts() -> None:
+    # Past the first page, a page that says it continues a record where none is in
+    # progress is still corruption (W1).
+    first = SyntheticWal(3, START, 5 * XLOG_BLCKSZ, seg_size=MiB)  # ends on a page start
+    page = first.end_lsn
+    second = SyntheticWal(4, page, 5 * XLOG_BLCKSZ, seg_size=MiB,
+                          prev_lsn=continuation_prev_lsn(page, START))
+    data = first.read(0, first.size) + second.read(0, second.size)
+    assert verify_chunks([data], START, second.end_lsn, MiB).ok
+    bad = bytearray(data)
+    at = page - START
+    struct.pack_into("<H", bad, at + 2, 0x0001)  # xlp_info: XLP_FIRST_IS_CONTRECORD
+    struct.pack_into("<I", bad, at + 16, 8)  # xlp_rem_len
+    report = verify_chunks([bytes(bad)], START, second.end_lsn, MiB)
+    assert report.corruption is not None
+    assert (report.corruption.kind, report.corruption.at) == ("continuation", page)
+    assert report.leading_continuation is None
+
+
+def test_wal_ending_inside_the_leading_continuation_is_a_torn_tail() -> None:
+    _, data, _ = segment_start_sample()
+    report = verify_chunks([data[:10_000]], START, START + 10_000, MiB)
+    assert report.ok, report.summary()
+    assert report.records == 0
+    assert report.torn_tail == TornTail(START + 10_000, None)
 
 
 def test_a_broken_prev_link_between_runs_is_found() -> None:
