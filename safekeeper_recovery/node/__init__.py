@@ -10,6 +10,7 @@ from ._config import (
     parse_duration,
     parse_host_port,
 )
+from ._data_dir_lock import LOCK_FILE_NAME, DataDirLock, DataDirLocked
 from ._fd_limit import raise_fd_limit
 from ._logging import configure_logging
 from ._node import SHUTDOWN_FLUSH_TIMEOUT, RunningNode, read_peer_token, serve_node
@@ -17,7 +18,10 @@ from ._recovery import build_recovery_engine
 
 __all__ = [
     "ENV_PREFIX",
+    "LOCK_FILE_NAME",
     "ConfigError",
+    "DataDirLock",
+    "DataDirLocked",
     "HostPort",
     "LogFormat",
     "NodeConfig",

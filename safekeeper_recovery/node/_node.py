@@ -40,6 +40,7 @@ from ..transport._metrics import NodeMetrics
 from ..transport._peer_exchange import HttpPeerExchange, serve_peer_exchange
 from ..transport._wal_server import WalServerConfig, serve_wal
 from ._config import HostPort, NodeConfig
+from ._data_dir_lock import DataDirLock
 
 __all__ = ["SHUTDOWN_FLUSH_TIMEOUT", "RunningNode", "serve_node"]
 
@@ -84,12 +85,33 @@ async def serve_node(
     ``extra_services`` run per timeline in the timeline's nursery (the recovery engine is
     one); ``recovery_admin`` is handed to the HTTP app for its recovery admin endpoints;
     ``metrics`` (made here if not given) is shared by the HTTP app and such services.
-    Raises ``OSError`` if a port cannot be bound, ``SafekeeperError``/``OSError`` if the
-    auth key or token file cannot be read. Never returns unless cancelled.
+    The data directory is locked first (:class:`DataDirLock`, released on return), so a
+    second node on it fails with :class:`DataDirLocked`, naming the holder's pid, before it
+    reads or writes anything else. Raises ``OSError`` if a port cannot be bound,
+    ``SafekeeperError``/``OSError`` if the auth key or token file cannot be read. Never
+    returns unless cancelled.
     """
     authenticator = Authenticator.from_file(config.auth_public_key)
     peer_token = read_peer_token(config)
     _make_data_dir(config.data_dir)
+    with DataDirLock.acquire(config.data_dir):
+        await _serve_locked(
+            config, authenticator, peer_token, extra_services=extra_services,
+            recovery_admin=recovery_admin, metrics=metrics, task_status=task_status,
+        )
+
+
+async def _serve_locked(
+    config: NodeConfig,
+    authenticator: Authenticator,
+    peer_token: str | None,
+    *,
+    extra_services: Sequence[TimelineService],
+    recovery_admin: RecoveryAdmin | None,
+    metrics: NodeMetrics | None,
+    task_status: trio.TaskStatus[RunningNode],
+) -> None:
+    """:func:`serve_node` once the data directory is locked."""
     # Both ports are checked before anything opens (loading thousands of timelines takes
     # a while): a taken port is reported at once, naming its address and option.
     await trio.to_thread.run_sync(_check_can_listen, config.listen_wal, "--listen-wal")
