@@ -12,7 +12,13 @@ from ._replication import (
     open_replication,
     parse_size_setting,
 )
-from ._run import IngestInterrupted, IngestOptions, create_timelines, run_ingest
+from ._run import (
+    CreateQuorumUnreachable,
+    IngestInterrupted,
+    IngestOptions,
+    create_timelines,
+    run_ingest,
+)
 from ._server import (
     PostgresError,
     PostgresServer,
@@ -24,6 +30,7 @@ from ._server import (
 
 __all__ = [
     "DEFAULT_SLOT",
+    "CreateQuorumUnreachable",
     "IngestInterrupted",
     "IngestOptions",
     "IngestPlan",

@@ -26,16 +26,26 @@ from ..proposer import (
     websocket_connector,
     websocket_fetcher,
 )
-from ..transport import HttpError, SafekeeperClient
+from ..transport import HttpError, HttpUnavailable, SafekeeperClient
 from ._ingest import DEFAULT_SLOT, IngestPlan, PostgresWalSource, prepare_ingest
 
-__all__ = ["IngestInterrupted", "IngestOptions", "create_timelines", "run_ingest"]
+__all__ = [
+    "CreateQuorumUnreachable",
+    "IngestInterrupted",
+    "IngestOptions",
+    "create_timelines",
+    "run_ingest",
+]
 
 log = logging.getLogger(__name__)
 
 
 class IngestInterrupted(SafekeeperError):
     """A second signal (or one before the election) stopped the run before its end."""
+
+
+class CreateQuorumUnreachable(SafekeeperError):
+    """Fewer than a quorum of the nodes to create the timeline on could be reached."""
 
 
 @attrs.frozen
@@ -54,21 +64,59 @@ class IngestOptions:
 
 
 async def create_timelines(plan: IngestPlan, ttid: TenantTimelineId, urls: Sequence[str],
-                           token: str | None) -> None:
-    """Create the timeline at ``plan.timeline_start`` on each node (an existing one, 409,
-    is kept: the safekeepers' greeting checks then refuse a mismatching server)."""
+                           token: str | None, *, timeout: float = 10.0) -> list[str]:
+    """Create the timeline at ``plan.timeline_start`` on each node, all at once; return the
+    URLs skipped because they could not be reached.
+
+    An existing timeline (409) is kept: the safekeepers' greeting checks then refuse a
+    mismatching server. A node that cannot be reached (down, restarting: no answer within
+    ``timeout`` seconds) is skipped with a one-line warning, as long as a quorum of
+    ``urls`` has the timeline; it gets the timeline when it is back (``timeline create``
+    with the same start and segment size, then peer recovery fills it). Raises
+    :class:`CreateQuorumUnreachable` when fewer than a quorum could be reached, and the
+    :class:`~safekeeper_recovery.transport.HttpError` of a node that answered with any
+    other error (a mismatching timeline, auth).
+    """
     ident = plan.identity
-    for url in urls:
-        async with SafekeeperClient(url, token=token, timeout=10.0) as client:
+    unreachable: dict[str, HttpUnavailable] = {}
+    refused: list[HttpError] = []
+
+    async def create(url: str) -> None:
+        async with SafekeeperClient(url, token=token, timeout=timeout) as client:
             try:
                 await client.create_timeline(
                     ttid, plan.timeline_start, wal_seg_size=ident.wal_seg_size,
                     pg_version=ident.pg_version, system_id=ident.system_id,
                 )
+            except HttpUnavailable as e:
+                unreachable[url] = e
             except HttpError as e:
                 if e.status != 409:
-                    raise
+                    refused.append(e)
+                    return
                 log.info("timeline %s exists on %s; keeping it", ttid, url)
+
+    async with trio.open_nursery() as nursery:
+        for url in urls:
+            nursery.start_soon(create, url)
+    if refused:
+        raise refused[0]
+    quorum = len(urls) // 2 + 1
+    if len(urls) - len(unreachable) < quorum:
+        raise CreateQuorumUnreachable(
+            f"cannot create timeline {ttid}: only {len(urls) - len(unreachable)} of the "
+            f"{len(urls)} nodes to create it on answered, a quorum is {quorum} ("
+            + "; ".join(str(e) for e in unreachable.values()) + ")"
+        )
+    skipped = [url for url in urls if url in unreachable]
+    for url in skipped:
+        log.warning(
+            "skipping %s: cannot reach it to create timeline %s (%s); once it is back, "
+            "create the timeline there with the same start and segment size "
+            "(`timeline create`), and peer recovery fills it", url, ttid,
+            unreachable[url].message,
+        )
+    return skipped
 
 
 async def run_ingest(opts: IngestOptions) -> ProposeResult:
@@ -84,7 +132,8 @@ async def run_ingest(opts: IngestOptions) -> ProposeResult:
     )
     ttid = TenantTimelineId(opts.tenant_id, opts.timeline_id)
     if opts.create_timeline_on:
-        await create_timelines(plan, ttid, opts.create_timeline_on, opts.token)
+        await create_timelines(plan, ttid, opts.create_timeline_on, opts.token,
+                               timeout=opts.connect_timeout)
     config = ProposerConfig(
         opts.safekeepers, opts.tenant_id, opts.timeline_id, 0,
         lost_quorum_timeout=opts.lost_quorum_timeout,

@@ -334,6 +334,12 @@ class Timeline:
         """
         old = self.peers.get(info.node_id)
         self.peers[info.node_id] = info
+        a = self.acceptor
+        if old is None and info.position < TermLsn(a.last_log_term, a.flush_lsn):
+            # A peer new to this timeline (created there late, after it was down) that
+            # lags us needs our info to find a donor: publish it now. An idle timeline
+            # would otherwise reach it only with the next full resync, minutes away.
+            self.hub.timeline_changed(self.ttid)
         if old is not None and _same_content(old, info):
             if info.received_at - self.hub.last_heard(old) > self.hub.silence_wake:
                 self.changed.notify()

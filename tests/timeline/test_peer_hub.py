@@ -78,6 +78,25 @@ async def test_only_changes_of_our_own_info_feed_the_exchange(nursery: trio.Nurs
     assert fed == [TTID, TTID], "unsubscribed"
 
 
+async def test_a_peer_new_to_the_timeline_that_lags_us_is_sent_our_info(
+    nursery: trio.Nursery,
+) -> None:
+    # A node that was down creates the timeline late: on an idle timeline nothing else
+    # would publish our info to it before the next full resync, and it could not recover.
+    hub = PeerHub()
+    fed: list[TenantTimelineId] = []
+    hub.subscribe(fed.append)
+    tl = await timeline(nursery, hub)
+    await elect(tl, 1)
+    await tl.process(AppendRequest(1, START, Lsn(0), Lsn(0), b"x" * 0x800))
+    fed.clear()
+    await tl.record_peer_info(info(3, term=0, at=1.0))  # new, and behind us
+    assert fed == [TTID]
+    await tl.record_peer_info(info(3, term=0, at=2.0))  # known now
+    await tl.record_peer_info(info(2, flush=START + 0x800, at=1.0))  # new, level with us
+    assert fed == [TTID]
+
+
 def test_an_entry_is_current_until_its_last_receipt_or_confirmation() -> None:
     hub = PeerHub(silence_wake=5.0)
     entry = info(2, at=10.0)
