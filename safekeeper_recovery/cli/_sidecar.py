@@ -9,6 +9,7 @@ from typing import Any
 import click
 import trio
 
+from ..core import SafekeeperError
 from ..node import LogFormat, configure_logging
 from ..recovery import RecoveryConfig, serve_sidecar
 from ._main import main
@@ -70,25 +71,50 @@ def sidecar(
     apply_aliases(click.get_current_context(), params)
     token_file, min_interval = params["token_file"], params["min_interval"]
     configure_logging(log_format, log_level)
-    token = token_file.read_text().strip() if token_file is not None else None
+    try:
+        token = token_file.read_text().strip() if token_file is not None else None
+    except OSError as e:
+        raise click.ClickException(
+            f"cannot read token file {token_file} (--token-file): {e.strerror or e}"
+        ) from None
     config = RecoveryConfig(
         http_timeout=http_timeout,
         connect_timeout=connect_timeout,
         no_data_timeout=no_data_timeout,
         heartbeat_timeout=heartbeat_timeout,
     )
-    trio.run(_run, node, token, config, min_interval, long_poll)
+    try:
+        trio.run(_run, node, token, config, min_interval, long_poll)
+    except SafekeeperError as e:
+        # One line, however much the answer said (a web server's HTML error page).
+        text = " ".join(str(e).split())
+        raise click.ClickException(
+            f"{node}: {text[:300]}{' …' if len(text) > 300 else ''} (is --node a "
+            "safekeeper's HTTP API, and the token right?)"
+        ) from None
 
 
 async def _run(node_url: str, token: str | None, config: RecoveryConfig,
                min_interval: float, long_poll: float) -> None:
     """Run until SIGINT or SIGTERM, then cancel the engine and exit 0. (Catching
-    KeyboardInterrupt does not work: trio delivers it wrapped in an exception group.)"""
+    KeyboardInterrupt does not work: trio delivers it wrapped in an exception group.)
+    A node that is not up yet is waited for; one that refuses us (a wrong URL, auth)
+    ends the run with that error, unwrapped, for one ``Error:`` line."""
+    failed: list[SafekeeperError] = []
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: serve_sidecar(node_url, token=token, config=config,
-                                                     min_interval=min_interval,
-                                                     long_poll=long_poll))
+
+            async def run_sidecar() -> None:
+                try:
+                    await serve_sidecar(node_url, token=token, config=config,
+                                        min_interval=min_interval, long_poll=long_poll)
+                except SafekeeperError as e:
+                    failed.append(e)
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run_sidecar)
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break
+    if failed:
+        raise failed[0]

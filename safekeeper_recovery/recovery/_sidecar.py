@@ -16,6 +16,7 @@ re-lists the timelines and wakes every supervisor. Never returns unless cancelle
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -26,9 +27,15 @@ from ._donor import NetworkDonorConnector
 from ._engine import RecoveryEngine
 from ._remote import RemoteTarget
 
+if TYPE_CHECKING:  # the transport is imported lazily, by the one function that uses it
+    from ..transport import SafekeeperClient
+
 __all__ = ["serve_sidecar"]
 
 log = logging.getLogger(__name__)
+
+_FIRST_RETRY: Final = 0.5
+"""Seconds before the first retry of a node that does not answer (then doubling)."""
 
 
 async def serve_sidecar(
@@ -43,9 +50,13 @@ async def serve_sidecar(
 ) -> None:
     """Keep every timeline of the node at ``node_url`` caught up with its peers.
 
-    Raises :class:`~safekeeper_recovery.transport.HttpError` if the node cannot be reached
-    at start. Afterwards an unreachable node (restarting?) is retried every
-    ``retry_interval`` seconds, and so is a timeline whose status cannot be read.
+    A node that does not answer yet (not started, restarting, or answering 5xx while it
+    starts) is waited for: retried after 0.5 s, doubling up to ``retry_interval`` seconds,
+    one warning line per failed try; ``task_status.started`` comes once it answered.
+    Raises :class:`~safekeeper_recovery.transport.HttpError` if it answers with a client
+    error (a wrong URL: 404; auth: 401, 403), which waiting does not mend. Afterwards an
+    unreachable node is retried every ``retry_interval`` seconds, and so is a timeline
+    whose status cannot be read.
     """
     from ..transport import HttpError, SafekeeperClient
 
@@ -79,7 +90,7 @@ async def serve_sidecar(
                     engine.statuses.pop(target.ttid, None)
 
     async with SafekeeperClient(node_url, token=token, timeout=config.http_timeout) as client:
-        status = await client.status()
+        status = await _wait_for_node(client, retry_interval)
         node_id = NodeId(int(status["node_id"]))  # type: ignore[call-overload]
         wal_url = str(status["wal_addr"])
         log.info("sidecar for node %s (%s, %s)", node_id, node_url, wal_url)
@@ -137,6 +148,28 @@ async def serve_sidecar(
                 session, cursor = changes.session, changes.cursor
                 # Coalesce: whatever changes meanwhile is answered by the next poll at once.
                 await trio.sleep(min_interval)
+
+
+async def _wait_for_node(client: SafekeeperClient, retry_interval: float) -> dict[str, object]:
+    """The node's ``/v1/status``, once it answers (see :func:`serve_sidecar`)."""
+    from ..transport import HttpError
+
+    delay, attempt = min(_FIRST_RETRY, retry_interval), 0
+    while True:
+        attempt += 1
+        try:
+            status = await client.status()
+        except HttpError as e:
+            if 400 <= e.status < 500:
+                raise
+            log.warning("sidecar: node %s does not answer (try %d: %s); retrying in %.1f s",
+                        client.base_url, attempt, e.message, delay)
+        else:
+            if attempt > 1:
+                log.info("sidecar: node %s answers after %d tries", client.base_url, attempt)
+            return status
+        await trio.sleep(delay)
+        delay = min(delay * 2, retry_interval)
 
 
 def _wake(target: RemoteTarget) -> None:

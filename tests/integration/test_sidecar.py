@@ -1,15 +1,19 @@
-"""Scenario 8: sidecar mode recovers a node that runs with its own recovery off."""
+"""Scenario 8: sidecar mode recovers a node that runs with its own recovery off; a sidecar
+started before its node waits for it."""
 
 from __future__ import annotations
 
+import json
+import math
 import signal
 
 import pytest
+import trio
 
 from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, start_cli
+from .harness import DEFAULT_START_LSN, start_cli, wait_until
 from .recovery_support_b import (
     MiB,
     assert_digests_equal,
@@ -62,3 +66,44 @@ async def test_sidecar_catches_up_a_node_running_no_recovery(
         sidecar.kill()
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+async def test_a_sidecar_started_before_its_node_waits_then_recovers_it(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(3)
+    cluster[3].extra_args.append("--no-recovery")
+    end = await lagging_node(cluster, TTID, 4 * MiB)  # node 3 is left stopped
+    sidecar = await start_cli(cluster.work_dir, "sidecar", "sidecar",
+                              "--node", cluster[3].http_url, "--log-format", "json")
+    began = trio.current_time()
+    try:
+        def failures() -> list[dict[str, object]]:
+            lines = [json.loads(line) for line in sidecar.stderr().splitlines()
+                     if line.startswith("{")]  # a traceback is not JSON: caught below
+            return [e for e in lines if "does not answer" in str(e["event"])]
+
+        def waiting() -> bool:
+            assert sidecar.process.poll() is None, f"sidecar exited:\n{sidecar.stderr()}"
+            return len(failures()) >= 3
+
+        await wait_until(waiting, 20, message="the sidecar to retry the missing node")
+        await cluster[3].start()
+        waited = trio.current_time() - began
+        await wait_caught_up(cluster, 3, TTID, end, timeout=60)
+        await assert_digests_equal(cluster, TTID, [1, 3], DEFAULT_START_LSN, end)
+        assert sidecar.process.returncode is None, sidecar.stderr()
+        sidecar.process.send_signal(signal.SIGTERM)
+        result = await sidecar.wait(timeout=15)
+    finally:
+        sidecar.kill()
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    failed = failures()
+    # One warning line per failed try, each naming the node; tries back off from 0.5 s
+    # doubling to 5 s, so their number grows with the log of the wait, then linearly.
+    assert all(e["level"] == "warning" and cluster[3].http_url in str(e["event"])
+               for e in failed), failed
+    assert "exception" not in json.dumps(failed)
+    assert len(failed) <= 5 + math.ceil(waited / 5), (len(failed), waited)
