@@ -11,7 +11,9 @@ Contract
   of the failed message is never sent, so nothing that failed to reach the disk is
   acknowledged. A broken timeline still serves reads of its durable WAL, and its
   :meth:`snapshot` reports only what is durable (the acceptor's in-memory view already
-  counted the failed effects as done). A restart reloads the truth from disk.
+  counted the failed effects as done). A restart reloads the truth from disk; so does
+  :meth:`revive`, which the registry calls once a shortage (full disk, quota, no free
+  descriptor: :attr:`revivable`) is over.
 * Waiters use :attr:`changed` (a :class:`Watch`): it fires after every processed message,
   peer update that says something new, receiver change and on deletion.
 * What peers are told about this timeline (term, positions, horizons) may change only in
