@@ -180,7 +180,7 @@ class WalReader:
         self.corruption: Corruption | None = None
         self.end: WalEnd | None = None
         self.leading_continuation: LeadingContinuation | None = None
-        """W5: set once a leading continuation is seen (``next_lsn`` is known then)."""
+        """W5: the leading continuation skipped, once it has been (``None`` until then)."""
         self._system_id = system_id
         self._timeline = timeline
         self._prev: int | None = None if prev_lsn is None else int(prev_lsn)

@@ -75,12 +75,12 @@ class VerifyReport:
             tail = ""
             if (torn := self.torn_tail) is not None:
                 inside = f"the record at {torn.record_lsn}" if torn.record_lsn else (
-                    "a record not yet begun"
+                    "a page header or the leading continuation"
                 )
                 tail = (
                     f"; torn tail: the WAL ends at {torn.lsn} inside {inside}, after the "
-                    f"last whole record's end {self.valid_end_lsn} (the rest was never "
-                    "written: not corruption)"
+                    f"last whole record's end {self.valid_end_lsn} (the rest is not here "
+                    "yet, or never came: not corruption)"
                 )
             return f"WAL {span} is valid: {self.records} records, {last}{skipped}{tail}"
         return (
