@@ -89,6 +89,12 @@ async def test_two_nodes_killed_the_proposer_stops_and_no_acknowledged_byte_is_l
     )
     try:
         await wait_for_progress(cluster, 2, ttid, 4 * MiB)
+
+        async def acknowledged_some() -> bool:
+            # A node learns the commit from the proposer's next append: it lags the flush.
+            return await commit_lsn_seen(cluster, ttid, [1, 2, 3]) > DEFAULT_START_LSN
+
+        await wait_until(acknowledged_some, 30, message="a commit_lsn past the start")
         acknowledged = await commit_lsn_seen(cluster, ttid, [1, 2, 3])
         await cluster[2].kill()
         await cluster[3].kill()
