@@ -7,14 +7,17 @@ never hard-wrapped: a line stays one line, so an id is never split across two.
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final
 
 from rich.console import Console
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
-__all__ = ["BinaryRateColumn", "format_bytes", "make_console"]
+__all__ = ["BinaryRateColumn", "format_bytes", "make_console", "quieted"]
 
 _UNITS: Final = ("B", "KiB", "MiB", "GiB", "TiB")
 _UNWRAPPED_WIDTH: Final = 10_000
@@ -26,6 +29,21 @@ def make_console(*, stderr: bool = False) -> Console:
     if stream.isatty():
         return Console(stderr=stderr)
     return Console(stderr=stderr, width=_UNWRAPPED_WIDTH, soft_wrap=True)
+
+
+@contextmanager
+def quieted(logger_name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Raise ``logger_name``'s level for the duration of a command, then restore it.
+
+    A command run in-process (a test's CliRunner, a library caller) must not leave a
+    process-wide logger muted behind it."""
+    logger = logging.getLogger(logger_name)
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
 
 
 def format_bytes(n: float) -> str:

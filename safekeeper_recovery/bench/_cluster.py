@@ -8,7 +8,6 @@ dir is snapshotted while it is stopped, so every recovery round restores the sna
 
 from __future__ import annotations
 
-import logging
 import os
 import resource
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from .._console import quieted
 from ..core import Lsn, TenantId, TenantTimelineId, TimelineId
 from ..demo._local_cluster import LocalCluster, LocalNode
 from ..transport import SafekeeperClient, parse_acceptor_state
@@ -153,16 +153,16 @@ class BenchCluster:
         """Write ``nbytes`` to ``nodes`` with the test proposer; returns its wall time."""
         from ..proposer import ProposerConfig, propose, websocket_connector, websocket_fetcher
 
-        # Absent nodes are expected here; their warnings would bury the table.
-        logging.getLogger("safekeeper_recovery.proposer").setLevel(logging.ERROR)
         urls = tuple(self.cluster[i].wal_url for i in nodes)
         t0 = time.perf_counter()
-        await propose(
-            ProposerConfig(urls, ttid.tenant_id, ttid.timeline_id, nbytes,
-                           window_bytes=PROPOSER_WINDOW),
-            websocket_connector(ttid.tenant_id, ttid.timeline_id),
-            fetch_wal=websocket_fetcher(ttid.tenant_id, ttid.timeline_id),
-        )
+        # Absent nodes are expected here; their warnings would bury the table.
+        with quieted("safekeeper_recovery.proposer"):
+            await propose(
+                ProposerConfig(urls, ttid.tenant_id, ttid.timeline_id, nbytes,
+                               window_bytes=PROPOSER_WINDOW),
+                websocket_connector(ttid.tenant_id, ttid.timeline_id),
+                fetch_wal=websocket_fetcher(ttid.tenant_id, ttid.timeline_id),
+            )
         return time.perf_counter() - t0
 
     def _restore_node3(self, keep: TenantTimelineId | None) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 import trio
 
-from .._console import make_console
+from .._console import make_console, quieted
 from ..demo._demo import cleanup, demo_root, print_summary, run_demo
 from ._main import main
 from ._options import SIZE
@@ -26,10 +25,10 @@ def demo(nbytes: int, keep: bool) -> None:
     console = make_console()
     # Node 3 is down on purpose while the proposer writes: its "unavailable" warnings are
     # expected here and would only bury the demo's own output.
-    logging.getLogger("safekeeper_recovery.proposer").setLevel(logging.ERROR)
     root, keep = demo_root(keep)
     try:
-        result = trio.run(lambda: run_demo(nbytes, root=root, console=console))
+        with quieted("safekeeper_recovery.proposer"):
+            result = trio.run(lambda: run_demo(nbytes, root=root, console=console))
     except Exception as e:
         console.print(f"[red]demo failed:[/] {e}")
         cleanup(root, True, console)
