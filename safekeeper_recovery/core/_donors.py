@@ -53,7 +53,7 @@ class DonorSelection:
     term: Term
     last_log_term: Term
     flush_lsn: Lsn
-    num_streaming_proposers: int
+    connected_proposers: int
     donors: tuple[PeerInfo, ...]
     reasons: tuple[tuple[NodeId, str], ...]
     """Why each known peer is or is not a donor, in the order considered."""
@@ -63,8 +63,8 @@ class DonorSelection:
         """``None`` when there is a donor; otherwise one human-readable sentence."""
         if self.donors:
             return None
-        if self.num_streaming_proposers:
-            return f"{self.num_streaming_proposers} proposer(s) streaming to this node"
+        if self.connected_proposers:
+            return f"{self.connected_proposers} proposer(s) connected to this node"
         if not self.reasons:
             return "no alive peers"
         return "; ".join(f"sk {node}: {why}" for node, why in self.reasons)
@@ -74,7 +74,7 @@ class DonorSelection:
         donors = [int(d.node_id) for d in self.donors]
         return (
             f"term={self.term} last_log_term={self.last_log_term} flush_lsn={self.flush_lsn} "
-            f"streaming_proposers={self.num_streaming_proposers} donors={donors} "
+            f"connected_proposers={self.connected_proposers} donors={donors} "
             f"peers={{{peers}}}"
         )
 
@@ -86,14 +86,15 @@ def select_donors(
     my_last_log_term: Term,
     my_flush_lsn: Lsn,
     peers: Iterable[PeerInfo],
-    num_streaming_proposers: int,
+    connected_proposers: int,
     now: float,
     heartbeat_timeout: float,
 ) -> DonorSelection:
     """Donors are alive peers strictly ahead of us in ``(last_log_term, flush_lsn)`` whose
     ``term == last_log_term`` (their leader was elected and they applied its ProposerElected)
     and whose ``term >= my_term`` (else we would refuse the data); none while a proposer
-    streams to us. Sorted most advanced first (ranked by position, never by term alone).
+    is connected to us (greeted, voting or streaming: recovery must never disturb its
+    election or its stream). Sorted most advanced first (ranked by position, never by term alone).
     """
     mine = TermLsn(my_last_log_term, my_flush_lsn)
     considered = sorted(
@@ -113,8 +114,8 @@ def select_donors(
             why = f"term {p.term} != last_log_term {p.last_log_term} (leader not established)"
         elif p.term < my_term:
             why = f"term {p.term} < our term {my_term}"
-        elif num_streaming_proposers:
-            why = "eligible, but a proposer is streaming to us"
+        elif connected_proposers:
+            why = "eligible, but a proposer is connected to us"
         else:
             donors.append(p)
             why = f"donor at {p.position}"
@@ -123,7 +124,7 @@ def select_donors(
         term=my_term,
         last_log_term=my_last_log_term,
         flush_lsn=my_flush_lsn,
-        num_streaming_proposers=num_streaming_proposers,
+        connected_proposers=connected_proposers,
         donors=tuple(donors),
         reasons=tuple(reasons),
     )

@@ -118,6 +118,6 @@ class DonorUnavailable(RecoveryError):
 
 
 class ProposerArrived(RecoveryError):
-    """A proposer started streaming to this node; recovery yields to it."""
+    """A proposer connected to this node (greeted it, voted, or streams); recovery yields."""
 
     outcome = "proposer_arrived"

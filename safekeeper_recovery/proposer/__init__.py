@@ -8,6 +8,7 @@
 from ._connection import Connect, FetchWal, SafekeeperConnection
 from ._election import Election, elect, next_term, quorum_commit_lsn, quorum_size, start_point
 from ._errors import LostQuorumError, NewerTermError, ProposerError
+from ._paced import PacedWal, paced
 from ._proposer import Proposer, propose
 from ._results import (
     NodeStatistics,
@@ -39,6 +40,7 @@ __all__ = [
     "NewerTermError",
     "NodeStatistics",
     "NodeStatus",
+    "PacedWal",
     "Phase",
     "ProposeResult",
     "Proposer",
@@ -54,6 +56,7 @@ __all__ = [
     "chunk_end",
     "elect",
     "next_term",
+    "paced",
     "propose",
     "quorum_commit_lsn",
     "quorum_size",

@@ -20,7 +20,12 @@ a newer term is noticed.
 Rules
 -----
 P1  A term above ours in any greeting, vote or append response stops the run with
-    :class:`NewerTermError`; so does a refused vote at our own term that we never asked for.
+    :class:`NewerTermError`; so does a refused vote at our own term that we never asked for
+    while we are not elected yet (another proposer may have taken our term). Once we are
+    elected by a quorum of real grants, no other proposer can be elected in our term, so
+    such a node (typically one that caught up by peer recovery, which votes locally in its
+    donor's term: ours) joins like any late node, from its common point (reference
+    Appendix C step 2; walproposer does the same).
 P1a A refused vote is never counted as a vote, not even from a node we asked before (a
     reconnect): the acceptor does not record *whom* it voted for, and another proposer may
     have picked the same term and taken that node's vote. Such a node joins only once we
@@ -182,6 +187,10 @@ class Proposer:
         self._nursery: trio.Nursery | None = None
         self._started_at = 0.0
         self._ran = False
+        self.late_refusal_is_fatal = False
+        """The old rule P1 (a refusal at our term stops the run even once elected). Never
+        set in production: the simulator's planted bug ``refusal_stops_proposer`` sets it
+        to prove that its oracles catch a proposer stopped for no reason."""
 
     # ---- public --------------------------------------------------------------------------
 
@@ -431,11 +440,16 @@ class Proposer:
             raise RemoteProtocolError(f"expected a vote, got {type(vote).__name__}")
         if vote.term > term:
             await self._abort(NewerTermError(vote.term, term, where=f"vote {node.url}"))
-        if not vote.vote_given and not asked_before:
+        if not vote.vote_given and not asked_before and (
+            self._election is None or self.late_refusal_is_fatal
+        ):
             await self._abort(
                 NewerTermError(vote.term, None, where=f"vote {node.url}, term already taken")
             )
-        if not vote.vote_given:  # P1a: asked before; join only once elected without it
+        if not vote.vote_given:  # P1a: join only once elected without this vote
+            if not asked_before:
+                log.info("safekeeper %s is already in our term %s (peer recovery); it joins "
+                         "as a late node", node.url, term)
             node.status = "refused"
             self._changed.notify()
             await self._changed.wait_for(lambda: self._election is not None)

@@ -5,7 +5,7 @@ ProposerElected) one nursery holds three siblings linked by memory channels —
 
 * ``network_io``: donor WAL stream → AppendRequests into ``messages`` (32), status
   updates back to the donor (every 0.1 s and on keepalives), the caught-up /
-  still-a-donor / proposer-arrived checks;
+  still-a-donor / proposer-connected checks;
 * the WAL acceptor: ``messages`` → local acceptor → ``replies`` (16);
 * ``read_replies``: every reply must carry the donor's term (else :class:`TermChanged`).
 
@@ -234,12 +234,12 @@ async def _stream(
         watch_scope.cancel()  # the replies ended cleanly: the attempt is over
 
     async def watch_local() -> None:
-        # A proposer voting us into a higher term (or starting to stream) must end the
-        # attempt even while the donor is silent, not only when the next message arrives.
+        # A proposer connecting (or voting us into a higher term) must end the attempt
+        # even while the donor is silent, not only when the next message arrives.
         with watch_scope:
             while True:
-                if session.proposer_streaming():
-                    raise ProposerArrived("a proposer started streaming to this node")
+                if session.proposer_connected():
+                    raise ProposerArrived("a proposer connected to this node")
                 view = await target.local_view()
                 if view.term != donor.term:
                     raise TermChanged(
@@ -304,10 +304,10 @@ async def _network_io(
                 raise DonorUnavailable(
                     f"donor sent WAL from {msg.start_lsn}, expected {progress.received}"
                 )
-            # A proposer that started streaming to us wins: stop within one batch, before
-            # queueing more data that would only be refused.
-            if session.proposer_streaming():
-                raise ProposerArrived("a proposer started streaming to this node")
+            # A proposer that connected to us wins: stop within one batch, before queueing
+            # more data that the node would only refuse.
+            if session.proposer_connected():
+                raise ProposerArrived("a proposer connected to this node")
             if msg.data:
                 await messages.send(AppendRequest(donor.term, msg.start_lsn, Lsn(0), Lsn(0),
                                                   msg.data))
@@ -316,8 +316,8 @@ async def _network_io(
                 status.received(progress.received, len(msg.data), msg.wal_end)
         elif isinstance(msg, Keepalive):
             status.received(progress.received, 0, msg.wal_end)
-            if session.proposer_streaming():
-                raise ProposerArrived("a proposer started streaming to this node")
+            if session.proposer_connected():
+                raise ProposerArrived("a proposer connected to this node")
             # The donor had nothing more for a while. Caught up with what it has, or no
             # longer a donor at all (its term moved, a peer overtook it, …): done.
             if progress.received >= msg.wal_end:

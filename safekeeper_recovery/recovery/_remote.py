@@ -2,8 +2,9 @@
 
 The local view comes from the node's timeline status JSON (which lists its alive peers),
 and the acceptor is driven through ``wal_push?recovery=true`` — marked so the node never
-counts it as a streaming proposer. Everything else is the same engine code as in-process
-recovery.
+counts it as a proposer, and processes it only while no proposer is connected (it closes
+the push with 4010 as soon as one is, which ends the attempt with ``ProposerArrived``).
+Everything else is the same engine code as in-process recovery.
 
 Waking: the sidecar (``serve_sidecar``) long-polls the node's change feed and notifies each
 target's :attr:`RemoteTarget.changed` when its timeline changed, so an idle timeline costs
@@ -13,8 +14,8 @@ looking every ``poll_interval`` seconds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
 import trio
@@ -27,6 +28,7 @@ from ..core import (
     Lsn,
     NodeId,
     PeerInfo,
+    ProposerArrived,
     ProposerElected,
     RecoveryError,
     TenantTimelineId,
@@ -61,18 +63,33 @@ def local_view_from_status(doc: dict[str, object], now: float) -> LocalView:
                 received_at=now,  # the node lists only peers it considers alive
             )
         )
-    streaming = 0
-    for r in doc.get("walreceivers", []):  # type: ignore[attr-defined]  # JSON list
-        if r.get("kind") == "proposer" and r.get("status") == "streaming":
-            streaming += 1
+    connected = doc.get("connected_proposers")
+    if not isinstance(connected, int):  # a node of an older release: streaming ones only
+        receivers: list[dict[str, object]] = doc.get("walreceivers", [])  # type: ignore[assignment]
+        connected = sum(
+            1 for r in receivers if r.get("kind") == "proposer" and r.get("status") == "streaming"
+        )
     return LocalView(
         term=int(state["term"]),
         last_log_term=int(doc.get("last_log_term", state["epoch"])),  # type: ignore[call-overload]
         flush_lsn=Lsn.parse(str(doc["flush_lsn"])),
         peers=tuple(peers),
-        num_streaming_proposers=streaming,
+        connected_proposers=connected,
         now=now,
     )
+
+
+@contextmanager
+def _yielding() -> Iterator[None]:
+    """The node's 4010 close (a proposer connected) is the attempt's ``ProposerArrived``."""
+    from ..transport import WalPushClosed
+
+    try:
+        yield
+    except WalPushClosed as e:
+        if e.proposer_arrived:
+            raise ProposerArrived(f"the node ended the recovery push: {e.reason}") from e
+        raise
 
 
 class _RemoteSession:
@@ -81,14 +98,16 @@ class _RemoteSession:
         self._target = target
 
     async def vote(self, term: Term) -> VoteResponse:
-        await self._conn.send(VoteRequest(term))  # type: ignore[attr-defined]  # WalPushConnection
-        reply = await self._conn.receive()  # type: ignore[attr-defined]  # WalPushConnection
+        with _yielding():
+            await self._conn.send(VoteRequest(term))  # type: ignore[attr-defined]
+            reply = await self._conn.receive()  # type: ignore[attr-defined]
         if not isinstance(reply, VoteResponse):
             raise RecoveryError(f"expected VoteResponse from the node, got {reply!r}")
         return reply
 
     async def elected(self, msg: ProposerElected) -> None:
-        await self._conn.send(msg)  # type: ignore[attr-defined]  # WalPushConnection
+        with _yielding():
+            await self._conn.send(msg)  # type: ignore[attr-defined]  # WalPushConnection
 
     async def run_acceptor(
         self,
@@ -96,6 +115,15 @@ class _RemoteSession:
         replies: trio.MemorySendChannel[AcceptorMessage],
     ) -> None:
         conn = self._conn
+        with _yielding():
+            await self._pump(conn, messages, replies)
+
+    @staticmethod
+    async def _pump(
+        conn: object,
+        messages: trio.MemoryReceiveChannel[AppendRequest],
+        replies: trio.MemorySendChannel[AcceptorMessage],
+    ) -> None:
         async with replies:
 
             async def pump_in() -> None:
@@ -113,8 +141,8 @@ class _RemoteSession:
                 # connection after the last append is enough.
                 nursery.cancel_scope.cancel()
 
-    def proposer_streaming(self) -> bool:
-        return self._target.last_view_streaming
+    def proposer_connected(self) -> bool:
+        return self._target.last_view_proposers
 
 
 class RemoteTarget:
@@ -148,7 +176,7 @@ class RemoteTarget:
         self.poll_interval = poll_interval
         self.changed = changed
         self._client = client
-        self.last_view_streaming = False
+        self.last_view_proposers = False
 
     @property
     def ttid(self) -> TenantTimelineId:
@@ -168,7 +196,7 @@ class RemoteTarget:
                                         timeout=self.timeout) as c:
                 doc = await c.timeline_status(self._ttid)
         view = local_view_from_status(doc, trio.current_time())
-        self.last_view_streaming = view.num_streaming_proposers > 0
+        self.last_view_proposers = view.connected_proposers > 0
         return view
 
     async def wait_for_change(self) -> None:
@@ -188,6 +216,7 @@ class RemoteTarget:
             self.wal_url, self._ttid.tenant_id, self._ttid.timeline_id, token=self.token,
             recovery=True, connect_timeout=self.timeout,
         ) as conn:
-            await conn.send(Greeting(self._ttid.tenant_id, self._ttid.timeline_id))
-            await conn.receive()  # AcceptorGreeting
+            with _yielding():
+                await conn.send(Greeting(self._ttid.tenant_id, self._ttid.timeline_id))
+                await conn.receive()  # AcceptorGreeting
             yield _RemoteSession(conn, self)

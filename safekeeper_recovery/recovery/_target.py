@@ -42,7 +42,7 @@ class LocalView:
     last_log_term: Term
     flush_lsn: Lsn
     peers: Sequence[PeerInfo]
-    num_streaming_proposers: int
+    connected_proposers: int
     now: float
     """The target's clock for ``PeerInfo.received_at`` comparisons."""
 
@@ -55,7 +55,7 @@ def select_for(node_id: NodeId, view: LocalView, heartbeat_timeout: float) -> Do
         my_last_log_term=view.last_log_term,
         my_flush_lsn=view.flush_lsn,
         peers=view.peers,
-        num_streaming_proposers=view.num_streaming_proposers,
+        connected_proposers=view.connected_proposers,
         now=view.now,
         heartbeat_timeout=heartbeat_timeout,
     )
@@ -79,8 +79,10 @@ class AcceptorSession(Protocol):
         second) and send every reply; return after the final flush once ``messages`` is
         closed; close ``replies`` on exit. Processing errors propagate."""
 
-    def proposer_streaming(self) -> bool:
-        """Whether a proposer is streaming to the node now (checked between batches)."""
+    def proposer_connected(self) -> bool:
+        """Whether a proposer is connected to the node now (checked between batches; the
+        node itself refuses every message of the session once one is, with
+        ``ProposerArrived``)."""
 
 
 class RecoveryTarget(Protocol):
@@ -93,13 +95,13 @@ class RecoveryTarget(Protocol):
     def node_id(self) -> NodeId: ...
 
     async def local_view(self) -> LocalView:
-        """Current term, last_log_term, flush_lsn, alive-or-not peers, streaming proposers."""
+        """Current term, last_log_term, flush_lsn, alive-or-not peers, connected proposers."""
 
     async def wait_for_change(self) -> None:
         """Return after the local state or the peers table changed (may return spuriously)."""
 
     def open_session(self) -> AbstractAsyncContextManager[AcceptorSession]:
-        """A session for one attempt; it is not counted as a streaming proposer."""
+        """A session for one attempt; it is never counted as a proposer, and yields to one."""
 
 
 class _LocalSession:
@@ -108,12 +110,12 @@ class _LocalSession:
         self._receiver = receiver
 
     async def vote(self, term: Term) -> VoteResponse:
-        reply = await self._timeline.process(VoteRequest(term))
+        reply = await self._timeline.process(VoteRequest(term), recovery=True)
         assert isinstance(reply, VoteResponse), reply
         return reply
 
     async def elected(self, msg: ProposerElected) -> None:
-        await self._timeline.process(msg)
+        await self._timeline.process(msg, recovery=True)
 
     async def run_acceptor(
         self,
@@ -124,8 +126,8 @@ class _LocalSession:
 
         await run_wal_acceptor(self._timeline, self._receiver, messages, replies)
 
-    def proposer_streaming(self) -> bool:
-        return self._timeline.num_streaming_proposers > 0
+    def proposer_connected(self) -> bool:
+        return self._timeline.connected_proposers > 0
 
 
 class LocalTarget:
@@ -150,7 +152,7 @@ class LocalTarget:
             last_log_term=a.last_log_term,
             flush_lsn=a.flush_lsn,
             peers=self.timeline.current_peers(),
-            num_streaming_proposers=self.timeline.num_streaming_proposers,
+            connected_proposers=self.timeline.connected_proposers,
             now=trio.current_time(),
         )
 

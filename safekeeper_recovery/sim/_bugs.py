@@ -41,6 +41,14 @@ class PlantedBugs:
     flush_not_durable: bool = False
     """fsync lies: a crash also loses up to 64 KiB of WAL the node had reported flushed.
     Seam: the simulator's storage twin."""
+    refusal_stops_proposer: bool = False
+    """The old rule P1: an elected proposer stops ("term already taken") when a node it never
+    asked refuses its vote because peer recovery already put that node in its term. Seam:
+    ``Proposer.late_refusal_is_fatal``."""
+    recovery_ignores_proposer: bool = False
+    """Recovery does not yield to a connected proposer: it keeps voting, truncating and
+    appending while a proposer greets, votes and streams. Seam: the simulator's recovery
+    target (its session never reports a proposer) and ``Timeline.recovery_yields_to_proposers``."""
 
     @classmethod
     def only(cls, name: str) -> PlantedBugs:

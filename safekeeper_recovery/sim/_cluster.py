@@ -59,6 +59,23 @@ class World:
         self.all_events: list[str] | None = None
         self.nodes = {i: SimNode(self, i) for i in range(1, n_nodes + 1)}
         self.nursery: trio.Nursery | None = None
+        self.campaigns: dict[int, set[int]] = {}
+        """term -> the proposers that asked for votes in it."""
+        self.term_bumps: set[int] = set()
+        """Terms a donor's term bump made (they stop a proposer legitimately too)."""
+        self.unexplained_stops: list[str] = []
+        """Proposers stopped by a newer term that no other proposer or bump made (I6)."""
+        self.interference: list[str] = []
+        """Refusals a proposer saw after recovery wrote to that node since its greeting (I8)."""
+        self.liveness_failures: list[str] = []
+        """Work that should have finished in a fault-free window and did not (I7)."""
+
+    def explains(self, proposer: int, term: int) -> bool:
+        """Whether a term ``>= term`` was made by another proposer or by a term bump."""
+        return any(
+            t >= term and (who - {proposer} or t in self.term_bumps)
+            for t, who in self.campaigns.items()
+        ) or any(t >= term for t in self.term_bumps)
 
     def event(self, what: str) -> None:
         line = f"{trio.current_time():9.3f} {what}"
@@ -152,6 +169,9 @@ class SimNode:
                     # Acceptor-side planted bugs (nothing reached this acceptor yet: peer
                     # info and proposers come only once the node is up).
                     self.timeline.acceptor.skip_commit_max = self.world.bugs.commit_regresses
+                    self.timeline.recovery_yields_to_proposers = (
+                        not self.world.bugs.recovery_ignores_proposer
+                    )
                     self.up = True
                     self.world.event(f"node {self.id} up (incarnation {self.incarnation}) "
                                      f"{_describe(self.timeline)}")

@@ -13,6 +13,7 @@ import trio
 
 from ..core import (
     AcceptorError,
+    AcceptorGreeting,
     AcceptorMessage,
     DonorUnavailable,
     Keepalive,
@@ -31,6 +32,7 @@ from ..core import (
 )
 from ..proposer import SafekeeperConnection
 from ..recovery import (
+    AcceptorSession,
     DonorStatus,
     DonorStream,
     InProcessDonorConnector,
@@ -67,6 +69,8 @@ class SimConnection:
         self.error: Exception | None = None
         self.done = trio.Event()
         self.server_scope = trio.CancelScope()
+        self._timeline: Timeline | None = None
+        self._recovery_mark: int | None = None
 
     def cut(self, error: Exception) -> None:
         """Reset the connection: the server stops at once (no flush), the client sees
@@ -93,6 +97,7 @@ class SimConnection:
                 self.cut(ConnectionResetError("sim: this proposer does not ask this node"))
                 raise self.error or ConnectionResetError("sim: connection closed")
             self._vote_term = int(msg.term)
+            self.world.campaigns.setdefault(int(msg.term), set()).add(self.proposer)
         if isinstance(msg, ProposerElected):
             leader = self.leader
             start = msg.term_history[-1].lsn
@@ -111,10 +116,28 @@ class SimConnection:
         except trio.EndOfChannel:
             await self.done.wait()
             raise self.error or ConnectionResetError("sim: connection closed") from None
+        if isinstance(reply, AcceptorGreeting):
+            self._recovery_mark = self._recovery_messages()
         if (isinstance(reply, VoteResponse) and self.world.bugs.double_vote
                 and not reply.vote_given and int(reply.term) == self._vote_term):
             reply = attrs.evolve(reply, vote_given=True)  # R2 with ">=": a second vote
+        if isinstance(reply, VoteResponse) and not reply.vote_given:
+            self._check_interference(f"vote refused in term {reply.term}")
         return reply
+
+    def _recovery_messages(self) -> int | None:
+        timeline = self._timeline
+        return None if timeline is None else timeline.recovery_messages
+
+    def _check_interference(self, refusal: str) -> None:
+        """I8: a refusal after recovery wrote to this node since our greeting was answered
+        is recovery disturbing a proposer (recovery must yield from the greeting on)."""
+        now, mark = self._recovery_messages(), self._recovery_mark
+        if now is not None and mark is not None and now > mark:
+            self.world.interference.append(
+                f"proposer {self.proposer} at node {self.node.id}: {refusal} after "
+                f"{now - mark} recovery message(s) since its greeting"
+            )
 
     async def aclose(self) -> None:
         self._to_server.close()
@@ -122,6 +145,7 @@ class SimConnection:
 
     async def serve(self, timeline: Timeline) -> None:
         """The server half: the production acceptor loop on the node's timeline."""
+        self._timeline = timeline
         try:
             with self.server_scope:
                 async with timeline.attach(), timeline.receiver(
@@ -131,6 +155,7 @@ class SimConnection:
                         timeline, receiver, self.server_messages, self.server_replies
                     )
         except AcceptorError as e:  # the WAL port closes with 4009 and the reason
+            self._check_interference(f"refused: {e}")
             self.error = self.error or RemoteProtocolError(str(e), close_code=4009)
         except TimelineBroken as e:
             self.error = self.error or RemoteProtocolError(str(e), close_code=1011)
@@ -258,4 +283,20 @@ class SimDonorConnector:
 
 def sim_target(world: World, timeline: Timeline) -> RecoveryTarget:
     """The recovery target of a node (the seam where recovery-side bugs are planted)."""
+    if world.bugs.recovery_ignores_proposer:
+        return _HeedlessTarget(timeline)
     return LocalTarget(timeline)
+
+
+class _HeedlessTarget(LocalTarget):
+    """Planted bug ``recovery_ignores_proposer``: sessions never see a proposer (the node's
+    own check is off too, through ``Timeline.recovery_yields_to_proposers``)."""
+
+    def open_session(self) -> AbstractAsyncContextManager[AcceptorSession]:
+        return self._heedless()
+
+    @asynccontextmanager
+    async def _heedless(self) -> AsyncIterator[AcceptorSession]:
+        async with super().open_session() as session:
+            session.proposer_connected = lambda: False  # type: ignore[method-assign]
+            yield session

@@ -18,6 +18,13 @@ I5  Log matching: each node's durable WAL is byte-equal to what its term history
     elected proposer of ``t_i`` generated from its term start ``l_i``. Recovery writes only
     through the acceptor, so a recovered byte its donor's term did not write breaks I5 too
     (reported as a recovery fault when a recovery session is open on the node).
+I6  A proposer stopped by a newer term (``NewerTermError``) was stopped for a reason: another
+    proposer asked for votes in that term or a higher one, or a term bump made one.
+I7  Liveness: in the live phase (no faults, a quorum up, one proposer) the proposer is
+    never stopped and commits all its WAL within the bound; and every run converges.
+I8  Recovery never disturbs a proposer: no proposer gets a refusal (a vote refused, an
+    append or ProposerElected refused) from a node whose recovery wrote to it after that
+    proposer's greeting was answered.
 """
 
 from __future__ import annotations
@@ -39,9 +46,13 @@ INVARIANTS = (
     "committed_never_truncated",
     "log_matching",
     "convergence",
+    "proposer_stop_explained",
+    "proposer_liveness",
+    "no_recovery_interference",
 )
-"""Every check a run can fail (``convergence`` is checked once, at the end of the run); any
-of them can be switched off with ``SimConfig(disabled_invariants=...)``."""
+"""Every check a run can fail (``convergence`` is checked at the end of the run, and again
+after the live phase); any of them can be switched off with
+``SimConfig(disabled_invariants=...)``."""
 
 
 @attrs.frozen
@@ -99,8 +110,15 @@ class InvariantChecker(trio.abc.Instrument):
         self.stopped.set()
 
     def check(self, *, full: bool = False) -> None:
-        if self.world.election_conflicts:
-            self.fail("one_leader_per_term", self.world.election_conflicts[0])
+        w = self.world
+        if w.election_conflicts:
+            self.fail("one_leader_per_term", w.election_conflicts[0])
+        if w.unexplained_stops:
+            self.fail("proposer_stop_explained", w.unexplained_stops[0])
+        if w.interference:
+            self.fail("no_recovery_interference", w.interference[0])
+        if w.liveness_failures:
+            self.fail("proposer_liveness", w.liveness_failures[0])
         for node in self.world.nodes.values():
             self._check_node(node, full=full)
 

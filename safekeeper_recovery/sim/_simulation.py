@@ -13,6 +13,9 @@ proposer sizes and WAL seeds, engine jitter), and trio's own scheduling is seede
    sealing proposer commits a little WAL over a quorum only, and all nodes (the rest by
    peer recovery) must converge to byte-identical WAL (equal digests) within
    ``converge_time``.
+3. *live* (``live_phase``): still no faults; one proposer streams paced WAL while a node
+   that was down rejoins, or a disk stalls, or nothing happens. It must commit all its WAL
+   within ``live_bound`` without being stopped; then the nodes converge again.
 
 The :class:`InvariantChecker` runs after every task step; the first violation ends the run.
 """
@@ -30,7 +33,16 @@ import structlog
 import trio
 import trio.testing
 
-from ..proposer import Connect, Proposer, ProposerConfig, ProposerError, SafekeeperConnection
+from ..proposer import (
+    Connect,
+    NewerTermError,
+    Proposer,
+    ProposerConfig,
+    ProposerError,
+    SafekeeperConnection,
+    paced,
+    wal_source_factory,
+)
 from ..timeline import TimelineBroken
 from ._bugs import PlantedBugs
 from ._cluster import START_LSN, TTID, Leader, SimNode, World, describe
@@ -66,6 +78,10 @@ class SimConfig:
     forced_faults: frozenset[str] = frozenset()
     """Fault points active in every seed (the others are drawn as usual)."""
     record_all_events: bool = False
+    live_phase: bool = True
+    """After convergence, a fault-free window with one proposer (the liveness oracles)."""
+    live_bound: float = 30.0
+    """Virtual seconds the live phase's proposer may take to commit all its WAL."""
 
 
 @attrs.frozen
@@ -112,6 +128,19 @@ def replay_command(seed: int, bugs: tuple[str, ...] = (), nodes: int | None = No
     return f"python -m safekeeper_recovery.sim --seeds 1 --first-seed {seed}{extra}"
 
 
+LIVE_SHAPES: Final = ("rejoin", "slow_node", "healthy")
+
+
+@attrs.define
+class LiveRun:
+    """The live phase's proposer: its WAL, its pace and how it ended."""
+
+    total: int
+    rate: float
+    committed: bool = False
+    error: str | None = None
+
+
 class _Stop(Exception):
     """Internal: the run ends early (an invariant broke, or convergence timed out)."""
 
@@ -149,6 +178,9 @@ class _Simulation:
                     active.cancel_scope.cancel()
                 await self._quiesce(nursery)
                 await self._wait_converged()
+                if self.cfg.live_phase:
+                    await self._live(nursery)
+                    await self._wait_converged()
                 nursery.cancel_scope.cancel()
         except _Stop:
             pass
@@ -241,8 +273,11 @@ class _Simulation:
                 donor = w.nodes.get(status.donor)
                 if f.fires("donor_term_bump") and donor is not None and donor.up:
                     assert donor.timeline is not None
+                    # Recorded before it can be seen: a proposer stopped by it is explained.
+                    bump = donor.timeline.acceptor.term + 1
+                    w.term_bumps.add(bump)
                     try:
-                        term = await donor.timeline.bump_term()
+                        term = await donor.timeline.bump_term(bump)
                     except TimelineBroken:
                         continue
                     w.event(f"donor {donor.id} of node {node.id} bumped its term to {term}")
@@ -274,12 +309,19 @@ class _Simulation:
             await trio.sleep(self.world.rng.uniform(0, 1))
             await self._run_proposer()
 
-    async def _run_proposer(self, *, sealing: bool = False) -> bool:
-        """One proposer run to its end; whether it committed all its WAL."""
+    async def _run_proposer(self, *, sealing: bool = False, live: LiveRun | None = None
+                            ) -> bool:
+        """One proposer run to its end; whether it committed all its WAL. ``live``: the
+        live phase's proposer (paced WAL, its outcome recorded there)."""
         w = self.world
         self.next_proposer += 1
         pid = self.next_proposer
-        total = w.rng.randrange(1, 8) * 1024 if sealing else w.rng.randrange(16, 256) * 1024
+        if live is not None:
+            total = live.total
+        elif sealing:
+            total = w.rng.randrange(1, 8) * 1024
+        else:
+            total = w.rng.randrange(16, 256) * 1024
         seed = w.rng.randrange(1 << 30)
         skip: frozenset[int] = frozenset()
         if sealing:
@@ -295,8 +337,12 @@ class _Simulation:
             keepalive_interval=0.5, reconnect_min=0.1, reconnect_max=1.0,
             lost_quorum_timeout=2.0, drain_timeout=2.0, close_timeout=1.0,
         )
-        proposer = Proposer(config, self._tracking(link), fetch_wal=link.fetch_wal)
-        w.event(f"proposer {pid} starts ({total} bytes)")
+        source = None if live is None else paced(wal_source_factory(config), live.rate)
+        proposer = Proposer(config, self._tracking(link), fetch_wal=link.fetch_wal,
+                            wal_source=source)
+        proposer.late_refusal_is_fatal = w.bugs.refusal_stops_proposer
+        w.event(f"proposer {pid} starts ({total} bytes"
+                + (f" at {live.rate / 1024:.0f} KiB/s)" if live else ")"))
         try:
             with trio.CancelScope() as scope:
                 self.proposer_scopes[pid] = scope
@@ -304,8 +350,21 @@ class _Simulation:
                     result = await proposer.run()
                 except ProposerError as e:
                     w.event(f"proposer {pid} failed: {type(e).__name__}: {e}")
+                    if live is not None:
+                        live.error = f"{type(e).__name__}: {e}"
+                    if isinstance(e, NewerTermError):
+                        # I6: a newer term must come from somewhere: another proposer's
+                        # campaign or a term bump (the world saw every one of them).
+                        seen = e.term
+                        if not w.explains(pid, int(seen)):
+                            w.unexplained_stops.append(
+                                f"proposer {pid} (term {proposer.statistics().term}) stopped "
+                                f"by term {seen}, which no other proposer or bump made: {e}"
+                            )
                 else:
                     w.event(f"proposer {pid} committed term {result.term} up to {result.end_lsn}")
+                    if live is not None:
+                        live.committed = True
                     return True
         finally:
             del self.proposer_scopes[pid]
@@ -349,6 +408,44 @@ class _Simulation:
             if await self._run_proposer(sealing=True):
                 return
             await trio.sleep(TICK)
+
+    async def _live(self, nursery: trio.Nursery) -> None:
+        """Phase 3 (I7, I8): no faults, a quorum up, one proposer streaming paced WAL, in one
+        of three shapes: a node that was down rejoins mid-stream (its peer recovery and the
+        proposer meet), a node's disk stalls, or a healthy cluster. The proposer must
+        commit everything within ``live_bound`` and never be stopped."""
+        w = self.world
+        shape = w.rng.choice(LIVE_SHAPES)
+        nodes = list(w.nodes.values())
+        total = w.rng.randrange(256, 1024) * 1024
+        live = LiveRun(total, total / w.rng.uniform(3, 8))
+        w.event(f"live phase: {shape}")
+        victim = w.rng.choice(nodes)
+        if shape == "rejoin":
+            await victim.crash()
+        async with trio.open_nursery() as phase:
+            async def run() -> None:
+                await self._run_proposer(live=live)
+                phase.cancel_scope.cancel()
+
+            phase.start_soon(run)
+            await trio.sleep(w.rng.uniform(0.5, 3))
+            if shape == "rejoin":
+                await victim.ensure_up(nursery)
+            elif shape == "slow_node" and victim.nursery is not None:
+                victim.nursery.start_soon(self._stall_disk, victim, w.rng.uniform(0.3, 2))
+            await trio.sleep(self.cfg.live_bound)
+            w.liveness_failures.append(
+                f"live phase ({shape}): the proposer did not finish within "
+                f"{self.cfg.live_bound:g}s"
+            )
+            phase.cancel_scope.cancel()
+        if live.error is not None:
+            w.liveness_failures.append(f"live phase ({shape}): the proposer stopped: "
+                                       f"{live.error}")
+        elif not live.committed and not w.liveness_failures:
+            w.liveness_failures.append(f"live phase ({shape}): the proposer did not commit")
+        await victim.ensure_up(nursery)
 
     async def _wait_converged(self) -> None:
         w = self.world

@@ -25,6 +25,12 @@ Contract
   liveness node-wide instead of resending every timeline.
 * Tasks that serve this timeline (connections, recovery) run inside :meth:`attach`, which
   cancels them when the timeline is deleted.
+* Recovery yields to proposers: a message processed with ``recovery=True`` (the recovery
+  engine's) is refused with ``ProposerArrived`` while a proposer is *connected*
+  (:attr:`connected_proposers`: greeted us, or voted/streams in a term not below ours). The
+  check is made under ``lock``, in the same step as the message, so a recovery message can
+  never slip in between a proposer's Greeting and its VoteRequest, or between its vote and
+  its ProposerElected: the proposer never sees a refusal that recovery caused.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from ..core import (
     PeerUpdate,
     PersistEffect,
     PersistentState,
+    ProposerArrived,
     ProposerElected,
     SafekeeperError,
     Step,
@@ -85,6 +92,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ReceiverKind = Literal["proposer", "recovery"]
+ReceiverStatus = Literal["connected", "greeted", "voted", "streaming"]
 
 
 class TimelineObserver(Protocol):
@@ -155,12 +163,17 @@ class TermMismatch(SafekeeperError):
 
 @attrs.define
 class Receiver:
-    """A connection pushing WAL into this timeline (a proposer, or our own recovery)."""
+    """A connection pushing WAL into this timeline (a proposer, or our own recovery).
+
+    A proposer's ``status`` follows its handshake: ``connected`` → ``greeted`` (its
+    Greeting arrived) → ``voted`` (its VoteRequest was answered) → ``streaming`` (its
+    ProposerElected passed); ``term`` is the term of its VoteRequest once it asked."""
 
     id: int
     kind: ReceiverKind
     remote: str
-    status: Literal["voting", "streaming"] = "voting"
+    status: ReceiverStatus = "connected"
+    term: Term | None = None
 
 
 @attrs.frozen
@@ -183,7 +196,7 @@ class TimelineSnapshot:
     wal_seg_size: int
     pg_version: int
     system_id: int
-    num_streaming_proposers: int
+    connected_proposers: int
     broken: str | None
 
 
@@ -257,6 +270,13 @@ class Timeline:
         self.recovery_status: Callable[[], dict[str, object]] | None = None
         """Set by the recovery engine; feeds the status JSON's ``recovery`` object."""
         self._attached: set[trio.CancelScope] = set()
+        self.recovery_messages = 0
+        """Messages processed for recovery (``recovery=True``) since start."""
+        self.recovery_yields_to_proposers = True
+        """Always true in production; the simulator's planted bug ``recovery_ignores_proposer``
+        switches it off to prove that its oracles see recovery disturbing a proposer."""
+        self.recovery_yields = 0
+        """Recovery messages refused because a proposer was connected."""
         self.hub.timeline_changed(ttid)  # a new (or newly loaded) timeline is news to peers
 
     def _report_change(self) -> None:
@@ -291,14 +311,22 @@ class Timeline:
         msg: Greeting | VoteRequest | ProposerElected | AppendRequest | FlushWal,
         *,
         flush: bool = True,
+        recovery: bool = False,
     ) -> AcceptorMessage | None:
         """Handle one proposer message and return the reply (``None`` if it has none).
 
         Raises ``AcceptorError`` for a refusal (nothing changed), :class:`TimelineBroken`
-        if the timeline is (or becomes) broken.
+        if the timeline is (or becomes) broken, and, with ``recovery`` (the recovery
+        engine's messages), ``ProposerArrived`` while a proposer is connected (nothing
+        changed).
         """
         async with self.lock:
             self._check_usable()
+            if recovery:
+                if self.connected_proposers and self.recovery_yields_to_proposers:
+                    self.recovery_yields += 1
+                    raise ProposerArrived("a proposer is connected to this node")
+                self.recovery_messages += 1
             a = self.acceptor
             flush_before, persisted_before = a.flush_lsn, a.persisted
             try:
@@ -555,7 +583,7 @@ class Timeline:
             wal_seg_size=st.server.wal_seg_size,
             pg_version=st.server.pg_version,
             system_id=st.server.system_id,
-            num_streaming_proposers=self.num_streaming_proposers,
+            connected_proposers=self.connected_proposers,
             broken=self.broken,
         )
 
@@ -574,9 +602,16 @@ class Timeline:
     # ---- receivers and lifetime ---------------------------------------------------------
 
     @property
-    def num_streaming_proposers(self) -> int:
+    def connected_proposers(self) -> int:
+        """Proposers recovery must keep off this node: every one that greeted us and has
+        not voted yet, and every one that voted or streams in a term not below ours (one
+        left behind by a newer term no longer counts: it will be refused anyway)."""
+        term = self.acceptor.term
         return sum(
-            1 for r in self.receivers.values() if r.kind == "proposer" and r.status == "streaming"
+            1
+            for r in self.receivers.values()
+            if r.kind == "proposer"
+            and (r.status == "greeted" or (r.status != "connected" and (r.term or 0) >= term))
         )
 
     @asynccontextmanager
@@ -591,10 +626,11 @@ class Timeline:
             del self.receivers[r.id]
             self.changed.notify()
 
-    def mark_streaming(self, receiver: Receiver) -> None:
-        """A ProposerElected passed through this receiver: it is now a streaming proposer."""
-        if receiver.status != "streaming":
-            receiver.status = "streaming"
+    def mark(self, receiver: Receiver, status: ReceiverStatus, term: Term | None = None) -> None:
+        """Record a proposer's handshake step (see :class:`Receiver`)."""
+        new_term = receiver.term if term is None else term
+        if (receiver.status, receiver.term) != (status, new_term):
+            receiver.status, receiver.term = status, new_term
             self.changed.notify()
 
     @asynccontextmanager

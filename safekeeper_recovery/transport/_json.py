@@ -199,9 +199,11 @@ def timeline_status_json(
             for p in sorted(peers, key=lambda p: int(p.node_id))
         ],
         "walreceivers": [
-            {"id": r.id, "kind": r.kind, "status": r.status, "remote": r.remote}
+            {"id": r.id, "kind": r.kind, "status": r.status, "term": r.term,
+             "remote": r.remote}
             for r in walreceivers
         ],
+        "connected_proposers": snap.connected_proposers,
         "walsenders": [dict(s) for s in walsenders],
         "broken": snap.broken,
         "recovery": dict(recovery) if recovery is not None else {"state": "disabled"},

@@ -11,8 +11,12 @@ Rules
    Every flush produces an AppendResponse.
 2. On a clean end (the message channel closed, or the reply reader gone) unflushed WAL is
    flushed before returning ("flush on disconnect"). A cancelled acceptor does not flush.
-3. A ProposerElected that passes marks a ``proposer`` receiver streaming; a ``recovery``
-   receiver never counts as a streaming proposer.
+3. A ``proposer`` receiver's handshake is recorded on the timeline: ``greeted`` *before*
+   its Greeting is processed (from then on recovery is refused, so nothing recovery does
+   can change the answers this proposer gets), ``voted`` with the term of its VoteRequest,
+   ``streaming`` once its ProposerElected passed. A ``recovery`` receiver never counts as a
+   proposer; its messages are processed with ``recovery=True`` and so end with
+   ``ProposerArrived`` as soon as a proposer is connected.
 4. The first processing error ends the acceptor and is raised unchanged; nothing is flushed
    or replied after it.
 5. On a socket, Greeting must come first; a malformed message ends the connection with the
@@ -36,6 +40,7 @@ from ..core import (
     ProposerElected,
     ProposerMessage,
     RemoteProtocolError,
+    VoteRequest,
     decode_proposer_message,
     encode,
 )
@@ -70,6 +75,21 @@ async def run_wal_acceptor(
     end. The caller registers ``receiver`` (``timeline.receiver(...)``) and runs this inside
     ``timeline.attach()``.
     """
+    recovery = receiver.kind == "recovery"
+
+    async def process(msg: ProposerMessage | FlushWal, *, flush: bool = True
+                      ) -> AcceptorMessage | None:
+        if recovery:
+            return await timeline.process(msg, flush=flush, recovery=True)
+        if isinstance(msg, Greeting):
+            timeline.mark(receiver, "greeted")  # rule 3: before the Greeting is processed
+        reply = await timeline.process(msg, flush=flush)
+        if isinstance(msg, VoteRequest):
+            timeline.mark(receiver, "voted", msg.term)
+        elif isinstance(msg, ProposerElected):
+            timeline.mark(receiver, "streaming", msg.term)
+        return reply
+
     async with replies:
         dirty_since: float | None = None  # trio time of the oldest unflushed append
 
@@ -94,7 +114,7 @@ async def run_wal_acceptor(
                     break
                 if msg is None:  # queue drained, or the interval is up: fsync (rule 1)
                     dirty_since = None
-                    if not await reply(await timeline.process(_FLUSH)):
+                    if not await reply(await process(_FLUSH)):
                         return
                     continue
             else:
@@ -103,17 +123,15 @@ async def run_wal_acceptor(
                 except trio.EndOfChannel:
                     break
             if isinstance(msg, AppendRequest):
-                result = await timeline.process(msg, flush=False)
+                result = await process(msg, flush=False)
                 if dirty_since is None:
                     dirty_since = trio.current_time()
             else:
-                result = await timeline.process(msg)
-                if isinstance(msg, ProposerElected) and receiver.kind == "proposer":
-                    timeline.mark_streaming(receiver)  # rule 3
+                result = await process(msg)
             if not await reply(result):
                 break
         if dirty_since is not None:  # rule 2
-            await reply(await timeline.process(_FLUSH))
+            await reply(await process(_FLUSH))
 
 
 async def serve_push_connection(

@@ -101,6 +101,11 @@ class WalConnectionClosed(SafekeeperError):
 class WalPushClosed(WalConnectionClosed):
     """The server closed a ``wal_push`` connection (4009: the acceptor refused a message)."""
 
+    @property
+    def proposer_arrived(self) -> bool:
+        """A recovery push ended because a proposer connected to the timeline (4010)."""
+        return self.code == 4010
+
 
 class WalStreamClosed(WalConnectionClosed):
     """The server closed a ``wal_stream`` connection."""

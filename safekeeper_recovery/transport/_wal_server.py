@@ -8,7 +8,8 @@ After the handshake every connection ends with a close code that says why
 (docs/architecture.md "Close codes"): 1000 normal end, 1002 protocol error, 1009 too big
 (sent by trio-websocket itself), 1011 internal error / stopped timeline, 4000 refusal
 (term moved, WAL removed), 4004 timeline deleted, 4008 idle (a push client silent, or a
-stream reader taking nothing, for ``idle_timeout``), 4009 acceptor refusal. A handler never
+stream reader taking nothing, for ``idle_timeout``), 4009 acceptor refusal, 4010 a recovery
+push ended because a proposer connected to the timeline (recovery yields). A handler never
 lets an exception escape: trio-websocket would take the whole server down with it.
 
 A stopped (broken) timeline refuses ``wal_push`` handshakes with 503 and
@@ -39,6 +40,7 @@ from ..core import (
     AcceptorError,
     AuthError,
     Lsn,
+    ProposerArrived,
     RemoteProtocolError,
     TenantTimelineId,
     Term,
@@ -55,6 +57,7 @@ _install_fast_masking()  # proposers' frames are masked: unmasking them was the 
 
 __all__ = [
     "CLOSE_ACCEPTOR_REFUSED",
+    "CLOSE_PROPOSER_ARRIVED",
     "CLOSE_TIMELINE_DELETED",
     "WalPushTarget",
     "WalServerConfig",
@@ -70,6 +73,7 @@ CLOSE_NORMAL: Final = 1000
 CLOSE_INTERNAL_ERROR: Final = 1011
 CLOSE_TIMELINE_DELETED: Final = 4004
 CLOSE_ACCEPTOR_REFUSED: Final = 4009
+CLOSE_PROPOSER_ARRIVED: Final = 4010
 MAX_CLOSE_REASON_BYTES: Final = 123
 """RFC 6455: a close frame's payload is at most 125 bytes, two of them the code."""
 
@@ -286,6 +290,9 @@ def _close_code_for(error: Exception, remote: str) -> tuple[int, str]:
         case RemoteProtocolError():
             log.info("WAL port: protocol error from %s: %s", remote, error)
             return error.close_code, str(error)
+        case ProposerArrived():
+            log.info("WAL port: recovery push from %s yields: %s", remote, error)
+            return CLOSE_PROPOSER_ARRIVED, str(error)
         case AcceptorError():
             log.info("WAL push from %s refused: %s", remote, error)
             return CLOSE_ACCEPTOR_REFUSED, str(error)

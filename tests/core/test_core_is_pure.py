@@ -78,7 +78,7 @@ PURE_RUN = textwrap.dedent(
         assert decode_state(encode_state(acc.persisted)) == acc.persisted
         sel = select_donors(
             my_node_id=NodeId(1), my_term=1, my_last_log_term=1, my_flush_lsn=start, peers=(),
-            num_streaming_proposers=0, now=0.0, heartbeat_timeout=5.0,
+            connected_proposers=0, now=0.0, heartbeat_timeout=5.0,
         )
         assert sel.why_no_donor == "no alive peers"
     finally:

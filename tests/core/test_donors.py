@@ -49,7 +49,7 @@ def select(
         my_last_log_term=last_log_term,
         my_flush_lsn=Lsn(flush),
         peers=peers,
-        num_streaming_proposers=streaming,
+        connected_proposers=streaming,
         now=NOW,
         heartbeat_timeout=HEARTBEAT,
     )
@@ -130,11 +130,11 @@ def test_a_peer_with_a_term_below_ours_is_not_a_donor_and_an_equal_one_is() -> N
     assert donor_ids(equal) == [2]
 
 
-def test_a_streaming_proposer_means_no_donors() -> None:
+def test_a_connected_proposer_means_no_donors() -> None:
     sel = select([peer(2, 2, 2, 0x9000)], streaming=1)
     assert sel.donors == ()
-    assert reason(sel, 2) == "eligible, but a proposer is streaming to us"
-    assert sel.why_no_donor == "1 proposer(s) streaming to this node"
+    assert reason(sel, 2) == "eligible, but a proposer is connected to us"
+    assert sel.why_no_donor == "1 proposer(s) connected to this node"
 
 
 def test_dead_peers_are_excluded() -> None:
@@ -182,10 +182,10 @@ def test_why_no_donor_lists_each_peer_and_its_reason() -> None:
 def test_selection_records_its_inputs_and_prints_as_one_line() -> None:
     sel = select([peer(2, 2, 2, 0x9000), peer(3, 3, 2, 0x9000)], term=2, flush=0x1234)
     assert (sel.term, sel.last_log_term, sel.flush_lsn) == (2, 1, Lsn(0x1234))
-    assert sel.num_streaming_proposers == 0
+    assert sel.connected_proposers == 0
     text = str(sel)
     assert "\n" not in text
-    assert text.startswith("term=2 last_log_term=1 flush_lsn=0/1234 streaming_proposers=0 ")
+    assert text.startswith("term=2 last_log_term=1 flush_lsn=0/1234 connected_proposers=0 ")
     assert "donors=[2]" in text
     assert "3: term 3 != last_log_term 2" in text
     assert "NodeId(" not in text
@@ -237,4 +237,4 @@ def test_donors_are_exactly_the_eligible_peers_most_advanced_first(
 
 @pytest.mark.parametrize("streaming", [0, 3])
 def test_streaming_count_is_reported(streaming: int) -> None:
-    assert f"streaming_proposers={streaming}" in str(select([], streaming=streaming))
+    assert f"connected_proposers={streaming}" in str(select([], streaming=streaming))

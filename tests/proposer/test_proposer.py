@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 
-from safekeeper_recovery.core import MAX_SEND_SIZE, Lsn, TermHistory
+from safekeeper_recovery.core import (
+    MAX_SEND_SIZE,
+    AppendRequest,
+    Lsn,
+    ProposerElected,
+    TermHistory,
+    VoteRequest,
+)
 from safekeeper_recovery.proposer import (
     LostQuorumError,
     NewerTermError,
@@ -268,3 +277,69 @@ async def test_a_node_down_is_logged_once_however_often_it_is_retried(
     # The fatal error is raised, for the caller to report; it is not logged as an error too.
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
     assert str(info.value).startswith("lost quorum")
+
+
+def _recover_locally(target: FakeCluster, donor_index: int, index: int) -> None:
+    """What peer recovery does on node ``index``: vote locally in the donor's term, adopt
+    its history from the common point (here the start) and append its durable WAL."""
+    donor, node = target[donor_index], target[index]
+    term = donor.acceptor.term
+    node.handle(VoteRequest(term))
+    node.handle(ProposerElected(term, START, donor.acceptor.term_history))
+    for lsn in range(START, donor.flush_lsn, MAX_SEND_SIZE):
+        end = min(Lsn(lsn + MAX_SEND_SIZE), donor.flush_lsn)
+        node.handle(AppendRequest(term, Lsn(lsn), Lsn(0), Lsn(0), donor.read(Lsn(lsn), end)))
+
+
+async def test_an_elected_proposer_lets_a_node_already_in_its_term_join() -> None:
+    """P1 once elected: node 3, never asked for a vote (down at the election), caught up by
+    peer recovery and so already in our term; it refuses our vote and must join, not stop
+    the run (the proposer stopped with "term already taken" before)."""
+    cluster = FakeCluster(3)
+    cluster.block("A", 2)
+    cluster.stall("A", 0, START + MiB)  # hold the run open: no quorum past 1 MiB
+    results: list[ProposeResult] = []
+
+    async def run() -> None:
+        results.append(await propose(config(cluster, 3 * MiB, drain_timeout=10.0),
+                                     cluster.connector("A")))
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            await cluster.wait_until(lambda: cluster[1].flush_lsn > START + MiB)
+            _recover_locally(cluster, 1, 2)
+            assert cluster[2].acceptor.term == cluster[1].acceptor.term
+            cluster.unblock("A", 2)
+            await cluster.wait_until(lambda: cluster[2].flush_lsn == START + 3 * MiB)
+            del cluster.stalls[("A", cluster.urls[0])]
+            cluster.block("A", 0)  # a stalled send never returns: reconnect node 1
+            cluster.unblock("A", 0)
+    assert results[0].commit_lsn == START + 3 * MiB
+    for node in cluster.nodes.values():
+        assert node.durable_wal() == gen(1, 3 * MiB)
+
+
+async def test_a_refusal_at_our_term_before_we_are_elected_still_stops_the_run() -> None:
+    """P1 before the election: another proposer may hold our term; we must not go on.
+    Node 3 grants our term to someone else between our Greeting and our VoteRequest."""
+    cluster = FakeCluster(3)
+    connect = cluster.connector("A")
+
+    @asynccontextmanager
+    async def racing(url: str) -> AsyncIterator[Any]:
+        async with connect(url) as conn:
+            if url == cluster.urls[2]:
+                send = conn.send
+
+                async def send_after_a_rival(msg: Any) -> None:
+                    if isinstance(msg, VoteRequest):
+                        cluster[2].handle(VoteRequest(msg.term))  # the rival's vote
+                    await send(msg)
+
+                conn.send = send_after_a_rival  # type: ignore[method-assign]
+            yield conn
+
+    with trio.fail_after(10), pytest.raises(NewerTermError) as info:
+        await propose(config(cluster, MiB), racing)
+    assert "term already taken" in str(info.value)

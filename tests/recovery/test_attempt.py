@@ -147,7 +147,7 @@ async def test_proposer_streaming_to_us_ends_the_attempt_within_one_batch(
     async def proposer_arrives() -> None:
         await target.changed.wait_for(lambda: target.snapshot().flush_lsn > START + MiB)
         async with target.receiver("proposer", "test") as r:
-            target.mark_streaming(r)
+            target.mark(r, "streaming", target.acceptor.term)
             await trio.sleep_forever()
 
     async with trio.open_nursery() as nursery:
@@ -241,3 +241,41 @@ async def test_a_vote_while_the_donor_is_silent_ends_the_attempt_at_once(
                                    RecoveryConfig(no_data_timeout=30.0), RecoveryStatus())
     assert isinstance(result.error, TermChanged), result
     assert trio.current_time() - start < 5.0, "noticed from local state, not by a timeout"
+
+
+async def test_a_greeted_proposer_keeps_the_attempt_from_voting(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A proposer that has only greeted the node (mid-election) already keeps recovery off
+    it: the attempt's local vote is refused under the timeline lock, nothing changes."""
+    await cluster.propose(1, [1, 2], MiB)
+    target = cluster[3]
+    before = (target.acceptor.term, target.snapshot().flush_lsn)
+    async with target.receiver("proposer", "test") as r:
+        target.mark(r, "greeted")
+        result = await run_attempt(LocalTarget(target), cluster.peer_info(1),
+                                   connector(cluster), RecoveryConfig(), RecoveryStatus())
+    assert isinstance(result.error, ProposerArrived), result
+    assert (target.acceptor.term, target.snapshot().flush_lsn) == before
+    assert target.recovery_yields == 1
+
+
+async def test_a_proposer_greeting_mid_attempt_ends_it_before_its_next_message(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], 32 * MiB)
+    target = cluster[3]
+
+    async def proposer_greets() -> None:
+        await target.changed.wait_for(lambda: target.snapshot().flush_lsn > START + MiB)
+        async with target.receiver("proposer", "test") as r:
+            target.mark(r, "greeted")
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(proposer_greets)
+        result = await run_attempt(LocalTarget(target), cluster.peer_info(1),
+                                   connector(cluster), RecoveryConfig(), RecoveryStatus())
+        nursery.cancel_scope.cancel()
+    assert isinstance(result.error, ProposerArrived), result
+    assert result.end_lsn < START + 32 * MiB

@@ -183,13 +183,18 @@ async def test_timeline_status_has_reference_fields(with_timeline: HttpNode) -> 
 async def test_timeline_status_includes_recovery_and_receivers(with_timeline: HttpNode) -> None:
     tl = with_timeline.timeline
     tl.recovery_status = lambda: {"state": "idle", "donor": None}
-    async with tl.receiver("proposer", "10.1.1.1:5000"):
+    async with tl.receiver("proposer", "10.1.1.1:5000") as r:
         s = (await with_timeline.client.get(TL_PATH)).json()
+        tl.mark(r, "voted", tl.acceptor.term)
+        voted = (await with_timeline.client.get(TL_PATH)).json()
     assert s["recovery"] == {"state": "idle", "donor": None}
     [receiver] = s["walreceivers"]
-    assert receiver["kind"] == "proposer"
-    assert receiver["status"] == "voting"
-    assert receiver["remote"] == "10.1.1.1:5000"
+    assert receiver == {"id": r.id, "kind": "proposer", "status": "connected", "term": None,
+                        "remote": "10.1.1.1:5000"}
+    assert s["connected_proposers"] == 0  # connected but silent: not yet in the way
+    [receiver] = voted["walreceivers"]
+    assert (receiver["status"], receiver["term"]) == ("voted", tl.acceptor.term)
+    assert voted["connected_proposers"] == 1
 
 
 async def test_status_of_runtime_broken_timeline_is_200_with_reason(

@@ -22,6 +22,7 @@ from safekeeper_recovery.core import (
 )
 from safekeeper_recovery.transport import (
     WalPushClosed,
+    WalPushConnection,
     open_wal_push,
     run_wal_acceptor,
 )
@@ -62,27 +63,47 @@ async def test_unflushed_appends_are_flushed_on_disconnect(node: WalNode) -> Non
         await node.timeline.changed.wait_for(lambda: node.timeline.acceptor.flush_lsn == end)
 
 
-async def test_recovery_push_is_not_a_streaming_proposer(node: WalNode) -> None:
+async def _receive_until_closed(conn: WalPushConnection) -> None:
+    while True:
+        await conn.receive()
+
+
+async def test_recovery_push_is_not_a_proposer_and_yields_to_one_with_4010(
+    node: WalNode,
+) -> None:
     timeline = node.timeline
     async with open_wal_push(node.url, TENANT, TIMELINE, recovery=True) as rec:
         await elect(rec, 1)
         end = await push(rec, 1, START, wal(1000))
         await wait_flushed(rec, end)
         assert [r.kind for r in timeline.receivers.values()] == ["recovery"]
-        assert timeline.snapshot().num_streaming_proposers == 0
+        assert timeline.snapshot().connected_proposers == 0
         async with open_wal_push(node.url, TENANT, TIMELINE) as prop:
-            await elect(prop, 2)
+            await prop.send(Greeting(TENANT, TIMELINE))
+            await prop.receive()
+            assert timeline.snapshot().connected_proposers == 1  # greeted: recovery stops
+            # The recovery connection's next message is refused and the push closed.
+            await rec.send(AppendRequest(1, end, Lsn(0), Lsn(0), b"x"))
+            with trio.fail_after(10), pytest.raises(WalPushClosed) as closed:
+                await _receive_until_closed(rec)
+            assert closed.value.proposer_arrived, closed.value
+            assert timeline.acceptor.flush_lsn == end  # nothing of it was taken
+            assert timeline.recovery_yields == 1
+            # The proposer goes on as if recovery had never been there.
+            await prop.send(VoteRequest(2))
+            assert isinstance(await prop.receive(), VoteResponse)
+            assert [r.status for r in timeline.receivers.values() if r.kind == "proposer"
+                    ] == ["voted"]
+            history = TermHistory([*timeline.acceptor.term_history.entries, TermLsn(2, end)])
+            await prop.send(ProposerElected(2, end, history))
             end = await push(prop, 2, end, wal(1000))
             await wait_flushed(prop, end)
-            assert timeline.snapshot().num_streaming_proposers == 1
-            # the recovery connection now gets term-only replies, and is still not counted
-            await rec.send(AppendRequest(1, end, Lsn(0), Lsn(0), b"x"))
-            reply = await rec.receive()
-            assert reply == AppendResponse(2, Lsn(0), Lsn(0))
-            assert timeline.snapshot().num_streaming_proposers == 1
+            [receiver] = timeline.receivers.values()
+            assert (receiver.kind, receiver.status, receiver.term) == ("proposer", "streaming", 2)
+            assert timeline.snapshot().connected_proposers == 1
     with trio.fail_after(10):
         await timeline.changed.wait_for(lambda: not timeline.receivers)
-    assert timeline.snapshot().num_streaming_proposers == 0
+    assert timeline.snapshot().connected_proposers == 0
 
 
 async def test_acceptor_refusal_closes_4009_with_reason(node: WalNode) -> None:
@@ -120,7 +141,7 @@ async def test_run_wal_acceptor_in_process_flushes_and_closes_replies(node: WalN
         await msg_send.aclose()
         with trio.fail_after(10):
             await run_wal_acceptor(timeline, receiver, msg_recv, rep_send, flush_interval=0.5)
-        assert receiver.status == "voting"  # recovery is never marked streaming
+        assert receiver.status == "connected"  # recovery is never marked as a proposer
     appends = [r for r in replies if isinstance(r, AppendResponse)]
     assert appends
     assert appends[-1].flush_lsn == START + 500
