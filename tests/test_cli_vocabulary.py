@@ -40,6 +40,7 @@ VOCABULARY: dict[str, type[click.ParamType[object]] | tuple[type[object], ...]] 
     "--stop-at-lsn": LsnType,
     "--bytes": SizeType,
     "--wal-seg-size": SizeType,
+    "--rate": SizeType,
     "--timeout": DurationType,
     "--log-format": click.Choice,
     "--log-level": click.Choice,

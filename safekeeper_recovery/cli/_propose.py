@@ -24,6 +24,8 @@ from ..proposer import (
     ProposerConfig,
     ProposeResult,
     WalFormat,
+    paced,
+    wal_source_factory,
     websocket_connector,
     websocket_fetcher,
 )
@@ -64,6 +66,14 @@ def _seg_size(_: click.Context, __: click.Parameter, value: int) -> int:
     help="How much WAL to write: 1000, 64MiB, 1GiB.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option(
+    "--rate",
+    type=SIZE,
+    default=None,
+    help="Write at most this many bytes per second (e.g. 8MiB), like a server under steady "
+    "load: the proposer keeps streaming for --bytes / --rate seconds (default: as fast as "
+    "the quorum takes it).",
+)
 @click.option(
     "--wal-format",
     type=click.Choice(["pg", "random"]),
@@ -134,6 +144,7 @@ def propose_command(
     timeline_id: TimelineId,
     nbytes: int,
     seed: int,
+    rate: int | None,
     wal_format: WalFormat,
     wal_seg_size: int,
     token_file: Path | None,
@@ -184,10 +195,13 @@ def propose_command(
         wal_format=wal_format,
         wal_seg_size=wal_seg_size if wal_format == "pg" else 0,
     )
+    if rate is not None and rate <= 0:
+        raise click.BadParameter("must be above 0", param_hint="--rate")
     proposer = Proposer(
         config,
         websocket_connector(tenant, timeline, token=token, connect_timeout=connect_timeout),
         fetch_wal=websocket_fetcher(tenant, timeline, token=token, connect_timeout=connect_timeout),
+        wal_source=None if rate is None else paced(wal_source_factory(config), rate),
     )
     show = sys.stdout.isatty() if progress is None else progress
     try:
@@ -197,7 +211,8 @@ def propose_command(
     click.echo(result.summary())
 
 
-_GENERATOR_OPTIONS = {"nbytes": "--bytes", "seed": "--seed", "wal_format": "--wal-format",
+_GENERATOR_OPTIONS = {"nbytes": "--bytes", "seed": "--seed", "rate": "--rate",
+                      "wal_format": "--wal-format",
                       "wal_seg_size": "--wal-seg-size", "start_lsn": "--start-lsn"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import sys
 from pathlib import Path
@@ -59,3 +60,32 @@ async def test_propose_writes_and_prints_a_summary(nursery: trio.Nursery, tmp_pa
     assert out.startswith("term 1: wrote 2097152 bytes")
     for node in nodes:
         assert node.timeline.snapshot().flush_lsn == 0x100_0000 + 2 * 1024 * 1024
+
+
+def test_rate_must_be_positive_and_is_for_generated_wal_only() -> None:
+    base = ["propose", "--safekeepers", "ws://127.0.0.1:1", *IDS]
+    zero = CliRunner().invoke(main, [*base, "--rate", "0"])
+    assert zero.exit_code == 2
+    assert "Invalid value for --rate: must be above 0" in zero.output
+    with_pg = CliRunner().invoke(main, [*base, "--rate", "8MiB", "--from-postgres", "host=x"])
+    assert with_pg.exit_code == 2
+    assert "--rate shape generated WAL and cannot be used with --from-postgres" in with_pg.output
+
+
+async def test_paced_wal_is_released_over_bytes_over_rate_seconds() -> None:
+    """PacedWal: 64 KiB at 256 KiB/s is released over 0.25 s, in 0.1 s steps; the run
+    cannot commit the end before it is released."""
+    from safekeeper_recovery.core import Lsn
+    from safekeeper_recovery.proposer import PacedWal, WalGenerator
+
+    source = PacedWal(WalGenerator(1, 64 * 1024), Lsn(0x100_0000), 256 * 1024)
+    seen: list[tuple[float, Lsn]] = []
+    t0 = trio.current_time()
+    with trio.fail_after(5):
+        await source.run(lambda: seen.append((trio.current_time() - t0, source.available)))
+    assert source.available == source.final_end == Lsn(0x100_0000 + 64 * 1024)
+    assert len(seen) >= 3  # released in steps, not at once
+    assert all(b > a for (_, a), (_, b) in itertools.pairwise(seen))
+    assert seen[-1][0] >= 0.25
+    head = source.read_wal(Lsn(0x100_0000), Lsn(0x100_0010))
+    assert head == WalGenerator(1, 64 * 1024).read(0, 16)
