@@ -54,11 +54,11 @@ REFUSALS = ("refused", "term already taken", "R3:", "R7:", "newer term")
 """What a proposer's log or a node's log says when a proposer is refused."""
 
 
-def _config(cluster: Cluster, total: int, **kw: float) -> ProposerConfig:
+def _config(cluster: Cluster, total: int) -> ProposerConfig:
     urls = tuple(cluster[i].wal_url for i in (1, 2, 3))
     return ProposerConfig(urls, TTID.tenant_id, TTID.timeline_id, total, seed=5,
                           wal_seg_size=SEG_SIZE, reconnect_min=0.05, reconnect_max=0.2,
-                          lost_quorum_timeout=30.0, drain_timeout=30.0, **kw)
+                          lost_quorum_timeout=30.0, drain_timeout=30.0)
 
 
 class _Holding:
