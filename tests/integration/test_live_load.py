@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
+import statistics
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -45,8 +48,8 @@ from safekeeper_recovery.proposer import (
 )
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, SEG_SIZE, Cluster, wait_until
-from .recovery_support_b import MiB, assert_digests_equal, recovery_of
+from .harness import DEFAULT_START_LSN, SEG_SIZE, BackgroundCli, Cluster, wait_until
+from .recovery_support_b import MiB, assert_digests_equal, propose_args, recovery_of
 
 TTID = TenantTimelineId(TenantId.parse("5" * 32), TimelineId.parse("1" * 32))
 ROUNDS = int(os.environ.get("LIVE_LOAD_ROUNDS", "20"))
@@ -234,3 +237,110 @@ async def test_a_voted_proposer_keeps_recovery_off_the_node_mid_election(
     assert result.flush_lsns[cluster[3].wal_url] == result.end_lsn
     assert _proposer_refusals(cluster) == []
     await assert_digests_equal(cluster, TTID, [1, 2, 3], DEFAULT_START_LSN, result.end_lsn)
+
+
+def _seed() -> int:
+    seed = int(os.environ.get("LIVE_LOAD_SEED", str(random.randrange(1 << 30))))
+    print(f"replay with LIVE_LOAD_SEED={seed}")
+    return seed
+
+
+def _stop_reasons(stderr: str) -> list[str]:
+    """Lines of a proposer's stderr that say it was refused or told to stop."""
+    marks = ("term already taken", "newer term", "R3:", "R7:", "code 4009", "Traceback")
+    return [line for line in stderr.splitlines()
+            if line.startswith("Error:") or any(m in line for m in marks)]
+
+
+def _recovery_outcomes(cluster: Cluster, node_id: int) -> list[str]:
+    return [str(e.get("outcome")) for e in _node_logs(cluster, node_id)
+            if e.get("event") == "recovery attempt ended"]
+
+
+async def _finish(run: BackgroundCli) -> None:
+    """A ``propose`` run must end by itself, exit 0, and never have been refused."""
+    done = await run.wait(timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _stop_reasons(done.stderr) == [], done.stderr[-3000:]
+
+
+@pytest.mark.slow
+async def test_a_node_rejoining_under_load_never_disturbs_the_proposer(
+    make_cluster: ClusterFactory,
+) -> None:
+    """Node 3 is SIGKILLed and restarted ``ROUNDS`` times at random moments while
+    ``propose --rate`` streams (a new run starts whenever one finishes, so some rejoins
+    meet an election): no run is stopped or refused, node 3 catches up every time, and all
+    three nodes end byte-identical."""
+    rng = random.Random(_seed())
+    cluster = make_cluster(3)
+    await cluster.start()
+    await cluster.create_timeline(TTID)
+    runs: list[BackgroundCli] = []
+
+    async def streaming() -> None:
+        if runs and runs[-1].process.poll() is None:
+            return
+        if runs:
+            await _finish(runs[-1])
+        args = propose_args(cluster, TTID, "24MiB", "--rate", "6MiB", "--seed", str(len(runs)),
+                            "--lost-quorum-timeout", "30s")
+        runs.append(await cluster.start_propose(f"propose{len(runs)}", *args))
+
+    for _ in range(ROUNDS):
+        await streaming()
+        # The random pauses are the test's input (where in the stream node 3 dies and how
+        # long it stays down), not waits for something to happen.
+        await trio.sleep(rng.uniform(0.0, 0.8))
+        await cluster[3].kill()
+        await trio.sleep(rng.uniform(0.1, 1.5))
+        await cluster[3].start()
+        target = await cluster.flush_lsn(1, TTID)
+
+        async def caught_up(target: Lsn = target) -> bool:
+            return await cluster.flush_lsn(3, TTID) >= target
+
+        await wait_until(caught_up, 60, message=f"node 3 to catch up to {target}")
+    await _finish(runs[-1])
+
+    print(f"{len(runs)} proposer runs; node 3's recovery attempts ended as "
+          f"{_recovery_outcomes(cluster, 3)}")
+    assert _proposer_refusals(cluster) == []
+    flushes = {i: await cluster.flush_lsn(i, TTID) for i in (1, 2, 3)}
+    assert len(set(flushes.values())) == 1, flushes
+    await assert_digests_equal(cluster, TTID, [1, 2, 3], DEFAULT_START_LSN, flushes[1])
+
+
+@pytest.mark.slow
+async def test_a_healthy_cluster_never_recovers_and_keeps_its_throughput(
+    make_cluster: ClusterFactory,
+) -> None:
+    """``ROUNDS`` runs of ``propose`` on a freshly created timeline each (a new election on
+    three idle nodes, where recovery once started mid-election): no node ever starts a
+    recovery attempt. Each run is interleaved with the same run on a ``--no-recovery``
+    cluster; both throughputs are printed (measured, not asserted: speed belongs to the
+    benchmark, and this machine's other load moves it)."""
+    with_recovery = make_cluster(3)
+    without = make_cluster(3, extra_args=["--no-recovery"])
+    await with_recovery.start()
+    await without.start()
+    rates: dict[str, list[float]] = {"recovery on": [], "--no-recovery": []}
+    for i in range(ROUNDS):
+        ttid = TenantTimelineId(TenantId.parse("6" * 32), TimelineId.parse(f"{i:032x}"))
+        for name, cluster in (("recovery on", with_recovery), ("--no-recovery", without)):
+            await cluster.create_timeline(ttid)
+            done = await cluster.propose(*propose_args(cluster, ttid, "16MiB"))
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert _stop_reasons(done.stderr) == [], done.stderr[-3000:]
+            rate = re.search(r"\(([0-9.]+) MiB/s\)", done.stdout)
+            assert rate is not None, done.stdout
+            rates[name].append(float(rate.group(1)))
+    for node_id in (1, 2, 3):
+        assert _recovery_outcomes(with_recovery, node_id) == []
+        assert not [e for e in _node_logs(with_recovery, node_id)
+                    if e.get("event") == "starting recovery"]
+    assert _proposer_refusals(with_recovery) == []
+    for name, values in rates.items():
+        print(f"{name}: median {statistics.median(values):.1f} MiB/s over {len(values)} runs "
+              f"(min {min(values):.1f}, max {max(values):.1f}; the proposer's own figure, "
+              "election to commit)")
