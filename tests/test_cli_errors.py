@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import socket
 
+import click
+import pytest
+import trio
 from click.testing import CliRunner
 
 from safekeeper_recovery.cli import main
+from safekeeper_recovery.proposer import NewerTermError
 
 IDS = ["--tenant-id", "5d8a3f0c2b1e4d6f9a7c0e1b2d3f4a5b",
        "--timeline-id", "c0ffee00c0ffee00c0ffee00c0ffee00"]
@@ -57,3 +61,45 @@ def test_an_unreachable_node_is_named_with_what_to_check() -> None:
     [line] = result.output.splitlines()
     assert line.startswith(f"Error: {node}: no answer (")
     assert line.endswith("is the node running and is the URL its HTTP API (--listen-http)?")
+
+
+def _failing_command(error: BaseException) -> click.Command:
+    @click.command("fails-in-a-nursery")
+    def fails() -> None:
+        async def body() -> None:
+            async with trio.open_nursery() as nursery:
+                async def boom() -> None:
+                    raise error
+
+                nursery.start_soon(boom)
+
+        trio.run(body)
+
+    return fails
+
+
+@pytest.mark.parametrize("error", [
+    NewerTermError(3, None, where="vote ws://sk3, term already taken"),
+    ConnectionRefusedError("ws://sk3: connection refused"),
+])
+def test_an_expected_failure_in_a_nursery_is_one_error_line(error: BaseException) -> None:
+    """trio wraps a nursery's error in an ExceptionGroup; the CLI still prints one line."""
+    command = _failing_command(error)
+    main.add_command(command)
+    try:
+        result = CliRunner().invoke(main, ["fails-in-a-nursery"])
+    finally:
+        del main.commands["fails-in-a-nursery"]
+    assert result.exit_code == 1
+    assert result.output == f"Error: {error}\n"
+
+
+def test_a_bug_in_a_nursery_keeps_its_traceback() -> None:
+    command = _failing_command(ZeroDivisionError("a bug"))
+    main.add_command(command)
+    try:
+        result = CliRunner().invoke(main, ["fails-in-a-nursery"])
+    finally:
+        del main.commands["fails-in-a-nursery"]
+    assert result.exit_code == 1
+    assert isinstance(result.exception, BaseExceptionGroup)

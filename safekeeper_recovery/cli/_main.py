@@ -2,13 +2,52 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .. import __version__
 from .._allocator import tune_allocator
+from ..core import SafekeeperError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _expected_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one expected failure (ours, the OS's, a usage error) inside trio's exception
+    group, if every leaf is one; ``None`` for anything else (a bug: keep its traceback)."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    expected = (SafekeeperError, OSError, click.ClickException, KeyboardInterrupt)
+    if leaves and all(isinstance(e, expected) for e in leaves):
+        return leaves[0]
+    return None
+
+
+class _Group(click.Group):
+    """Every command's expected failure is one ``Error:`` line, also when it reaches us
+    wrapped in trio's ``ExceptionGroup`` (a nursery inside the command raised it)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BaseExceptionGroup as group:
+            leaf = _expected_leaf(group)
+            if leaf is None:
+                raise
+            if isinstance(leaf, (click.ClickException, KeyboardInterrupt)):
+                raise leaf from None
+            raise click.ClickException(str(leaf)) from None
+
+
+@click.group(cls=_Group,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="safekeeper-recovery")
 def main() -> None:
     """A trio-based PostgreSQL WAL safekeeper whose centrepiece is peer recovery.
