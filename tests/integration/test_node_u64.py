@@ -9,16 +9,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import httpx
 import pytest
 
-from safekeeper_recovery.core import AcceptorGreeting, Greeting, VoteRequest
+from safekeeper_recovery.core import (
+    AcceptorGreeting,
+    Greeting,
+    TenantTimelineId,
+    VoteRequest,
+    decode_state,
+    encode_state,
+)
+from safekeeper_recovery.storage import FileControlFileStore
 from safekeeper_recovery.transport import WalPushClosed, open_wal_push
 
+from .conftest import ClusterFactory
+from .harness import NodeProcess, wait_until
 from .hostile_support import one_node, restart_and_check, timeline, ttid_url, write_wal
 
 U64_MAX = 2**64 - 1
 VICTIM, OTHER = timeline(1), timeline(2)
+
+
+def set_term_on_disk(node: NodeProcess, ttid: TenantTimelineId, term: int) -> None:
+    """Rewrite a stopped node's control file of ``ttid`` with ``term`` (as a version
+    without R10 could have left it: 2^64-1 is a valid u64, so it must load)."""
+    store = FileControlFileStore(node.data_dir / str(ttid.tenant_id) / str(ttid.timeline_id))
+    body = store.load()
+    assert body is not None, f"no control file for {ttid} in {node.data_dir}"
+    store.persist(encode_state(attrs.evolve(decode_state(body), term=term)))
 
 
 @pytest.mark.slow
@@ -79,3 +99,49 @@ async def test_one_bad_peer_info_entry_does_not_cost_the_other_timelines_their_i
             assert [p["sk_id"] for p in status["peers"]] == [7], status
             victim = (await http.get(ttid_url(VICTIM))).json()
             assert victim["peers"] == [], victim
+
+
+@pytest.mark.slow
+async def test_term_bump_by_one_from_the_largest_term_is_refused_and_peers_take_the_batch(
+    make_cluster: ClusterFactory,
+) -> None:
+    # The issue's second bump ({} at 2^64-1) on a running node: R10 no longer lets a node
+    # reach 2^64-1, so the term is put on disk, where an older version could have left it.
+    cluster = make_cluster(2)
+    await cluster.start()
+    for ttid in (VICTIM, OTHER):
+        await cluster.create_timeline(ttid)
+    node, peer = cluster[1], cluster[2]
+    await node.terminate()
+    set_term_on_disk(node, VICTIM, U64_MAX)
+    await node.start()
+    async with httpx.AsyncClient(base_url=node.http_url, timeout=10) as http:
+        bump = await http.post(f"{ttid_url(VICTIM)}/term_bump", json={})
+        assert bump.status_code == 409, bump.text
+        assert "R10" in bump.json()["error"], bump.text
+        status = (await http.get(ttid_url(VICTIM))).json()
+        assert status["acceptor_state"]["term"] == U64_MAX, status
+        assert status["broken"] is None, status
+
+    # Node 1's peer-info batches carry 2^64-1 for VICTIM: node 2 takes every entry.
+    async def peer_knows_node_1_at(ttid: TenantTimelineId, term: int) -> bool:
+        async with peer.client() as client:
+            peers = (await client.timeline_status(ttid))["peers"]
+        assert isinstance(peers, list)
+        return any(isinstance(p, dict) and p.get("sk_id") == 1 and p.get("term") == term
+                   for p in peers)
+
+    await wait_until(lambda: peer_knows_node_1_at(VICTIM, U64_MAX), 10,
+                     message="node 2 to hold node 1's info of VICTIM at term 2^64-1")
+    assert "out of range" not in peer.stderr()
+    await write_wal(node, OTHER)  # the other timeline of the node takes WAL
+
+    await node.restart()  # SIGKILL: it loads again, still at the largest term
+    async with httpx.AsyncClient(base_url=node.http_url, timeout=10) as http:
+        status = (await http.get(ttid_url(VICTIM))).json()
+        assert status["acceptor_state"]["term"] == U64_MAX, status
+        assert status["broken"] is None, status
+        await write_wal(node, OTHER)
+        other_term = (await http.get(ttid_url(OTHER))).json()["acceptor_state"]["term"]
+    await wait_until(lambda: peer_knows_node_1_at(OTHER, other_term), 10,
+                     message=f"node 2 to hold node 1's info of OTHER at term {other_term}")
