@@ -150,6 +150,9 @@ class NodeProcess:
     extra_args: list[str] = attrs.field(factory=list)
     nofile: int | None = None
     """Start the process with this soft ``RLIMIT_NOFILE`` (as a system default would)."""
+    nofile_hard: int | None = None
+    """Start the process with this hard ``RLIMIT_NOFILE`` too (the node cannot raise its
+    soft limit past it; with ``nofile`` not above it)."""
     process: trio.Process | None = None
     starts: int = 0
 
@@ -205,18 +208,19 @@ class NodeProcess:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.ready_file.unlink(missing_ok=True)
         self.starts += 1
-        nofile = self.nofile
+        nofile, nofile_hard = self.nofile, self.nofile_hard
 
         def limit_files() -> None:  # runs in the child, before exec
-            if nofile is not None:
-                _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            hard = hard if nofile_hard is None else nofile_hard
+            soft = min(hard, soft) if nofile is None else nofile
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
         with self.stderr_path.open("wb") as err:
             self.process = await trio.lowlevel.open_process(
                 self.args(), stdout=subprocess.DEVNULL, stderr=err,
                 env={k: v for k, v in os.environ.items() if not k.startswith("SAFEKEEPER_")},
-                preexec_fn=limit_files if nofile is not None else None,
+                preexec_fn=limit_files if (nofile, nofile_hard) != (None, None) else None,
             )
         process = self.process
         with trio.move_on_after(timeout):

@@ -39,13 +39,15 @@ def ttid_url(ttid: TenantTimelineId) -> str:
 @asynccontextmanager
 async def one_node(
     work_dir: Path, ttids: Iterable[TenantTimelineId], *extra_args: str,
-    nofile: int | None = None,
+    nofile: int | None = None, nofile_hard: int | None = None,
 ) -> AsyncIterator[NodeProcess]:
     """A single ``serve`` process (no peers, no recovery) holding ``ttids``; SIGKILLed at
-    the end whatever happens. ``nofile``: its soft open-files limit at start."""
+    the end whatever happens. ``nofile``, ``nofile_hard``: its soft and hard open-files
+    limits at start."""
     http_port, wal_port = allocate_ports(2)
     node = NodeProcess(1, work_dir, http_port, wal_port,
-                       extra_args=["--no-recovery", *extra_args], nofile=nofile)
+                       extra_args=["--no-recovery", *extra_args], nofile=nofile,
+                       nofile_hard=nofile_hard)
     try:
         await node.start()
         async with node.client() as client:
