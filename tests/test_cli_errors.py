@@ -10,6 +10,7 @@ import trio
 from click.testing import CliRunner
 
 from safekeeper_recovery.cli import main
+from safekeeper_recovery.cli._errors import with_code_links
 from safekeeper_recovery.proposer import NewerTermError
 
 IDS = ["--tenant-id", "5d8a3f0c2b1e4d6f9a7c0e1b2d3f4a5b",
@@ -63,43 +64,11 @@ def test_an_unreachable_node_is_named_with_what_to_check() -> None:
     assert line.endswith("is the node running and is the URL its HTTP API (--listen-http)?")
 
 
-def _failing_command(error: BaseException) -> click.Command:
-    @click.command("fails-in-a-nursery")
-    def fails() -> None:
-        async def body() -> None:
-            async with trio.open_nursery() as nursery:
-                async def boom() -> None:
-                    raise error
+import click
+import pytest
+import trio
+from click.testing import CliRunner
 
-                nursery.start_soon(boom)
-
-        trio.run(body)
-
-    return fails
-
-
-@pytest.mark.parametrize("error", [
-    NewerTermError(3, None, where="vote ws://sk3, term already taken"),
-    ConnectionRefusedError("ws://sk3: connection refused"),
-])
-def test_an_expected_failure_in_a_nursery_is_one_error_line(error: BaseException) -> None:
-    """trio wraps a nursery's error in an ExceptionGroup; the CLI still prints one line."""
-    command = _failing_command(error)
-    main.add_command(command)
-    try:
-        result = CliRunner().invoke(main, ["fails-in-a-nursery"])
-    finally:
-        del main.commands["fails-in-a-nursery"]
-    assert result.exit_code == 1
-    assert result.output == f"Error: {error}\n"
-
-
-def test_a_bug_in_a_nursery_keeps_its_traceback() -> None:
-    command = _failing_command(ZeroDivisionError("a bug"))
-    main.add_command(command)
-    try:
-        result = CliRunner().invoke(main, ["fails-in-a-nursery"])
-    finally:
-        del main.commands["fails-in-a-nursery"]
-    assert result.exit_code == 1
-    assert isinstance(result.exception, BaseExceptionGroup)
+from safekeeper_recovery.cli import main
+from safekeeper_recovery.cli._errors import with_code_links
+from safekeeper_recovery.proposer import NewerTermError

@@ -29,6 +29,7 @@ from ..proposer import (
     websocket_connector,
     websocket_fetcher,
 )
+from ._errors import failure
 from ._main import main
 from ._options import (
     DURATION,
@@ -179,7 +180,7 @@ def propose_command(
         try:
             result = trio.run(run_ingest, opts)
         except SafekeeperError as e:
-            raise click.ClickException(str(e)) from None
+            raise failure(str(e)) from None
         click.echo(result.summary())
         return
     if stop_at_lsn is not None or create_timeline_on:
@@ -207,7 +208,7 @@ def propose_command(
     try:
         result = trio.run(_run, proposer, show)
     except SafekeeperError as e:
-        raise click.ClickException(str(e)) from None
+        raise failure(str(e)) from None
     click.echo(result.summary())
 
 

@@ -14,7 +14,7 @@ import trio
 from ..core import Lsn, SafekeeperError, TenantId, TenantTimelineId, TimelineId
 from ..pgwal import check_start_lsn, validate_seg_size
 from ..transport._http_client import HttpError, SafekeeperClient
-from ._errors import node_error
+from ._errors import failure, node_error
 from ._main import main
 from ._options import (
     LSN,
@@ -169,7 +169,7 @@ def _run(
     try:
         answer = trio.run(go)
     except HttpError as e:
-        raise click.ClickException(node_error(node, e, hints)) from None
+        raise failure(node_error(node, e, hints)) from None
     except SafekeeperError as e:
-        raise click.ClickException(str(e)) from None
+        raise failure(str(e)) from None
     click.echo(json.dumps(answer, indent=2, sort_keys=True))

@@ -89,3 +89,21 @@ async def test_paced_wal_is_released_over_bytes_over_rate_seconds() -> None:
     assert seen[-1][0] >= 0.25
     head = source.read_wal(Lsn(0x100_0000), Lsn(0x100_0010))
     assert head == WalGenerator(1, 64 * 1024).read(0, 16)
+
+
+async def test_a_refusal_with_a_rule_code_says_where_the_code_is_explained(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    nodes = await make_nodes(nursery, tmp_path)  # timelines of 1 MiB segments
+    urls = ",".join(n.url for n in nodes)
+    code = "from safekeeper_recovery.cli import main; main()"
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [sys.executable, "-c", code, "propose", "--safekeepers", urls, *IDS,
+             "--bytes", "1MiB", "--wal-seg-size", "2MiB", "--no-progress"],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )
+    assert done.returncode == 1, done.stderr.decode()
+    [line] = [ln for ln in done.stderr.decode().splitlines() if ln.startswith("Error: ")]
+    assert "R1: greeting wal_seg_size 2097152 differs" in line
+    assert line.endswith("(see docs/errors.md#r1)"), line
