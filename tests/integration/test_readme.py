@@ -263,10 +263,28 @@ async def run_recipe(tmp_path: Path, *tags: str) -> Shell:
     return shell
 
 
+def fence_languages(text: str) -> list[tuple[int, str]]:
+    """``(line, language)`` of every opening code fence of a markdown text."""
+    opened: list[tuple[int, str]] = []
+    inside = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip().startswith("```"):
+            if not inside:
+                opened.append((number, line.strip()[3:].strip()))
+            inside = not inside
+    return opened
+
+
 def test_every_shell_block_is_tested_or_says_why_not() -> None:
     blocks = readme_blocks(README.read_text())
     tags = {b.tag for b in blocks}
     assert tags == {"skip", "cluster", "verify", "auth"}, tags
+    # Only ```sh blocks are run: a recipe fenced otherwise would escape the test.
+    for line, language in fence_languages(README.read_text()):
+        assert language, f"README.md:{line}: a code block without a language"
+        assert language not in {"bash", "shell", "console", "shell-session", "zsh"}, (
+            f"README.md:{line}: shell commands are fenced ```sh, so this test runs them"
+        )
 
 
 async def test_readme_cluster_and_verify_recipes_run_as_written(tmp_path: Path) -> None:
