@@ -21,6 +21,7 @@ from safekeeper_recovery.core import (
     decode_state,
     encode_state,
 )
+from safekeeper_recovery.proposer import ProposerError
 from safekeeper_recovery.storage import FileControlFileStore
 from safekeeper_recovery.transport import WalPushClosed, open_wal_push
 
@@ -145,3 +146,23 @@ async def test_term_bump_by_one_from_the_largest_term_is_refused_and_peers_take_
         other_term = (await http.get(ttid_url(OTHER))).json()["acceptor_state"]["term"]
     await wait_until(lambda: peer_knows_node_1_at(OTHER, other_term), 10,
                      message=f"node 2 to hold node 1's info of OTHER at term {other_term}")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "E2 overflows: next_term() gives 2^64, whose VoteRequest cannot be encoded, and the run "
+    "ends 'lost quorum … error: int too large to convert'. Needs proposer/_proposer.py "
+    "(another engineer's file): _coordinate must stop the run with a ProposerError when "
+    "next_term() finds every term used"))
+async def test_a_proposer_facing_the_largest_term_stops_with_an_error_that_says_so(
+    tmp_path: Path,
+) -> None:
+    async with one_node(tmp_path, [VICTIM, OTHER]) as node:
+        await node.terminate()
+        set_term_on_disk(node, VICTIM, U64_MAX)
+        await node.start()
+        with pytest.raises(ProposerError) as stopped:
+            await write_wal(node, VICTIM)
+        assert "int too large" not in str(stopped.value)
+        assert str(U64_MAX) in str(stopped.value), stopped.value
+        await write_wal(node, OTHER)
