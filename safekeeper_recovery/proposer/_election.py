@@ -11,7 +11,8 @@ flushed it **in the proposer's term**.
 Rules (numbers appear in error messages and test names)
 --------------------------------------------------------
 E1  quorum = n // 2 + 1.
-E2  propTerm = max(greeting terms) + 1.
+E2  propTerm = max(greeting terms) + 1; when that is above ``MAX_TERM`` (a node already at
+    the largest term a u64 holds) there is no term left to campaign for: ``ValueError``.
 E3  donor = the voter with the highest ``(last_log_term of its returned history, flush_lsn)``;
     ties go to the first voter in the given order.
 E4  propTermStartLsn = the donor's flush_lsn; propTermHistory = the donor's (already cut)
@@ -33,6 +34,7 @@ import attrs
 
 from ..core import (
     INVALID_LSN,
+    MAX_TERM,
     Lsn,
     Term,
     TermHistory,
@@ -52,8 +54,16 @@ def quorum_size(n: int) -> int:
 
 
 def next_term(greeting_terms: Iterable[Term]) -> Term:
-    """E2: the term to campaign for, above every term the greetings reported."""
-    return max(greeting_terms, default=0) + 1
+    """E2: the term to campaign for, above every term the greetings reported.
+
+    Raises ``ValueError`` when a greeting reported ``MAX_TERM`` (no term is above it)."""
+    highest = max(greeting_terms, default=0)
+    if highest >= MAX_TERM:
+        raise ValueError(
+            f"E2: a node is at term {highest}, the largest term there is: no term is left "
+            "to campaign for (the timeline cannot elect a proposer any more)"
+        )
+    return Term(highest + 1)
 
 
 def start_point(history: TermHistory, vote: VoteResponse) -> Lsn:

@@ -263,7 +263,10 @@ class Proposer:
         greeted = [n for n in nodes if n.status not in _UNREACHABLE]
         if len(greeted) < self._quorum:
             await self._abort(self._lost_quorum(len(greeted)))
-        self._term = next_term(n.greeting_term or 0 for n in greeted)
+        try:
+            self._term = next_term(n.greeting_term or 0 for n in greeted)
+        except ValueError as e:
+            await self._abort(ProposerError(str(e)))
         log.info("campaigning for term %d", self._term)
         self._changed.notify()
 

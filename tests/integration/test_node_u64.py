@@ -149,11 +149,6 @@ async def test_term_bump_by_one_from_the_largest_term_is_refused_and_peers_take_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "E2 overflows: next_term() gives 2^64, whose VoteRequest cannot be encoded, and the run "
-    "ends 'lost quorum … error: int too large to convert'. Needs proposer/_proposer.py "
-    "(another engineer's file): _coordinate must stop the run with a ProposerError when "
-    "next_term() finds every term used"))
 async def test_a_proposer_facing_the_largest_term_stops_with_an_error_that_says_so(
     tmp_path: Path,
 ) -> None:

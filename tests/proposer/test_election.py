@@ -136,3 +136,11 @@ def test_e6_commit_is_flushed_on_a_quorum_in_our_term(flushes: list[int], start:
         assert sum(f >= commit for f in flushes) >= q
     else:
         assert sum(f >= max(start, 1) for f in flushes) < q or start == 0
+
+
+def test_no_term_is_left_above_the_largest_one() -> None:
+    from safekeeper_recovery.core import MAX_TERM
+
+    assert next_term([MAX_TERM - 1, 3]) == MAX_TERM
+    with pytest.raises(ValueError, match="no term is left to campaign for"):
+        next_term([3, MAX_TERM])
