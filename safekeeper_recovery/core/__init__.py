@@ -37,7 +37,10 @@ from ._errors import (
     RemoteProtocolError,
     SafekeeperError,
     StorageError,
+    StreamStopped,
+    StreamTermChanged,
     TermChanged,
+    WalRemoved,
 )
 from ._history import Term, TermHistory, TermLsn, find_highest_common_point
 from ._ids import NodeId, TenantId, TenantTimelineId, TimelineId
@@ -107,6 +110,8 @@ __all__ = [
     "StorageError",
     "StreamReaderMessage",
     "StreamSenderMessage",
+    "StreamStopped",
+    "StreamTermChanged",
     "TenantId",
     "TenantTimelineId",
     "Term",
@@ -118,6 +123,7 @@ __all__ = [
     "VoteRequest",
     "VoteResponse",
     "WalData",
+    "WalRemoved",
     "WriteEffect",
     "XLOG_BLCKSZ",
     "crc32c",

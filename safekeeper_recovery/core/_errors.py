@@ -69,6 +69,26 @@ class RemoteProtocolError(SafekeeperError):
         self.close_code = close_code
 
 
+class StreamStopped(SafekeeperError):
+    """A WAL stream (the sender's side) cannot go on. ``close_code`` is the WebSocket close
+    code it ends with, one per outcome, so a reader tells them apart by type, not by text."""
+
+    close_code = 4000
+
+
+class StreamTermChanged(StreamStopped):
+    """The sender's timeline is no longer in the term the stream was asked for (the
+    recovery stream's term check)."""
+
+    close_code = 4000
+
+
+class WalRemoved(StreamStopped):
+    """The WAL the stream needs is no longer on this node (below its local start)."""
+
+    close_code = 4001
+
+
 class AcceptorError(SafekeeperError):
     """The acceptor refused a message; the sender should re-run its handshake."""
 

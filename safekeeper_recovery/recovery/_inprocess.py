@@ -19,12 +19,14 @@ from ..core import (
     NodeId,
     PeerInfo,
     StatusUpdate,
+    StreamStopped,
+    StreamTermChanged,
     TenantTimelineId,
     Term,
     TermChanged,
     WalData,
 )
-from ..timeline import Timeline, TimelineBroken
+from ..timeline import Timeline, TimelineBroken, run_wal_sender
 from ._donor import DonorStatus, DonorStream
 
 __all__ = ["InProcessDonorConnector"]
@@ -79,8 +81,6 @@ class InProcessDonorConnector:
     async def _open(
         self, donor: PeerInfo, ttid: TenantTimelineId, start_lsn: Lsn, term: Term
     ) -> AsyncIterator[DonorStream]:
-        from ..transport._wal_sender import WalSenderError, run_wal_sender
-
         timeline = self._timeline(donor, ttid)
         send, receive = trio.open_memory_channel[WalData | Keepalive | Exception](16)
 
@@ -97,13 +97,10 @@ class InProcessDonorConnector:
                             keepalive_interval=self.keepalive_interval,
                             check_term=self.check_term,
                         )
-                    except WalSenderError as e:
-                        error: Exception = (
-                            TermChanged(f"donor ended the stream: {e}")
-                            if "term" in str(e)
-                            else DonorUnavailable(f"donor ended the stream: {e}")
-                        )
-                        await send.send(error)
+                    except StreamTermChanged as e:
+                        await send.send(TermChanged(f"donor ended the stream: {e}"))
+                    except StreamStopped as e:
+                        await send.send(DonorUnavailable(f"donor ended the stream: {e}"))
                     except TimelineBroken as e:
                         await send.send(DonorUnavailable(f"donor ended the stream: {e}"))
                     except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -29,7 +29,7 @@ from ..core import (
     VoteResponse,
     select_donors,
 )
-from ..timeline import Receiver, Timeline
+from ..timeline import Receiver, Timeline, run_wal_acceptor
 
 __all__ = ["AcceptorSession", "LocalTarget", "LocalView", "RecoveryTarget", "select_for"]
 
@@ -122,8 +122,6 @@ class _LocalSession:
         messages: trio.MemoryReceiveChannel[AppendRequest],
         replies: trio.MemorySendChannel[AcceptorMessage],
     ) -> None:
-        from ..transport._wal_acceptor import run_wal_acceptor
-
         await run_wal_acceptor(self._timeline, self._receiver, messages, replies)
 
     def proposer_connected(self) -> bool:

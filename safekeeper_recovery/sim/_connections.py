@@ -39,8 +39,7 @@ from ..recovery import (
     LocalTarget,
     RecoveryTarget,
 )
-from ..timeline import Timeline, TimelineBroken
-from ..transport._wal_acceptor import run_wal_acceptor
+from ..timeline import Timeline, TimelineBroken, run_wal_acceptor
 from ._cluster import PROPOSER_NODE, Leader, SimNode, World
 
 __all__ = ["SimConnection", "SimDonorConnector", "SimProposerLink", "node_of", "sim_target"]

@@ -1,8 +1,10 @@
-"""One timeline (acceptor + storage + lock + notifications) and the registry of all."""
+"""One timeline (acceptor + storage + lock + notifications), its write pipeline (the
+acceptor loop and flush policy) and read pipeline (the WAL sender), and the registry."""
 
 from ._backend import FileBackend, MemoryBackend, StorageBackend
 from ._changes import ChangeFeed, Changes
 from ._peers import PEER_SILENCE_WAKE, PeerHub
+from ._read_pipeline import pg_timestamp_us, run_wal_sender
 from ._registry import (
     TimelineConflict,
     TimelineNotFound,
@@ -20,6 +22,7 @@ from ._timeline import (
     describe_storage_failure,
 )
 from ._watch import Watch
+from ._write_pipeline import run_wal_acceptor
 
 __all__ = [
     "ChangeFeed",
@@ -42,4 +45,7 @@ __all__ = [
     "TimelineSnapshot",
     "Watch",
     "describe_storage_failure",
+    "pg_timestamp_us",
+    "run_wal_acceptor",
+    "run_wal_sender",
 ]

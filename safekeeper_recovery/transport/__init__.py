@@ -26,7 +26,6 @@ from ._peer_exchange import (
     build_peer_info_batch,
     serve_peer_exchange,
 )
-from ._wal_acceptor import run_wal_acceptor
 from ._wal_client import (
     WalConnectError,
     WalConnectionClosed,
@@ -37,7 +36,7 @@ from ._wal_client import (
     open_wal_push,
     open_wal_stream,
 )
-from ._wal_sender import WalSenderError, run_wal_sender
+from ._wal_sender import StreamIdle
 from ._wal_server import WalServerConfig, serve_wal
 
 __all__ = [
@@ -56,12 +55,12 @@ __all__ = [
     "RECOVERY_OUTCOMES",
     "RecoveryAdmin",
     "SafekeeperClient",
+    "StreamIdle",
     "TimelinePath",
     "WalConnectError",
     "WalConnectionClosed",
     "WalPushClosed",
     "WalPushConnection",
-    "WalSenderError",
     "WalServerConfig",
     "WalStreamClosed",
     "WalStreamConnection",
@@ -78,8 +77,6 @@ __all__ = [
     "parse_term_history",
     "parse_timeline_path",
     "peer_timeline_info",
-    "run_wal_acceptor",
-    "run_wal_sender",
     "serve_http",
     "serve_peer_exchange",
     "serve_wal",

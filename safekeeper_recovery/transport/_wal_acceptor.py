@@ -1,26 +1,10 @@
-"""The WalAcceptor: feeds a pushing connection's messages into a timeline (reference §5.5).
+"""``wal_push`` over a WebSocket: the adapter of the timeline's write pipeline.
 
-One code path serves proposer sockets (``wal_push``) and the in-process recovery engine:
-:func:`run_wal_acceptor` works on memory channels; :func:`serve_push_connection` adapts a
-WebSocket to it.
-
-Rules
------
-1. Appends are processed without fsync (``flush=False``) and fsynced in batches: as soon as
-   the queue drains, and at least every ``flush_interval`` seconds while WAL is unflushed.
-   Every flush produces an AppendResponse.
-2. On a clean end (the message channel closed, or the reply reader gone) unflushed WAL is
-   flushed before returning ("flush on disconnect"). A cancelled acceptor does not flush.
-3. A ``proposer`` receiver's handshake is recorded on the timeline: ``greeted`` *before*
-   its Greeting is processed (from then on recovery is refused, so nothing recovery does
-   can change the answers this proposer gets), ``voted`` with the term of its VoteRequest,
-   ``streaming`` once its ProposerElected passed. A ``recovery`` receiver never counts as a
-   proposer; its messages are processed with ``recovery=True`` and so end with
-   ``ProposerArrived`` as soon as a proposer is connected.
-4. The first processing error ends the acceptor and is raised unchanged; nothing is flushed
-   or replied after it.
-5. On a socket, Greeting must come first; a malformed message ends the connection with the
-   codec's close code after the already-queued messages are processed.
+:func:`serve_push_connection` reads a WebSocket into the memory channel that
+:func:`~safekeeper_recovery.timeline.run_wal_acceptor` consumes (the processing and flush
+rules live there) and writes its replies back. On a socket, Greeting must come first; a
+malformed message ends the connection with the codec's close code after the
+already-queued messages are processed.
 """
 
 from __future__ import annotations
@@ -34,19 +18,15 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ..core import (
     AcceptorMessage,
-    AppendRequest,
-    FlushWal,
     Greeting,
-    ProposerElected,
     ProposerMessage,
     RemoteProtocolError,
-    VoteRequest,
     decode_proposer_message,
     encode,
 )
-from ..timeline import Receiver, Timeline
+from ..timeline import Receiver, Timeline, run_wal_acceptor
 
-__all__ = ["MESSAGE_QUEUE_SIZE", "REPLY_QUEUE_SIZE", "run_wal_acceptor", "serve_push_connection"]
+__all__ = ["MESSAGE_QUEUE_SIZE", "REPLY_QUEUE_SIZE", "serve_push_connection"]
 
 log = logging.getLogger(__name__)
 
@@ -56,82 +36,6 @@ CLOSE_IDLE: Final = 4008
 """Closed by the server: the client sent nothing (``wal_push``) or took nothing
 (``wal_stream``) for the idle timeout."""
 REPLY_QUEUE_SIZE: Final = 16
-_FLUSH: Final = FlushWal()
-
-
-async def run_wal_acceptor(
-    timeline: Timeline,
-    receiver: Receiver,
-    messages: trio.MemoryReceiveChannel[ProposerMessage],
-    replies: trio.MemorySendChannel[AcceptorMessage],
-    *,
-    flush_interval: float = 1.0,
-) -> None:
-    """Process ``messages`` on ``timeline`` until ``messages`` is closed; send replies.
-
-    Returns after the final flush once ``messages`` ends, or once the reader of ``replies``
-    has gone away. Raises the first processing error (``AcceptorError``, ``TimelineBroken``,
-    …) as is. Closes ``replies`` on the way out in every case, so the reply reader sees the
-    end. The caller registers ``receiver`` (``timeline.receiver(...)``) and runs this inside
-    ``timeline.attach()``.
-    """
-    recovery = receiver.kind == "recovery"
-
-    async def process(msg: ProposerMessage | FlushWal, *, flush: bool = True
-                      ) -> AcceptorMessage | None:
-        if recovery:
-            return await timeline.process(msg, flush=flush, recovery=True)
-        if isinstance(msg, Greeting):
-            timeline.mark(receiver, "greeted")  # rule 3: before the Greeting is processed
-        reply = await timeline.process(msg, flush=flush)
-        if isinstance(msg, VoteRequest):
-            timeline.mark(receiver, "voted", msg.term)
-        elif isinstance(msg, ProposerElected):
-            timeline.mark(receiver, "streaming", msg.term)
-        return reply
-
-    async with replies:
-        dirty_since: float | None = None  # trio time of the oldest unflushed append
-
-        async def reply(msg: AcceptorMessage | None) -> bool:
-            """Send ``msg``; False when nobody reads replies any more."""
-            if msg is None:
-                return True
-            try:
-                await replies.send(msg)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return False
-            return True
-
-        while True:
-            if dirty_since is not None:
-                due = trio.current_time() - dirty_since >= flush_interval
-                try:
-                    msg = messages.receive_nowait() if not due else None
-                except trio.WouldBlock:
-                    msg = None
-                except trio.EndOfChannel:
-                    break
-                if msg is None:  # queue drained, or the interval is up: fsync (rule 1)
-                    dirty_since = None
-                    if not await reply(await process(_FLUSH)):
-                        return
-                    continue
-            else:
-                try:
-                    msg = await messages.receive()
-                except trio.EndOfChannel:
-                    break
-            if isinstance(msg, AppendRequest):
-                result = await process(msg, flush=False)
-                if dirty_since is None:
-                    dirty_since = trio.current_time()
-            else:
-                result = await process(msg)
-            if not await reply(result):
-                break
-        if dirty_since is not None:  # rule 2
-            await reply(await process(_FLUSH))
 
 
 async def serve_push_connection(

@@ -41,9 +41,11 @@ from ..core import (
     SafekeeperError,
     StatusUpdate,
     StreamSenderMessage,
+    StreamTermChanged,
     TenantId,
     Term,
     TimelineId,
+    WalRemoved,
     decode_acceptor_message,
     decode_stream_sender_message,
     encode,
@@ -73,7 +75,6 @@ MESSAGE_QUEUE_SIZE: Final = 4
 task and ours alternate message by message)."""
 CLOSE_TIMEOUT: Final = 5.0
 _ABNORMAL_CLOSURE: Final = 1006
-_TERM_REASONS: Final = ("term changed", "failed to acquire term")
 
 
 class WalConnectError(SafekeeperError):
@@ -112,8 +113,13 @@ class WalStreamClosed(WalConnectionClosed):
 
     @property
     def term_changed(self) -> bool:
-        """The donor's term moved ("term changed: …" / "failed to acquire term …")."""
-        return self.code == 4000 and self.reason.startswith(_TERM_REASONS)
+        """The donor's term moved (close code 4000, ``StreamTermChanged`` on its side)."""
+        return self.code == StreamTermChanged.close_code
+
+    @property
+    def wal_removed(self) -> bool:
+        """The WAL asked for is no longer on the donor (close code 4001, ``WalRemoved``)."""
+        return self.code == WalRemoved.close_code
 
 
 def _base(url: str) -> str:

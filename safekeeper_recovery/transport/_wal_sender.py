@@ -1,20 +1,9 @@
-"""The WAL sender: streams a timeline's WAL to a reader (reference §6, DESIGN "Consensus").
+"""``wal_stream`` over a WebSocket: the adapter of the timeline's read pipeline.
 
-:func:`run_wal_sender` is transport-free (it sends through a callable);
-:func:`serve_stream_connection` adapts a WebSocket to it and reads StatusUpdates.
-
-Rules
------
-1. With a term, stream up to ``flush_lsn`` (uncommitted WAL included); without, up to
-   ``commit_lsn``.
-2. The term is checked against the *current* term before every read, under the timeline
-   lock ("failed to acquire term t, current term X"), and on every wake-up while waiting
-   ("term changed: requested t, now X").
-3. A chunk is at most ``MAX_SEND_SIZE`` bytes and never crosses a segment; a chunk that
-   is not the last one available ends on an 8 KiB page boundary (as PostgreSQL does).
-4. After ``keepalive_interval`` seconds without sending anything, a Keepalive goes out
-   (``reply_requested``); the sender never ends on its own when the reader is caught up.
-5. WAL below the timeline's local start cannot be served; a start beyond the end waits.
+:func:`serve_stream_connection` runs :func:`~safekeeper_recovery.timeline.run_wal_sender`
+(the rules of the stream live there) with a WebSocket as its ``send``, and reads the
+reader's StatusUpdates. Each way a stream stops is its own type with its own close code
+(``StreamStopped.close_code``): 4000 term changed, 4001 WAL removed, 4008 idle reader.
 """
 
 from __future__ import annotations
@@ -22,122 +11,35 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import time
-from collections.abc import Awaitable, Callable
 from typing import Final
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ..core import (
-    MAX_SEND_SIZE,
-    Keepalive,
     Lsn,
     RemoteProtocolError,
-    SafekeeperError,
     StatusUpdate,
     StreamSenderMessage,
+    StreamStopped,
     Term,
-    WalData,
     decode_stream_reader_message,
     encode,
 )
-from ..timeline import TermMismatch, Timeline
+from ..timeline import Timeline, run_wal_sender
 
-__all__ = [
-    "CLOSE_STREAM_REFUSED",
-    "CLOSE_UNSUPPORTED_DATA",
-    "WalSenderError",
-    "pg_timestamp_us",
-    "run_wal_sender",
-    "serve_stream_connection",
-]
+__all__ = ["CLOSE_UNSUPPORTED_DATA", "StreamIdle", "serve_stream_connection"]
 
 log = logging.getLogger(__name__)
 
-CLOSE_STREAM_REFUSED: Final = 4000
-"""WebSocket close code for protocol-level refusals (term moved, WAL removed)."""
-
 CLOSE_UNSUPPORTED_DATA: Final = 1003
-CLOSE_IDLE: Final = 4008
-_PG_EPOCH_UNIX: Final = 946_684_800  # 2000-01-01T00:00:00Z
 _sender_ids = itertools.count(1)
 
 
-class WalSenderError(SafekeeperError):
-    """The sender must stop: the term moved or the WAL is gone. ``close_code`` says how."""
+class StreamIdle(StreamStopped):
+    """The reader took nothing for the send timeout: the stream is closed as idle."""
 
-    def __init__(self, message: str, *, close_code: int = CLOSE_STREAM_REFUSED) -> None:
-        super().__init__(message)
-        self.close_code = close_code
-
-
-def pg_timestamp_us() -> int:
-    """Wall-clock microseconds since 2000-01-01 (PostgreSQL's epoch), for message stamps."""
-    return int((time.time() - _PG_EPOCH_UNIX) * 1_000_000)
-
-
-async def run_wal_sender(
-    timeline: Timeline,
-    start_lsn: Lsn,
-    term: Term | None,
-    send: Callable[[StreamSenderMessage], Awaitable[None]],
-    *,
-    keepalive_interval: float = 1.0,
-    on_sent: Callable[[Lsn], None] | None = None,
-    check_term: bool = True,
-) -> None:
-    """Stream WAL from ``start_lsn`` through ``send``; never returns on its own.
-
-    Raises :class:`WalSenderError` when the term moves (rule 2) or the requested WAL was
-    removed (rule 5), ``TimelineBroken`` if the timeline is deleted under it, and whatever
-    ``send`` raises. ``on_sent(pos)`` is called with the new position after each chunk.
-    ``check_term=False`` is the simulator's planted bug ``no_sender_term_check`` (rule 2
-    skipped); production never passes it.
-    """
-    pos = start_lsn
-    seg_size = timeline.snapshot().wal_seg_size
-    last_send = trio.current_time()
-    while True:
-        # ---- wait for WAL past pos (rules 1, 2, 4)
-        while True:
-            end = timeline.flush_lsn if term is not None else timeline.commit_lsn
-            if end > pos:
-                break
-            if check_term and term is not None and timeline.term != term:
-                raise WalSenderError(f"term changed: requested {term}, now {timeline.term}")
-            deadline = last_send + keepalive_interval
-            if trio.current_time() >= deadline:
-                await send(Keepalive(end, pg_timestamp_us(), reply_requested=True))
-                last_send = trio.current_time()
-                continue
-            with trio.move_on_at(deadline):
-                await timeline.changed.wait_changed()
-        # ---- send one chunk (rules 3, 5)
-        first_available = max(timeline.snapshot().local_start_lsn, timeline.store.start_lsn)
-        if pos < first_available:
-            raise WalSenderError(
-                f"requested WAL at {pos} was removed: this node's WAL starts at "
-                f"{first_available}"
-            )
-        n = min(MAX_SEND_SIZE, int(end) - int(pos), seg_size - pos.segment_offset(seg_size))
-        if pos + n < end:
-            page_aligned = int(pos + n) - (pos + n).block_offset() - int(pos)
-            if page_aligned > 0:
-                n = page_aligned
-        try:
-            data = await timeline.read_wal(pos, n, term=term if check_term else None)
-        except TermMismatch as e:
-            raise WalSenderError(str(e)) from e
-        if not data:
-            # WAL moved under us (a truncation in another term): re-evaluate the end.
-            await trio.lowlevel.checkpoint()
-            continue
-        await send(WalData(pos, end, pg_timestamp_us(), data))
-        last_send = trio.current_time()
-        pos = pos + len(data)
-        if on_sent is not None:
-            on_sent(pos)
+    close_code = 4008
 
 
 async def serve_stream_connection(
@@ -154,14 +56,14 @@ async def serve_stream_connection(
 
     A reader that takes nothing for ``send_timeout`` seconds (one message cannot be sent;
     a keepalive goes out every ``keepalive_interval`` even when idle, so a vanished or
-    stuck reader fills the socket buffers) ends the stream with :class:`WalSenderError`
-    and close code 4008.
+    stuck reader fills the socket buffers) ends the stream with :class:`StreamIdle`
+    (close code 4008).
 
     The connection is listed in ``timeline.walsenders[id]`` while it runs: ``remote``,
     ``start_lsn``, ``term``, ``sent_lsn`` and, once the reader reports, ``feedback`` with
     ``write_lsn``/``flush_lsn``/``apply_lsn``/``timestamp_us`` (LSNs as ``X/Y`` strings).
     ``timeline.changed`` fires when it comes, goes and reports feedback.
-    Returns normally when the client went away. Raises :class:`WalSenderError`,
+    Returns normally when the client went away. Raises ``StreamStopped`` (its subclasses),
     :class:`RemoteProtocolError` (a malformed message from the reader) or the timeline's
     error. Does not close ``ws``.
     """
@@ -182,9 +84,8 @@ async def serve_stream_connection(
         with trio.move_on_after(send_timeout) as stuck:
             await ws.send_message(encode(msg))
         if stuck.cancelled_caught:
-            raise WalSenderError(
-                f"the reader took nothing for {send_timeout:g} s: closing an idle stream",
-                close_code=CLOSE_IDLE,
+            raise StreamIdle(
+                f"the reader took nothing for {send_timeout:g} s: closing an idle stream"
             )
 
     async def stream(cancel_scope: trio.CancelScope) -> None:

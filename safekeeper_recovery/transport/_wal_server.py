@@ -6,10 +6,11 @@ checked, the timeline looked up; failures reject the HTTP upgrade with 400 / 401
 
 After the handshake every connection ends with a close code that says why
 (docs/architecture.md "Close codes"): 1000 normal end, 1002 protocol error, 1009 too big
-(sent by trio-websocket itself), 1011 internal error / stopped timeline, 4000 refusal
-(term moved, WAL removed), 4004 timeline deleted, 4008 idle (a push client silent, or a
-stream reader taking nothing, for ``idle_timeout``), 4009 acceptor refusal, 4010 a recovery
-push ended because a proposer connected to the timeline (recovery yields). A handler never
+(sent by trio-websocket itself), 1011 internal error / stopped timeline, 4000 stream
+refused because the term moved, 4001 stream refused because the WAL was removed, 4004
+timeline deleted, 4008 idle (a push client silent, or a stream reader taking nothing, for
+``idle_timeout``), 4009 acceptor refusal, 4010 a recovery push ended because a proposer
+connected to the timeline (recovery yields). A handler never
 lets an exception escape: trio-websocket would take the whole server down with it.
 
 A stopped (broken) timeline refuses ``wal_push`` handshakes with 503 and
@@ -42,6 +43,7 @@ from ..core import (
     Lsn,
     ProposerArrived,
     RemoteProtocolError,
+    StreamStopped,
     TenantTimelineId,
     Term,
 )
@@ -50,7 +52,7 @@ from ._auth import Authenticator, bearer_token
 from ._connections import ConnectionSlots
 from ._paths import BadRequest, check_query, parse_bool, parse_lsn, parse_term, parse_timeline_path
 from ._wal_acceptor import serve_push_connection
-from ._wal_sender import WalSenderError, serve_stream_connection
+from ._wal_sender import serve_stream_connection
 from ._ws_fastpath import install as _install_fast_masking
 
 _install_fast_masking()  # proposers' frames are masked: unmasking them was the top cost
@@ -284,7 +286,7 @@ async def _run_connection(
 
 def _close_code_for(error: Exception, remote: str) -> tuple[int, str]:
     match error:
-        case WalSenderError():
+        case StreamStopped():
             log.info("WAL stream to %s ended: %s", remote, error)
             return error.close_code, str(error)
         case RemoteProtocolError():

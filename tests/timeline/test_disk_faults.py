@@ -35,8 +35,8 @@ from safekeeper_recovery.timeline import (
     TimelineBroken,
     TimelineParams,
     TimelineRegistry,
+    run_wal_acceptor,
 )
-from safekeeper_recovery.transport._wal_acceptor import run_wal_acceptor
 
 START = Lsn(0x100_0000)
 SEG = 1 << 20

@@ -20,11 +20,11 @@ from safekeeper_recovery.core import (
     VoteRequest,
     VoteResponse,
 )
+from safekeeper_recovery.timeline import run_wal_acceptor
 from safekeeper_recovery.transport import (
     WalPushClosed,
     WalPushConnection,
     open_wal_push,
-    run_wal_acceptor,
 )
 
 from .conftest import START, TENANT, TIMELINE, WalNode, elect, push, wait_flushed, wal

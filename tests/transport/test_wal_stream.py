@@ -125,8 +125,9 @@ async def test_requested_wal_below_the_start_was_removed(pushed: tuple[WalNode, 
     node, _ = pushed
     async with open_wal_stream(node.url, TENANT, TIMELINE, Lsn(0x100), term=1) as stream:
         closed = await expect_closed(stream)
-    assert closed.code == 4000
+    assert closed.code == 4001  # WalRemoved: its own code, not the term's 4000
     assert "was removed" in closed.reason
+    assert closed.wal_removed
     assert not closed.term_changed
 
 
