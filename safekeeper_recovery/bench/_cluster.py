@@ -19,7 +19,7 @@ import trio
 
 from .._console import quieted
 from ..core import Lsn, TenantId, TenantTimelineId, TimelineId
-from ..demo._local_cluster import LocalCluster, LocalNode
+from ..demo import LocalCluster, LocalNode
 from ..transport import SafekeeperClient, parse_acceptor_state
 
 __all__ = ["BenchCluster", "IngestRun", "LatencyTrial", "RecoveryRun", "cpu_seconds", "peak_rss",

@@ -34,7 +34,7 @@ from ..core import (
     TimelineId,
     encode_state,
 )
-from ..demo._local_cluster import LocalCluster, free_port
+from ..demo import LocalCluster, free_port
 from ..timeline import FileBackend
 from ..transport import HttpError, PeerInfoBatch, PeerTimelineInfo, SafekeeperClient
 from ._cluster import START_LSN, cpu_seconds, rss

@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from ..core import Lsn
-from ..demo._local_cluster import free_port
+from ..demo import free_port
 
 __all__ = ["PostgresServer", "find_bindir"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..core import TenantId
-from ..transport._auth import generate_keypair, issue_token
+from ..transport import generate_keypair, issue_token
 from ._main import main
 from ._options import DURATION, TENANT_ID
 

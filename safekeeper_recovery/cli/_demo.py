@@ -8,7 +8,7 @@ import click
 import trio
 
 from .._console import make_console, quieted
-from ..demo._demo import cleanup, demo_root, print_summary, run_demo
+from ..demo import cleanup, demo_root, print_summary, run_demo
 from ._main import main
 from ._options import SIZE
 

@@ -13,7 +13,7 @@ from typing import Final
 
 import click
 
-from ..transport._http_client import HttpError, HttpUnavailable
+from ..transport import HttpError, HttpUnavailable
 
 __all__ = ["CODE_ANCHORS", "ERRORS_DOC", "failure", "node_error", "with_code_links"]
 

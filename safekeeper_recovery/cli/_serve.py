@@ -30,6 +30,7 @@ from ..node import (
     load_config,
     raise_fd_limit,
     read_peer_token,
+    recovery_service,
     serve_node,
 )
 from ..transport import NodeMetrics
@@ -209,7 +210,7 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
             engine = build_recovery_engine(config, metrics, read_peer_token(config))
             running: RunningNode = await nursery.start(
                 partial(
-                    serve_node, config, extra_services=[engine.service()],
+                    serve_node, config, extra_services=[recovery_service(engine)],
                     recovery_admin=engine, metrics=metrics,
                 )
             )

@@ -11,7 +11,8 @@ import trio
 
 from ..core import SafekeeperError
 from ..node import LogFormat, configure_logging
-from ..recovery import RecoveryConfig, serve_sidecar
+from ..recovery import RecoveryConfig
+from ..sidecar import serve_sidecar
 from ._main import main
 from ._options import (
     DURATION,

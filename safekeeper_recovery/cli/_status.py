@@ -21,8 +21,8 @@ from rich.table import Table
 
 from .._console import format_bytes, make_console
 from ..core import Lsn, TenantId, TenantTimelineId, TimelineId
-from ..recovery._status import iso_time
-from ..transport._http_client import HttpError, SafekeeperClient
+from ..recovery import iso_time
+from ..transport import HttpError, SafekeeperClient
 from ._errors import node_error
 from ._main import main
 from ._options import UrlListType, timeout_option, token_file_option

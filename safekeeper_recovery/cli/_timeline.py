@@ -13,7 +13,7 @@ import trio
 
 from ..core import Lsn, SafekeeperError, TenantId, TenantTimelineId, TimelineId
 from ..pgwal import check_start_lsn, validate_seg_size
-from ..transport._http_client import HttpError, SafekeeperClient
+from ..transport import HttpError, SafekeeperClient
 from ._errors import failure, node_error
 from ._main import main
 from ._options import (

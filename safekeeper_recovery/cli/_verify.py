@@ -48,9 +48,11 @@ from ..core import (
     segment_file_name,
 )
 from ..pgwal import VerifyReport, WalVerifier
-from ..storage import FileControlFileStore
-from ..storage._flush_position import FlushPositionFile  # read-only use: open, read, close
-from ..storage._truncation_mark import read_mark
+from ..storage import (  # read-only use: open, read, close
+    FileControlFileStore,
+    FlushPositionFile,
+    read_mark,
+)
 from ..transport import (
     HttpError,
     SafekeeperClient,

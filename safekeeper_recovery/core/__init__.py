@@ -22,7 +22,14 @@ from ._codec import (
     decode_stream_sender_message,
     encode,
 )
-from ._donors import DonorSelection, PeerInfo, select_donors
+from ._donors import (
+    DonorSelection,
+    DonorStatus,
+    LocalView,
+    PeerInfo,
+    select_donors,
+    select_for,
+)
 from ._errors import (
     AcceptorError,
     AuthError,
@@ -76,6 +83,7 @@ __all__ = [
     "CommonPointError",
     "CorruptionError",
     "DonorSelection",
+    "DonorStatus",
     "DonorUnavailable",
     "Effect",
     "FatalTimelineError",
@@ -85,6 +93,7 @@ __all__ = [
     "INVALID_LSN",
     "Keepalive",
     "LocalProtocolError",
+    "LocalView",
     "Lsn",
     "MAX_HISTORY_ENTRIES",
     "MAX_LSN",
@@ -137,4 +146,5 @@ __all__ = [
     "find_highest_common_point",
     "segment_file_name",
     "select_donors",
+    "select_for",
 ]

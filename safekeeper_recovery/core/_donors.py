@@ -7,16 +7,17 @@ every input and a per-peer reason, so one log line (``str(result)``) says why.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import final
 
 import attrs
 
-from ._history import Term, TermLsn
+from ._history import Term, TermHistory, TermLsn
 from ._ids import NodeId
 from ._lsn import INVALID_LSN, Lsn
 
-__all__ = ["DonorSelection", "PeerInfo", "select_donors"]
+__all__ = ["DonorSelection", "DonorStatus", "LocalView", "PeerInfo", "select_donors",
+           "select_for"]
 
 
 @final
@@ -128,3 +129,40 @@ def select_donors(
         donors=tuple(donors),
         reasons=tuple(reasons),
     )
+
+
+@final
+@attrs.frozen
+class LocalView:
+    """The local inputs of donor selection, read atomically by a recovery target."""
+
+    term: Term
+    last_log_term: Term
+    flush_lsn: Lsn
+    peers: Sequence[PeerInfo]
+    connected_proposers: int
+    now: float
+    """The target's clock for ``PeerInfo.received_at`` comparisons."""
+
+
+def select_for(node_id: NodeId, view: LocalView, heartbeat_timeout: float) -> DonorSelection:
+    """Donor selection over one local view (the one place the view is unpacked)."""
+    return select_donors(
+        my_node_id=node_id,
+        my_term=view.term,
+        my_last_log_term=view.last_log_term,
+        my_flush_lsn=view.flush_lsn,
+        peers=view.peers,
+        connected_proposers=view.connected_proposers,
+        now=view.now,
+        heartbeat_timeout=heartbeat_timeout,
+    )
+
+
+@final
+@attrs.frozen
+class DonorStatus:
+    """The two fields of a donor's status that recovery needs: its term and history."""
+
+    term: Term
+    term_history: TermHistory

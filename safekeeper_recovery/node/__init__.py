@@ -14,7 +14,7 @@ from ._data_dir_lock import LOCK_FILE_NAME, DataDirLock, DataDirLocked
 from ._fd_limit import raise_fd_limit
 from ._logging import configure_logging
 from ._node import SHUTDOWN_FLUSH_TIMEOUT, RunningNode, read_peer_token, serve_node
-from ._recovery import build_recovery_engine
+from ._recovery import build_recovery_engine, recovery_service
 
 __all__ = [
     "ENV_PREFIX",
@@ -28,6 +28,7 @@ __all__ = [
     "RunningNode",
     "SHUTDOWN_FLUSH_TIMEOUT",
     "build_recovery_engine",
+    "recovery_service",
     "configure_logging",
     "load_config",
     "parse_duration",

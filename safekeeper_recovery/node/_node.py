@@ -32,13 +32,20 @@ import trio
 
 from ..core import FlushWal, SafekeeperError
 from ..timeline import FileBackend, PeerHub, Timeline, TimelineRegistry, TimelineService
-from ..transport._auth import Authenticator
-from ..transport._connections import ConnectionSlots, connection_cap
-from ..transport._http_app import NodeContext, RecoveryAdmin, build_http_app
-from ..transport._http_server import serve_http
-from ..transport._metrics import NodeMetrics
-from ..transport._peer_exchange import HttpPeerExchange, serve_peer_exchange
-from ..transport._wal_server import WalServerConfig, serve_wal
+from ..transport import (
+    Authenticator,
+    ConnectionSlots,
+    HttpPeerExchange,
+    NodeContext,
+    NodeMetrics,
+    RecoveryAdmin,
+    WalServerConfig,
+    build_http_app,
+    connection_cap,
+    serve_http,
+    serve_peer_exchange,
+    serve_wal,
+)
 from ._config import HostPort, NodeConfig
 from ._data_dir_lock import DataDirLock
 

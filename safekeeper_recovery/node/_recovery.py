@@ -6,11 +6,13 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily
 
-from ..recovery import NetworkDonorConnector, RecoveryConfig, RecoveryEngine
-from ..transport import NodeMetrics
+from ..recovery import RecoveryConfig, RecoveryEngine, RecoveryStatus
+from ..timeline import LocalTarget, Timeline, TimelineService
+from ..transport import NetworkDonorConnector, NodeMetrics
 from ._config import NodeConfig
 
-__all__ = ["EVALUATIONS_METRIC", "NODE_FALLBACK_TICK", "build_recovery_engine"]
+__all__ = ["EVALUATIONS_METRIC", "NODE_FALLBACK_TICK", "build_recovery_engine",
+           "recovery_service"]
 
 NODE_FALLBACK_TICK = 300.0
 """A node's supervisors re-check without news every 150-450 s (jittered). Only a safety
@@ -67,3 +69,21 @@ def build_recovery_engine(
     metrics.recovery_lag_bytes.set_function(engine.total_lag_bytes)
     metrics.registry.register(_EvaluationsCollector(engine))
     return engine
+
+
+def recovery_service(engine: RecoveryEngine) -> TimelineService:
+    """The engine as a per-timeline service of the node's :class:`TimelineRegistry`: one
+    supervisor per in-process timeline, its status shown in the timeline's status JSON."""
+
+    async def run(timeline: Timeline) -> None:
+        status = engine.statuses.setdefault(timeline.ttid, RecoveryStatus())
+        timeline.recovery_status = status.to_json
+        if not engine.enabled:
+            status.state = "disabled"
+            return
+        try:
+            await engine.supervise(LocalTarget(timeline), broken=lambda: timeline.broken)
+        finally:
+            engine.statuses.pop(timeline.ttid, None)
+
+    return run

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from ..core import Keepalive, Lsn, TenantId, Term, TimelineId, WalData
-from ..transport._wal_client import open_wal_push, open_wal_stream
+from ..transport import open_wal_push, open_wal_stream
 from ._connection import Connect, FetchWal, SafekeeperConnection
 
 __all__ = ["websocket_connector", "websocket_fetcher"]

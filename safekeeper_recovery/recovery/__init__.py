@@ -2,24 +2,18 @@
 
 Public API for embedding: :class:`RecoveryEngine` (``supervise(target)`` per timeline),
 the :class:`RecoveryTarget` / :class:`AcceptorSession` Protocols your timeline implements,
-:class:`DonorConnector` (how donors are reached; :class:`NetworkDonorConnector` in
-production), :class:`RecoveryConfig`, and the outcome types.
+:class:`DonorConnector` (how donors are reached), :class:`RecoveryConfig`, and the outcome
+types. Nothing here is network-specific and nothing imports a timeline: the implementations
+live with what they adapt — ``timeline.LocalTarget`` and ``timeline.InProcessDonorConnector``
+(a timeline of this process), ``transport.NetworkDonorConnector`` (donors over the network),
+``sidecar.RemoteTarget`` (a node reached over its endpoints).
 """
 
 from ._attempt import AttemptCancelled, AttemptResult, DonorTimeout, RecoveryConfig, run_attempt
-from ._donor import (
-    DonorConnector,
-    DonorStatus,
-    DonorStream,
-    NetworkDonorConnector,
-    parse_donor_status,
-)
+from ._donor import DonorConnector, DonorStatus, DonorStream
 from ._engine import RecoveryEngine, RecoveryMetrics
-from ._inprocess import InProcessDonorConnector
-from ._remote import RemoteTarget, local_view_from_status
-from ._sidecar import serve_sidecar
-from ._status import RecoveryState, RecoveryStatus
-from ._target import AcceptorSession, LocalTarget, LocalView, RecoveryTarget
+from ._status import RecoveryState, RecoveryStatus, iso_time
+from ._target import AcceptorSession, LocalView, RecoveryTarget, select_for
 
 __all__ = [
     "AcceptorSession",
@@ -29,19 +23,14 @@ __all__ = [
     "DonorStatus",
     "DonorStream",
     "DonorTimeout",
-    "InProcessDonorConnector",
-    "LocalTarget",
     "LocalView",
-    "NetworkDonorConnector",
     "RecoveryConfig",
     "RecoveryEngine",
     "RecoveryMetrics",
     "RecoveryState",
     "RecoveryStatus",
     "RecoveryTarget",
-    "RemoteTarget",
-    "local_view_from_status",
-    "parse_donor_status",
+    "iso_time",
     "run_attempt",
-    "serve_sidecar",
+    "select_for",
 ]

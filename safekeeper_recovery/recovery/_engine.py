@@ -24,18 +24,17 @@ nursery cleanly.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
 import trio
 
 from ..core import DonorSelection, DonorUnavailable, PeerInfo, TenantTimelineId
-from ..timeline import Timeline
 from ._attempt import AttemptCancelled, AttemptResult, RecoveryConfig, run_attempt
 from ._donor import DonorConnector
 from ._status import RecoveryStatus
-from ._target import LocalTarget, RecoveryTarget, select_for
+from ._target import RecoveryTarget, select_for
 
 __all__ = ["RecoveryEngine", "RecoveryMetrics"]
 
@@ -85,24 +84,6 @@ class RecoveryEngine:
         self._attempt_scopes: dict[TenantTimelineId, trio.CancelScope] = {}
         self.evaluations: dict[str, int] = {}
         """Node-wide donor selections by cause (``start``, ``change``, ``tick``, …)."""
-
-    # ---- node integration ---------------------------------------------------------------
-
-    def service(self) -> Callable[[Timeline], Awaitable[None]]:
-        """A per-timeline service for :class:`TimelineRegistry` (in-process timelines)."""
-
-        async def run(timeline: Timeline) -> None:
-            status = self.statuses.setdefault(timeline.ttid, RecoveryStatus())
-            timeline.recovery_status = status.to_json
-            if not self.enabled:
-                status.state = "disabled"
-                return
-            try:
-                await self.supervise(LocalTarget(timeline), broken=lambda: timeline.broken)
-            finally:
-                self.statuses.pop(timeline.ttid, None)
-
-        return run
 
     @property
     def active_recoveries(self) -> int:

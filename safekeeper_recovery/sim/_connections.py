@@ -31,15 +31,15 @@ from ..core import (
     WalData,
 )
 from ..proposer import SafekeeperConnection
-from ..recovery import (
-    AcceptorSession,
-    DonorStatus,
-    DonorStream,
+from ..recovery import DonorStatus, DonorStream, RecoveryTarget
+from ..timeline import (
     InProcessDonorConnector,
+    LocalSession,
     LocalTarget,
-    RecoveryTarget,
+    Timeline,
+    TimelineBroken,
+    run_wal_acceptor,
 )
-from ..timeline import Timeline, TimelineBroken, run_wal_acceptor
 from ._cluster import PROPOSER_NODE, Leader, SimNode, World
 
 __all__ = ["SimConnection", "SimDonorConnector", "SimProposerLink", "node_of", "sim_target"]
@@ -291,11 +291,11 @@ class _HeedlessTarget(LocalTarget):
     """Planted bug ``recovery_ignores_proposer``: sessions never see a proposer (the node's
     own check is off too, through ``Timeline.recovery_yields_to_proposers``)."""
 
-    def open_session(self) -> AbstractAsyncContextManager[AcceptorSession]:
+    def open_session(self) -> AbstractAsyncContextManager[LocalSession]:
         return self._heedless()
 
     @asynccontextmanager
-    async def _heedless(self) -> AsyncIterator[AcceptorSession]:
+    async def _heedless(self) -> AsyncIterator[LocalSession]:
         async with super().open_session() as session:
             session.proposer_connected = lambda: False  # type: ignore[method-assign]
             yield session

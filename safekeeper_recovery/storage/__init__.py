@@ -18,10 +18,10 @@ from ._control_file import (
 )
 from ._durable import check_room
 from ._fileops import DiskFaults
-from ._flush_position import FLUSH_POSITION_FILE_NAME
+from ._flush_position import FLUSH_POSITION_FILE_NAME, FlushPositionFile
 from ._memory_wal import MemoryWalStore
 from ._segments import FileWalStore
-from ._truncation_mark import TRUNCATION_MARK_FILE_NAME
+from ._truncation_mark import TRUNCATION_MARK_FILE_NAME, read_mark
 from ._wal_store import MAX_SEG_SIZE, MIN_SEG_SIZE, WalStore, validate_seg_size
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "FLUSH_POSITION_FILE_NAME",
     "FileControlFileStore",
     "FileWalStore",
+    "FlushPositionFile",
     "MAX_SEG_SIZE",
     "MIN_SEG_SIZE",
     "MemoryControlFileStore",
@@ -40,5 +41,6 @@ __all__ = [
     "TRUNCATION_MARK_FILE_NAME",
     "WalStore",
     "check_room",
+    "read_mark",
     "validate_seg_size",
 ]

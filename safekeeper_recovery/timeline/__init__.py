@@ -3,8 +3,10 @@ acceptor loop and flush policy) and read pipeline (the WAL sender), and the regi
 
 from ._backend import FileBackend, MemoryBackend, StorageBackend
 from ._changes import ChangeFeed, Changes
+from ._inprocess_donor import InProcessDonorConnector, InProcessStream
 from ._peers import PEER_SILENCE_WAKE, PeerHub
 from ._read_pipeline import pg_timestamp_us, run_wal_sender
+from ._recovery_target import LocalSession, LocalTarget
 from ._registry import (
     TimelineConflict,
     TimelineNotFound,
@@ -28,6 +30,10 @@ __all__ = [
     "ChangeFeed",
     "Changes",
     "FileBackend",
+    "InProcessDonorConnector",
+    "InProcessStream",
+    "LocalSession",
+    "LocalTarget",
     "MemoryBackend",
     "PEER_SILENCE_WAKE",
     "PeerHub",

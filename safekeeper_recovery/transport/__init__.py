@@ -1,5 +1,8 @@
 """Network transport: WAL port (WebSocket), HTTP API, peer exchange, auth."""
 
+from ._auth import Authenticator, generate_keypair, issue_token
+from ._connections import ConnectionSlots, connection_cap
+from ._donor_connector import NetworkDonorConnector, NetworkStream, parse_donor_status
 from ._http_app import DEFAULT_MAX_BODY_SIZE, NodeContext, RecoveryAdmin, build_http_app
 from ._http_client import HttpError, HttpUnavailable, SafekeeperClient
 from ._http_server import serve_http
@@ -40,12 +43,16 @@ from ._wal_sender import StreamIdle
 from ._wal_server import WalServerConfig, serve_wal
 
 __all__ = [
+    "Authenticator",
     "BadRequest",
+    "ConnectionSlots",
     "DEFAULT_MAX_BODY_SIZE",
     "HttpError",
     "HttpPeerExchange",
     "HttpUnavailable",
     "METRICS_CONTENT_TYPE",
+    "NetworkDonorConnector",
+    "NetworkStream",
     "NodeContext",
     "NodeMetrics",
     "PeerExchange",
@@ -67,13 +74,17 @@ __all__ = [
     "apply_peer_info_batch",
     "build_http_app",
     "build_peer_info_batch",
+    "connection_cap",
     "decode_create_timeline",
     "decode_peer_info_batch",
     "encode_create_timeline",
     "encode_peer_info_batch",
+    "generate_keypair",
+    "issue_token",
     "open_wal_push",
     "open_wal_stream",
     "parse_acceptor_state",
+    "parse_donor_status",
     "parse_term_history",
     "parse_timeline_path",
     "peer_timeline_info",

@@ -17,13 +17,11 @@ from safekeeper_recovery.recovery import (
     AttemptResult,
     DonorStatus,
     DonorTimeout,
-    InProcessDonorConnector,
-    LocalTarget,
     RecoveryConfig,
     RecoveryStatus,
     run_attempt,
 )
-from safekeeper_recovery.timeline import Timeline
+from safekeeper_recovery.timeline import InProcessDonorConnector, LocalTarget, Timeline
 
 from .conftest import START, Cluster
 

@@ -10,13 +10,8 @@ import trio
 import trio.testing
 
 from safekeeper_recovery.core import AppendRequest, Lsn, PeerInfo, TenantTimelineId
-from safekeeper_recovery.recovery import (
-    DonorStatus,
-    InProcessDonorConnector,
-    LocalTarget,
-    RecoveryConfig,
-    RecoveryEngine,
-)
+from safekeeper_recovery.recovery import DonorStatus, RecoveryConfig, RecoveryEngine
+from safekeeper_recovery.timeline import InProcessDonorConnector, LocalTarget
 
 from .conftest import Cluster, wal_bytes
 

@@ -17,7 +17,8 @@ import trio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from safekeeper_recovery.core import NodeId, PeerInfo, TenantTimelineId, TimelineId
-from safekeeper_recovery.recovery import RecoveryConfig, RecoveryEngine, serve_sidecar
+from safekeeper_recovery.recovery import RecoveryConfig, RecoveryEngine
+from safekeeper_recovery.sidecar import serve_sidecar
 from safekeeper_recovery.timeline import TimelineParams
 from safekeeper_recovery.transport import serve_http
 

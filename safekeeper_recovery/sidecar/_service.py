@@ -16,19 +16,15 @@ re-lists the timelines and wakes every supervisor. Never returns unless cancelle
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import trio
 
 from ..core import NodeId, TenantId, TenantTimelineId, TimelineId
+from ..recovery import RecoveryConfig, RecoveryEngine
 from ..timeline import Watch
-from ._attempt import RecoveryConfig
-from ._donor import NetworkDonorConnector
-from ._engine import RecoveryEngine
+from ..transport import HttpError, NetworkDonorConnector, SafekeeperClient
 from ._remote import RemoteTarget
-
-if TYPE_CHECKING:  # the transport is imported lazily, by the one function that uses it
-    from ..transport import SafekeeperClient
 
 __all__ = ["serve_sidecar"]
 
@@ -58,8 +54,6 @@ async def serve_sidecar(
     unreachable node is retried every ``retry_interval`` seconds, and so is a timeline
     whose status cannot be read.
     """
-    from ..transport import HttpError, SafekeeperClient
-
     config = config or RecoveryConfig()
     engine = RecoveryEngine(
         NetworkDonorConnector(token=token, http_timeout=config.http_timeout,
@@ -152,8 +146,6 @@ async def serve_sidecar(
 
 async def _wait_for_node(client: SafekeeperClient, retry_interval: float) -> dict[str, object]:
     """The node's ``/v1/status``, once it answers (see :func:`serve_sidecar`)."""
-    from ..transport import HttpError
-
     delay, attempt = min(_FIRST_RETRY, retry_interval), 0
     while True:
         attempt += 1

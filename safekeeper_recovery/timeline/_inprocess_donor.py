@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import trio
 
 from ..core import (
+    DonorStatus,
     DonorUnavailable,
     Keepalive,
     Lsn,
@@ -26,15 +27,15 @@ from ..core import (
     TermChanged,
     WalData,
 )
-from ..timeline import Timeline, TimelineBroken, run_wal_sender
-from ._donor import DonorStatus, DonorStream
+from ._read_pipeline import run_wal_sender
+from ._timeline import Timeline, TimelineBroken
 
-__all__ = ["InProcessDonorConnector"]
+__all__ = ["InProcessDonorConnector", "InProcessStream"]
 
 TimelineLookup = Callable[[NodeId, TenantTimelineId], Timeline | None]
 
 
-class _ChannelStream:
+class InProcessStream:
     def __init__(self, messages: trio.MemoryReceiveChannel[WalData | Keepalive | Exception]):
         self._messages = messages
         self.status_updates: list[StatusUpdate] = []
@@ -74,13 +75,13 @@ class InProcessDonorConnector:
 
     def open_stream(
         self, donor: PeerInfo, ttid: TenantTimelineId, start_lsn: Lsn, term: Term
-    ) -> AbstractAsyncContextManager[DonorStream]:
+    ) -> AbstractAsyncContextManager[InProcessStream]:
         return self._open(donor, ttid, start_lsn, term)
 
     @asynccontextmanager
     async def _open(
         self, donor: PeerInfo, ttid: TenantTimelineId, start_lsn: Lsn, term: Term
-    ) -> AsyncIterator[DonorStream]:
+    ) -> AsyncIterator[InProcessStream]:
         timeline = self._timeline(donor, ttid)
         send, receive = trio.open_memory_channel[WalData | Keepalive | Exception](16)
 
@@ -110,7 +111,7 @@ class InProcessDonorConnector:
             async with trio.open_nursery() as nursery, receive:
                 nursery.start_soon(sender)
                 try:
-                    yield _ChannelStream(receive)
+                    yield InProcessStream(receive)
                 finally:
                     sender_scope.cancel()
         except BaseExceptionGroup as group:

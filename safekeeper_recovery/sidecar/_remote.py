@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -25,6 +24,7 @@ from ..core import (
     AppendRequest,
     AppendResponse,
     Greeting,
+    LocalView,
     Lsn,
     NodeId,
     PeerInfo,
@@ -36,11 +36,9 @@ from ..core import (
     VoteRequest,
     VoteResponse,
 )
+from ..recovery import AcceptorSession
 from ..timeline import Watch
-from ._target import AcceptorSession, LocalView
-
-if TYPE_CHECKING:
-    from ..transport import SafekeeperClient
+from ..transport import SafekeeperClient, WalPushClosed, open_wal_push
 
 __all__ = ["RemoteTarget", "local_view_from_status"]
 
@@ -82,8 +80,6 @@ def local_view_from_status(doc: dict[str, object], now: float) -> LocalView:
 @contextmanager
 def _yielding() -> Iterator[None]:
     """The node's 4010 close (a proposer connected) is the attempt's ``ProposerArrived``."""
-    from ..transport import WalPushClosed
-
     try:
         yield
     except WalPushClosed as e:
@@ -187,8 +183,6 @@ class RemoteTarget:
         return self._node_id
 
     async def local_view(self) -> LocalView:
-        from ..transport import SafekeeperClient
-
         if self._client is not None:
             doc = await self._client.timeline_status(self._ttid)
         else:
@@ -210,8 +204,6 @@ class RemoteTarget:
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[AcceptorSession]:
-        from ..transport import open_wal_push
-
         async with open_wal_push(
             self.wal_url, self._ttid.tenant_id, self._ttid.timeline_id, token=self.token,
             recovery=True, connect_timeout=self.timeout,
