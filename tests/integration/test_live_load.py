@@ -265,6 +265,7 @@ async def _finish(run: BackgroundCli) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 20 restarts of a node process: minutes on a loaded machine
 async def test_a_node_rejoining_under_load_never_disturbs_the_proposer(
     make_cluster: ClusterFactory,
 ) -> None:
@@ -312,6 +313,7 @@ async def test_a_node_rejoining_under_load_never_disturbs_the_proposer(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 40 proposer processes: minutes on a loaded machine
 async def test_a_healthy_cluster_never_recovers_and_keeps_its_throughput(
     make_cluster: ClusterFactory,
 ) -> None:
