@@ -25,6 +25,7 @@ CORE_MODULES = [
     "_codec",
     "_donors",
     "_errors",
+    "_groups",
     "_history",
     "_ids",
     "_lsn",

@@ -8,25 +8,16 @@ import click
 
 from .. import __version__
 from .._allocator import tune_allocator
-from ..core import SafekeeperError
+from ..core import SafekeeperError, leaves
 
 
 def _expected_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The one expected failure (ours, the OS's, a usage error) inside trio's exception
     group, if every leaf is one; ``None`` for anything else (a bug: keep its traceback)."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for sub in e.exceptions:
-                walk(sub)
-        else:
-            leaves.append(e)
-
-    walk(group)
+    inside = leaves(group)
     expected = (SafekeeperError, OSError, click.ClickException, KeyboardInterrupt)
-    if leaves and all(isinstance(e, expected) for e in leaves):
-        return leaves[0]
+    if inside and all(isinstance(e, expected) for e in inside):
+        return inside[0]
     return None
 
 

@@ -19,7 +19,7 @@ import trio
 from click.core import ParameterSource
 from click.types import OptionHelpExtra
 
-from ..core import SafekeeperError
+from ..core import SafekeeperError, leaves
 from ..node import (
     ENV_PREFIX,
     ConfigError,
@@ -186,20 +186,13 @@ def serve(config_file: Path | None, ready_file: Path | None, **options: object) 
     except (OSError, SafekeeperError, ExceptionGroup) as e:
         # A port in use, an unreadable key or token: say so in one line, exit 1. Other
         # errors (bugs) keep their traceback.
-        leaves = _leaves(e)
-        if not all(isinstance(x, OSError | SafekeeperError) for x in leaves):
+        inside = leaves(e)
+        if not all(isinstance(x, OSError | SafekeeperError) for x in inside):
             raise
-        message = "; ".join(str(x) for x in leaves)
+        message = "; ".join(str(x) for x in inside)
         log.error("node %s failed: %s", config.node_id, message)
         click.echo(f"Error: {message}", err=True)
         sys.exit(1)
-
-
-def _leaves(error: BaseException) -> list[BaseException]:
-    """The non-group exceptions inside ``error`` (nurseries may wrap a start-up failure)."""
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
-    return [error]
 
 
 async def _run(config: NodeConfig, ready_file: Path | None) -> None:

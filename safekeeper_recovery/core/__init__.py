@@ -49,6 +49,7 @@ from ._errors import (
     TermChanged,
     WalRemoved,
 )
+from ._groups import leaves
 from ._history import Term, TermHistory, TermLsn, find_highest_common_point
 from ._ids import NodeId, TenantId, TenantTimelineId, TimelineId
 from ._lsn import INVALID_LSN, MAX_LSN, XLOG_BLCKSZ, Lsn, segment_file_name
@@ -144,6 +145,7 @@ __all__ = [
     "encode",
     "encode_state",
     "find_highest_common_point",
+    "leaves",
     "segment_file_name",
     "select_donors",
     "select_for",

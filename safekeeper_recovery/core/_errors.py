@@ -6,6 +6,9 @@
     ├── LocalProtocolError               we were asked to do something the protocol forbids
     │   └── CommonPointError             find_highest_common_point preconditions (corruption)
     ├── RemoteProtocolError              a peer sent something malformed (close-code hint)
+    ├── StreamStopped                    a WAL stream cannot go on (its close code says why)
+    │   ├── StreamTermChanged            the term moved (4000)
+    │   └── WalRemoved                   the WAL asked for is gone (4001)
     ├── AcceptorError                    the acceptor refused a message (non-fatal, reconnect)
     ├── FatalTimelineError               the timeline must stop (e.g. truncating committed WAL)
     ├── StorageError                     durable storage failed or is inconsistent
@@ -15,9 +18,12 @@
         ├── TermChanged                  our or the donor's term moved during the attempt
         ├── NoCommonPoint                donor and local histories share no term
         ├── DonorUnavailable             HTTP/WebSocket/timeouts talking to the donor
-        └── ProposerArrived              a proposer started streaming to this node
+        └── ProposerArrived              a proposer connected to this node: recovery yields
 
-Names follow httpx: *local* errors are our own misuse, *remote* errors are the peer's fault.
+Every error says whether retrying can mend it (``permanent``) and, if it crosses the wire,
+its WebSocket close code (``close_code``): callers decide by type and attribute, never by
+matching text. Names follow httpx: *local* errors are our own misuse, *remote* errors are
+the peer's fault.
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ __all__ = [
     "RemoteProtocolError",
     "SafekeeperError",
     "StorageError",
+    "StreamStopped",
+    "StreamTermChanged",
     "TermChanged",
+    "WalRemoved",
 ]
 
 # WebSocket close codes (RFC 6455) used as hints by RemoteProtocolError.
@@ -47,7 +56,15 @@ CLOSE_INTERNAL_ERROR = 1011
 
 
 class SafekeeperError(Exception):
-    """Root of every error this package raises deliberately."""
+    """Root of every error this package raises deliberately.
+
+    Two facts every error can state, so a caller decides by type and attribute, never by
+    parsing text: ``permanent`` (retrying cannot mend it: a refused token, an unknown or
+    deleted timeline; a client gives that node up) and ``close_code`` (the WebSocket close
+    code it travelled as, or travels as, when it crossed or crosses the wire)."""
+
+    permanent: bool = False
+    close_code: int | None = None
 
 
 class LocalProtocolError(SafekeeperError):
@@ -73,20 +90,20 @@ class StreamStopped(SafekeeperError):
     """A WAL stream (the sender's side) cannot go on. ``close_code`` is the WebSocket close
     code it ends with, one per outcome, so a reader tells them apart by type, not by text."""
 
-    close_code = 4000
+    close_code: int | None = 4000
 
 
 class StreamTermChanged(StreamStopped):
     """The sender's timeline is no longer in the term the stream was asked for (the
     recovery stream's term check)."""
 
-    close_code = 4000
+    close_code: int | None = 4000
 
 
 class WalRemoved(StreamStopped):
     """The WAL the stream needs is no longer on this node (below its local start)."""
 
-    close_code = 4001
+    close_code: int | None = 4001
 
 
 class AcceptorError(SafekeeperError):
@@ -107,6 +124,8 @@ class CorruptionError(StorageError):
 
 class AuthError(SafekeeperError):
     """Authentication failed. ``status`` is 401 (no/invalid token) or 403 (wrong scope)."""
+
+    permanent = True
 
     def __init__(self, message: str, *, status: int = 401) -> None:
         super().__init__(message)
@@ -141,3 +160,4 @@ class ProposerArrived(RecoveryError):
     """A proposer connected to this node (greeted it, voted, or streams); recovery yields."""
 
     outcome = "proposer_arrived"
+

@@ -66,13 +66,14 @@ from ..core import (
     AcceptorMessage,
     AppendRequest,
     AppendResponse,
-    AuthError,
     Lsn,
     ProposerElected,
     RemoteProtocolError,
+    SafekeeperError,
     Term,
     VoteRequest,
     VoteResponse,
+    leaves,
 )
 from ._connection import Connect, FetchWal, SafekeeperConnection
 from ._election import Election, elect, next_term, quorum_commit_lsn, quorum_size
@@ -93,8 +94,6 @@ __all__ = ["Proposer", "propose"]
 log = logging.getLogger(__name__)
 
 _UNREACHABLE: Final = ("down", "failed")
-_PERMANENT_CLOSE_CODES: Final = frozenset({1008, 4004})
-_PERMANENT_HTTP_STATUSES: Final = frozenset({400, 401, 403, 404})
 
 
 class _NodeUnavailable(Exception):
@@ -612,15 +611,8 @@ class Proposer:
             self._changed.notify()
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    inner = getattr(exc, "exceptions", None)
-    if isinstance(inner, (list, tuple)) and inner:
-        return [leaf for e in inner for leaf in _leaves(e)]
-    return [exc]
-
-
 def _describe(exc: BaseException) -> str:
-    leaf = _leaves(exc)[0]
+    leaf = leaves(exc)[0]
     text = str(leaf)
     code = _close_code(leaf)
     if code is not None and str(code) not in text:
@@ -631,22 +623,16 @@ def _describe(exc: BaseException) -> str:
 
 
 def _is_permanent(exc: BaseException) -> bool:
-    for leaf in _leaves(exc):
-        if isinstance(leaf, AuthError):
-            return True
-        if isinstance(leaf, _NodeUnavailable) and leaf.permanent:
-            return True
-        if _close_code(leaf) in _PERMANENT_CLOSE_CODES:
-            return True
-        if getattr(leaf, "status", None) in _PERMANENT_HTTP_STATUSES:
-            return True
-    return False
+    """P4: a failure retrying cannot mend (each error type says so: ``permanent``)."""
+    return any(
+        isinstance(leaf, SafekeeperError | _NodeUnavailable) and leaf.permanent
+        for leaf in leaves(exc)
+    )
 
 
-def _close_code(exc: BaseException) -> object:
-    """The WebSocket close code an error carries (``close_code`` or the client's ``code``)."""
-    code = getattr(exc, "close_code", None)
-    return code if code is not None else getattr(exc, "code", None)
+def _close_code(exc: BaseException) -> int | None:
+    """The WebSocket close code an error carries, if it crossed the wire."""
+    return exc.close_code if isinstance(exc, SafekeeperError) else None
 
 
 async def propose(

@@ -41,6 +41,7 @@ from ..core import (
     TermChanged,
     WalData,
     find_highest_common_point,
+    leaves,
 )
 from ._donor import DonorConnector, DonorStream
 from ._status import RecoveryStatus
@@ -262,23 +263,14 @@ async def _stream(
 
 def _outcome_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one error that ended the attempt: a recovery outcome if there is one."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for sub in e.exceptions:
-                walk(sub)
-        else:
-            leaves.append(e)
-
-    walk(group)
-    for e in leaves:
+    inside = leaves(group)
+    for e in inside:
         if isinstance(e, RecoveryError):
             return e
-    for e in leaves:
+    for e in inside:
         if not isinstance(e, trio.Cancelled):
             return e
-    return leaves[0]
+    return inside[0]
 
 
 async def _network_io(

@@ -33,6 +33,7 @@ import structlog
 import trio
 import trio.testing
 
+from ..core import leaves
 from ..proposer import (
     Connect,
     NewerTermError,
@@ -505,9 +506,7 @@ def run_seed(seed: int, cfg: SimConfig | None = None) -> SimResult:
             trio.run(body, clock=clock, instruments=[sim.checker])
         except Exception as e:  # a crash of the system under test is a finding, not a bug here
             if sim.checker.violation is None:
-                leaf: BaseException = e
-                while isinstance(leaf, BaseExceptionGroup):
-                    leaf = leaf.exceptions[0]
+                leaf = leaves(e)[0]
                 sim.checker.violation = Violation(
                     "no_crash", f"{type(leaf).__name__}: {leaf}", math.nan
                 )

@@ -49,6 +49,7 @@ from ..core import (
     decode_acceptor_message,
     decode_stream_sender_message,
     encode,
+    leaves,
 )
 from . import _ws_fastpath
 
@@ -77,6 +78,10 @@ CLOSE_TIMEOUT: Final = 5.0
 _ABNORMAL_CLOSURE: Final = 1006
 
 
+_PERMANENT_HTTP_STATUSES: Final = frozenset({400, 401, 403, 404})
+_PERMANENT_CLOSE_CODES: Final = frozenset({1008, 4004})
+
+
 class WalConnectError(SafekeeperError):
     """The WAL connection could not be opened.
 
@@ -88,6 +93,8 @@ class WalConnectError(SafekeeperError):
         super().__init__(message)
         self.status = status
         self.body = body
+        # Bad request, auth, unknown timeline: asking again gets the same answer.
+        self.permanent = status in _PERMANENT_HTTP_STATUSES
 
 
 class WalConnectionClosed(SafekeeperError):
@@ -96,7 +103,10 @@ class WalConnectionClosed(SafekeeperError):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"WAL connection closed with code {code}: {reason or '(no reason)'}")
         self.code = code
+        self.close_code = code
         self.reason = reason
+        # Policy violation (auth) and a deleted timeline: reconnecting cannot mend them.
+        self.permanent = code in _PERMANENT_CLOSE_CODES
 
 
 class WalPushClosed(WalConnectionClosed):
@@ -275,20 +285,13 @@ def _unwrap(group: BaseExceptionGroup[BaseException], url: str) -> BaseException
         )
     if rest is None:  # pragma: no cover - split() always leaves something here
         return group
-    errors = list(_leaves(rest))
+    errors = leaves(rest)
     meaningful = [e for e in errors if not isinstance(e, trio.Cancelled)]
     if len(meaningful) == 1:
         return meaningful[0]
     if not meaningful:
         return errors[0]
     return group
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for e in group.exceptions:
-        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
-    return out
 
 
 @asynccontextmanager

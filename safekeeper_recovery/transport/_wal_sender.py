@@ -39,7 +39,7 @@ _sender_ids = itertools.count(1)
 class StreamIdle(StreamStopped):
     """The reader took nothing for the send timeout: the stream is closed as idle."""
 
-    close_code = 4008
+    close_code: int | None = 4008
 
 
 async def serve_stream_connection(

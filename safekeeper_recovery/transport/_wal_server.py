@@ -288,10 +288,10 @@ def _close_code_for(error: Exception, remote: str) -> tuple[int, str]:
     match error:
         case StreamStopped():
             log.info("WAL stream to %s ended: %s", remote, error)
-            return error.close_code, str(error)
+            return error.close_code or CLOSE_INTERNAL_ERROR, str(error)
         case RemoteProtocolError():
             log.info("WAL port: protocol error from %s: %s", remote, error)
-            return error.close_code, str(error)
+            return error.close_code or CLOSE_INTERNAL_ERROR, str(error)
         case ProposerArrived():
             log.info("WAL port: recovery push from %s yields: %s", remote, error)
             return CLOSE_PROPOSER_ARRIVED, str(error)

@@ -16,7 +16,7 @@ from safekeeper_recovery.transport import WalPushClosed, open_wal_push
 from safekeeper_recovery.transport._connections import ConnectionSlots
 from safekeeper_recovery.transport._wal_server import WalServerConfig
 
-from .conftest import START, TENANT, TIMELINE, elect, push, start_node, wal
+from .conftest import START, TENANT, TIMELINE, elect, push, start_node, wait_flushed, wal
 
 
 async def read_answer(stream: trio.SocketStream) -> bytes:
@@ -85,6 +85,9 @@ async def test_a_stream_reader_that_takes_nothing_is_closed_with_4008(
         pos = START
         for _ in range(16):  # 16 MiB of WAL: far more than the socket buffers hold
             pos = await push(conn, 1, pos, wal(1 << 20))
+        # All of it durable before the reader comes: on a loaded machine the flush on
+        # disconnect could still be running when the assertions below look.
+        await wait_flushed(conn, pos)
     port = int(node.url.rsplit(":", 1)[1])
     reader = await trio.open_tcp_stream("127.0.0.1", port)
     await reader.send_all(
