@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from .._allocator import tune_allocator
 from ..core import SafekeeperError, leaves
+from ..transport import enable_wsproto_fastpath
 
 
 def _expected_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -47,3 +48,5 @@ def main() -> None:
     Codes such as R7 or S1 in error messages are explained in docs/errors.md.
     """
     tune_allocator()  # every command streams WAL in large, short-lived buffers
+    # wsproto's pure-Python masking and framing were the ingest bottleneck (both sides).
+    enable_wsproto_fastpath()

@@ -42,6 +42,7 @@ from ..transport import (
     WalServerConfig,
     build_http_app,
     connection_cap,
+    enable_wsproto_fastpath,
     serve_http,
     serve_peer_exchange,
     serve_wal,
@@ -96,8 +97,11 @@ async def serve_node(
     second node on it fails with :class:`DataDirLocked`, naming the holder's pid, before it
     reads or writes anything else. Raises ``OSError`` if a port cannot be bound,
     ``SafekeeperError``/``OSError`` if the auth key or token file cannot be read. Never
-    returns unless cancelled.
+    returns unless cancelled. Starting a node opts the process into the wsproto fast path
+    (``transport.enable_wsproto_fastpath``): a node is a process of its own, or its
+    embedder asked for one.
     """
+    enable_wsproto_fastpath()
     authenticator = Authenticator.from_file(config.auth_public_key)
     peer_token = read_peer_token(config)
     _make_data_dir(config.data_dir)

@@ -41,6 +41,7 @@ from ._wal_client import (
 )
 from ._wal_sender import StreamIdle
 from ._wal_server import WalServerConfig, serve_wal
+from ._ws_fastpath import install as enable_wsproto_fastpath
 
 __all__ = [
     "Authenticator",
@@ -77,6 +78,7 @@ __all__ = [
     "connection_cap",
     "decode_create_timeline",
     "decode_peer_info_batch",
+    "enable_wsproto_fastpath",
     "encode_create_timeline",
     "encode_peer_info_batch",
     "generate_keypair",

@@ -51,9 +51,6 @@ from ..core import (
     encode,
     leaves,
 )
-from . import _ws_fastpath
-
-_ws_fastpath.install()  # wsproto's pure-Python masking and framing were the ingest bottleneck
 
 __all__ = [
     "WalConnectError",

@@ -53,9 +53,6 @@ from ._connections import ConnectionSlots
 from ._paths import BadRequest, check_query, parse_bool, parse_lsn, parse_term, parse_timeline_path
 from ._wal_acceptor import serve_push_connection
 from ._wal_sender import serve_stream_connection
-from ._ws_fastpath import install as _install_fast_masking
-
-_install_fast_masking()  # proposers' frames are masked: unmasking them was the top cost
 
 __all__ = [
     "CLOSE_ACCEPTOR_REFUSED",

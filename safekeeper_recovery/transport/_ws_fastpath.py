@@ -31,13 +31,18 @@ extensions (trio-websocket negotiates none) take wsproto's own code.
 
 :func:`install` points wsproto's ``XorMaskerSimple`` name and
 ``FrameProtocol._serialize_frame`` at them; wsproto looks both up on every use, so this
-changes no other behaviour. The transport modules install it on import. Idempotent. numpy
-is imported on the first payload worth it (a node that only recovers or idles never
-loads it: 14 MiB of RSS).
+changes no other behaviour. It is **opted into**, never done on import (a library must not
+patch a process it is imported into): the CLI and ``serve_node`` call
+``transport.enable_wsproto_fastpath()``; a library user may. It patches only the wsproto
+releases it was written against (:data:`SUPPORTED_WSPROTO`); on any other, or when an
+internal it replaces is missing, it leaves wsproto alone and says so: plain wsproto is
+slower, never wrong. Idempotent. numpy is imported on the first payload worth it (a node
+that only recovers or idles never loads it: 14 MiB of RSS).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 from typing import Final
@@ -48,8 +53,11 @@ import wsproto.frame_protocol as _frame_protocol
 from wsproto.events import Event, Message
 from wsproto.frame_protocol import FrameProtocol, Opcode, RsvBits
 
-__all__ = ["WHOLE_FRAME_LIMIT", "FastXorMasker", "connection_send", "install", "parse_header",
-           "serialize_frame", "ws_connection_send"]
+__all__ = ["SUPPORTED_WSPROTO", "WHOLE_FRAME_LIMIT", "FastXorMasker", "connection_send",
+           "install", "installed", "parse_header", "serialize_frame", "ws_connection_send"]
+
+SUPPORTED_WSPROTO: Final = ("1.2.", "1.3.")
+"""wsproto releases whose internals the fast paths replace (checked before patching)."""
 
 _ORIGINAL_MASKER: Final = _frame_protocol.XorMaskerSimple
 _ORIGINAL_SERIALIZE: Final = FrameProtocol._serialize_frame
@@ -170,13 +178,39 @@ def ws_connection_send(self: wsproto.WSConnection, event: Event) -> bytes:
     return self.connection.send(event)
 
 
-def install() -> None:
-    """Make wsproto mask, unmask and frame with the fast paths above (process-wide)."""
+def installed() -> bool:
+    """Whether wsproto currently uses the fast paths."""
+    masker: object = _frame_protocol.XorMaskerSimple
+    return masker is FastXorMasker
+
+
+def install() -> bool:
+    """Make wsproto mask, unmask and frame with the fast paths above (process-wide).
+
+    Returns whether they are in place: ``False`` (wsproto untouched, a warning logged) on a
+    wsproto release other than :data:`SUPPORTED_WSPROTO` or without the internals replaced.
+    """
+    if installed():
+        return True
+    version = getattr(wsproto, "__version__", "")
+    internals = (
+        hasattr(_frame_protocol, "XorMaskerSimple")
+        and hasattr(FrameProtocol, "_serialize_frame")
+        and hasattr(_frame_protocol.FrameDecoder, "parse_header")
+        and hasattr(_connection.Connection, "send")
+    )
+    if not version.startswith(SUPPORTED_WSPROTO) or not internals:
+        logging.getLogger(__name__).warning(
+            "wsproto %s is not one the WebSocket fast path was written for (%s): using "
+            "plain wsproto (correct, slower)", version or "(unknown)",
+            ", ".join(f"{v}x" for v in SUPPORTED_WSPROTO))
+        return False
     _frame_protocol.XorMaskerSimple = FastXorMasker  # type: ignore[misc, assignment]  # a drop-in
     FrameProtocol._serialize_frame = serialize_frame  # type: ignore[method-assign]
     _frame_protocol.FrameDecoder.parse_header = parse_header  # type: ignore[method-assign]
     _connection.Connection.send = connection_send  # type: ignore[method-assign]
     wsproto.WSConnection.send = ws_connection_send  # type: ignore[method-assign]
+    return True
 
 
 def original_masker() -> type:

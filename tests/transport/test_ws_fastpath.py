@@ -120,3 +120,36 @@ def test_a_frame_above_the_whole_frame_limit_still_streams_in_pieces() -> None:
     assert isinstance(first, BytesMessage)
     assert not first.message_finished
     assert payload.startswith(first.data)
+
+
+def test_importing_the_library_patches_nothing_and_opting_in_does() -> None:
+    """Run in a fresh interpreter: importing never patches wsproto (a library must not);
+    ``enable_wsproto_fastpath()`` does, on the wsproto this project supports."""
+    import subprocess
+    import sys
+
+    code = (
+        "import wsproto.frame_protocol as fp\n"
+        "orig = fp.XorMaskerSimple\n"
+        "import safekeeper_recovery.recovery, safekeeper_recovery.transport\n"
+        "import safekeeper_recovery.node, safekeeper_recovery.proposer\n"
+        "print(fp.XorMaskerSimple is orig)\n"
+        "from safekeeper_recovery.transport import enable_wsproto_fastpath\n"
+        "print(enable_wsproto_fastpath(), fp.XorMaskerSimple is orig)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.split() == ["True", "True", "False"], out.stderr
+
+
+def test_an_unsupported_wsproto_is_left_alone(monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    import wsproto
+
+    from safekeeper_recovery.transport import _ws_fastpath
+
+    monkeypatch.setattr(frame_protocol, "XorMaskerSimple", _ws_fastpath.original_masker())
+    monkeypatch.setattr(wsproto, "__version__", "9.0.0")
+    assert not _ws_fastpath.install()
+    assert frame_protocol.XorMaskerSimple is _ws_fastpath.original_masker()
+    assert "wsproto 9.0.0 is not one the WebSocket fast path was written for" in caplog.text
