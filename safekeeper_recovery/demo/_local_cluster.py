@@ -37,14 +37,19 @@ class LocalNode:
     peers: dict[int, str]
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+    """The address both ports listen on."""
+    launcher: tuple[str, ...] = ()
+    """Prefix of the command line, e.g. ``ip netns exec NS`` (it must exec the node, so
+    that the process's pid is the node's)."""
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def wal_url(self) -> str:
-        return f"ws://127.0.0.1:{self.wal_port}"
+        return f"ws://{self.host}:{self.wal_port}"
 
     @property
     def ready_file(self) -> Path:
@@ -56,11 +61,11 @@ class LocalNode:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "safekeeper_recovery", "serve",
+            *self.launcher, sys.executable, "-m", "safekeeper_recovery", "serve",
             "--node-id", str(self.node_id),
             "--data-dir", str(self.work_dir / "data"),
-            "--listen-http", f"127.0.0.1:{self.http_port}",
-            "--listen-wal", f"127.0.0.1:{self.wal_port}",
+            "--listen-http", f"{self.host}:{self.http_port}",
+            "--listen-wal", f"{self.host}:{self.wal_port}",
             "--ready-file", str(self.ready_file),
             "--log-format", "json",
         ]

@@ -1,0 +1,409 @@
+"""One run of the campaign: a cluster in namespaces, the workload, the nemesis, the checks.
+
+``await run_schedule(schedule, config, out_dir)`` builds the network and starts the nodes,
+creates the timeline, writes a first run to completion (the quiet baseline: file
+descriptors), then runs the workload, the nemesis (``schedule``) and a sampler (every node's
+flush, commit and term history every ``SAMPLE_INTERVAL``) side by side for the schedule's
+duration. Then it heals everything, waits for convergence, checks (``_check``) and
+returns a :class:`RunResult`. Every process and namespace it made is gone when it returns
+or raises.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Final, Literal, final
+
+import attrs
+import trio
+
+from ..core import Lsn, TenantId, TenantTimelineId, TermHistory, TermLsn, TimelineId
+from ..demo import LocalNode
+from ..proposer import Election, ProposerConfig, WalSource, wal_source_factory
+from ..transport import HttpError, SafekeeperClient
+from ..transport._json import parse_acceptor_state
+from ._check import FD_SLACK, Evidence, NodeEnd, Violation, check, expected_digest
+from ._network import Network
+from ._schedule import PROPOSER, Fault, Schedule
+from ._workload import ProposerRun, Workload, python_cli
+
+__all__ = ["Band", "CampaignConfig", "RunResult", "Sample", "run_schedule"]
+
+TTID: Final = TenantTimelineId(TenantId.parse("5d8a3f0c2b1e4d6f9a7c0e1b2d3f4a5b"),
+                               TimelineId.parse("c0ffee00c0ffee00c0ffee00c0ffee00"))
+START_LSN: Final = Lsn(0x1000000)
+SEG_SIZE: Final = 1 << 20
+SAMPLE_INTERVAL: Final = 0.25
+HTTP_PORT: Final = 7676
+WAL_PORT: Final = 5454
+LIVENESS_TIMEOUT: Final = 60.0
+FD_QUIET_TIMEOUT: Final = 30.0
+
+
+@final
+@attrs.frozen
+class CampaignConfig:
+    rate: int = 256 * 1024
+    """Workload bytes per second."""
+    run_seconds: float = 20.0
+    """Length of one proposer run at ``rate`` (its --bytes is rate x this)."""
+    wal_format: Literal["random", "pg"] = "random"
+    convergence_bound: float = 30.0
+    keep_data: bool = False
+
+    @property
+    def run_bytes(self) -> int:
+        return int(self.rate * self.run_seconds)
+
+
+@final
+@attrs.frozen
+class Sample:
+    t: float
+    node: int
+    flush: int
+    commit: int
+    term: int
+
+
+@final
+@attrs.frozen
+class Band:
+    """A fault as it happened: seconds since the run began."""
+
+    fault: Fault
+    start: float
+    end: float
+
+
+@final
+@attrs.frozen
+class RunResult:
+    schedule: Schedule
+    violations: tuple[Violation, ...]
+    committed_bytes: int
+    samples: tuple[Sample, ...]
+    bands: tuple[Band, ...]
+    runs: tuple[ProposerRun, ...]
+    converged_after: float | None
+    seconds: float
+    out_dir: Path
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+async def run_schedule(schedule: Schedule, config: CampaignConfig, out_dir: Path) -> RunResult:
+    """Run ``schedule`` and check it (see the module docstring). Raises only for a harness
+    failure (a namespace that cannot be made, a node that never starts); a product failure
+    is a violation in the result."""
+    await trio.Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tag = f"{(os.getpid() * 31 + schedule.seed) & 0xFFFF:04x}"
+    net = Network(tag, schedule.nodes)
+    run = _Run(schedule, config, out_dir, net)
+    try:
+        await trio.to_thread.run_sync(net.create)
+        return await run.main()
+    finally:
+        run.kill_everything()
+        net.close()
+        (out_dir / "network-commands.txt").write_text("\n".join(net.commands) + "\n")
+
+
+class _Run:
+    def __init__(self, schedule: Schedule, config: CampaignConfig, out_dir: Path,
+                 net: Network) -> None:
+        self.schedule = schedule
+        self.config = config
+        self.out_dir = out_dir
+        self.net = net
+        peers = {i: f"http://{net.address(i)}:{HTTP_PORT}" for i in range(1, schedule.nodes + 1)}
+        self.nodes = {
+            i: LocalNode(
+                node_id=i, work_dir=out_dir / f"sk{i}", http_port=HTTP_PORT,
+                wal_port=WAL_PORT, peers={j: u for j, u in peers.items() if j != i},
+                host=net.address(i), launcher=tuple(net.wrap(i, [])),
+                extra_args=("--heartbeat-timeout", "3s"),
+            )
+            for i in peers
+        }
+        self.t0 = trio.current_time()
+        self.workload = Workload(self._propose_argv, out_dir / "proposer", self._now)
+        self.samples: list[Sample] = []
+        self.bands: list[Band] = []
+        self.seen: set[tuple[str, TermLsn]] = set()
+        self.max_commit = START_LSN
+
+    def _now(self) -> float:
+        return trio.current_time() - self.t0
+
+    def _propose_argv(self, _index: int, nbytes: int | None = None,
+                      rate: bool = True) -> list[str]:
+        argv = [
+            *python_cli(), "propose", "--no-progress",
+            "--safekeepers", ",".join(n.wal_url for n in self.nodes.values()),
+            "--tenant-id", str(TTID.tenant_id), "--timeline-id", str(TTID.timeline_id),
+            "--bytes", str(nbytes or self.config.run_bytes), "--seed", str(self.schedule.seed),
+            "--wal-format", self.config.wal_format, "--wal-seg-size", str(SEG_SIZE),
+        ]
+        if rate:
+            argv += ["--rate", str(self.config.rate)]
+        return self.net.wrap(PROPOSER, argv)
+
+    def kill_everything(self) -> None:
+        """Synchronous last resort: SIGCONT and SIGKILL every node still running."""
+        self.workload.kill()
+        for node in self.nodes.values():
+            if node.process is not None and node.process.poll() is None:
+                os.kill(node.process.pid, signal.SIGCONT)
+                node.process.kill()
+                node.process.wait()
+
+    async def main(self) -> RunResult:
+        async with trio.open_nursery() as nursery:
+            for node in self.nodes.values():
+                nursery.start_soon(node.start)
+        for node in self.nodes.values():
+            async with self._client(node, timeout=10.0) as client:
+                await client.create_timeline(TTID, START_LSN, wal_seg_size=SEG_SIZE)
+        first = await self.workload.run_once(self._propose_argv(0, 64 * 1024, rate=False))
+        if first.rc != 0:
+            raise RuntimeError(f"the first proposer run failed: see {self.out_dir}/proposer")
+        await self._wait_converged(self.config.convergence_bound)
+        fds_start = {i: _fd_count(n) for i, n in self.nodes.items()}
+        self.t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sample_forever)
+            nursery.start_soon(self.workload.serve)
+            await self._nemesis()
+            await trio.sleep_until(self.t0 + self.schedule.duration)
+            await self._heal_all()
+            nursery.cancel_scope.cancel()
+        healed = self._now()
+        converged = await self._wait_converged(self.config.convergence_bound)
+        converged_after = None if converged is None else converged - healed
+        return await self._check(fds_start, converged_after)
+
+    # -- the nemesis --------------------------------------------------------------------
+
+    async def _nemesis(self) -> None:
+        for fault in self.schedule.faults:
+            await trio.sleep_until(self.t0 + fault.start)
+            started = self._now()
+            await self._inject(fault)
+            await trio.sleep_until(self.t0 + fault.end)
+            await self._heal(fault)
+            self.bands.append(Band(fault, started, self._now()))
+
+    async def _inject(self, f: Fault) -> None:
+        net = self.net
+        if f.kind == "partition":
+            rest = [m for m in net.members if m not in f.nodes]
+            for a in f.nodes:
+                for b in rest:
+                    await trio.to_thread.run_sync(net.drop, a, b)
+                    await trio.to_thread.run_sync(net.drop, b, a)
+        elif f.kind == "one_way":
+            receiver, sender = f.nodes
+            await trio.to_thread.run_sync(net.drop, receiver, sender)
+        elif f.kind == "loss":
+            await trio.to_thread.run_sync(net.loss, f.nodes[0], f.amount)
+        elif f.kind == "slow":
+            await trio.to_thread.run_sync(net.slow, f.nodes[0], f.amount)
+        elif f.kind == "pause":
+            self._signal(f.nodes[0], signal.SIGSTOP)
+        elif f.kind == "kill":
+            await self.nodes[f.nodes[0]].stop(kill=True)
+        elif f.kind == "proposer_restart":
+            self.workload.kill()
+
+    async def _heal(self, f: Fault) -> None:
+        if f.kind in ("partition", "one_way", "loss", "slow"):
+            await trio.to_thread.run_sync(self.net.heal)
+        elif f.kind == "pause":
+            self._signal(f.nodes[0], signal.SIGCONT)
+        elif f.kind == "kill":
+            await self.nodes[f.nodes[0]].start()
+
+    async def _heal_all(self) -> None:
+        await trio.to_thread.run_sync(self.net.heal)
+        for i, node in self.nodes.items():
+            if node.running:
+                self._signal(i, signal.SIGCONT)
+            else:
+                await node.start()
+
+    def _signal(self, node_id: int, sig: signal.Signals) -> None:
+        proc = self.nodes[node_id].process
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, sig)
+
+    # -- observing ----------------------------------------------------------------------
+
+    def _client(self, node: LocalNode, timeout: float = 1.0) -> SafekeeperClient:
+        return SafekeeperClient(node.http_url, timeout=timeout)
+
+    async def _status(self, node_id: int) -> tuple[Lsn, Lsn, int, TermHistory] | None:
+        """``(flush, commit, term, history)`` of a node, or None if it does not answer."""
+        try:
+            async with self._client(self.nodes[node_id]) as client:
+                status = await client.timeline_status(TTID)
+        except HttpError:
+            return None
+        term, history = parse_acceptor_state(status)
+        flush, commit = Lsn.parse(str(status["flush_lsn"])), Lsn.parse(str(status["commit_lsn"]))
+        self.seen.update((f"n{node_id}", entry) for entry in history)
+        self.max_commit = max(self.max_commit, commit)
+        return flush, commit, term, history
+
+    async def _statuses(self) -> dict[int, tuple[Lsn, Lsn, int, TermHistory] | None]:
+        out: dict[int, tuple[Lsn, Lsn, int, TermHistory] | None] = {}
+
+        async def one(i: int) -> None:
+            out[i] = await self._status(i)
+
+        async with trio.open_nursery() as nursery:
+            for i in self.nodes:
+                nursery.start_soon(one, i)
+        return out
+
+    async def _sample_forever(self) -> None:
+        while True:
+            t = self._now()
+            for i, st in (await self._statuses()).items():
+                if st is not None:
+                    self.samples.append(Sample(t, i, int(st[0]), int(st[1]), st[2]))
+            await trio.sleep(SAMPLE_INTERVAL)
+
+    async def _wait_converged(self, bound: float) -> float | None:
+        """The time (since t0) when every node answered with one flush LSN and one digest up
+        to it; None if that did not happen within ``bound`` seconds."""
+        with trio.move_on_after(bound):
+            while True:
+                statuses = await self._statuses()
+                flushes = {st[0] for st in statuses.values() if st is not None}
+                if None not in statuses.values() and len(flushes) == 1:
+                    end = flushes.pop()
+                    digests = await self._digests(end)
+                    if None not in digests.values() and len(set(digests.values())) == 1:
+                        return self._now()
+                await trio.sleep(SAMPLE_INTERVAL)
+        return None
+
+    async def _digests(self, until: Lsn) -> dict[int, str | None]:
+        out: dict[int, str | None] = {}
+
+        async def one(i: int) -> None:
+            try:
+                async with self._client(self.nodes[i], timeout=10.0) as client:
+                    out[i] = await client.digest(TTID, START_LSN, until)
+            except HttpError:
+                out[i] = None
+
+        async with trio.open_nursery() as nursery:
+            for i in self.nodes:
+                nursery.start_soon(one, i)
+        return out
+
+    # -- checking -----------------------------------------------------------------------
+
+    async def _check(self, fds_start: dict[int, int], converged_after: float | None
+                     ) -> RunResult:
+        statuses = await self._statuses()
+        for r in self.workload.runs:
+            if r.commit_lsn is not None:
+                self.max_commit = max(self.max_commit, r.commit_lsn)
+            if r.term is not None and r.start_lsn is not None:
+                self.seen.add((f"proposer run {r.index}", TermLsn(r.term, r.start_lsn)))
+        committed = self.max_commit
+        answered = {i: st for i, st in statuses.items() if st is not None}
+        best = max(answered.values(), key=lambda st: (st[3].last_log_term(st[0]), st[0]),
+                   default=None)
+        history = best[3] if best is not None else TermHistory([TermLsn(0, START_LSN)])
+        expected = await trio.to_thread.run_sync(
+            expected_digest, history, committed, self._source_for)
+        digests = await self._digests(committed)
+        liveness = await self._liveness()
+        verify = await self._verify() if self.config.wal_format == "pg" else {}
+        fds_end = await self._quiet_fds(fds_start)
+        exits = {}
+        for i, node in self.nodes.items():
+            exits[i] = await node.stop()
+        ends = []
+        for i, node in self.nodes.items():
+            st = statuses[i]
+            ends.append(NodeEnd(
+                i, st[0] if st else Lsn(0), st[3] if st else TermHistory([]), digests[i],
+                verify.get(i), fds_start[i], fds_end[i], exits[i], _tracebacks(node.log_file),
+            ))
+        evidence = Evidence(
+            tuple(ends), committed, expected, tuple(sorted(self.seen, key=lambda s: s[1])),
+            converged_after, self.config.convergence_bound, liveness,
+            sum(r.tracebacks for r in self.workload.runs),
+        )
+        violations = check(evidence)
+        if not violations and not self.config.keep_data:
+            for node in self.nodes.values():
+                shutil.rmtree(node.work_dir / "data", ignore_errors=True)
+        return RunResult(
+            self.schedule, violations, int(committed) - int(START_LSN), tuple(self.samples),
+            tuple(self.bands), tuple(self.workload.runs), converged_after,
+            self.schedule.duration, self.out_dir,
+        )
+
+    def _source_for(self, term_start: Lsn, history: TermHistory) -> WalSource:
+        config = ProposerConfig(
+            ("ws://0.0.0.0:1",), TTID.tenant_id, TTID.timeline_id, self.config.run_bytes,
+            seed=self.schedule.seed, wal_format=self.config.wal_format, wal_seg_size=SEG_SIZE,
+        )
+        election = Election(0, "", 0, term_start, history, term_start, {})
+        return wal_source_factory(config)(election)
+
+    async def _liveness(self) -> int:
+        """A proposer run after healing: its exit status (-1: it did not end in time)."""
+        with trio.move_on_after(LIVENESS_TIMEOUT):
+            run = await self.workload.run_once(self._propose_argv(-1, 64 * 1024, rate=False))
+            return run.rc
+        return -1
+
+    async def _verify(self) -> dict[int, int]:
+        out = {}
+        for i, node in self.nodes.items():
+            result = await trio.run_process(
+                [*python_cli(), "verify", "--node", node.http_url, "--tenant-id",
+                 str(TTID.tenant_id), "--timeline-id", str(TTID.timeline_id)],
+                check=False, capture_stdout=True, capture_stderr=True)
+            (self.out_dir / f"verify-n{i}.txt").write_bytes(result.stdout + result.stderr)
+            out[i] = result.returncode
+        return out
+
+    async def _quiet_fds(self, start: dict[int, int]) -> dict[int, int]:
+        """Each node's descriptor count once it is back to its start (plus slack), or the
+        last count seen when ``FD_QUIET_TIMEOUT`` runs out."""
+        counts = {i: _fd_count(n) for i, n in self.nodes.items()}
+        with trio.move_on_after(FD_QUIET_TIMEOUT):
+            while any(counts[i] > start[i] + FD_SLACK for i in counts):
+                await trio.sleep(SAMPLE_INTERVAL)
+                counts = {i: _fd_count(n) for i, n in self.nodes.items()}
+        return counts
+
+
+def _fd_count(node: LocalNode) -> int:
+    if node.process is None:
+        return 0
+    try:
+        return len(os.listdir(f"/proc/{node.process.pid}/fd"))
+    except FileNotFoundError:
+        return 0
+
+
+def _tracebacks(log: Path) -> int:
+    try:
+        return log.read_text(errors="replace").count("Traceback")
+    except FileNotFoundError:
+        return 0
+
