@@ -63,3 +63,15 @@ def simulate(session: nox.Session) -> None:
     _install(session)
     args = session.posargs or ["--seeds", "200"]
     session.run("python", "-m", "safekeeper_recovery.sim", *args)
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """The real-network fault campaign (needs root, ip, nft and tc; docs/faults.md):
+    ``nox -s faults -- --runs N --seed S [--nodes 3|5] [--duration SECONDS] [--kinds K,…]
+    [--wal-format random|pg]``, one seeded schedule per run, stopping at the first failure
+    with its replay command; each run's logs, report.md and timeline.png go to
+    faults-out/seed-S/ (default: 10 runs of 60 s)."""
+    _install(session, "faults")
+    args = session.posargs or ["--runs", "10"]
+    session.run("python", "-m", "safekeeper_recovery.faults", *args)

@@ -7,7 +7,7 @@ namespaces and rules; ``run_schedule`` runs one schedule; ``write_report`` write
 ``report.md`` and ``timeline.png``.
 """
 
-from ._campaign import Band, CampaignConfig, RunResult, Sample, run_schedule
+from ._campaign import Band, CampaignConfig, RunResult, Sample, Tamper, run_schedule
 from ._check import Evidence, NodeEnd, Violation, check, expected_digest
 from ._network import Network, unavailable_reason
 from ._report import replay_command, write_report
@@ -28,6 +28,7 @@ __all__ = [
     "RunResult",
     "Sample",
     "Schedule",
+    "Tamper",
     "Violation",
     "Workload",
     "check",

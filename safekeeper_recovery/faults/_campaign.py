@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Final, Literal, final
 
@@ -30,7 +31,7 @@ from ._network import Network
 from ._schedule import PROPOSER, Fault, Schedule
 from ._workload import ProposerRun, Workload, python_cli
 
-__all__ = ["Band", "CampaignConfig", "RunResult", "Sample", "run_schedule"]
+__all__ = ["Band", "CampaignConfig", "RunResult", "Sample", "Tamper", "run_schedule"]
 
 TTID: Final = TenantTimelineId(TenantId.parse("5d8a3f0c2b1e4d6f9a7c0e1b2d3f4a5b"),
                                TimelineId.parse("c0ffee00c0ffee00c0ffee00c0ffee00"))
@@ -41,6 +42,11 @@ HTTP_PORT: Final = 7676
 WAL_PORT: Final = 5454
 LIVENESS_TIMEOUT: Final = 60.0
 FD_QUIET_TIMEOUT: Final = 30.0
+
+
+Tamper = Callable[[Mapping[int, LocalNode]], Awaitable[None]]
+"""A planted fault run on the nodes right after healing, before the checks: how a test shows
+that the checks catch what a product bug would do (e.g. a disk that lost acknowledged WAL)."""
 
 
 @final
@@ -91,32 +97,37 @@ class RunResult:
     converged_after: float | None
     seconds: float
     out_dir: Path
+    tag: str
+    """The run's network tag: its namespaces are ``skf<tag>-*``."""
 
     @property
     def ok(self) -> bool:
         return not self.violations
 
 
-async def run_schedule(schedule: Schedule, config: CampaignConfig, out_dir: Path) -> RunResult:
+async def run_schedule(schedule: Schedule, config: CampaignConfig, out_dir: Path,
+                       tamper: Tamper | None = None) -> RunResult:
     """Run ``schedule`` and check it (see the module docstring). Raises only for a harness
     failure (a namespace that cannot be made, a node that never starts); a product failure
     is a violation in the result."""
     await trio.Path(out_dir).mkdir(parents=True, exist_ok=True)
     tag = f"{(os.getpid() * 31 + schedule.seed) & 0xFFFF:04x}"
     net = Network(tag, schedule.nodes)
-    run = _Run(schedule, config, out_dir, net)
+    run = _Run(schedule, config, out_dir, net, tamper)
     try:
         await trio.to_thread.run_sync(net.create)
         return await run.main()
     finally:
         run.kill_everything()
         net.close()
+        (out_dir / "events.txt").write_text("\n".join(run.events) + "\n")
         (out_dir / "network-commands.txt").write_text("\n".join(net.commands) + "\n")
 
 
 class _Run:
     def __init__(self, schedule: Schedule, config: CampaignConfig, out_dir: Path,
-                 net: Network) -> None:
+                 net: Network, tamper: Tamper | None) -> None:
+        self.tamper = tamper
         self.schedule = schedule
         self.config = config
         self.out_dir = out_dir
@@ -137,6 +148,11 @@ class _Run:
         self.bands: list[Band] = []
         self.seen: set[tuple[str, TermLsn]] = set()
         self.max_commit = START_LSN
+        self.events: list[str] = []
+
+    def event(self, what: str) -> None:
+        """One line of the run's ``events.txt``: what happened when (seconds since t0)."""
+        self.events.append(f"{self._now():8.2f} {what}")
 
     def _now(self) -> float:
         return trio.current_time() - self.t0
@@ -170,11 +186,13 @@ class _Run:
         for node in self.nodes.values():
             async with self._client(node, timeout=10.0) as client:
                 await client.create_timeline(TTID, START_LSN, wal_seg_size=SEG_SIZE)
+        self.event("nodes up, timeline created")
         first = await self.workload.run_once(self._propose_argv(0, 64 * 1024, rate=False))
         if first.rc != 0:
             raise RuntimeError(f"the first proposer run failed: see {self.out_dir}/proposer")
         await self._wait_converged(self.config.convergence_bound)
         fds_start = {i: _fd_count(n) for i, n in self.nodes.items()}
+        self.event(f"quiet start, descriptors {fds_start}; the schedule begins")
         self.t0 = trio.current_time()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sample_forever)
@@ -183,8 +201,13 @@ class _Run:
             await trio.sleep_until(self.t0 + self.schedule.duration)
             await self._heal_all()
             nursery.cancel_scope.cancel()
+        self.event("healed")
+        if self.tamper is not None:
+            await self.tamper(self.nodes)
+            self.event("tampered")
         healed = self._now()
         converged = await self._wait_converged(self.config.convergence_bound)
+        self.event(f"converged: {converged is not None}")
         converged_after = None if converged is None else converged - healed
         return await self._check(fds_start, converged_after)
 
@@ -194,9 +217,11 @@ class _Run:
         for fault in self.schedule.faults:
             await trio.sleep_until(self.t0 + fault.start)
             started = self._now()
+            self.event(f"inject {fault}")
             await self._inject(fault)
             await trio.sleep_until(self.t0 + fault.end)
             await self._heal(fault)
+            self.event(f"heal {fault.kind}")
             self.bands.append(Band(fault, started, self._now()))
 
     async def _inject(self, f: Fault) -> None:
@@ -327,9 +352,12 @@ class _Run:
         expected = await trio.to_thread.run_sync(
             expected_digest, history, committed, self._source_for)
         digests = await self._digests(committed)
+        self.event(f"committed {committed}, expected digest {expected[:12]}, nodes {digests}")
         liveness = await self._liveness()
+        self.event(f"liveness run exited {liveness}")
         verify = await self._verify() if self.config.wal_format == "pg" else {}
         fds_end = await self._quiet_fds(fds_start)
+        self.event(f"descriptors {fds_end}")
         exits = {}
         for i, node in self.nodes.items():
             exits[i] = await node.stop()
@@ -346,13 +374,14 @@ class _Run:
             sum(r.tracebacks for r in self.workload.runs),
         )
         violations = check(evidence)
+        self.event(f"stopped: exit codes {exits}; violations {[str(v) for v in violations]}")
         if not violations and not self.config.keep_data:
             for node in self.nodes.values():
                 shutil.rmtree(node.work_dir / "data", ignore_errors=True)
         return RunResult(
             self.schedule, violations, int(committed) - int(START_LSN), tuple(self.samples),
             tuple(self.bands), tuple(self.workload.runs), converged_after,
-            self.schedule.duration, self.out_dir,
+            self.schedule.duration, self.out_dir, self.net.tag,
         )
 
     def _source_for(self, term_start: Lsn, history: TermHistory) -> WalSource:
