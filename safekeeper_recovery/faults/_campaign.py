@@ -187,7 +187,9 @@ class _Run:
             async with self._client(node, timeout=10.0) as client:
                 await client.create_timeline(TTID, START_LSN, wal_seg_size=SEG_SIZE)
         self.event("nodes up, timeline created")
-        first = await self.workload.run_once(self._propose_argv(0, 64 * 1024, rate=False))
+        # Full size, unpaced: pg WAL's bytes depend on the run's size (its trailer, S2-S3),
+        # and C-a rebuilds every term with the workload's size.
+        first = await self.workload.run_once(self._propose_argv(0, rate=False))
         if first.rc != 0:
             raise RuntimeError(f"the first proposer run failed: see {self.out_dir}/proposer")
         await self._wait_converged(self.config.convergence_bound)
