@@ -91,6 +91,9 @@ class RunResult:
     schedule: Schedule
     violations: tuple[Violation, ...]
     committed_bytes: int
+    """WAL committed from the timeline's start, every byte of it checked (C-a)."""
+    workload_bytes: int
+    """Of those, the ones committed while the schedule ran (after the first run)."""
     samples: tuple[Sample, ...]
     bands: tuple[Band, ...]
     runs: tuple[ProposerRun, ...]
@@ -194,6 +197,7 @@ class _Run:
             raise RuntimeError(f"the first proposer run failed: see {self.out_dir}/proposer")
         await self._wait_converged(self.config.convergence_bound)
         fds_start = {i: _fd_count(n) for i, n in self.nodes.items()}
+        base_commit = self.max_commit
         self.event(f"quiet start, descriptors {fds_start}; the schedule begins")
         self.t0 = trio.current_time()
         async with trio.open_nursery() as nursery:
@@ -211,7 +215,7 @@ class _Run:
         converged = await self._wait_converged(self.config.convergence_bound)
         self.event(f"converged: {converged is not None}")
         converged_after = None if converged is None else converged - healed
-        return await self._check(fds_start, converged_after)
+        return await self._check(fds_start, base_commit, converged_after)
 
     # -- the nemesis --------------------------------------------------------------------
 
@@ -338,8 +342,8 @@ class _Run:
 
     # -- checking -----------------------------------------------------------------------
 
-    async def _check(self, fds_start: dict[int, int], converged_after: float | None
-                     ) -> RunResult:
+    async def _check(self, fds_start: dict[int, int], base_commit: Lsn,
+                     converged_after: float | None) -> RunResult:
         statuses = await self._statuses()
         for r in self.workload.runs:
             if r.commit_lsn is not None:
@@ -381,7 +385,8 @@ class _Run:
             for node in self.nodes.values():
                 shutil.rmtree(node.work_dir / "data", ignore_errors=True)
         return RunResult(
-            self.schedule, violations, int(committed) - int(START_LSN), tuple(self.samples),
+            self.schedule, violations, int(committed) - int(START_LSN),
+            int(committed) - int(base_commit), tuple(self.samples),
             tuple(self.bands), tuple(self.workload.runs), converged_after,
             self.schedule.duration, self.out_dir, self.net.tag,
         )

@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         print(f"seed {seed}: {'clean' if result.ok else 'FAILED'} in "
               f"{time.monotonic() - began:.0f}s, {len(schedule.faults)} faults, "
-              f"{result.committed_bytes / 2**20:.1f} MiB committed and checked, converged "
+              f"{result.committed_bytes / 2**20:.1f} MiB committed and checked "
+              f"({result.workload_bytes / 2**20:.1f} under faults), converged "
               f"{_secs(result.converged_after)} after healing; {report}", flush=True)
         if not result.ok:
             for v in result.violations:

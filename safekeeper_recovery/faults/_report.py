@@ -45,7 +45,8 @@ def write_report(result: RunResult, extra_args: str = "") -> Path:
         "",
         *[f"- {v}" for v in result.violations],
         "",
-        f"- committed and checked: {result.committed_bytes / MIB:.2f} MiB",
+        f"- committed and checked: {result.committed_bytes / MIB:.2f} MiB "
+        f"({result.workload_bytes / MIB:.2f} MiB while the faults ran)",
         "- converged after healing: " + (
             "no" if result.converged_after is None else f"{result.converged_after:.2f} s"),
         f"- proposer runs: {len(result.runs)} "

@@ -62,7 +62,7 @@ async def test_a_healed_cluster_holds_every_committed_byte_and_converges(
     result = await run_schedule(schedule, CampaignConfig(), tmp_path)
     report = write_report(result)
     assert result.ok, report.read_text()
-    assert result.committed_bytes > 1 << 20, "the workload committed almost nothing"
+    assert result.workload_bytes > 1 << 20, "the workload committed almost nothing"
     assert result.converged_after is not None
     assert (tmp_path / "timeline.png").stat().st_size > 0
     assert leftovers(result) == []
