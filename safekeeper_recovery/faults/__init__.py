@@ -9,6 +9,7 @@ namespaces and rules; ``run_schedule`` runs one schedule; ``write_report`` write
 
 from ._campaign import Band, CampaignConfig, RunResult, Sample, Tamper, run_schedule
 from ._check import Evidence, NodeEnd, Violation, check, expected_digest
+from ._cluster import SEG_SIZE, START_LSN, TTID, NetCluster, open_cluster
 from ._network import Network, unavailable_reason
 from ._report import replay_command, write_report
 from ._schedule import KINDS, PROPOSER, Fault, FaultKind, Schedule, plan
@@ -21,18 +22,23 @@ __all__ = [
     "Fault",
     "FaultKind",
     "KINDS",
+    "NetCluster",
     "Network",
     "NodeEnd",
     "PROPOSER",
     "ProposerRun",
     "RunResult",
+    "SEG_SIZE",
+    "START_LSN",
     "Sample",
     "Schedule",
+    "TTID",
     "Tamper",
     "Violation",
     "Workload",
     "check",
     "expected_digest",
+    "open_cluster",
     "parse_summary",
     "plan",
     "replay_command",

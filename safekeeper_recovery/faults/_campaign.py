@@ -21,25 +21,19 @@ from typing import Final, Literal, final
 import attrs
 import trio
 
-from ..core import Lsn, TenantId, TenantTimelineId, TermHistory, TermLsn, TimelineId
+from ..core import Lsn, TermHistory, TermLsn
 from ..demo import LocalNode
 from ..proposer import Election, ProposerConfig, WalSource, wal_source_factory
-from ..transport import HttpError, SafekeeperClient
+from ..transport import HttpError
 from ..transport._json import parse_acceptor_state
 from ._check import FD_SLACK, Evidence, NodeEnd, Violation, check, expected_digest
-from ._network import Network
-from ._schedule import PROPOSER, Fault, Schedule
+from ._cluster import SEG_SIZE, START_LSN, TTID, NetCluster, open_cluster
+from ._schedule import Fault, Schedule
 from ._workload import ProposerRun, Workload, python_cli
 
 __all__ = ["Band", "CampaignConfig", "RunResult", "Sample", "Tamper", "run_schedule"]
 
-TTID: Final = TenantTimelineId(TenantId.parse("5d8a3f0c2b1e4d6f9a7c0e1b2d3f4a5b"),
-                               TimelineId.parse("c0ffee00c0ffee00c0ffee00c0ffee00"))
-START_LSN: Final = Lsn(0x1000000)
-SEG_SIZE: Final = 1 << 20
 SAMPLE_INTERVAL: Final = 0.25
-HTTP_PORT: Final = 7676
-WAL_PORT: Final = 5454
 LIVENESS_TIMEOUT: Final = 60.0
 FD_QUIET_TIMEOUT: Final = 30.0
 
@@ -115,43 +109,35 @@ async def run_schedule(schedule: Schedule, config: CampaignConfig, out_dir: Path
     is a violation in the result."""
     await trio.Path(out_dir).mkdir(parents=True, exist_ok=True)
     tag = f"{(os.getpid() * 31 + schedule.seed) & 0xFFFF:04x}"
-    net = Network(tag, schedule.nodes)
-    run = _Run(schedule, config, out_dir, net, tamper)
+    events: list[str] = []
     try:
-        await trio.to_thread.run_sync(net.create)
-        return await run.main()
+        async with open_cluster(tag, schedule.nodes, out_dir) as cluster:
+            run = _Run(schedule, config, out_dir, cluster, tamper, events)
+            try:
+                return await run.main()
+            finally:
+                run.workload.kill()
     finally:
-        run.kill_everything()
-        net.close()
-        (out_dir / "events.txt").write_text("\n".join(run.events) + "\n")
-        (out_dir / "network-commands.txt").write_text("\n".join(net.commands) + "\n")
+        (out_dir / "events.txt").write_text("\n".join(events) + "\n")
 
 
 class _Run:
     def __init__(self, schedule: Schedule, config: CampaignConfig, out_dir: Path,
-                 net: Network, tamper: Tamper | None) -> None:
+                 cluster: NetCluster, tamper: Tamper | None, events: list[str]) -> None:
         self.tamper = tamper
         self.schedule = schedule
         self.config = config
         self.out_dir = out_dir
-        self.net = net
-        peers = {i: f"http://{net.address(i)}:{HTTP_PORT}" for i in range(1, schedule.nodes + 1)}
-        self.nodes = {
-            i: LocalNode(
-                node_id=i, work_dir=out_dir / f"sk{i}", http_port=HTTP_PORT,
-                wal_port=WAL_PORT, peers={j: u for j, u in peers.items() if j != i},
-                host=net.address(i), launcher=tuple(net.wrap(i, [])),
-                extra_args=("--heartbeat-timeout", "3s"),
-            )
-            for i in peers
-        }
+        self.cluster = cluster
+        self.net = cluster.net
+        self.nodes = cluster.nodes
         self.t0 = trio.current_time()
         self.workload = Workload(self._propose_argv, out_dir / "proposer", self._now)
         self.samples: list[Sample] = []
         self.bands: list[Band] = []
         self.seen: set[tuple[str, TermLsn]] = set()
         self.max_commit = START_LSN
-        self.events: list[str] = []
+        self.events = events
 
     def event(self, what: str) -> None:
         """One line of the run's ``events.txt``: what happened when (seconds since t0)."""
@@ -162,33 +148,11 @@ class _Run:
 
     def _propose_argv(self, _index: int, nbytes: int | None = None,
                       rate: bool = True) -> list[str]:
-        argv = [
-            *python_cli(), "propose", "--no-progress",
-            "--safekeepers", ",".join(n.wal_url for n in self.nodes.values()),
-            "--tenant-id", str(TTID.tenant_id), "--timeline-id", str(TTID.timeline_id),
-            "--bytes", str(nbytes or self.config.run_bytes), "--seed", str(self.schedule.seed),
-            "--wal-format", self.config.wal_format, "--wal-seg-size", str(SEG_SIZE),
-        ]
-        if rate:
-            argv += ["--rate", str(self.config.rate)]
-        return self.net.wrap(PROPOSER, argv)
-
-    def kill_everything(self) -> None:
-        """Synchronous last resort: SIGCONT and SIGKILL every node still running."""
-        self.workload.kill()
-        for node in self.nodes.values():
-            if node.process is not None and node.process.poll() is None:
-                os.kill(node.process.pid, signal.SIGCONT)
-                node.process.kill()
-                node.process.wait()
+        return self.cluster.propose_argv(
+            nbytes=nbytes or self.config.run_bytes, seed=self.schedule.seed,
+            wal_format=self.config.wal_format, rate=self.config.rate if rate else None)
 
     async def main(self) -> RunResult:
-        async with trio.open_nursery() as nursery:
-            for node in self.nodes.values():
-                nursery.start_soon(node.start)
-        for node in self.nodes.values():
-            async with self._client(node, timeout=10.0) as client:
-                await client.create_timeline(TTID, START_LSN, wal_seg_size=SEG_SIZE)
         self.event("nodes up, timeline created")
         # Full size, unpaced: pg WAL's bytes depend on the run's size (its trailer, S2-S3),
         # and C-a rebuilds every term with the workload's size.
@@ -246,7 +210,7 @@ class _Run:
         elif f.kind == "slow":
             await trio.to_thread.run_sync(net.slow, f.nodes[0], f.amount)
         elif f.kind == "pause":
-            self._signal(f.nodes[0], signal.SIGSTOP)
+            self.cluster.signal(f.nodes[0], signal.SIGSTOP)
         elif f.kind == "kill":
             await self.nodes[f.nodes[0]].stop(kill=True)
         elif f.kind == "proposer_restart":
@@ -256,7 +220,7 @@ class _Run:
         if f.kind in ("partition", "one_way", "loss", "slow"):
             await trio.to_thread.run_sync(self.net.heal)
         elif f.kind == "pause":
-            self._signal(f.nodes[0], signal.SIGCONT)
+            self.cluster.signal(f.nodes[0], signal.SIGCONT)
         elif f.kind == "kill":
             await self.nodes[f.nodes[0]].start()
 
@@ -264,24 +228,16 @@ class _Run:
         await trio.to_thread.run_sync(self.net.heal)
         for i, node in self.nodes.items():
             if node.running:
-                self._signal(i, signal.SIGCONT)
+                self.cluster.signal(i, signal.SIGCONT)
             else:
                 await node.start()
 
-    def _signal(self, node_id: int, sig: signal.Signals) -> None:
-        proc = self.nodes[node_id].process
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, sig)
-
     # -- observing ----------------------------------------------------------------------
-
-    def _client(self, node: LocalNode, timeout: float = 1.0) -> SafekeeperClient:
-        return SafekeeperClient(node.http_url, timeout=timeout)
 
     async def _status(self, node_id: int) -> tuple[Lsn, Lsn, int, TermHistory] | None:
         """``(flush, commit, term, history)`` of a node, or None if it does not answer."""
         try:
-            async with self._client(self.nodes[node_id]) as client:
+            async with self.cluster.client(node_id) as client:
                 status = await client.timeline_status(TTID)
         except HttpError:
             return None
@@ -330,7 +286,7 @@ class _Run:
 
         async def one(i: int) -> None:
             try:
-                async with self._client(self.nodes[i], timeout=10.0) as client:
+                async with self.cluster.client(i, timeout=10.0) as client:
                     out[i] = await client.digest(TTID, START_LSN, until)
             except HttpError:
                 out[i] = None

@@ -83,7 +83,7 @@ async def lose_acknowledged_wal(nodes: Mapping[int, LocalNode]) -> None:
 @pytest.mark.usefixtures("namespaces")
 async def test_a_node_that_lost_acknowledged_wal_fails_the_checks(tmp_path: Path) -> None:
     schedule = plan(4, duration=8.0, kinds=("pause",))
-    config = CampaignConfig(convergence_bound=10.0)
+    config = CampaignConfig(convergence_bound=6.0)
     result = await run_schedule(schedule, config, tmp_path, tamper=lose_acknowledged_wal)
     write_report(result)
     assert [v.rule for v in result.violations] == ["C-b"], result.violations
