@@ -154,9 +154,11 @@ class _Run:
 
     async def main(self) -> RunResult:
         self.event("nodes up, timeline created")
-        # Full size, unpaced: pg WAL's bytes depend on the run's size (its trailer, S2-S3),
-        # and C-a rebuilds every term with the workload's size.
-        first = await self.workload.run_once(self._propose_argv(0, rate=False))
+        # Unpaced. pg WAL's bytes depend on the run's size (its trailer, S2-S3) and C-a
+        # rebuilds every term with the workload's size, so pg writes it in full; random
+        # WAL's bytes do not, and a short first run starts the schedule sooner.
+        size = self.config.run_bytes if self.config.wal_format == "pg" else 256 * 1024
+        first = await self.workload.run_once(self._propose_argv(0, size, rate=False))
         if first.rc != 0:
             raise RuntimeError(f"the first proposer run failed: see {self.out_dir}/proposer")
         await self._wait_converged(self.config.convergence_bound)
