@@ -24,8 +24,7 @@ import trio
 from ..core import Lsn, TermHistory, TermLsn
 from ..demo import LocalNode
 from ..proposer import Election, ProposerConfig, WalSource, wal_source_factory
-from ..transport import HttpError
-from ..transport._json import parse_acceptor_state
+from ..transport import HttpError, parse_acceptor_state
 from ._check import FD_SLACK, Evidence, NodeEnd, Violation, check, expected_digest
 from ._cluster import SEG_SIZE, START_LSN, TTID, NetCluster, open_cluster
 from ._schedule import Fault, Schedule
