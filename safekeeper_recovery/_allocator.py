@@ -11,9 +11,10 @@ threshold and pinning the mmap threshold keeps a few dozen MiB of freed memory f
 kept memory was in use at the peak); RSS after a burst stays near that peak instead of
 falling back.
 
-:func:`tune_allocator` is called by the command line for every command; a program that
-imports the library may call it at start-up. Only glibc has ``mallopt``; elsewhere it does
-nothing.
+:func:`tune_allocator` is called by the command line for every command (the root group's
+callback, which also covers ``demo`` and ``bench``); a program that imports the library may
+call it at start-up. Importing never calls it (``tests/test_import_side_effects.py``). Only
+glibc has ``mallopt``; elsewhere it does nothing.
 """
 
 from __future__ import annotations
