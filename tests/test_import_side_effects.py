@@ -90,6 +90,7 @@ FACADES: Final = (
     "safekeeper_recovery.demo",
     "safekeeper_recovery.bench",
     "safekeeper_recovery.cli",
+    "safekeeper_recovery.testing",
 )
 
 # Facades that import transport/, whose modules install the wsproto fast path on import
@@ -101,8 +102,10 @@ _PATCH_WSPROTO_ON_IMPORT: Final = frozenset({
     "safekeeper_recovery.proposer",
     "safekeeper_recovery.postgres",
     "safekeeper_recovery.sim",
+    "safekeeper_recovery.demo",
     "safekeeper_recovery.bench",
     "safekeeper_recovery.cli",
+    "safekeeper_recovery.testing",
 })
 
 

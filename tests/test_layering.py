@@ -25,11 +25,11 @@ ALLOWED: dict[str, frozenset[str]] = {
 """Lower layers and what they may import of this package (stdlib and third-party imports
 are not this test's business; ``core``'s purity test checks those). The upper layers
 (``proposer``, ``node``, ``sidecar``, ``cli``, ``postgres``, ``demo``, ``bench``, ``sim``,
-``faults``)
-may import everything below them."""
+``faults``, ``testing``) may import everything below them."""
 
 UPPER = frozenset(
-    {"proposer", "node", "sidecar", "cli", "postgres", "demo", "bench", "sim", "faults"}
+    {"proposer", "node", "sidecar", "cli", "postgres", "demo", "bench", "sim", "faults",
+     "testing"}
 )
 
 

@@ -19,7 +19,7 @@ import trio
 
 from .._console import quieted
 from ..core import Lsn, TenantId, TenantTimelineId, TimelineId
-from ..demo import LocalCluster, LocalNode
+from ..testing import Cluster, NodeProcess
 from ..transport import SafekeeperClient, parse_acceptor_state
 
 __all__ = ["BenchCluster", "IngestRun", "LatencyTrial", "RecoveryRun", "cpu_seconds", "peak_rss",
@@ -120,14 +120,14 @@ class LatencyTrial:
 @attrs.define
 class BenchCluster:
     root: Path
-    cluster: LocalCluster
+    cluster: Cluster
     main: TenantTimelineId = attrs.Factory(_new_ttid)
     small: TenantTimelineId = attrs.Factory(_new_ttid)
     targets: dict[TenantTimelineId, Lsn] = attrs.Factory(dict)
 
     @classmethod
     def plan(cls, root: Path) -> BenchCluster:
-        return cls(root, LocalCluster.plan(root / "nodes", 3))
+        return cls(root, Cluster(root / "nodes", 3, peer_timing=(), ready_timeout=30.0))
 
     @property
     def snapshot(self) -> Path:
@@ -231,7 +231,7 @@ class BenchCluster:
             for node in self.cluster.nodes.values():
                 async with SafekeeperClient(node.http_url) as client:
                     await client.create_timeline(ttid, start_lsn=START_LSN)
-            pids = [n.process.pid for n in self.cluster.nodes.values() if n.process is not None]
+            pids = [n.pid for n in self.cluster.nodes.values() if n.running]
             before = [cpu_seconds(pid) for pid in pids], _own_cpu_seconds()
             seconds = await self.propose(ttid, nbytes, nodes=(1, 2, 3))
             run = IngestRun(seconds, _own_cpu_seconds() - before[1],
@@ -266,7 +266,7 @@ class BenchCluster:
             await node3.stop()
         return results
 
-    async def _latency_trial(self, node3: LocalNode, ttid: TenantTimelineId, nbytes: int,
+    async def _latency_trial(self, node3: NodeProcess, ttid: TenantTimelineId, nbytes: int,
                              timeout: float) -> LatencyTrial:
         async with SafekeeperClient(node3.http_url) as client:
             before = await client.timeline_status(ttid)
@@ -318,7 +318,7 @@ class BenchCluster:
 
     async def stop(self) -> None:
         with trio.CancelScope(shield=True):
-            await self.cluster.stop_all()
+            await self.cluster.aclose()
 
 
 def _position(status: dict[str, object]) -> tuple[int, Lsn]:

@@ -34,7 +34,7 @@ from ..core import (
     TimelineId,
     encode_state,
 )
-from ..demo import LocalCluster, free_port
+from ..testing import Cluster, allocate_ports
 from ..timeline import FileBackend
 from ..transport import HttpError, PeerInfoBatch, PeerTimelineInfo, SafekeeperClient
 from ._cluster import START_LSN, cpu_seconds, rss
@@ -80,7 +80,7 @@ def _precreate(data_dir: Path, ttids: list[TenantTimelineId]) -> None:
 
 async def measure_idle(root: Path, count: int, window: float, console: Console
                        ) -> IdleResult:
-    cluster = LocalCluster.plan(root, 2)
+    cluster = Cluster(root, 2, peer_timing=(), ready_timeout=30.0)
     node, peer = cluster[1], cluster[2]
     # Few tenants with many timelines each, like a real deployment's directory fan-out.
     tenants = [TenantId(os.urandom(16)) for _ in range(max(1, count // 100))]
@@ -111,7 +111,7 @@ async def measure_idle(root: Path, count: int, window: float, console: Console
                           100.0 * (cpu1 - cpu0) / (w1 - w0), node_rss, empty_rss, wake, error)
     finally:
         with trio.CancelScope(shield=True):
-            await cluster.stop_all()
+            await cluster.aclose()
 
 
 WAKE_POLL = 0.1
@@ -134,7 +134,7 @@ async def _wake_all(http_url: str, ttids: list[TenantTimelineId], timeout: float
     afterwards some timeline's selection did not see the new peer."""
     # Node 3 at the timelines' own position (term 0, START_LSN): news, but not ahead.
     batch = PeerInfoBatch(
-        NodeId(3), "http://127.0.0.1:1", f"ws://127.0.0.1:{free_port()}",
+        NodeId(3), "http://127.0.0.1:1", f"ws://127.0.0.1:{allocate_ports(1)[0]}",
         tuple(PeerTimelineInfo(t, Term(0), Term(0), START_LSN, START_LSN) for t in ttids),
     )
     async with SafekeeperClient(http_url, timeout=timeout) as client:

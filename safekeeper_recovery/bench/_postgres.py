@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from ..core import Lsn
-from ..demo import free_port
+from ..testing import allocate_ports
 
 __all__ = ["PostgresServer", "find_bindir"]
 
@@ -58,7 +58,7 @@ class PostgresServer:
     root: Path
     rounds: int
     bindir: Path = attrs.Factory(find_bindir)
-    port: int = attrs.Factory(free_port)
+    port: int = attrs.Factory(lambda: allocate_ports(1)[0])
     start_lsn: Lsn | None = None
     """Where every slot's streaming starts (segment start of the slots' restart_lsn)."""
     end_lsn: Lsn | None = None

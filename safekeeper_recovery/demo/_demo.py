@@ -28,7 +28,7 @@ from rich.table import Table
 
 from .._console import BinaryRateColumn
 from ..core import Lsn, TenantId, TenantTimelineId, TimelineId
-from ._local_cluster import LocalCluster
+from ..testing import Cluster
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -70,7 +70,7 @@ async def run_demo(nbytes: int, *, root: Path, console: Console, timeout: float 
     from ..proposer import ProposerConfig, propose, websocket_connector, websocket_fetcher
     from ..transport import SafekeeperClient
 
-    cluster = LocalCluster.plan(root, 3)
+    cluster = Cluster(root, 3, peer_timing=(), ready_timeout=30.0)  # production timing
     ttid = TenantTimelineId(TenantId(os.urandom(16)), TimelineId(os.urandom(16)))
     try:
         with trio.fail_after(timeout):
@@ -116,7 +116,7 @@ async def run_demo(nbytes: int, *, root: Path, console: Console, timeout: float 
         raise
     finally:
         with trio.CancelScope(shield=True):
-            await cluster.stop_all()
+            await cluster.aclose()
 
 
 async def _follow_recovery(http_url: str, ttid: TenantTimelineId, target: Lsn,

@@ -17,10 +17,10 @@ from safekeeper_recovery.core import (
     TimelineId,
     segment_file_name,
 )
+from safekeeper_recovery.testing import MiB
 
 from ._strategies import U32, U64, lsns
 
-MiB = 1024 * 1024
 SEG_SIZES = st.sampled_from([MiB << k for k in range(11)])  # 1 MiB .. 1 GiB
 
 # ---- Lsn: text form ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Cluster
+from safekeeper_recovery.testing import Cluster
 
 ClusterFactory = Callable[..., Cluster]
 

@@ -1,9 +1,9 @@
 """Helpers of the hostile-input tests against real ``serve`` processes.
 
-The node is the harness's :class:`NodeProcess` (one launcher for every real-process test).
-After hostile input the tests ask two things of it: does a timeline still take WAL from a
-proposer (:func:`write_wal`), and does every timeline load again after a restart
-(:func:`restart_and_check`).
+The node is ``safekeeper_recovery.testing``'s :class:`NodeProcess` (one launcher for
+every real-process test). After hostile input the tests ask two things of it: does a
+timeline still take WAL from a proposer (:func:`write_wal`), and does every timeline load
+again after a restart (:func:`restart_and_check`).
 """
 
 from __future__ import annotations
@@ -16,20 +16,14 @@ from typing import Final
 import httpx
 import trio
 
-from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
+from safekeeper_recovery.core import Lsn, TenantTimelineId
 from safekeeper_recovery.proposer import ProposerConfig, propose, websocket_connector
+from safekeeper_recovery.testing import DEFAULT_START_LSN, SEG_SIZE, NodeProcess, allocate_ports
 
-from .harness import DEFAULT_START_LSN, SEG_SIZE, NodeProcess, allocate_ports
+__all__ = ["one_node", "restart_and_check", "ttid_url", "write_wal"]
 
-__all__ = ["TENANT", "one_node", "restart_and_check", "timeline", "ttid_url", "write_wal"]
-
-TENANT: Final = TenantId(b"\x5a" * 16)
 DEADLINE: Final = 15.0
 
-
-def timeline(n: int) -> TenantTimelineId:
-    """The ``n``-th test timeline of :data:`TENANT` (distinct ids for distinct ``n``)."""
-    return TenantTimelineId(TENANT, TimelineId(n.to_bytes(16, "big")))
 
 
 def ttid_url(ttid: TenantTimelineId) -> str:

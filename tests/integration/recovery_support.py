@@ -1,6 +1,9 @@
 """Helpers for the real-process peer-recovery tests (status fields, waits, WAL checks).
 
-Every wait has a deadline; digests are always fetched from each node separately.
+The common setup is a *lagging* node (:func:`lagging_node`): three nodes hold the timeline,
+node 3 is stopped while a proposer writes WAL to the quorum {1, 2}; node 3 then has to
+recover it. Every wait has a deadline; digests are always fetched from each node
+separately.
 """
 
 from __future__ import annotations
@@ -8,9 +11,8 @@ from __future__ import annotations
 import json
 import random
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Final
 
 from safekeeper_recovery.core import (
     MAX_SEND_SIZE,
@@ -20,41 +22,39 @@ from safekeeper_recovery.core import (
     Greeting,
     Lsn,
     ProposerElected,
-    TenantId,
     TenantTimelineId,
     Term,
     TermHistory,
     TermLsn,
-    TimelineId,
     VoteRequest,
     VoteResponse,
 )
+from safekeeper_recovery.testing import (
+    DEFAULT_START_LSN,
+    SEG_SIZE,
+    Cluster,
+    NodeProcess,
+    wait_until,
+)
 from safekeeper_recovery.transport import open_wal_push
 
-from .harness import DEFAULT_START_LSN, SEG_SIZE, Cluster, NodeProcess, wait_until
-
 __all__ = [
-    "MiB",
     "acceptor_state",
-    "assert_same_wal",
+    "assert_digests_equal",
     "attempts_logged",
     "frozen",
     "inject_divergent_tail",
+    "lagging_node",
     "lsn_field",
-    "propose_to",
-    "recovery_status",
-    "ttid_for",
+    "propose_args",
+    "recovery_of",
+    "timeline_state",
     "wait_caught_up",
+    "wait_caught_up_with",
     "wait_mid_recovery",
+    "wait_recovering",
     "wait_recovery",
 ]
-
-MiB: Final = 1024 * 1024
-TENANT: Final = TenantId.parse("f" * 32)
-
-
-def ttid_for(n: int) -> TenantTimelineId:
-    return TenantTimelineId(TENANT, TimelineId.parse(f"{n:032x}"))
 
 
 def lsn_field(doc: dict[str, object], name: str) -> Lsn:
@@ -63,12 +63,12 @@ def lsn_field(doc: dict[str, object], name: str) -> Lsn:
     return Lsn.parse(value)
 
 
-async def recovery_status(cluster: Cluster, node_id: int,
-                          ttid: TenantTimelineId) -> dict[str, object]:
+async def recovery_of(cluster: Cluster, node_id: int, ttid: TenantTimelineId
+                      ) -> dict[str, object]:
     """The ``recovery`` object of the node's timeline status JSON."""
-    rec = (await cluster.status(node_id, ttid))["recovery"]
-    assert isinstance(rec, dict), rec
-    return rec
+    recovery = (await cluster.status(node_id, ttid))["recovery"]
+    assert isinstance(recovery, dict), recovery
+    return recovery
 
 
 async def acceptor_state(cluster: Cluster, node_id: int,
@@ -78,11 +78,12 @@ async def acceptor_state(cluster: Cluster, node_id: int,
     return state
 
 
-def propose_to(cluster: Cluster, ids: list[int], ttid: TenantTimelineId, nbytes: str,
-               *extra: str) -> list[str]:
-    """``propose`` arguments naming only the WAL ports of ``ids``."""
+def propose_args(cluster: Cluster, ttid: TenantTimelineId, nbytes: str, *extra: str,
+                 ids: Sequence[int] | None = None) -> list[str]:
+    """``propose`` arguments writing ``nbytes`` to the nodes ``ids`` (default: all)."""
+    urls = ",".join(cluster[i].wal_url for i in (ids or list(cluster.nodes)))
     return [
-        "--safekeepers", ",".join(cluster[i].wal_url for i in ids),
+        "--safekeepers", urls,
         "--tenant-id", str(ttid.tenant_id),
         "--timeline-id", str(ttid.timeline_id),
         "--bytes", nbytes,
@@ -92,14 +93,30 @@ def propose_to(cluster: Cluster, ids: list[int], ttid: TenantTimelineId, nbytes:
     ]
 
 
+async def lagging_node(cluster: Cluster, ttid: TenantTimelineId, nbytes: int, *,
+                       lagging: int = 3) -> Lsn:
+    """Start every node, create ``ttid`` everywhere, stop ``lagging`` (SIGTERM), write
+    ``nbytes`` to the others; return their flush (node ``lagging`` is left stopped)."""
+    await cluster.start()
+    await cluster.create_timeline(ttid)
+    await cluster[lagging].terminate()
+    others = [i for i in cluster.nodes if i != lagging]
+    result = await cluster.propose(*propose_args(cluster, ttid, str(nbytes), ids=others))
+    assert result.returncode == 0, result.stderr
+    flushes = {i: await cluster.flush_lsn(i, ttid) for i in others}
+    end = DEFAULT_START_LSN + nbytes
+    assert set(flushes.values()) == {end}, flushes
+    return end
+
+
 async def wait_recovery(cluster: Cluster, node_id: int, ttid: TenantTimelineId,
-                        predicate: object, timeout: float, message: str) -> dict[str, object]:
+                        predicate: Callable[[dict[str, object]], bool], timeout: float,
+                        message: str) -> dict[str, object]:
     """Poll the node's ``recovery`` status until ``predicate(rec)``; return that status."""
-    assert callable(predicate)
     seen: list[dict[str, object]] = []
 
     async def check() -> bool:
-        rec = await recovery_status(cluster, node_id, ttid)
+        rec = await recovery_of(cluster, node_id, ttid)
         seen[:] = [rec]
         return bool(predicate(rec))
 
@@ -110,30 +127,62 @@ async def wait_recovery(cluster: Cluster, node_id: int, ttid: TenantTimelineId,
     return seen[0]
 
 
-async def wait_caught_up(cluster: Cluster, node_id: int, donor_id: int,
-                         ttid: TenantTimelineId, timeout: float) -> Lsn:
-    """Wait until ``node_id`` flushed up to ``donor_id``'s flush_lsn; return that LSN."""
-    target = await cluster.flush_lsn(donor_id, ttid)
+async def wait_recovering(cluster: Cluster, node_id: int, ttid: TenantTimelineId,
+                          min_flush: Lsn, timeout: float = 20.0) -> None:
+    """Until the node is recovering and has flushed at least ``min_flush``."""
+
+    async def ready() -> bool:
+        status = await cluster.status(node_id, ttid)
+        recovery = status["recovery"]
+        assert isinstance(recovery, dict)
+        return (recovery["state"] == "recovering"
+                and Lsn.parse(str(status["flush_lsn"])) >= min_flush)
+
+    await wait_until(ready, timeout, message=f"node {node_id} recovering past {min_flush}")
+
+
+async def wait_caught_up(cluster: Cluster, node_id: int, ttid: TenantTimelineId,
+                         target: Lsn, timeout: float = 60.0) -> None:
+    """Wait until ``node_id`` flushed up to ``target`` (failing with its recovery status
+    and log tail)."""
 
     async def reached() -> bool:
         return await cluster.flush_lsn(node_id, ttid) >= target
 
     try:
-        await wait_until(reached, timeout, message=f"node {node_id} to reach {target}")
+        await wait_until(reached, timeout, message=f"node {node_id} to flush up to {target}")
     except AssertionError as e:
-        rec = await recovery_status(cluster, node_id, ttid)
+        rec = await recovery_of(cluster, node_id, ttid)
         raise AssertionError(f"{e}; recovery status: {rec}\n{cluster[node_id].stderr()[-3000:]}"
                              ) from None
+
+
+async def wait_caught_up_with(cluster: Cluster, node_id: int, donor_id: int,
+                              ttid: TenantTimelineId, timeout: float) -> Lsn:
+    """Wait until ``node_id`` flushed up to ``donor_id``'s flush_lsn; return that LSN."""
+    target = await cluster.flush_lsn(donor_id, ttid)
+    await wait_caught_up(cluster, node_id, ttid, target, timeout)
     return target
 
 
-async def assert_same_wal(cluster: Cluster, a: int, b: int, ttid: TenantTimelineId,
-                          until: Lsn, from_lsn: Lsn = DEFAULT_START_LSN) -> None:
-    """Nodes ``a`` and ``b`` (distinct) hold the same bytes in ``[from_lsn, until)``."""
-    assert a != b
-    da = await cluster.digest(a, ttid, from_lsn, until)
-    db = await cluster.digest(b, ttid, from_lsn, until)
-    assert da == db, f"node {a} and node {b} differ over [{from_lsn}, {until})"
+async def assert_digests_equal(cluster: Cluster, ttid: TenantTimelineId, ids: Sequence[int],
+                               from_lsn: Lsn, until_lsn: Lsn) -> str:
+    """Fetch the digest of [from, until) from each node separately; all must agree."""
+    assert len(set(ids)) >= 2, f"compare at least two distinct nodes, not {ids}"
+    digests = {i: await cluster.digest(i, ttid, from_lsn, until_lsn) for i in ids}
+    assert len(set(digests.values())) == 1, (from_lsn, until_lsn, digests)
+    return digests[ids[0]]
+
+
+async def timeline_state(cluster: Cluster, node_id: int, ttid: TenantTimelineId) -> object:
+    """The ``state`` of ``ttid`` in the node's ``GET /v1/timelines`` listing."""
+    async with cluster[node_id].client(cluster.token) as client:
+        listing = await client.timelines()
+    for entry in listing:
+        if entry.get("timeline_id") == str(ttid.timeline_id) and entry.get(
+            "tenant_id") == str(ttid.tenant_id):
+            return entry.get("state")
+    raise AssertionError(f"{ttid} not listed by node {node_id}: {listing}")
 
 
 async def inject_divergent_tail(cluster: Cluster, node_id: int, ttid: TenantTimelineId,

@@ -22,9 +22,9 @@ from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 
 from safekeeper_recovery.core import TenantId, TenantTimelineId, TimelineId
+from safekeeper_recovery.testing import run_cli
 
 from .conftest import ClusterFactory
-from .harness import run_cli
 
 DOC_FILE: Final = (Path(__file__).resolve().parents[2]
                    / "safekeeper_recovery/transport/openapi.json")

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from safekeeper_recovery.bench import BenchCluster, BenchConfig, BenchResults, render_markdown
-
-MiB = 1 << 20
+from safekeeper_recovery.testing import MiB
 
 
 @pytest.mark.slow

@@ -7,13 +7,12 @@ import json
 import pytest
 
 from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
+from safekeeper_recovery.testing import DEFAULT_START_LSN, MiB, run_cli
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, run_cli
 
 TTID = TenantTimelineId(TenantId.parse("5d" * 16), TimelineId.parse("c0" * 16))
 IDS = ["--tenant-id", str(TTID.tenant_id), "--timeline-id", str(TTID.timeline_id)]
-MiB = 1 << 20
 
 
 @pytest.mark.slow

@@ -11,10 +11,10 @@ import pytest
 
 from safekeeper_recovery.core import TenantId, TenantTimelineId, TimelineId
 from safekeeper_recovery.node import LOCK_FILE_NAME
+from safekeeper_recovery.testing import ProcessResult, allocate_ports, start_cli
 
 from .conftest import ClusterFactory
-from .harness import ProcessResult, allocate_ports, start_cli
-from .recovery_support_b import propose_args
+from .recovery_support import propose_args
 
 TTID = TenantTimelineId(TenantId.parse("4" * 32), TimelineId.parse("c" * 32))
 

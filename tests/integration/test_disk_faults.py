@@ -44,6 +44,7 @@ from safekeeper_recovery.proposer import (
     websocket_connector,
 )
 from safekeeper_recovery.storage import DiskFaults
+from safekeeper_recovery.testing import MiB
 from safekeeper_recovery.timeline import Timeline, TimelineParams
 from safekeeper_recovery.transport import (
     WalConnectError,
@@ -56,7 +57,6 @@ TENANT = TenantId(bytes(range(16)))
 TIMELINE = TimelineId(bytes(range(16, 32)))
 TTID = TenantTimelineId(TENANT, TIMELINE)
 START = Lsn(0x100_0000)
-MiB = 1 << 20
 TOTAL = 64 * MiB
 """More than the run ever writes before the fault stops it."""
 FAULT_AFTER = 3 * MiB

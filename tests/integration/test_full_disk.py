@@ -27,13 +27,20 @@ from safekeeper_recovery.proposer import (
     propose,
     websocket_connector,
 )
+from safekeeper_recovery.testing import (
+    DEFAULT_START_LSN,
+    SEG_SIZE,
+    NodeProcess,
+    allocate_ports,
+    make_ttid,
+    wait_until,
+)
 
-from .harness import DEFAULT_START_LSN, SEG_SIZE, NodeProcess, allocate_ports, wait_until
-from .hostile_support import restart_and_check, timeline, ttid_url, write_wal
+from .hostile_support import restart_and_check, ttid_url, write_wal
 
 pytestmark = pytest.mark.slow
 
-VICTIM, OTHER = timeline(1), timeline(2)
+VICTIM, OTHER = make_ttid(1), make_ttid(2)
 DISK_MIB: Final = 24
 LEFT_FREE: Final = SEG_SIZE + SEG_SIZE // 2
 """Free space left for the test once the filler is written: one more segment fits, the

@@ -46,10 +46,17 @@ from safekeeper_recovery.proposer import (
     websocket_connector,
     websocket_fetcher,
 )
+from safekeeper_recovery.testing import (
+    DEFAULT_START_LSN,
+    SEG_SIZE,
+    BackgroundCli,
+    Cluster,
+    MiB,
+    wait_until,
+)
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, SEG_SIZE, BackgroundCli, Cluster, wait_until
-from .recovery_support_b import MiB, assert_digests_equal, propose_args, recovery_of
+from .recovery_support import assert_digests_equal, propose_args, recovery_of
 
 TTID = TenantTimelineId(TenantId.parse("5" * 32), TimelineId.parse("1" * 32))
 ROUNDS = int(os.environ.get("LIVE_LOAD_ROUNDS", "20"))

@@ -15,6 +15,8 @@ from safekeeper_recovery.core import (
     TenantTimelineId,
     TimelineId,
 )
+from safekeeper_recovery.testing import DEFAULT_START_LSN as START
+from safekeeper_recovery.testing import run_cli, wait_until
 from safekeeper_recovery.transport._http_client import HttpError, SafekeeperClient
 from safekeeper_recovery.transport._wal_client import (
     WalConnectError,
@@ -23,8 +25,6 @@ from safekeeper_recovery.transport._wal_client import (
 )
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN as START
-from .harness import run_cli, wait_until
 
 TENANT_A = TenantId.parse("a" * 32)
 TENANT_B = TenantId.parse("b" * 32)

@@ -11,8 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from safekeeper_recovery.cli import main
-
-from .harness import allocate_ports, run_cli
+from safekeeper_recovery.testing import allocate_ports, run_cli
 
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -6,18 +6,14 @@ import re
 
 import pytest
 
-from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
+from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId
+from safekeeper_recovery.testing import DEFAULT_START_LSN, Cluster, MiB, make_ttid, wait_until
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, Cluster, wait_until
-from .test_node_propose import propose_args, summary_lsn
+from .recovery_support import propose_args
+from .test_node_propose import summary_lsn
 
 TENANT = TenantId.parse("e" * 32)
-MiB = 1024 * 1024
-
-
-def ttid_for(n: int) -> TenantTimelineId:
-    return TenantTimelineId(TENANT, TimelineId.parse(f"{n:032x}"))
 
 
 async def wait_for_progress(cluster: Cluster, node_id: int, ttid: TenantTimelineId,
@@ -51,7 +47,7 @@ async def test_one_node_killed_mid_propose_the_quorum_finishes(
     make_cluster: ClusterFactory,
 ) -> None:
     cluster = make_cluster(3)
-    ttid = ttid_for(1)
+    ttid = make_ttid(1)
     await cluster.start()
     await cluster.create_timeline(ttid)
     run = await cluster.start_propose("p1", *propose_args(cluster, ttid, "96MiB"))
@@ -81,7 +77,7 @@ async def test_two_nodes_killed_the_proposer_stops_and_no_acknowledged_byte_is_l
     make_cluster: ClusterFactory,
 ) -> None:
     cluster = make_cluster(3)
-    ttid = ttid_for(2)
+    ttid = make_ttid(2)
     await cluster.start()
     await cluster.create_timeline(ttid)
     run = await cluster.start_propose(
@@ -117,7 +113,7 @@ async def test_a_newer_proposer_takes_over_and_truncates_the_unacknowledged_tail
     make_cluster: ClusterFactory,
 ) -> None:
     cluster = make_cluster(3)
-    ttid = ttid_for(3)
+    ttid = make_ttid(3)
     await cluster.start()
     await cluster.create_timeline(ttid)
     first = await cluster.start_propose(
@@ -156,7 +152,7 @@ async def test_sigterm_exits_zero_and_a_restart_sees_every_acknowledged_byte(
     make_cluster: ClusterFactory,
 ) -> None:
     cluster = make_cluster(3)
-    ttid = ttid_for(4)
+    ttid = make_ttid(4)
     await cluster.start()
     await cluster.create_timeline(ttid)
     result = await cluster.propose(*propose_args(cluster, ttid, "16MiB"))
@@ -178,7 +174,7 @@ async def test_sigterm_mid_propose_exits_zero_with_durable_wal(
     make_cluster: ClusterFactory,
 ) -> None:
     cluster = make_cluster(3)
-    ttid = ttid_for(5)
+    ttid = make_ttid(5)
     await cluster.start()
     await cluster.create_timeline(ttid)
     run = await cluster.start_propose("p5", *propose_args(cluster, ttid, "96MiB"))

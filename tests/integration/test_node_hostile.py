@@ -14,11 +14,12 @@ import pytest
 import trio
 
 from safekeeper_recovery.core import AppendRequest, Greeting, Lsn
+from safekeeper_recovery.testing import Cluster
 from safekeeper_recovery.transport import WalPushClosed, open_wal_push
 
 from .conftest import ClusterFactory
-from .harness import Cluster
-from .test_node_propose import TTID, propose_args
+from .recovery_support import propose_args
+from .test_node_propose import TTID
 
 TENANT = str(TTID.tenant_id)
 TIMELINE = str(TTID.timeline_id)

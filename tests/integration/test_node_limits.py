@@ -10,10 +10,11 @@ import httpx
 import pytest
 import trio
 
-from .harness import NodeProcess, wait_until
-from .hostile_support import one_node, timeline, write_wal
+from safekeeper_recovery.testing import NodeProcess, make_ttid, wait_until
 
-CONTROL = timeline(1)
+from .hostile_support import one_node, write_wal
+
+CONTROL = make_ttid(1)
 
 
 def log_lines(node: NodeProcess) -> list[dict[str, object]]:

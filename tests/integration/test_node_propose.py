@@ -9,23 +9,12 @@ from pathlib import Path
 import pytest
 
 from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
+from safekeeper_recovery.testing import DEFAULT_START_LSN
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, SEG_SIZE, Cluster
+from .recovery_support import propose_args
 
 TTID = TenantTimelineId(TenantId.parse("d" * 32), TimelineId.parse("1" * 32))
-
-
-def propose_args(cluster: Cluster, ttid: TenantTimelineId, nbytes: str, *extra: str) -> list[str]:
-    return [
-        "--safekeepers", cluster.wal_urls,
-        "--tenant-id", str(ttid.tenant_id),
-        "--timeline-id", str(ttid.timeline_id),
-        "--bytes", nbytes,
-        "--wal-seg-size", str(SEG_SIZE),  # propose writes PostgreSQL WAL laid out for it
-        "--no-progress",
-        *extra,
-    ]
 
 
 def summary_lsn(text: str, name: str) -> Lsn:

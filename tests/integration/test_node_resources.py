@@ -19,9 +19,9 @@ import trio
 
 from safekeeper_recovery.core import TenantTimelineId
 from safekeeper_recovery.proposer import LostQuorumError
+from safekeeper_recovery.testing import NodeProcess, make_ttid, wait_until
 
-from .harness import NodeProcess, wait_until
-from .hostile_support import one_node, timeline, ttid_url, write_wal
+from .hostile_support import one_node, ttid_url, write_wal
 
 IDLE_STREAMS = 1000
 """Idle ``wal_stream`` readers (handshake done, never read): they stay open."""
@@ -29,7 +29,7 @@ IDLE_WAL_TCP = 500
 """TCP connections to the WAL port that never send a byte."""
 IDLE_HTTP_TCP = 500
 """TCP connections to the HTTP port that never send a byte."""
-CONTROL, OTHER = timeline(1), timeline(2)
+CONTROL, OTHER = make_ttid(1), make_ttid(2)
 LOW_NOFILE = 64
 """A low hard open-files limit (the issue's node broke with 27 idle readers under one)."""
 

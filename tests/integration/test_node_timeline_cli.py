@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from safekeeper_recovery.testing import run_cli
+
 from .conftest import ClusterFactory
-from .harness import run_cli
 
 IDS = ["--tenant-id", "f" * 32, "--timeline-id", "1" * 32]
 

@@ -23,14 +23,14 @@ from safekeeper_recovery.core import (
 )
 from safekeeper_recovery.proposer import ProposerError
 from safekeeper_recovery.storage import FileControlFileStore
+from safekeeper_recovery.testing import NodeProcess, make_ttid, wait_until
 from safekeeper_recovery.transport import WalPushClosed, open_wal_push
 
 from .conftest import ClusterFactory
-from .harness import NodeProcess, wait_until
-from .hostile_support import one_node, restart_and_check, timeline, ttid_url, write_wal
+from .hostile_support import one_node, restart_and_check, ttid_url, write_wal
 
 U64_MAX = 2**64 - 1
-VICTIM, OTHER = timeline(1), timeline(2)
+VICTIM, OTHER = make_ttid(1), make_ttid(2)
 
 
 def set_term_on_disk(node: NodeProcess, ttid: TenantTimelineId, term: int) -> None:

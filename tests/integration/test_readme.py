@@ -37,7 +37,7 @@ import httpx
 import pytest
 import trio
 
-from .harness import wait_until
+from safekeeper_recovery.testing import wait_until
 
 README: Final = Path(__file__).resolve().parents[2] / "README.md"
 MARKER: Final = re.compile(r"<!--\s*readme-test:\s*(\S+)(?:\s+.*)?-->")

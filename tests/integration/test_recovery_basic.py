@@ -6,20 +6,18 @@ from __future__ import annotations
 import pytest
 import trio
 
+from safekeeper_recovery.testing import DEFAULT_START_LSN, MiB, make_ttid, run_cli, wait_until
 from safekeeper_recovery.transport import HttpError
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, run_cli, wait_until
 from .recovery_support import (
-    MiB,
     acceptor_state,
-    assert_same_wal,
+    assert_digests_equal,
     inject_divergent_tail,
     lsn_field,
-    propose_to,
-    recovery_status,
-    ttid_for,
-    wait_caught_up,
+    propose_args,
+    recovery_of,
+    wait_caught_up_with,
     wait_recovery,
 )
 
@@ -27,21 +25,21 @@ from .recovery_support import (
 @pytest.mark.slow
 async def test_a_lagging_node_catches_up_from_a_peer(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3)
-    ttid = ttid_for(1)
+    ttid = make_ttid(1)
     await cluster.start()
     await cluster.create_timeline(ttid)
     await cluster[3].terminate()
-    result = await run_cli("propose", *propose_to(cluster, [1, 2], ttid, "64MiB"), timeout=90)
+    result = await run_cli("propose", *propose_args(cluster, ttid, "64MiB", ids=[1, 2]), timeout=90)
     assert result.returncode == 0, result.stderr
     end = DEFAULT_START_LSN + 64 * MiB
     assert await cluster.flush_lsn(1, ttid) == end
 
     await cluster[3].start()
-    assert await wait_caught_up(cluster, 3, 1, ttid, timeout=60) == end
+    assert await wait_caught_up_with(cluster, 3, 1, ttid, timeout=60) == end
     await wait_recovery(cluster, 3, ttid, lambda r: r["last_outcome"] == "caught_up", 15,
                         "sk3's attempt to end as caught_up")
-    await assert_same_wal(cluster, 1, 3, ttid, end)
-    await assert_same_wal(cluster, 2, 3, ttid, end)
+    await assert_digests_equal(cluster, ttid, [1, 3], DEFAULT_START_LSN, end)
+    await assert_digests_equal(cluster, ttid, [2, 3], DEFAULT_START_LSN, end)
     s1, s3 = await acceptor_state(cluster, 1, ttid), await acceptor_state(cluster, 3, ttid)
     assert s3["term"] == s1["term"]
     assert (await cluster.status(3, ttid))["last_log_term"] == (
@@ -62,10 +60,10 @@ async def test_a_divergent_tail_of_a_losing_term_is_truncated(
     make_cluster: ClusterFactory,
 ) -> None:
     cluster = make_cluster(3)
-    ttid = ttid_for(3)
+    ttid = make_ttid(3)
     await cluster.start()
     await cluster.create_timeline(ttid)
-    first = await run_cli("propose", *propose_to(cluster, [1, 2, 3], ttid, "4MiB"))
+    first = await run_cli("propose", *propose_args(cluster, ttid, "4MiB", ids=[1, 2, 3]))
     assert first.returncode == 0, first.stderr
     common = DEFAULT_START_LSN + 4 * MiB
     # sk3 alone gets a term-2 tail (sk1/sk2 are down, so nobody recovers it from sk3).
@@ -80,7 +78,8 @@ async def test_a_divergent_tail_of_a_losing_term_is_truncated(
     for i in (1, 2):
         async with cluster[i].client() as client:
             await client.term_bump(ttid, 2)
-    second = await run_cli("propose", *propose_to(cluster, [1, 2], ttid, "8MiB", "--seed", "7"))
+    second = await run_cli("propose",
+                           *propose_args(cluster, ttid, "8MiB", "--seed", "7", ids=[1, 2]))
     assert second.returncode == 0, second.stderr
     end = common + 8 * MiB
     assert await cluster.flush_lsn(1, ttid) == end
@@ -89,12 +88,12 @@ async def test_a_divergent_tail_of_a_losing_term_is_truncated(
     assert history1[-1] == {"term": 3, "lsn": str(common)}, history1
 
     await cluster[3].start()
-    assert await wait_caught_up(cluster, 3, 1, ttid, timeout=30) == end
+    assert await wait_caught_up_with(cluster, 3, 1, ttid, timeout=30) == end
     await wait_recovery(cluster, 3, ttid, lambda r: r["last_outcome"] == "caught_up", 15,
                         "sk3's attempt to end as caught_up")
     assert await cluster.flush_lsn(3, ttid) == end
-    await assert_same_wal(cluster, 1, 3, ttid, end)
-    await assert_same_wal(cluster, 2, 3, ttid, end)
+    await assert_digests_equal(cluster, ttid, [1, 3], DEFAULT_START_LSN, end)
+    await assert_digests_equal(cluster, ttid, [2, 3], DEFAULT_START_LSN, end)
     history3 = (await acceptor_state(cluster, 3, ttid))["term_history"]
     assert history3 == history1
     assert isinstance(history3, list)
@@ -104,13 +103,13 @@ async def test_a_divergent_tail_of_a_losing_term_is_truncated(
 @pytest.mark.slow
 async def test_no_donor_when_our_term_is_above_every_peer(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3)
-    ttid = ttid_for(4)
+    ttid = make_ttid(4)
     await cluster.start()
     await cluster.create_timeline(ttid)
     async with cluster[3].client() as client:
         await client.term_bump(ttid, 10)
     await cluster[3].terminate()
-    result = await run_cli("propose", *propose_to(cluster, [1, 2], ttid, "2MiB"))
+    result = await run_cli("propose", *propose_args(cluster, ttid, "2MiB", ids=[1, 2]))
     assert result.returncode == 0, result.stderr
     await cluster[3].start()
 
@@ -125,7 +124,7 @@ async def test_no_donor_when_our_term_is_above_every_peer(make_cluster: ClusterF
     # keeps declining: watched throughout, not just sampled at the end.
     with trio.move_on_after(3):
         while True:
-            rec = await recovery_status(cluster, 3, ttid)
+            rec = await recovery_of(cluster, 3, ttid)
             assert rec["attempts"] == 0, rec
             assert term_rule(rec), rec
             await trio.sleep(0.1)
@@ -135,10 +134,10 @@ async def test_no_donor_when_our_term_is_above_every_peer(make_cluster: ClusterF
 @pytest.mark.slow
 async def test_no_donor_when_no_peer_is_ahead(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3)
-    ttid = ttid_for(5)
+    ttid = make_ttid(5)
     await cluster.start()
     await cluster.create_timeline(ttid)
-    result = await run_cli("propose", *propose_to(cluster, [1, 2, 3], ttid, "2MiB"))
+    result = await run_cli("propose", *propose_args(cluster, ttid, "2MiB", ids=[1, 2, 3]))
     assert result.returncode == 0, result.stderr
     end = DEFAULT_START_LSN + 2 * MiB
     for i in (1, 2, 3):
@@ -157,7 +156,7 @@ async def test_no_donor_when_no_peer_is_ahead(make_cluster: ClusterFactory) -> N
 @pytest.mark.slow
 async def test_recovery_admin_endpoints(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3)
-    ttid = ttid_for(2)
+    ttid = make_ttid(2)
     await cluster.start()
     await cluster.create_timeline(ttid)
     async with cluster[1].client() as client:
@@ -168,5 +167,5 @@ async def test_recovery_admin_endpoints(make_cluster: ClusterFactory) -> None:
         assert mine[0]["state"] in {"idle", "backoff", "recovering"}, mine
         await client.recovery_trigger(ttid)  # 200 for a known timeline
         with pytest.raises(HttpError) as info:
-            await client.recovery_trigger(ttid_for(99))
+            await client.recovery_trigger(make_ttid(99))
         assert info.value.status == 404

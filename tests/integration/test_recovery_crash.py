@@ -14,11 +14,10 @@ import pytest
 import trio
 
 from safekeeper_recovery.core import TenantId, TenantTimelineId, TimelineId
+from safekeeper_recovery.testing import DEFAULT_START_LSN, Cluster, MiB
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, Cluster
-from .recovery_support_b import (
-    MiB,
+from .recovery_support import (
     assert_digests_equal,
     lagging_node,
     propose_args,

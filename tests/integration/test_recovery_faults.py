@@ -12,17 +12,15 @@ from __future__ import annotations
 import pytest
 
 from safekeeper_recovery.core import TenantTimelineId
+from safekeeper_recovery.testing import DEFAULT_START_LSN, Cluster, MiB, make_ttid, run_cli
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, Cluster, run_cli
 from .recovery_support import (
-    MiB,
-    assert_same_wal,
+    assert_digests_equal,
     attempts_logged,
     frozen,
-    propose_to,
-    ttid_for,
-    wait_caught_up,
+    propose_args,
+    wait_caught_up_with,
     wait_mid_recovery,
     wait_recovery,
 )
@@ -36,7 +34,7 @@ async def lagging_sk3(make_cluster: ClusterFactory, ttid: TenantTimelineId) -> C
     await cluster.start()
     await cluster.create_timeline(ttid)
     await cluster[3].terminate()
-    result = await run_cli("propose", *propose_to(cluster, [1, 2], ttid, DATA), timeout=90)
+    result = await run_cli("propose", *propose_args(cluster, ttid, DATA, ids=[1, 2]), timeout=90)
     assert result.returncode == 0, result.stderr
     assert await cluster.flush_lsn(1, ttid) == DEFAULT_START_LSN + 64 * MiB
     await cluster[3].start()
@@ -47,7 +45,7 @@ async def lagging_sk3(make_cluster: ClusterFactory, ttid: TenantTimelineId) -> C
 async def test_donor_term_bumped_mid_recovery_resumes_from_the_other_peer(
     make_cluster: ClusterFactory,
 ) -> None:
-    ttid = ttid_for(11)
+    ttid = make_ttid(11)
     cluster = await lagging_sk3(make_cluster, ttid)
     rec = await wait_mid_recovery(cluster, 3, ttid)
     donor = rec["donor"]
@@ -58,7 +56,7 @@ async def test_donor_term_bumped_mid_recovery_resumes_from_the_other_peer(
             previous, current = await client.term_bump(ttid)
         assert current == previous + 1
 
-    end = await wait_caught_up(cluster, 3, other, ttid, timeout=60)
+    end = await wait_caught_up_with(cluster, 3, other, ttid, timeout=60)
     rec = await wait_recovery(cluster, 3, ttid, lambda r: r["last_outcome"] == "caught_up",
                               15, "sk3's recovery to end as caught_up")
     attempts = rec["attempts"]
@@ -67,15 +65,16 @@ async def test_donor_term_bumped_mid_recovery_resumes_from_the_other_peer(
     logged = attempts_logged(cluster[3])
     assert logged[0] == (donor, "term_changed"), logged
     assert logged[-1] == (other, "caught_up"), logged
-    await assert_same_wal(cluster, other, 3, ttid, end)
-    await assert_same_wal(cluster, donor, 3, ttid, end)  # a term bump moves no WAL
+    await assert_digests_equal(cluster, ttid, [other, 3], DEFAULT_START_LSN, end)
+    # a term bump moves no WAL
+    await assert_digests_equal(cluster, ttid, [donor, 3], DEFAULT_START_LSN, end)
 
 
 @pytest.mark.slow
 async def test_donor_killed_mid_stream_fails_over_to_the_other_peer(
     make_cluster: ClusterFactory,
 ) -> None:
-    ttid = ttid_for(12)
+    ttid = make_ttid(12)
     cluster = await lagging_sk3(make_cluster, ttid)
     rec = await wait_mid_recovery(cluster, 3, ttid)
     donor = rec["donor"]
@@ -84,7 +83,7 @@ async def test_donor_killed_mid_stream_fails_over_to_the_other_peer(
     async with frozen(cluster[3]):
         await cluster[donor].kill()
 
-    end = await wait_caught_up(cluster, 3, other, ttid, timeout=60)
+    end = await wait_caught_up_with(cluster, 3, other, ttid, timeout=60)
     rec = await wait_recovery(cluster, 3, ttid, lambda r: r["last_outcome"] == "caught_up",
                               15, "sk3's recovery to end as caught_up")
     logged = attempts_logged(cluster[3])
@@ -92,4 +91,4 @@ async def test_donor_killed_mid_stream_fails_over_to_the_other_peer(
     assert logged[0][1] in {"donor_error", "timeout"}, logged
     assert logged[-1] == (other, "caught_up"), logged
     assert rec["donor"] == other, rec
-    await assert_same_wal(cluster, other, 3, ttid, end)
+    await assert_digests_equal(cluster, ttid, [other, 3], DEFAULT_START_LSN, end)

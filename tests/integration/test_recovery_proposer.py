@@ -24,11 +24,10 @@ from safekeeper_recovery.proposer import (
     websocket_connector,
     websocket_fetcher,
 )
+from safekeeper_recovery.testing import DEFAULT_START_LSN, Cluster, MiB, wait_until
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, Cluster, wait_until
-from .recovery_support_b import (
-    MiB,
+from .recovery_support import (
     assert_digests_equal,
     lagging_node,
     recovery_of,

@@ -11,11 +11,10 @@ import pytest
 import trio
 
 from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
+from safekeeper_recovery.testing import DEFAULT_START_LSN, MiB, start_cli, wait_until
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, start_cli, wait_until
-from .recovery_support_b import (
-    MiB,
+from .recovery_support import (
     assert_digests_equal,
     lagging_node,
     propose_args,

@@ -16,10 +16,16 @@ import trio
 
 from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId, segment_file_name
 from safekeeper_recovery.pgwal import TRAILER_SIZE, SyntheticWal
+from safekeeper_recovery.testing import (
+    DEFAULT_START_LSN,
+    SEG_SIZE,
+    ProcessResult,
+    run_cli,
+    wait_until,
+)
 
 from .conftest import ClusterFactory
-from .harness import DEFAULT_START_LSN, SEG_SIZE, ProcessResult, run_cli, wait_until
-from .recovery_support_b import propose_args, wait_caught_up
+from .recovery_support import propose_args, wait_caught_up
 from .test_node_propose import summary_lsn
 
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Final
-
 from safekeeper_recovery.core import XLOG_BLCKSZ, Lsn
 from safekeeper_recovery.pgwal import SyntheticWal
 from safekeeper_recovery.pgwal._format import maxalign, page_header_size
-
-MiB: Final = 1024 * 1024
 
 
 def byte_owners(wal: SyntheticWal) -> list[tuple[str, int, int | None]]:

@@ -10,8 +10,7 @@ import pytest
 from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.pgwal import PageHeader, RecordHeader, noop_record, record_crc
 from safekeeper_recovery.pgwal._format import maxalign, page_header_size
-
-MiB = 1024 * 1024
+from safekeeper_recovery.testing import MiB
 
 
 def test_crc32c_is_the_castagnoli_polynomial() -> None:

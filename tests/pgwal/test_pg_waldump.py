@@ -14,8 +14,7 @@ import pytest
 
 from safekeeper_recovery.core import Lsn, segment_file_name
 from safekeeper_recovery.pgwal import SyntheticWal, continuation_prev_lsn, verify_chunks
-
-from ._support import MiB
+from safekeeper_recovery.testing import MiB
 
 
 def _find_pg_waldump() -> tuple[str | None, str]:

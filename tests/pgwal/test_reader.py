@@ -28,8 +28,9 @@ from safekeeper_recovery.pgwal._format import (
     RecordHeader,
     record_crc,
 )
+from safekeeper_recovery.testing import MiB
 
-from ._support import MiB, byte_owners
+from ._support import byte_owners
 
 START = Lsn(0x100_0000)
 SYSID = 4242

@@ -15,8 +15,9 @@ from safekeeper_recovery.pgwal import (
     continuation_prev_lsn,
     verify_chunks,
 )
+from safekeeper_recovery.testing import MiB
 
-from ._support import MiB, byte_owners
+from ._support import byte_owners
 
 START = Lsn(0x100_0000)
 

@@ -26,10 +26,9 @@ from safekeeper_recovery.proposer import (
     WalGenerator,
     propose,
 )
+from safekeeper_recovery.testing import MiB
 
 from ._fakes import START, TENANT, TIMELINE, FakeCluster
-
-MiB = 1024 * 1024
 
 
 def config(cluster: FakeCluster, nbytes: int, seed: int = 1, **kw: Any) -> ProposerConfig:

@@ -15,6 +15,7 @@ from safekeeper_recovery.proposer import (
     websocket_connector,
     websocket_fetcher,
 )
+from safekeeper_recovery.testing import MiB
 from safekeeper_recovery.timeline import FileBackend, Timeline, TimelineParams, TimelineRegistry
 from safekeeper_recovery.transport import WalServerConfig, serve_wal
 from safekeeper_recovery.transport._auth import Authenticator
@@ -22,7 +23,6 @@ from safekeeper_recovery.transport._auth import Authenticator
 from ._fakes import START, TENANT, TIMELINE
 
 TTID = TenantTimelineId(TENANT, TIMELINE)
-MiB = 1024 * 1024
 
 
 @attrs.define

@@ -18,11 +18,10 @@ from safekeeper_recovery.proposer import (
     WalGenerator,
     propose,
 )
+from safekeeper_recovery.testing import MiB
 
 from ._fakes import START, FakeCluster
 from .test_proposer import config
-
-MiB = 1024 * 1024
 
 
 class GrowingWal:

@@ -24,10 +24,9 @@ from safekeeper_recovery.proposer import (
     propose,
 )
 from safekeeper_recovery.proposer._results import PG_VERSION
+from safekeeper_recovery.testing import MiB
 
 from ._fakes import START, TENANT, TIMELINE, FakeCluster
-
-MiB = 1024 * 1024
 
 SIZE = 3 * BLOCK_SIZE + 12345
 WHOLE = WalGenerator(3, SIZE).read(0, SIZE)

@@ -21,11 +21,10 @@ from safekeeper_recovery.recovery import (
     RecoveryStatus,
     run_attempt,
 )
+from safekeeper_recovery.testing import MiB
 from safekeeper_recovery.timeline import InProcessDonorConnector, LocalTarget, Timeline
 
 from .conftest import START, Cluster
-
-MiB = 1 << 20
 
 
 def connector(cluster: Cluster, **kw: float) -> InProcessDonorConnector:

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable
 
 import trio
 import trio.testing
 
 from safekeeper_recovery.core import AppendRequest, Lsn, PeerInfo, TenantTimelineId
 from safekeeper_recovery.recovery import DonorStatus, RecoveryConfig, RecoveryEngine
+from safekeeper_recovery.testing import MiB, wait_until
 from safekeeper_recovery.timeline import InProcessDonorConnector, LocalTarget
 
 from .conftest import Cluster, wal_bytes
-
-MiB = 1 << 20
-
-
-async def wait_until(predicate: Callable[[], bool], deadline: float = 60.0) -> None:
-    """Poll in virtual time (autojump clock) until ``predicate`` holds, or fail."""
-    with trio.fail_after(deadline):
-        while not predicate():  # noqa: ASYNC110  (RecoveryStatus has no change event)
-            await trio.sleep(0.05)
 
 
 def engine_for(cluster: Cluster, connector: InProcessDonorConnector | None = None,
@@ -47,7 +38,7 @@ async def test_supervisor_recovers_when_peer_info_arrives(
         assert status.why_no_donor == "no alive peers"
         # Peer info is what wakes the supervisor: no polling needed.
         await cluster.exchange()
-        await wait_until(lambda: status.last_outcome is not None)
+        await wait_until(lambda: status.last_outcome is not None, 60)
         assert status.last_outcome == "caught_up", status.last_error
         assert tl.snapshot().flush_lsn == end
         assert status.attempts == 1
@@ -71,9 +62,9 @@ async def test_failover_to_the_next_donor_when_the_best_is_unreachable(
     await cluster.exchange()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(engine.supervise, LocalTarget(tl))
-        await wait_until(lambda: tl.ttid in engine.statuses)
+        await wait_until(lambda: tl.ttid in engine.statuses, 60)
         status = engine.statuses[tl.ttid]
-        await wait_until(lambda: status.last_outcome == "caught_up")
+        await wait_until(lambda: status.last_outcome == "caught_up", 60)
         assert tl.snapshot().flush_lsn == end
         assert status.attempts == 2, "first donor failed, the second was tried at once"
         assert status.last_outcome == "caught_up"
@@ -199,11 +190,11 @@ async def test_an_operator_cancel_ends_the_running_attempt(
     tl = cluster[3]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(engine.supervise, LocalTarget(tl))
-        await wait_until(lambda: tl.ttid in engine.statuses)
+        await wait_until(lambda: tl.ttid in engine.statuses, 60)
         status = engine.statuses[tl.ttid]
-        await wait_until(lambda: status.state == "recovering")
+        await wait_until(lambda: status.state == "recovering", 60)
         engine.cancel(tl.ttid)
-        await wait_until(lambda: status.last_outcome is not None)
+        await wait_until(lambda: status.last_outcome is not None, 60)
         assert status.last_outcome == "cancelled"
         assert status.state == "backoff"
         nursery.cancel_scope.cancel()
@@ -249,7 +240,7 @@ async def test_back_off_ends_early_only_when_the_donors_on_offer_change(
         reachable.update({1, 2})
         end = await cluster.propose(2, [1, 2], MiB)
         await cluster.exchange()
-        await wait_until(lambda: status.last_outcome == "caught_up")
+        await wait_until(lambda: status.last_outcome == "caught_up", 60)
         assert trio.current_time() < backoff_until
         assert tl.snapshot().flush_lsn == end
         nursery.cancel_scope.cancel()

@@ -15,9 +15,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from safekeeper_recovery.core import Lsn, StorageError
 from safekeeper_recovery.storage import FileWalStore, MemoryWalStore, WalStore
+from safekeeper_recovery.testing import MiB
 
-MIB = 1 << 20
-SEG = MIB
+SEG = MiB
 
 
 @attrs.frozen
@@ -79,7 +79,7 @@ def test_new_store_starts_with_all_positions_at_start_lsn(kind: Kind) -> None:
     s.close()
 
 
-@pytest.mark.parametrize("bad", [0, MIB - 1, MIB + 1, 3 * MIB, 2 << 30, 1 << 19])
+@pytest.mark.parametrize("bad", [0, MiB - 1, MiB + 1, 3 * MiB, 2 << 30, 1 << 19])
 def test_invalid_segment_size_is_refused(kind: Kind, bad: int) -> None:
     with pytest.raises(ValueError, match="segment size"):
         kind.make(bad, Lsn(0))

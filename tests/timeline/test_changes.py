@@ -12,12 +12,10 @@ from safekeeper_recovery.core import (
     NodeId,
     PeerInfo,
     ProposerElected,
-    TenantId,
-    TenantTimelineId,
     TermHistory,
-    TimelineId,
     VoteRequest,
 )
+from safekeeper_recovery.testing import make_ttid
 from safekeeper_recovery.timeline import (
     ChangeFeed,
     MemoryBackend,
@@ -29,13 +27,11 @@ START = Lsn(0x100_0000)
 SEG = 1 << 20
 
 
-def ttid(n: int) -> TenantTimelineId:
-    return TenantTimelineId(TenantId(bytes([n]) * 16), TimelineId(bytes([n + 1]) * 16))
 
 
 def test_first_question_is_a_reset_with_a_cursor() -> None:
     feed = ChangeFeed(session="s1")
-    feed.record(ttid(1))
+    feed.record(make_ttid(1))
     answer = feed.since(None, 0)
     assert answer.reset
     assert (answer.session, answer.cursor) == ("s1", 1)
@@ -45,60 +41,60 @@ def test_first_question_is_a_reset_with_a_cursor() -> None:
 def test_changes_after_a_cursor_newest_first_each_once() -> None:
     feed = ChangeFeed(session="s")
     for n in (1, 2, 3):
-        feed.record(ttid(n))
+        feed.record(make_ttid(n))
     cursor = feed.since("s", 0).cursor
     assert feed.since("s", cursor).empty
-    feed.record(ttid(2))
-    feed.record(ttid(1))
-    feed.record(ttid(2))
+    feed.record(make_ttid(2))
+    feed.record(make_ttid(1))
+    feed.record(make_ttid(2))
     answer = feed.since("s", cursor)
     assert not answer.reset
-    assert answer.changed == (ttid(2), ttid(1))
+    assert answer.changed == (make_ttid(2), make_ttid(1))
     assert answer.cursor == cursor + 3
-    assert feed.since("s", 1).changed == (ttid(2), ttid(1), ttid(3))
+    assert feed.since("s", 1).changed == (make_ttid(2), make_ttid(1), make_ttid(3))
 
 
 def test_deletions_are_reported_and_leave_the_changed_list() -> None:
     feed = ChangeFeed(session="s")
-    feed.record(ttid(1))
-    feed.record(ttid(2))
+    feed.record(make_ttid(1))
+    feed.record(make_ttid(2))
     cursor = feed.seq
-    feed.record(ttid(1))
-    feed.record_deleted(ttid(1))
+    feed.record(make_ttid(1))
+    feed.record_deleted(make_ttid(1))
     answer = feed.since("s", cursor)
     assert answer.changed == ()
-    assert answer.deleted == (ttid(1),)
+    assert answer.deleted == (make_ttid(1),)
     # Created again: a change again, and the old deletion still stands for old cursors.
-    feed.record(ttid(1))
-    assert feed.since("s", cursor).changed == (ttid(1),)
-    assert feed.since("s", cursor).deleted == (ttid(1),)
+    feed.record(make_ttid(1))
+    assert feed.since("s", cursor).changed == (make_ttid(1),)
+    assert feed.since("s", cursor).deleted == (make_ttid(1),)
 
 
 @pytest.mark.parametrize(("session", "cursor"), [("other", 0), ("s", 99)])
 def test_a_cursor_of_another_session_or_from_the_future_is_reset(session: str,
                                                                  cursor: int) -> None:
     feed = ChangeFeed(session="s")
-    feed.record(ttid(1))
+    feed.record(make_ttid(1))
     assert feed.since(session, cursor).reset
 
 
 def test_a_cursor_older_than_the_kept_deletions_is_reset() -> None:
     feed = ChangeFeed(session="s", max_deletions=2)
     for n in (1, 2, 3):
-        feed.record(ttid(n))
+        feed.record(make_ttid(n))
     old = feed.seq
     for n in (1, 2):
-        feed.record_deleted(ttid(n))
-    assert feed.since("s", old).deleted == (ttid(2), ttid(1))  # both still kept
+        feed.record_deleted(make_ttid(n))
+    assert feed.since("s", old).deleted == (make_ttid(2), make_ttid(1))  # both still kept
     recent = feed.seq
-    feed.record_deleted(ttid(3))  # drops the deletion of 1, which `old` never saw
+    feed.record_deleted(make_ttid(3))  # drops the deletion of 1, which `old` never saw
     assert feed.since("s", old).reset
-    assert feed.since("s", recent).deleted == (ttid(3),)
+    assert feed.since("s", recent).deleted == (make_ttid(3),)
 
 
 async def test_wait_since_returns_on_the_next_change() -> None:
     feed = ChangeFeed(session="s")
-    feed.record(ttid(1))
+    feed.record(make_ttid(1))
     cursor = feed.seq
     answers = []
 
@@ -110,8 +106,8 @@ async def test_wait_since_returns_on_the_next_change() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert not answers
         assert feed.statistics()["waiters"] == 1
-        feed.record(ttid(2))
-    assert [a.changed for a in answers] == [(ttid(2),)]
+        feed.record(make_ttid(2))
+    assert [a.changed for a in answers] == [(make_ttid(2),)]
     assert feed.statistics()["waiters"] == 0
 
 
@@ -119,9 +115,9 @@ async def test_wait_since_answers_at_once_when_there_is_news(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     feed = ChangeFeed(session="s")
-    feed.record(ttid(1))
+    feed.record(make_ttid(1))
     start = trio.current_time()
-    assert (await feed.wait_since("s", 0, timeout=60)).changed == (ttid(1),)
+    assert (await feed.wait_since("s", 0, timeout=60)).changed == (make_ttid(1),)
     assert (await feed.wait_since(None, 0, timeout=60)).reset
     assert trio.current_time() == start
 
@@ -141,23 +137,23 @@ async def test_the_registry_numbers_every_change_of_every_timeline(
     await nursery.start(reg.serve)
     feed = reg.feed
     session = feed.session
-    tl, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
-    await reg.create(ttid(2), TimelineParams(START, SEG))
-    assert feed.since(session, 0).changed == (ttid(2), ttid(1))  # created = changed
+    tl, _ = await reg.create(make_ttid(1), TimelineParams(START, SEG))
+    await reg.create(make_ttid(2), TimelineParams(START, SEG))
+    assert feed.since(session, 0).changed == (make_ttid(2), make_ttid(1))  # created = changed
 
     cursor = feed.seq
     await tl.process(VoteRequest(1))
     await tl.process(ProposerElected(1, START, TermHistory.of((0, START), (1, START))))
     await tl.process(AppendRequest(1, START, Lsn(0), Lsn(0), b"x" * 100))
-    assert feed.since(session, cursor).changed == (ttid(1),)
+    assert feed.since(session, cursor).changed == (make_ttid(1),)
 
     cursor = feed.seq
     await tl.record_peer_info(PeerInfo(NodeId(2), 5, 5, START + 10, START, "http://x",
                                        "ws://x", trio.current_time()))
-    assert feed.since(session, cursor).changed == (ttid(1),)  # peer news wakes sidecars too
+    assert feed.since(session, cursor).changed == (make_ttid(1),)  # peer news wakes sidecars too
 
     cursor = feed.seq
-    assert await reg.delete(ttid(1))
+    assert await reg.delete(make_ttid(1))
     tl.changed.notify()  # a straggler of the deleted timeline is not news
     answer = feed.since(session, cursor)
-    assert (answer.changed, answer.deleted) == ((), (ttid(1),))
+    assert (answer.changed, answer.deleted) == ((), (make_ttid(1),))

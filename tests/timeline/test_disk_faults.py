@@ -20,15 +20,13 @@ from safekeeper_recovery.core import (
     NodeId,
     ProposerElected,
     ProposerMessage,
-    TenantId,
-    TenantTimelineId,
     TermHistory,
     TermLsn,
-    TimelineId,
     VoteRequest,
     VoteResponse,
 )
 from safekeeper_recovery.storage import DiskFaults
+from safekeeper_recovery.testing import make_ttid
 from safekeeper_recovery.timeline import (
     FileBackend,
     Timeline,
@@ -42,12 +40,10 @@ START = Lsn(0x100_0000)
 SEG = 1 << 20
 
 
-def ttid(n: int) -> TenantTimelineId:
-    return TenantTimelineId(TenantId(bytes([n]) * 16), TimelineId(bytes([n + 1]) * 16))
 
 
 def tl_dir(data_dir: Path, n: int) -> Path:
-    return data_dir / str(ttid(n).tenant_id) / str(ttid(n).timeline_id)
+    return data_dir / str(make_ttid(n).tenant_id) / str(make_ttid(n).timeline_id)
 
 
 async def elect(tl: Timeline, term: int) -> Lsn:
@@ -92,8 +88,8 @@ async def test_a_wal_write_fault_stops_only_that_timeline_and_a_restart_recovers
     tmp_path: Path, op: str, error: int, kind: str
 ) -> None:
     async with running(tmp_path) as reg:
-        tl1, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
-        tl2, _ = await reg.create(ttid(2), TimelineParams(START, SEG))
+        tl1, _ = await reg.create(make_ttid(1), TimelineParams(START, SEG))
+        tl2, _ = await reg.create(make_ttid(2), TimelineParams(START, SEG))
         for tl in (tl1, tl2):
             await elect(tl, 1)
             await tl.process(AppendRequest(1, START, Lsn(0), Lsn(0), b"a" * 5000))
@@ -122,7 +118,7 @@ async def test_a_wal_write_fault_stops_only_that_timeline_and_a_restart_recovers
             assert reply.flush_lsn == acked + 5000
     async with running(tmp_path) as reg:
         assert reg.broken == {}
-        tl1 = reg.get(ttid(1))
+        tl1 = reg.get(make_ttid(1))
         snap = tl1.snapshot()
         assert snap.broken is None
         assert snap.flush_lsn == durable
@@ -132,7 +128,7 @@ async def test_a_wal_write_fault_stops_only_that_timeline_and_a_restart_recovers
         reply = await tl1.process(AppendRequest(2, start, Lsn(0), Lsn(0), b"d" * 1000))
         assert isinstance(reply, AppendResponse)
         assert reply.flush_lsn == durable + 1000
-        assert reg.get(ttid(2)).snapshot().flush_lsn == acked + 5000
+        assert reg.get(make_ttid(2)).snapshot().flush_lsn == acked + 5000
 
 
 @pytest.mark.parametrize(
@@ -147,7 +143,7 @@ async def test_a_timeline_stopped_by_a_shortage_takes_writes_again_once_it_is_ov
     tmp_path: Path, ops: tuple[str, ...], error: int, kind: str
 ) -> None:
     async with running(tmp_path) as reg:
-        tl, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
+        tl, _ = await reg.create(make_ttid(1), TimelineParams(START, SEG))
         await elect(tl, 1)
         await tl.process(AppendRequest(1, START, Lsn(0), Lsn(0), b"a" * 5000))
         with DiskFaults() as faults:
@@ -174,7 +170,7 @@ async def test_a_timeline_stopped_by_a_shortage_takes_writes_again_once_it_is_ov
 
 async def test_an_io_error_is_not_retried_it_waits_for_an_operator(tmp_path: Path) -> None:
     async with running(tmp_path) as reg:
-        tl, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
+        tl, _ = await reg.create(make_ttid(1), TimelineParams(START, SEG))
         await elect(tl, 1)
         with DiskFaults() as faults:
             faults.fail("fdatasync", errno.EIO, times=1, under=tl_dir(tmp_path, 1))
@@ -192,7 +188,7 @@ async def test_a_failed_vote_persist_is_never_answered_and_the_old_term_stays(
     tmp_path: Path, op: str
 ) -> None:
     async with running(tmp_path) as reg:
-        tl, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
+        tl, _ = await reg.create(make_ttid(1), TimelineParams(START, SEG))
         await elect(tl, 3)
         with DiskFaults() as faults:
             faults.fail(op, errno.ENOSPC, times=None, under=tl_dir(tmp_path, 1))
@@ -202,7 +198,7 @@ async def test_a_failed_vote_persist_is_never_answered_and_the_old_term_stays(
         assert tl.acceptor.term == 7  # the acceptor counted it as done ...
         assert tl.snapshot().term == 3  # ... but only the durable term is reported
     async with running(tmp_path) as reg:
-        tl = reg.get(ttid(1))
+        tl = reg.get(make_ttid(1))
         # fsync fails after the rename: the new term may have reached the disk, unanswered
         assert tl.snapshot().term in ((3, 7) if op == "fsync" else (3,))
         await elect(tl, 8)
@@ -214,7 +210,7 @@ async def test_batched_appends_that_fail_to_flush_are_never_acknowledged(
     """The WalAcceptor path: no-flush appends, then a flush that hits EIO. The reply stream
     holds no AppendResponse past what is durable, and the acceptor ends with the error."""
     async with running(tmp_path) as reg:
-        tl, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
+        tl, _ = await reg.create(make_ttid(1), TimelineParams(START, SEG))
         await elect(tl, 1)
         first = await tl.process(AppendRequest(1, START, Lsn(0), Lsn(0), b"a" * 1000))
         assert isinstance(first, AppendResponse)

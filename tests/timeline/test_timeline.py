@@ -14,13 +14,11 @@ from safekeeper_recovery.core import (
     NodeId,
     PeerInfo,
     ProposerElected,
-    TenantId,
-    TenantTimelineId,
     TermHistory,
-    TimelineId,
     VoteRequest,
 )
 from safekeeper_recovery.storage import CONTROL_FILE_NAME
+from safekeeper_recovery.testing import make_ttid
 from safekeeper_recovery.timeline import (
     FileBackend,
     MemoryBackend,
@@ -35,8 +33,6 @@ START = Lsn(0x100_0000)
 SEG = 1 << 20
 
 
-def ttid(n: int) -> TenantTimelineId:
-    return TenantTimelineId(TenantId(bytes([n]) * 16), TimelineId(bytes([n + 1]) * 16))
 
 
 async def elect(tl: Timeline, term: int = 1) -> None:
@@ -53,7 +49,7 @@ async def test_a_storage_failure_breaks_the_timeline_and_refuses_writes(
 ) -> None:
     reg = TimelineRegistry(NodeId(1), MemoryBackend())
     await nursery.start(reg.serve)
-    tl, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
+    tl, _ = await reg.create(make_ttid(1), TimelineParams(START, SEG))
     await elect(tl)
     tl.store.store.close()  # every further store call fails like a dead disk
     with pytest.raises(TimelineBroken, match="storage failure"):
@@ -69,7 +65,7 @@ async def test_repeated_peer_info_does_not_wake_waiters_but_news_does(
 ) -> None:
     reg = TimelineRegistry(NodeId(1), MemoryBackend())
     await nursery.start(reg.serve)
-    tl, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
+    tl, _ = await reg.create(make_ttid(1), TimelineParams(START, SEG))
     await tl.record_peer_info(peer(2, START, trio.current_time()))
     version = tl.changed.version
     await tl.record_peer_info(peer(2, START, trio.current_time() + 1.0))
@@ -84,7 +80,7 @@ async def test_repeated_peer_info_does_not_wake_waiters_but_news_does(
 async def test_deleting_a_timeline_cancels_what_is_attached(nursery: trio.Nursery) -> None:
     reg = TimelineRegistry(NodeId(1), MemoryBackend())
     await nursery.start(reg.serve)
-    tl, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
+    tl, _ = await reg.create(make_ttid(1), TimelineParams(START, SEG))
     cancelled = trio.Event()
 
     async def attached() -> None:
@@ -96,10 +92,10 @@ async def test_deleting_a_timeline_cancels_what_is_attached(nursery: trio.Nurser
 
     nursery.start_soon(attached)
     await trio.testing.wait_all_tasks_blocked()
-    assert await reg.delete(ttid(1)) is True
+    assert await reg.delete(make_ttid(1)) is True
     with trio.fail_after(5):
         await cancelled.wait()
-    assert await reg.delete(ttid(1)) is False
+    assert await reg.delete(make_ttid(1)) is False
 
 
 async def test_create_is_idempotent_and_conflicts_on_other_params(
@@ -107,12 +103,12 @@ async def test_create_is_idempotent_and_conflicts_on_other_params(
 ) -> None:
     reg = TimelineRegistry(NodeId(1), MemoryBackend())
     await nursery.start(reg.serve)
-    _, created = await reg.create(ttid(1), TimelineParams(START, SEG))
+    _, created = await reg.create(make_ttid(1), TimelineParams(START, SEG))
     assert created
-    _, created = await reg.create(ttid(1), TimelineParams(START, SEG))
+    _, created = await reg.create(make_ttid(1), TimelineParams(START, SEG))
     assert not created
     with pytest.raises(TimelineConflict):
-        await reg.create(ttid(1), TimelineParams(START, 2 * SEG))
+        await reg.create(make_ttid(1), TimelineParams(START, 2 * SEG))
 
 
 async def test_a_corrupt_control_file_breaks_only_its_timeline(tmp_path: Path) -> None:
@@ -120,20 +116,21 @@ async def test_a_corrupt_control_file_breaks_only_its_timeline(tmp_path: Path) -
         reg = TimelineRegistry(NodeId(1), FileBackend(tmp_path))
         await nursery.start(reg.serve)
         for n in (1, 3):
-            tl, _ = await reg.create(ttid(n), TimelineParams(START, SEG))
+            tl, _ = await reg.create(make_ttid(n), TimelineParams(START, SEG))
             await elect(tl)
             await tl.process(AppendRequest(1, START, Lsn(0), Lsn(0), b"y" * 5000))
         nursery.cancel_scope.cancel()
-    control = tmp_path / str(ttid(1).tenant_id) / str(ttid(1).timeline_id) / CONTROL_FILE_NAME
+    ttid = make_ttid(1)
+    control = tmp_path / str(ttid.tenant_id) / str(ttid.timeline_id) / CONTROL_FILE_NAME
     raw = bytearray(control.read_bytes())
     raw[20] ^= 0xFF  # a body byte: only the CRC can tell
     control.write_bytes(bytes(raw))
     async with trio.open_nursery() as nursery:
         reg = TimelineRegistry(NodeId(1), FileBackend(tmp_path))
         await nursery.start(reg.serve)
-        assert ttid(1) in reg.broken
-        assert "checksum" in reg.broken[ttid(1)]
-        good = reg.get(ttid(3))
+        assert make_ttid(1) in reg.broken
+        assert "checksum" in reg.broken[make_ttid(1)]
+        good = reg.get(make_ttid(3))
         assert good.snapshot().flush_lsn == START + 5000
         nursery.cancel_scope.cancel()
 
@@ -152,7 +149,7 @@ async def test_the_write_path_feeds_the_node_observer(nursery: trio.Nursery) -> 
     counting = Counting()
     reg = TimelineRegistry(NodeId(1), MemoryBackend(), observer=counting)
     await nursery.start(reg.serve)
-    tl, _ = await reg.create(ttid(1), TimelineParams(START, SEG))
+    tl, _ = await reg.create(make_ttid(1), TimelineParams(START, SEG))
     await elect(tl)
     await tl.process(AppendRequest(1, START, Lsn(0), Lsn(0), b"z" * 3000))
     assert (counting.written, counting.flushes) == (3000, 1)

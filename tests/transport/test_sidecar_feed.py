@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from safekeeper_recovery.core import NodeId, PeerInfo, TenantTimelineId, TimelineId
 from safekeeper_recovery.recovery import RecoveryConfig, RecoveryEngine
 from safekeeper_recovery.sidecar import serve_sidecar
+from safekeeper_recovery.testing import wait_until
 from safekeeper_recovery.timeline import TimelineParams
 from safekeeper_recovery.transport import serve_http
 
@@ -50,12 +51,6 @@ class Counting:
                 await self.changed.wait()
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """For conditions on the engine (no event of its own to wait on): re-check every 10 ms."""
-    with trio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110  (RecoveryStatus has no change event)
-            await trio.sleep(0.01)
-
 
 async def start_node_and_sidecar(
     nursery: trio.Nursery, tmp_path: Path
@@ -82,7 +77,7 @@ async def test_an_idle_node_costs_the_sidecar_no_status_reads(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     _, counting, engine = await start_node_and_sidecar(nursery, tmp_path)
-    await wait_for(lambda: idle(engine, TTID))
+    await wait_until(lambda: idle(engine, TTID), 10, poll=0.01)
     evaluations = dict(engine.evaluations)
     reads = counting.received[TL_PATH]
     polls = counting.received[FEED]
@@ -97,23 +92,23 @@ async def test_a_change_wakes_its_timeline_and_new_timelines_get_a_supervisor(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     node, counting, engine = await start_node_and_sidecar(nursery, tmp_path)
-    await wait_for(lambda: idle(engine, TTID))
+    await wait_until(lambda: idle(engine, TTID), 10, poll=0.01)
 
     # A peer ahead of us in a newer term: the supervisor must wake and try it as a donor
     # (nothing listens at its WAL address, so the attempt fails and backs off).
     now = trio.current_time()
     await node.timeline.record_peer_info(PeerInfo(
         NodeId(2), 3, 3, START + 1000, START, "http://127.0.0.1:9", "ws://127.0.0.1:9", now))
-    await wait_for(lambda: engine.evaluations.get("change", 0) >= 1)
-    await wait_for(lambda: engine.statuses[TTID].last_outcome is not None)
+    await wait_until(lambda: engine.evaluations.get("change", 0) >= 1, 10, poll=0.01)
+    await wait_until(lambda: engine.statuses[TTID].last_outcome is not None, 10, poll=0.01)
     assert engine.statuses[TTID].last_outcome == "donor_error"
 
     # A timeline created while the sidecar runs is supervised without any re-listing.
     listings = counting.received["/v1/timelines"]
     await node.registry.create(OTHER, TimelineParams(START, SEG))
-    await wait_for(lambda: idle(engine, OTHER))
+    await wait_until(lambda: idle(engine, OTHER), 10, poll=0.01)
     assert counting.received["/v1/timelines"] == listings
 
     # A deleted one loses its supervisor.
     assert await node.registry.delete(OTHER)
-    await wait_for(lambda: OTHER not in engine.statuses)
+    await wait_until(lambda: OTHER not in engine.statuses, 10, poll=0.01)

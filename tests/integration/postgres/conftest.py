@@ -14,8 +14,7 @@ from safekeeper_recovery.postgres import (
     running_postgres,
     shared_tempdir,
 )
-
-from ..harness import Cluster
+from safekeeper_recovery.testing import Cluster
 
 
 @pytest.fixture

@@ -9,11 +9,9 @@ from typing import Final
 
 from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
 from safekeeper_recovery.postgres import PostgresServer
-
-from ..harness import BackgroundCli, Cluster, start_cli, wait_until
+from safekeeper_recovery.testing import BackgroundCli, Cluster, MiB, start_cli, wait_until
 
 __all__ = [
-    "MiB",
     "SEG",
     "TTID",
     "assert_wal_equals_server",
@@ -24,7 +22,6 @@ __all__ = [
     "wal_chunks",
 ]
 
-MiB: Final = 1 << 20
 SEG: Final = 16 * MiB
 TTID: Final = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("9" * 32))
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..harness import allocate_ports, run_cli
+from safekeeper_recovery.testing import allocate_ports, run_cli
+
 from .ingest_support import TTID
 
 IDS = ("--tenant-id", str(TTID.tenant_id), "--timeline-id", str(TTID.timeline_id))

@@ -18,9 +18,9 @@ import trio
 
 from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.postgres import PostgresServer
+from safekeeper_recovery.testing import Cluster, wait_until
 from safekeeper_recovery.transport import HttpError
 
-from ..harness import Cluster, wait_until
 from .ingest_support import TTID, assert_wal_equals_server, start_ingest, wait_committed
 
 ROUNDS = int(os.environ.get("LIVE_LOAD_ROUNDS", "20"))

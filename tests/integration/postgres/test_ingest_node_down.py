@@ -10,8 +10,8 @@ import pytest
 
 from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.postgres import PostgresServer
+from safekeeper_recovery.testing import Cluster, run_cli, wait_until
 
-from ..harness import Cluster, run_cli, wait_until
 from .ingest_support import SEG, TTID, assert_wal_equals_server, start_ingest
 
 IDS = ("--tenant-id", str(TTID.tenant_id), "--timeline-id", str(TTID.timeline_id))

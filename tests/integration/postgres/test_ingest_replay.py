@@ -17,12 +17,11 @@ from safekeeper_recovery.postgres import (
     prepare_ingest,
     running_postgres,
 )
+from safekeeper_recovery.testing import Cluster, MiB, wait_until
 
-from ..harness import Cluster, wait_until
 from .ingest_support import (
     SEG,
     TTID,
-    MiB,
     assert_wal_equals_server,
     segment_name,
     sk_segment,

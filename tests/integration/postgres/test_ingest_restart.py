@@ -12,10 +12,10 @@ import trio
 
 from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.postgres import PostgresServer
+from safekeeper_recovery.testing import Cluster, MiB, wait_until
 from safekeeper_recovery.transport import HttpError
 
-from ..harness import Cluster, wait_until
-from .ingest_support import TTID, MiB, assert_wal_equals_server, start_ingest, wait_committed
+from .ingest_support import TTID, assert_wal_equals_server, start_ingest, wait_committed
 
 FILLER = (
     "INSERT INTO filler SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, 1000) g;\n"
