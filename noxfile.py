@@ -37,7 +37,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check: pyflakes, pycodestyle, bugbear, ASYNC and the rest of pyproject's rules."""
     _install(session, "lint")
-    session.run("ruff", "check", "safekeeper_recovery", "tests", "noxfile.py")
+    session.run("ruff", "check", "safekeeper_recovery", "tests", "examples", "noxfile.py")
 
 
 @nox.session
