@@ -9,9 +9,10 @@ proposer port and no disk, and it does not take part in the nodes' peer exchange
 its peers' positions by polling their HTTP status (its own httpx client).
 
 What it takes from safekeeper_recovery, public names only: ``RecoveryEngine``,
-``RecoveryConfig``, ``NetworkDonorConnector``, ``LocalView`` and the ``RecoveryTarget`` /
-``AcceptorSession`` Protocols (``safekeeper_recovery.recovery``); messages, ``Lsn``, ids,
-``TermHistory``, ``PeerInfo`` and ``find_highest_common_point`` (``safekeeper_recovery.core``).
+``RecoveryConfig``, ``LocalView`` and the ``RecoveryTarget`` / ``AcceptorSession``
+Protocols (``safekeeper_recovery.recovery``); ``NetworkDonorConnector``
+(``safekeeper_recovery.transport``); messages, ``Lsn``, ids, ``TermHistory``, ``PeerInfo``
+and ``find_highest_common_point`` (``safekeeper_recovery.core``).
 
 Run it against nodes that hold the timeline::
 
@@ -56,10 +57,10 @@ from safekeeper_recovery.core import (
 from safekeeper_recovery.recovery import (
     AcceptorSession,
     LocalView,
-    NetworkDonorConnector,
     RecoveryConfig,
     RecoveryEngine,
 )
+from safekeeper_recovery.transport import NetworkDonorConnector
 
 TOY_NODE_ID = NodeId(99)
 """Donor selection leaves out the node itself by id: one the real nodes do not use."""

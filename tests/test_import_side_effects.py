@@ -83,6 +83,7 @@ FACADES: Final = (
     "safekeeper_recovery.recovery",
     "safekeeper_recovery.transport",
     "safekeeper_recovery.node",
+    "safekeeper_recovery.sidecar",
     "safekeeper_recovery.proposer",
     "safekeeper_recovery.pgwal",
     "safekeeper_recovery.postgres",
@@ -99,6 +100,7 @@ FACADES: Final = (
 _PATCH_WSPROTO_ON_IMPORT: Final = frozenset({
     "safekeeper_recovery.transport",
     "safekeeper_recovery.node",
+    "safekeeper_recovery.sidecar",
     "safekeeper_recovery.proposer",
     "safekeeper_recovery.postgres",
     "safekeeper_recovery.sim",
