@@ -92,24 +92,8 @@ FACADES: Final = (
     "safekeeper_recovery.bench",
     "safekeeper_recovery.cli",
     "safekeeper_recovery.testing",
+    "safekeeper_recovery.faults",
 )
-
-# Facades that import transport/, whose modules install the wsproto fast path on import
-# today. The other engineer's part of issue 13 (item 4) makes it opt-in by the node/CLI;
-# then these pass, strict xfail fails, and this set goes.
-_PATCH_WSPROTO_ON_IMPORT: Final = frozenset({
-    "safekeeper_recovery.transport",
-    "safekeeper_recovery.node",
-    "safekeeper_recovery.sidecar",
-    "safekeeper_recovery.proposer",
-    "safekeeper_recovery.postgres",
-    "safekeeper_recovery.sim",
-    "safekeeper_recovery.demo",
-    "safekeeper_recovery.bench",
-    "safekeeper_recovery.cli",
-    "safekeeper_recovery.testing",
-})
-
 
 @functools.cache
 def _import_report(module: str, then: str = "") -> dict[str, list[str]]:
@@ -132,14 +116,7 @@ def test_import_changes_no_process_wide_setting(module: str) -> None:
 
 
 # ---- wsproto: the fast path is the node's/CLI's opt-in, never an import side effect ----
-@pytest.mark.parametrize("module", [
-    pytest.param(m, marks=pytest.mark.xfail(
-        strict=True,
-        reason="transport/_ws_fastpath.py's install() runs on import of transport/_wal_client"
-               ".py and transport/_wal_server.py (issue 13, item 4: opt-in by node/CLI)"))
-    if m in _PATCH_WSPROTO_ON_IMPORT else m
-    for m in FACADES
-])
+@pytest.mark.parametrize("module", FACADES)
 def test_import_leaves_wsproto_untouched(module: str) -> None:
     assert _import_report(module)["wsproto_changed"] == []
 
