@@ -72,10 +72,9 @@ class World:
 
     def explains(self, proposer: int, term: int) -> bool:
         """Whether a term ``>= term`` was made by another proposer or by a term bump."""
-        return any(
-            t >= term and (who - {proposer} or t in self.term_bumps)
-            for t, who in self.campaigns.items()
-        ) or any(t >= term for t in self.term_bumps)
+        return any(t >= term and who - {proposer} for t, who in self.campaigns.items()) or any(
+            t >= term for t in self.term_bumps
+        )
 
     def event(self, what: str) -> None:
         line = f"{trio.current_time():9.3f} {what}"
