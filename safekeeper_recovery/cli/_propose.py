@@ -109,6 +109,14 @@ def _seg_size(_: click.Context, __: click.Parameter, value: int) -> int:
     help="How long fewer than a quorum may be reachable before giving up.",
 )
 @click.option(
+    "--election-grace",
+    type=DURATION,
+    default="0.5s",
+    show_default=True,
+    help="Once a quorum has answered, how long the other nodes get to join the election "
+    "(a node that answers later joins the stream at its common point).",
+)
+@click.option(
     "--from-postgres",
     "conninfo",
     metavar="CONNINFO",
@@ -152,6 +160,7 @@ def propose_command(
     start_lsn: Lsn | None,
     connect_timeout: float,
     lost_quorum_timeout: float,
+    election_grace: float,
     conninfo: str | None,
     slot: str,
     stop_at_lsn: Lsn | None,
@@ -175,7 +184,7 @@ def propose_command(
             conninfo, safekeepers, tenant, timeline, slot=slot, stop_at=stop_at_lsn,
             create_timeline_on=create_timeline_on or (),
             token=token, connect_timeout=connect_timeout,
-            lost_quorum_timeout=lost_quorum_timeout,
+            lost_quorum_timeout=lost_quorum_timeout, election_grace=election_grace,
         )
         try:
             result = trio.run(run_ingest, opts)
@@ -193,6 +202,7 @@ def propose_command(
         seed=seed,
         expect_start_lsn=start_lsn,
         lost_quorum_timeout=lost_quorum_timeout,
+        election_grace=election_grace,
         wal_format=wal_format,
         wal_seg_size=wal_seg_size if wal_format == "pg" else 0,
     )

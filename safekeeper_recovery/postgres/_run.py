@@ -61,6 +61,7 @@ class IngestOptions:
     token: str | None = None
     connect_timeout: float = 10.0
     lost_quorum_timeout: float = 3.0
+    election_grace: float = 0.5
 
 
 async def create_timelines(plan: IngestPlan, ttid: TenantTimelineId, urls: Sequence[str],
@@ -136,7 +137,7 @@ async def run_ingest(opts: IngestOptions) -> ProposeResult:
                                timeout=opts.connect_timeout)
     config = ProposerConfig(
         opts.safekeepers, opts.tenant_id, opts.timeline_id, 0,
-        lost_quorum_timeout=opts.lost_quorum_timeout,
+        lost_quorum_timeout=opts.lost_quorum_timeout, election_grace=opts.election_grace,
         pg_version=ident.pg_version, system_id=ident.system_id,
         wal_seg_size=ident.wal_seg_size,
     )

@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 One task per safekeeper runs *sessions*: connect → Greeting → (wait for the term) →
 VoteRequest → (wait for the election) → ProposerElected at the node's own start point →
-stream. A coordinator decides the term once every node's first connection attempt has
-settled, and elects once every greeted node has voted or failed; a node that connects later
-(or reconnects) goes through the same session and joins the stream at its common point.
+stream. A coordinator decides the term once a quorum has greeted (every node that answers
+within a short grace counts, rule P6), and elects once a quorum has voted (likewise); a node
+that connects later (or reconnects) goes through the same session and joins the stream at
+its common point.
 
 Streaming is pipelined: up to ``window_bytes`` of WAL per node may be sent but not yet
 reported flushed. Safekeepers answer appends in batches (one AppendResponse per fsync, not
@@ -49,6 +50,12 @@ P5  The run succeeds once commit_lsn reaches the source's final end and a quorum
     common point); a node never reached is not waited for. Connections are then closed
     cleanly (the server processes and flushes what it was sent), each within
     ``close_timeout``.
+P6  The first round does not wait for every node: once a quorum has greeted (then voted),
+    the rest get ``election_grace`` to answer, and the run goes on without those that did
+    not (a black-holed node would otherwise hold the election until its connect times
+    out). Paxos needs a quorum only; a node that answers later joins like a reconnecting
+    one, at its common point. The grace lets every healthy node take part in the first
+    round, so the term starts after the most advanced WAL any of them holds.
 """
 
 from __future__ import annotations
@@ -256,10 +263,35 @@ class Proposer:
         self._scope.cancel()
         await trio.sleep_forever()
 
+    async def _first_round(
+        self, pending: Callable[[_Node], bool], answered: Callable[[_Node], bool]
+    ) -> None:
+        """Rule P6: until no node is ``pending``, or a quorum has ``answered`` and the rest
+        had ``election_grace`` more to answer."""
+        nodes = self._nodes
+
+        def settled() -> bool:
+            return not any(pending(n) for n in nodes)
+
+        def quorum() -> bool:
+            return sum(answered(n) for n in nodes) >= self._quorum
+
+        while True:
+            await self._changed.wait_for(lambda: settled() or quorum())
+            if settled():
+                return
+            with trio.move_on_after(self._cfg.election_grace):
+                await self._changed.wait_for(settled)
+            if settled() or quorum():  # else one of the quorum failed meanwhile: wait again
+                return
+
     async def _coordinate(self) -> None:
         nodes = self._nodes
-        await self._changed.wait_for(lambda: all(n.status != "connecting" for n in nodes))
-        greeted = [n for n in nodes if n.status not in _UNREACHABLE]
+        await self._first_round(
+            pending=lambda n: n.status == "connecting",
+            answered=lambda n: n.status not in ("connecting", *_UNREACHABLE),
+        )
+        greeted = [n for n in nodes if n.status not in ("connecting", *_UNREACHABLE)]
         if len(greeted) < self._quorum:
             await self._abort(self._lost_quorum(len(greeted)))
         try:
@@ -269,8 +301,9 @@ class Proposer:
         log.info("campaigning for term %d", self._term)
         self._changed.notify()
 
-        await self._changed.wait_for(
-            lambda: all(n.status not in ("connecting", "greeted") for n in nodes)
+        await self._first_round(
+            pending=lambda n: n.status in ("connecting", "greeted"),
+            answered=lambda n: n.status == "voted",
         )
         votes = {n.url: n.vote for n in nodes if n.status == "voted" and n.vote is not None}
         if len(votes) < self._quorum:

@@ -59,6 +59,9 @@ class ProposerConfig:
     reconnect_min: float = 0.1
     reconnect_max: float = 2.0
     lost_quorum_timeout: float = 3.0
+    election_grace: float = 0.5
+    """Once a quorum has greeted (and again once a quorum has voted), how long the other
+    nodes get to answer before the election goes on without them (rule P6)."""
     drain_timeout: float = 5.0
     """Once committed, how long lagging nodes get to catch up before closing: those streaming
     and those that dropped out of the stream and may reconnect (a node killed for good

@@ -170,6 +170,9 @@ class FakeCluster:
         self.urls = list(self.nodes)
         self.blocked: set[tuple[str, str]] = set()
         self.stalls: dict[tuple[str, str], Lsn] = {}
+        self.connect_delays: dict[tuple[str, str], float] = {}
+        """Seconds a connect from the proposer to the node takes (``math.inf``: it hangs,
+        every packet dropped)."""
         self._event = trio.Event()
 
     def __getitem__(self, index: int) -> FakeSafekeeper:
@@ -202,6 +205,7 @@ class FakeCluster:
         @asynccontextmanager
         async def connect(url: str) -> AsyncIterator[FakeConnection]:
             await trio.lowlevel.checkpoint()
+            await trio.sleep(self.connect_delays.get((proposer, url), 0.0))
             node = self.nodes[url]
             if not node.up or (proposer, url) in self.blocked:
                 raise ConnectionRefusedError(f"{url}: connection refused")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -93,6 +94,43 @@ async def test_a_node_never_reached_is_not_waited_for_at_the_end() -> None:
         result = await propose(config(cluster, MiB, drain_timeout=60.0), cluster.connector("A"))
     assert result.commit_lsn == START + MiB
     assert result.flush_lsns[cluster.urls[2]] is None
+
+
+async def test_an_election_goes_on_without_a_black_holed_node(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Rule P6 (fault-campaign finding F2): a connect to node 3 hangs for ever; nodes 1
+    and 2 are a quorum, so the run elects after ``election_grace`` and finishes."""
+    cluster = FakeCluster(3)
+    cluster.connect_delays[("A", cluster.urls[2])] = math.inf
+    began = trio.current_time()
+    with trio.fail_after(60):
+        result = await propose(config(cluster, MiB, election_grace=0.5), cluster.connector("A"))
+    assert trio.current_time() - began < 2.0
+    assert result.commit_lsn == START + MiB
+    assert result.flush_lsns[cluster.urls[2]] is None
+    assert cluster[0].durable_wal() == cluster[1].durable_wal() == gen(1, MiB)
+
+
+async def test_a_node_that_answers_within_the_grace_takes_part_in_the_election(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Node 3 is in term 5 and greets 0.3 s after the others, within the 0.5 s grace: the
+    term is chosen with its greeting (6), so it votes rather than stopping the run with a
+    newer term, as it would if it greeted after the term was chosen."""
+    cluster = FakeCluster(3)
+    cluster[2].handle(VoteRequest(5))
+    cluster.connect_delays[("A", cluster.urls[2])] = 0.3
+    with trio.fail_after(60):
+        result = await propose(config(cluster, MiB, election_grace=0.5), cluster.connector("A"))
+    assert result.term == 6
+    assert cluster[2].durable_wal() == gen(1, MiB)
+
+    late = FakeCluster(3)
+    late[2].handle(VoteRequest(5))
+    late.connect_delays[("A", late.urls[2])] = 0.8
+    with trio.fail_after(60), pytest.raises(NewerTermError):
+        await propose(config(late, MiB, election_grace=0.5), late.connector("A"))
 
 
 async def test_one_node_killed_mid_propose_the_proposer_finishes_on_the_quorum() -> None:
