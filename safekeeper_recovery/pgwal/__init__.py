@@ -1,10 +1,12 @@
 """PostgreSQL 15 WAL: the on-disk format, a synthetic WAL generator and a streaming verifier.
 
-Pure code (no trio, no I/O): ``SyntheticWal`` writes well-formed WAL of XLOG_NOOP records;
+Pure code (no trio, no I/O): ``SyntheticWal`` writes well-formed WAL of XLOG_NOOP records
+(``continue_synthetic``: a run that continues earlier runs wherever they were cut);
 ``WalReader`` checks WAL fed to it in order, record by record; ``WalVerifier`` /
 ``verify_chunks`` judge a stretch whose end is known (a node's flush_lsn).
 """
 
+from ._continuation import CLEAN_STEP, ContinuedWal, continue_synthetic
 from ._format import (
     LONG_PAGE_HEADER_SIZE,
     PG15_PAGE_MAGIC,
@@ -35,6 +37,7 @@ from ._synthetic import (
 from ._verify import TornTail, VerifyReport, WalVerifier, verify_chunks
 
 __all__ = [
+    "CLEAN_STEP",
     "DEFAULT_SYSTEM_ID",
     "LONG_PAGE_HEADER_SIZE",
     "MAX_RECORD_SIZE",
@@ -42,6 +45,7 @@ __all__ = [
     "RECORD_HEADER_SIZE",
     "SHORT_PAGE_HEADER_SIZE",
     "TRAILER_SIZE",
+    "ContinuedWal",
     "Corruption",
     "EndReason",
     "LeadingContinuation",
@@ -55,6 +59,7 @@ __all__ = [
     "WalRecord",
     "WalVerifier",
     "check_start_lsn",
+    "continue_synthetic",
     "continuation_prev_lsn",
     "noop_record",
     "record_crc",

@@ -26,6 +26,14 @@ S3  The last record of a non-empty run is a 24-byte "trailer" XLOG_NOOP lying wh
 S4  Content depends only on the constructor's arguments; :meth:`SyntheticWal.read` is
     random access (state checkpoints every 1 MiB of LSN space; the last 16 MiB generated are
     cached, twice a proposer's default window, so nodes at different positions share them).
+S5  With ``clean_step`` (a multiple of the page size; 0 = off), every multiple of it
+    strictly inside the run is a *clean point*: a trailer (S3) ends there, so a run cut
+    there can be continued like one that ended there, and no record crosses it. Records
+    between clean points are planned exactly as before the end of a run, so a run that ends
+    at a clean point is a prefix of every longer run with the same arguments. The one
+    exception: a clean point fewer than 48 usable bytes after ``start_lsn`` has no room for
+    its trailer and is skipped. The proposer uses this (``continue_synthetic``) so that its
+    WAL can be continued wherever a dead proposer's WAL was cut.
 """
 
 from __future__ import annotations
@@ -163,8 +171,11 @@ class SyntheticWal:
         system_id: int = DEFAULT_SYSTEM_ID,
         timeline: int = 1,
         prev_lsn: Lsn = INVALID_LSN,
+        clean_step: int = 0,
     ) -> None:
         validate_seg_size(seg_size)
+        if clean_step < 0 or clean_step % XLOG_BLCKSZ:
+            raise ValueError(f"clean step must be a multiple of the page size: {clean_step}")
         if size < 0:
             raise ValueError(f"size must not be negative: {size}")
         check_start_lsn(start_lsn, seg_size)
@@ -176,6 +187,7 @@ class SyntheticWal:
         self.system_id = system_id
         self.timeline = timeline
         self.prev_lsn = Lsn(prev_lsn)
+        self.clean_step = clean_step
         end = int(start_lsn) + size
         self.end_lsn = self._round_end(end - end % MAXALIGN)
         self.size = int(self.end_lsn) - int(self.start_lsn)
@@ -188,8 +200,41 @@ class SyntheticWal:
     def __repr__(self) -> str:
         return (
             f"SyntheticWal(seed={self.seed}, {self.start_lsn}..{self.end_lsn}, "
-            f"seg_size={self.seg_size}, system_id={self.system_id})"
+            f"seg_size={self.seg_size}, system_id={self.system_id}, "
+            f"clean_step={self.clean_step})"
         )
+
+    # ---- clean points (S5) ----------------------------------------------------------------
+
+    def _uses_clean_point(self, point: int) -> bool:
+        """Is ``point`` (a multiple of ``clean_step``) a clean point of this run's layout
+        (whatever its end): after the start, with room for its trailer (S5)?"""
+        body_end = point - TRAILER_SIZE
+        if body_end < self.start_lsn:
+            return False
+        free = usable_bytes(int(self.start_lsn), body_end, self.seg_size)
+        return free == 0 or free >= MIN_RECORD_SIZE
+
+    def _next_clean_point(self, lsn: int) -> int | None:
+        """The first clean point whose trailer starts at or after ``lsn`` (None: S5 off)."""
+        step = self.clean_step
+        if not step:
+            return None
+        point = -(-(lsn + TRAILER_SIZE) // step) * step
+        while not self._uses_clean_point(point):
+            point += step
+        return point
+
+    def _last_clean_point(self, lsn: int) -> int:
+        """The last clean point at or before ``lsn``, else the run's start."""
+        step = self.clean_step
+        if step:
+            point = lsn - lsn % step
+            while point > self.start_lsn:
+                if self._uses_clean_point(point):
+                    return point
+                point -= step
+        return int(self.start_lsn)
 
     # ---- extent ---------------------------------------------------------------------------
 
@@ -205,13 +250,35 @@ class SyntheticWal:
             page = end - offset
             if offset - TRAILER_SIZE < page_header_size(page, self.seg_size):
                 return False
-        free = usable_bytes(start, body_end, self.seg_size)
+        # S5: the end's trailer must not overlap a clean point's, and the last stretch
+        # since a clean point must hold whole records.
+        upcoming = self._next_clean_point(body_end)
+        if upcoming is not None and upcoming - TRAILER_SIZE < end < upcoming:
+            return False
+        block = self._last_clean_point(end - 1)
+        if body_end < block:
+            return False
+        free = usable_bytes(block, body_end, self.seg_size)
         return free == 0 or free >= MIN_RECORD_SIZE
 
     def _round_end(self, end: int) -> Lsn:
         while end > self.start_lsn and not self._end_ok(end):
             end -= MAXALIGN
         return Lsn(max(end, int(self.start_lsn)))
+
+    def record_boundary(self, lsn: Lsn) -> tuple[Lsn, Lsn]:
+        """``(at, prev)``: the first position ``at >= lsn`` where a record of this run starts
+        (or its end, if none does), and the start of the record before it (``xl_prev`` of a
+        record at ``at``). So WAL of this run cut at ``lsn`` becomes whole again by
+        appending this run's bytes ``lsn .. at``. ``lsn`` must lie within the run."""
+        if not self.start_lsn <= lsn <= self.end_lsn:
+            raise ValueError(f"{lsn} is outside the run {self.start_lsn}..{self.end_lsn}")
+        prev = self.prev_lsn
+        for record_lsn, _ in self.record_lsns():
+            if record_lsn >= lsn:
+                return record_lsn, prev
+            prev = record_lsn
+        return self.end_lsn, prev
 
     @property
     def last_record_lsn(self) -> Lsn | None:
@@ -315,6 +382,13 @@ class SyntheticWal:
         if c.lsn >= self._body_end:
             c.record_len, c.record_fill = TRAILER_SIZE, 0
             return
+        body_end = self._body_end
+        point = self._next_clean_point(c.lsn)
+        if point is not None and point < self.end_lsn:
+            body_end = point - TRAILER_SIZE
+        if c.lsn >= body_end:  # S5: the trailer that ends at a clean point
+            c.record_len, c.record_fill = TRAILER_SIZE, 0
+            return
         c.rng, r = _splitmix64(c.rng)
         kind, bits = r % 100, r >> 8
         if kind < 55:
@@ -324,7 +398,7 @@ class SyntheticWal:
         else:
             want = 8192 + bits % (56 * 1024)
         want = _valid_length(want)
-        free = usable_bytes(c.lsn, self._body_end, self.seg_size)
+        free = usable_bytes(c.lsn, body_end, self.seg_size)
         if free - maxalign(want) < MIN_RECORD_SIZE:
             want = free  # the last body record fills the rest exactly (a multiple of 8)
         c.record_len = want

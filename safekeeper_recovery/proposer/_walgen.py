@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
 from ..core import MAX_SEND_SIZE, Lsn
-from ..pgwal import SyntheticWal, continuation_prev_lsn
+from ..pgwal import continue_synthetic
 from ._results import ProposerConfig
 
 if TYPE_CHECKING:
@@ -75,25 +75,24 @@ from this start" (the run stops with a ``ProposerError`` saying why)."""
 def wal_source_factory(config: ProposerConfig) -> WalSourceFactory:
     """The source ``config.wal_format`` asks for, of ``config.total_bytes`` and seeded.
 
-    ``"pg"`` writes :class:`~safekeeper_recovery.pgwal.SyntheticWal` with the greeting's
-    segment size and system id (:meth:`ProposerConfig.pg_seg_size`,
-    :meth:`ProposerConfig.pg_system_id`), chaining ``xl_prev`` to the previous run's
-    trailer unless the term starts at the timeline's start (its first history entry).
+    ``"pg"`` writes :func:`~safekeeper_recovery.pgwal.continue_synthetic` WAL with the
+    greeting's segment size and system id (:meth:`ProposerConfig.pg_seg_size`,
+    :meth:`ProposerConfig.pg_system_id`): it ends at the first multiple of 64 KiB at or
+    after ``total_bytes`` and continues the timeline's earlier runs validly, also where a
+    proposer died inside a record (the term history says where each run began).
     """
     if config.wal_format == "random":
         cached = max(CACHED_BLOCKS, config.window_bytes // BLOCK_SIZE + 8)
         return lambda _: WalGenerator(config.seed, config.total_bytes, cached_blocks=cached)
 
     def pg(election: Election) -> WalSource:
-        start = election.term_start_lsn
-        timeline_start = election.term_history[0].lsn if election.term_history else start
-        return SyntheticWal(
+        return continue_synthetic(
             config.seed,
-            start,
             config.total_bytes,
+            election.term_start_lsn,
+            [entry.lsn for entry in election.term_history],
             seg_size=config.pg_seg_size(),
             system_id=config.pg_system_id(),
-            prev_lsn=continuation_prev_lsn(start, timeline_start),
         )
 
     return pg

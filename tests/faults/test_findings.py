@@ -18,23 +18,16 @@ from safekeeper_recovery.proposer import Election, ProposerConfig, wal_source_fa
 
 START = Lsn(0x1000000)
 SEG = 1 << 20
-F1 = "F1 (docs/faults.md): generated pg WAL cannot continue after a proposer died in a record"
 
 
-@pytest.mark.parametrize(
-    "cut",
-    [
-        pytest.param(100_001, id="unaligned-cut-refused",
-                     marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=F1)),
-        pytest.param(100_000, id="aligned-cut-written-over",
-                     marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=F1)),
-    ],
-)
+@pytest.mark.parametrize("cut", [100_001, 100_000, 65_536 - 10, 65_536, 65_536 + 30, 131_072 + 5])
 def test_f1_generated_pg_wal_continues_after_a_proposer_died_inside_a_record(cut: int) -> None:
     """A proposer killed mid-run leaves the quorum's WAL ending inside a record (``cut``
     bytes into the run); the next ``propose --wal-format pg`` must write WAL from there that
-    ``verify`` accepts. Today it refuses an unaligned start (S1) and starts a new record
-    in the middle of the torn one at an aligned start."""
+    ``verify`` accepts. It used to refuse an unaligned start (S1), and to start a new record
+    in the middle of the torn one at an aligned start; now it first completes the torn
+    record (pgwal's rule C2). Cuts inside a record, inside the trailer before a clean point,
+    at one, and inside the page header after one."""
     config = ProposerConfig(
         ("ws://127.0.0.1:1",), TenantId.parse("5d" * 16), TimelineId.parse("c0" * 16),
         256 * 1024, seed=5, wal_format="pg", wal_seg_size=SEG,

@@ -15,7 +15,12 @@ import pytest
 import trio
 
 from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId, segment_file_name
-from safekeeper_recovery.pgwal import TRAILER_SIZE, SyntheticWal
+from safekeeper_recovery.pgwal import (
+    DEFAULT_SYSTEM_ID,
+    TRAILER_SIZE,
+    SyntheticWal,
+    continue_synthetic,
+)
 from safekeeper_recovery.testing import (
     DEFAULT_START_LSN,
     SEG_SIZE,
@@ -42,6 +47,14 @@ PG_WALDUMP = _pg_waldump()
 TTID = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("e" * 32))
 RANDOM_TTID = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("d" * 32))
 NBYTES = 3 * 1024 * 1024
+
+
+def proposed_wal(seed: int, nbytes: int) -> SyntheticWal:
+    """The WAL ``propose --seed SEED --bytes NBYTES`` writes on a new timeline."""
+    wal = continue_synthetic(seed, nbytes, DEFAULT_START_LSN, [DEFAULT_START_LSN],
+                             seg_size=SEG_SIZE, system_id=DEFAULT_SYSTEM_ID)
+    assert isinstance(wal, SyntheticWal)  # a run at the timeline's start continues nothing
+    return wal
 
 
 async def run_process_text(args: list[str]) -> ProcessResult:
@@ -88,7 +101,7 @@ async def test_verify_passes_proposed_wal_and_names_the_record_with_a_flipped_by
 
     # Plant one flipped byte in the middle of a record in the second segment of node 2.
     await cluster[2].terminate()
-    records = list(SyntheticWal(5, DEFAULT_START_LSN, NBYTES, seg_size=SEG_SIZE).record_lsns())
+    records = list(proposed_wal(5, NBYTES).record_lsns())
     victim, tot_len = next(
         (lsn, n) for lsn, n in records if lsn >= DEFAULT_START_LSN + SEG_SIZE + 100_000
         and lsn % 8192 + n < 8192 and n >= 100
@@ -185,8 +198,7 @@ async def test_pg_waldump_reads_the_segments_a_node_stored(make_cluster: Cluster
     )
     assert done.returncode == 0, done.stderr
     lsns = [Lsn.parse(m) for m in re.findall(r"lsn: ([0-9A-F]+/[0-9A-F]+)", done.stdout)]
-    expected = [lsn for lsn, _ in SyntheticWal(8, DEFAULT_START_LSN, 2 * SEG_SIZE,
-                                               seg_size=SEG_SIZE).record_lsns()]
+    expected = [lsn for lsn, _ in proposed_wal(8, 2 * SEG_SIZE).record_lsns()]
     assert lsns == expected
     verified = await run_cli("verify", "--data-dir", str(cluster[1].data_dir), *ids(TTID),
                              "--no-progress")
@@ -215,7 +227,7 @@ async def test_verify_data_dir_of_a_node_killed_mid_stream_reports_a_torn_tail_a
     finally:
         proposer.kill()
     assert done.returncode == 0, done.stderr  # nodes 1 and 2 are a quorum
-    wal = SyntheticWal(6, DEFAULT_START_LSN, nbytes, seg_size=SEG_SIZE)
+    wal = proposed_wal(6, nbytes)
 
     result = await run_cli("verify", "--data-dir", str(cluster[3].data_dir), *ids(TTID),
                            "--no-progress")
@@ -241,3 +253,41 @@ async def test_verify_data_dir_of_a_node_killed_mid_stream_reports_a_torn_tail_a
                             "--no-progress")
     assert running.returncode == 0, running.stdout + running.stderr
     assert f"WAL {DEFAULT_START_LSN}..{wal.end_lsn} is valid" in running.stdout
+
+
+@pytest.mark.slow
+async def test_wal_of_a_proposer_killed_mid_record_is_continued_validly(
+    make_cluster: ClusterFactory,
+) -> None:
+    """Fault-campaign finding F1: ``propose --rate`` is SIGKILLed while streaming, so the
+    quorum's WAL ends wherever its last append ended (inside a record, almost surely). The
+    next ``propose`` continues from there, and the whole WAL verifies on every node."""
+    cluster = make_cluster(3)
+    await cluster.start()
+    await cluster.create_timeline(TTID)
+    proposer = await cluster.start_propose(
+        "propose", *propose_args(cluster, TTID, "8MiB", "--seed", "4", "--rate", "2MiB")
+    )
+    try:
+        async def committed_some() -> bool:
+            flushes = [await cluster.flush_lsn(i, TTID) for i in (1, 2, 3)]
+            return sorted(flushes)[1] >= DEFAULT_START_LSN + 1024 * 1024
+
+        await wait_until(committed_some, 60, message="a quorum to hold 1 MiB")
+        proposer.kill()
+        await proposer.process.wait()
+    finally:
+        proposer.kill()
+    cut = max([await cluster.flush_lsn(i, TTID) for i in (1, 2, 3)])
+    assert cut < DEFAULT_START_LSN + 8 * 1024 * 1024, "the proposer finished before the kill"
+
+    again = await cluster.propose(*propose_args(cluster, TTID, "1MiB", "--seed", "4"))
+    assert again.returncode == 0, again.stderr
+    end = summary_lsn(again.stdout, "commit_lsn")
+    assert end > cut
+    await wait_caught_up(cluster, 3, TTID, end)
+    for node_id in (1, 2, 3):
+        ok = await run_cli("verify", "--node", cluster[node_id].http_url, *ids(TTID),
+                           "--no-progress")
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert f"WAL {DEFAULT_START_LSN}..{end} is valid" in ok.stdout

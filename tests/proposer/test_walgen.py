@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from safekeeper_recovery.core import MAX_SEND_SIZE, Lsn
-from safekeeper_recovery.pgwal import SyntheticWal, verify_chunks
+from safekeeper_recovery.pgwal import CLEAN_STEP, SyntheticWal, verify_chunks
 from safekeeper_recovery.proposer import (
     BLOCK_SIZE,
     Election,
@@ -82,8 +82,10 @@ async def test_pg_format_writes_the_synthetic_wal_and_greets_with_its_identity()
     cfg = pg_config(cluster, 3 * MiB + 1001, seed=4)
     with trio.fail_after(20):
         result = await propose(cfg, cluster.connector("A"))
-    expected = SyntheticWal(4, START, 3 * MiB + 1001, seg_size=SEG, system_id=cfg.pg_system_id())
-    assert result.bytes == expected.size < 3 * MiB + 1001  # S2: rounded to a record end
+    expected = SyntheticWal(4, START, 3 * MiB + 64 * 1024, seg_size=SEG,
+                            system_id=cfg.pg_system_id(), clean_step=CLEAN_STEP)
+    # pgwal's rule C1: rounded up to the next multiple of 64 KiB.
+    assert result.bytes == expected.size == 3 * MiB + 64 * 1024
     assert result.end_lsn == result.commit_lsn == expected.end_lsn
     for node in cluster.nodes.values():
         assert node.durable_wal() == expected.read(0, expected.size)
