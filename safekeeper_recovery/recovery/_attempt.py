@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from ..core import (
+    MAX_SEND_SIZE,
     AcceptorError,
     AcceptorMessage,
     AppendRequest,
@@ -51,9 +52,11 @@ __all__ = ["AttemptCancelled", "AttemptResult", "DonorTimeout", "RecoveryConfig"
 
 log = logging.getLogger(__name__)
 
-MESSAGE_QUEUE_SIZE = 8
-"""AppendRequests queued for the local acceptor (the seed queues 256): at most 8 x 1 MiB
-(``MAX_SEND_SIZE``), a bounded 8 MiB, whatever the WAL size. trio-websocket already holds
+RECOVERY_QUEUE_BYTES = 8 * MAX_SEND_SIZE
+MESSAGE_QUEUE_SIZE = RECOVERY_QUEUE_BYTES // MAX_SEND_SIZE
+"""AppendRequests queued for the local acceptor (the seed queues 256). The bound is in
+bytes, ``RECOVERY_QUEUE_BYTES`` (8 MiB), whatever the WAL size: a donor's WalData carries
+at most ``MAX_SEND_SIZE`` (1 MiB), so 8 messages never hold more. trio-websocket already holds
 up to 4 decoded frames ahead of ``network_io`` and the kernel's socket buffers several MiB
 more, so a longer queue buys no speed: measured interleaved on the benchmark machine (1 GiB
 and 256 MiB recoveries, 4 each), 4, 8 and 12 all gave 390-540 MB/s. It does buy peak

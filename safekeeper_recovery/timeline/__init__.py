@@ -4,6 +4,7 @@ acceptor loop and flush policy) and read pipeline (the WAL sender), and the regi
 from ._backend import FileBackend, MemoryBackend, StorageBackend
 from ._changes import ChangeFeed, Changes
 from ._inprocess_donor import InProcessDonorConnector, InProcessStream
+from ._message_queue import PUSH_QUEUE_BYTES, MessageQueue
 from ._peers import PEER_SILENCE_WAKE, PeerHub
 from ._read_pipeline import pg_timestamp_us, run_wal_sender
 from ._recovery_target import LocalSession, LocalTarget
@@ -24,7 +25,7 @@ from ._timeline import (
     describe_storage_failure,
 )
 from ._watch import Watch
-from ._write_pipeline import run_wal_acceptor
+from ._write_pipeline import MessageSource, run_wal_acceptor
 
 __all__ = [
     "ChangeFeed",
@@ -35,6 +36,9 @@ __all__ = [
     "LocalSession",
     "LocalTarget",
     "MemoryBackend",
+    "MessageQueue",
+    "MessageSource",
+    "PUSH_QUEUE_BYTES",
     "PEER_SILENCE_WAKE",
     "PeerHub",
     "Receiver",

@@ -23,7 +23,7 @@ Rules
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 
@@ -38,15 +38,26 @@ from ..core import (
 )
 from ._timeline import Receiver, Timeline
 
-__all__ = ["run_wal_acceptor"]
+__all__ = ["MessageSource", "run_wal_acceptor"]
 
 _FLUSH: Final = FlushWal()
+
+
+class MessageSource(Protocol):
+    """Where the write pipeline takes its messages from: a trio memory receive channel, or
+    a :class:`~._message_queue.MessageQueue` (bounded in bytes: what ``wal_push`` uses).
+    ``receive`` raises ``trio.EndOfChannel`` at the end; ``receive_nowait`` also
+    ``trio.WouldBlock`` when nothing is queued."""
+
+    async def receive(self) -> ProposerMessage: ...
+
+    def receive_nowait(self) -> ProposerMessage: ...
 
 
 async def run_wal_acceptor(
     timeline: Timeline,
     receiver: Receiver,
-    messages: trio.MemoryReceiveChannel[ProposerMessage],
+    messages: MessageSource,
     replies: trio.MemorySendChannel[AcceptorMessage],
     *,
     flush_interval: float = 1.0,

@@ -19,18 +19,16 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from ..core import (
     AcceptorMessage,
     Greeting,
-    ProposerMessage,
     RemoteProtocolError,
     decode_proposer_message,
     encode,
 )
-from ..timeline import Receiver, Timeline, run_wal_acceptor
+from ..timeline import MessageQueue, Receiver, Timeline, run_wal_acceptor
 
-__all__ = ["MESSAGE_QUEUE_SIZE", "REPLY_QUEUE_SIZE", "serve_push_connection"]
+__all__ = ["REPLY_QUEUE_SIZE", "serve_push_connection"]
 
 log = logging.getLogger(__name__)
 
-MESSAGE_QUEUE_SIZE: Final = 256
 CLOSE_UNSUPPORTED_DATA: Final = 1003
 CLOSE_IDLE: Final = 4008
 """Closed by the server: the client sent nothing (``wal_push``) or took nothing
@@ -55,14 +53,15 @@ async def serve_push_connection(
     vanished or stuck client is that quiet). Does not close ``ws``: the caller maps the
     outcome to a close code.
     """
-    msg_send, msg_recv = trio.open_memory_channel[ProposerMessage](MESSAGE_QUEUE_SIZE)
+    # The queue's bound (bytes, not messages) is the write pipeline's: timeline.MessageQueue.
+    queue = MessageQueue()
     reply_send, reply_recv = trio.open_memory_channel[AcceptorMessage](REPLY_QUEUE_SIZE)
     protocol_error: list[RemoteProtocolError] = []
     acceptor_error: list[Exception] = []
     writer_done = trio.Event()
 
     async def read_messages() -> None:
-        async with msg_send:
+        async with queue:
             first = True
             while True:
                 try:
@@ -92,7 +91,7 @@ async def serve_push_connection(
                     return
                 first = False
                 try:
-                    await msg_send.send(msg)
+                    await queue.send(msg)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
 
@@ -111,7 +110,7 @@ async def serve_push_connection(
         nursery.start_soon(write_replies)
         try:
             await run_wal_acceptor(
-                timeline, receiver, msg_recv, reply_send, flush_interval=flush_interval
+                timeline, receiver, queue, reply_send, flush_interval=flush_interval
             )
         except Exception as e:  # re-raised below, once the helpers are cancelled
             acceptor_error.append(e)
