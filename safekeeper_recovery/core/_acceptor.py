@@ -161,10 +161,6 @@ class Acceptor:
         self.remote_consistent_lsn = state.remote_consistent_lsn
         self.term_start_lsn = Lsn(0)
         """Where the current leader's term starts (volatile: 0 after a restart)."""
-        # Planted-bug seam of the deterministic simulator (docs/simulation.md): it skips
-        # exactly one rule. Production never sets it.
-        self.skip_commit_max = False
-        """Bug ``commit_regresses``: a lower commit_lsn from a leader or peer is adopted."""
 
     # ---- derived values ------------------------------------------------------------------
 
@@ -412,8 +408,13 @@ class Acceptor:
         self._flush_lsn = self.write_lsn
         return (FlushEffect(),)
 
+    def _commit_floor(self) -> Lsn:
+        """What commit_lsn may not go below (R8: never decreases). A method so that the
+        simulator's planted bug ``commit_regresses`` can override exactly this rule."""
+        return self.commit_lsn
+
     def _update_commit_lsn(self, candidate: Lsn) -> list[Effect]:
-        floor = INVALID_LSN if self.skip_commit_max else self.commit_lsn
+        floor = self._commit_floor()
         new = min(max(candidate, floor), self.flush_lsn)
         assert new >= floor, f"R8: commit_lsn would go back: {self.commit_lsn}→{new}"
         self.commit_lsn = new

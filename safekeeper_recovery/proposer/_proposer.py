@@ -193,10 +193,6 @@ class Proposer:
         self._nursery: trio.Nursery | None = None
         self._started_at = 0.0
         self._ran = False
-        self.late_refusal_is_fatal = False
-        """The old rule P1 (a refusal at our term stops the run even once elected). Never
-        set in production: the simulator's planted bug ``refusal_stops_proposer`` sets it
-        to prove that its oracles catch a proposer stopped for no reason."""
 
     # ---- public --------------------------------------------------------------------------
 
@@ -451,6 +447,12 @@ class Proposer:
         with trio.fail_after(self._cfg.response_timeout):
             return await conn.receive()
 
+    def _refusal_is_fatal(self) -> bool:
+        """P1: a refused vote at our own term, from a node we never asked, stops the run
+        only while we are not elected. A method so that the simulator's planted bug
+        ``refusal_stops_proposer`` (the old rule: always) can override exactly this."""
+        return self._election is None
+
     async def _session(self, node: _Node, conn: SafekeeperConnection) -> None:
         """One connection's life: handshake, then stream until cancelled or broken."""
         cfg = self._cfg
@@ -475,9 +477,7 @@ class Proposer:
             raise RemoteProtocolError(f"expected a vote, got {type(vote).__name__}")
         if vote.term > term:
             await self._abort(NewerTermError(vote.term, term, where=f"vote {node.url}"))
-        if not vote.vote_given and not asked_before and (
-            self._election is None or self.late_refusal_is_fatal
-        ):
+        if not vote.vote_given and not asked_before and self._refusal_is_fatal():
             await self._abort(
                 NewerTermError(vote.term, None, where=f"vote {node.url}, term already taken")
             )

@@ -1,9 +1,10 @@
 """Deliberate protocol bugs the simulator must catch, switched on one at a time.
 
-Each flag names one broken rule and is threaded to the seam where that rule lives: a
-simulator-owned seam (storage twin, connections, donor streams, recovery target) or an
-optional argument/attribute of product code that defaults to correct behaviour and that
-production never sets. docs/simulation.md lists which invariant catches each and where.
+Each flag names one broken rule and is threaded to the seam where that rule lives, always
+one the simulator owns: its storage twin, connections, donor streams and recovery target,
+or its subclass of a product class that overrides the one method holding the rule
+(``_planted.py``; product code has no bug switch). docs/simulation.md lists which invariant
+catches each and where.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ class PlantedBugs:
     before it is on disk is forgotten by a crash. Seam: the simulator's control store."""
     no_sender_term_check: bool = False
     """The donor's WAL sender streams without checking its term (reference §6.3): recovery
-    may copy WAL of a term the donor no longer vouches for. Seam: ``run_wal_sender(...,
-    check_term=False)`` through ``InProcessDonorConnector(check_term=False)``."""
+    may copy WAL of a term the donor no longer vouches for. Seam: the simulator's donor
+    lookup hands the sender a term-blind view of the donor's timeline."""
     commit_regresses: bool = False
     """The acceptor adopts a lower commit_lsn from a leader or a peer (R8's max skipped).
-    Seam: ``Acceptor.skip_commit_max``."""
+    Seam: the simulator's ``Acceptor`` subclass overriding ``_commit_floor``."""
     double_vote: bool = False
     """An acceptor grants a second vote in the term it already voted in (R2 with ``>=``).
     Seam: the simulator's proposer connection turns such a refusal into a grant (the
@@ -44,11 +45,12 @@ class PlantedBugs:
     refusal_stops_proposer: bool = False
     """The old rule P1: an elected proposer stops ("term already taken") when a node it never
     asked refuses its vote because peer recovery already put that node in its term. Seam:
-    ``Proposer.late_refusal_is_fatal``."""
+    the simulator's ``Proposer`` subclass overriding ``_refusal_is_fatal``."""
     recovery_ignores_proposer: bool = False
     """Recovery does not yield to a connected proposer: it keeps voting, truncating and
     appending while a proposer greets, votes and streams. Seam: the simulator's recovery
-    target (its session never reports a proposer) and ``Timeline.recovery_yields_to_proposers``."""
+    target (its session never reports a proposer) and its ``Timeline`` subclass overriding
+    ``_recovery_must_yield``."""
 
     @classmethod
     def only(cls, name: str) -> PlantedBugs:

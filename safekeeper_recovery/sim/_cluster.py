@@ -16,6 +16,7 @@ from ..recovery import RecoveryConfig, RecoveryEngine, RecoveryTarget
 from ..timeline import Timeline, TimelineParams, TimelineRegistry
 from ._bugs import PlantedBugs
 from ._faults import Faults
+from ._planted import plant_in_node
 from ._storage import SimBackend
 
 __all__ = ["PROPOSER_NODE", "SEG_SIZE", "START_LSN", "TTID", "Leader", "SimNode", "World"]
@@ -167,9 +168,10 @@ class SimNode:
                     self.timeline = registry.get(TTID)
                     # Acceptor-side planted bugs (nothing reached this acceptor yet: peer
                     # info and proposers come only once the node is up).
-                    self.timeline.acceptor.skip_commit_max = self.world.bugs.commit_regresses
-                    self.timeline.recovery_yields_to_proposers = (
-                        not self.world.bugs.recovery_ignores_proposer
+                    plant_in_node(
+                        self.timeline,
+                        commit_regresses=self.world.bugs.commit_regresses,
+                        recovery_ignores_proposer=self.world.bugs.recovery_ignores_proposer,
                     )
                     self.up = True
                     self.world.event(f"node {self.id} up (incarnation {self.incarnation}) "

@@ -41,6 +41,7 @@ from ..timeline import (
     run_wal_acceptor,
 )
 from ._cluster import PROPOSER_NODE, Leader, SimNode, World
+from ._planted import term_blind
 
 __all__ = ["SimConnection", "SimDonorConnector", "SimProposerLink", "node_of", "sim_target"]
 
@@ -252,11 +253,14 @@ class SimDonorConnector:
         self._world = world
         self._recipient = recipient
         self._inner = InProcessDonorConnector(self._lookup)
-        self._inner.check_term = not world.bugs.no_sender_term_check
 
     def _lookup(self, node: NodeId, ttid: TenantTimelineId) -> Timeline | None:
         target = self._world.reachable(self._recipient, int(node))
-        return None if target is None else target.timeline
+        if target is None or target.timeline is None:
+            return None
+        if self._world.bugs.no_sender_term_check:
+            return term_blind(target.timeline)
+        return target.timeline
 
     async def fetch_status(self, donor: PeerInfo, ttid: TenantTimelineId) -> DonorStatus:
         return await self._inner.fetch_status(donor, ttid)
@@ -289,7 +293,7 @@ def sim_target(world: World, timeline: Timeline) -> RecoveryTarget:
 
 class _HeedlessTarget(LocalTarget):
     """Planted bug ``recovery_ignores_proposer``: sessions never see a proposer (the node's
-    own check is off too, through ``Timeline.recovery_yields_to_proposers``)."""
+    own check is off too: ``_planted.plant_in_node``)."""
 
     def open_session(self) -> AbstractAsyncContextManager[LocalSession]:
         return self._heedless()

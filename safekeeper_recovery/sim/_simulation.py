@@ -50,6 +50,7 @@ from ._cluster import START_LSN, TTID, Leader, SimNode, World, describe
 from ._connections import SimConnection, SimProposerLink
 from ._determinism import seeded_scheduler
 from ._invariants import InvariantChecker, Violation
+from ._planted import RefusalStopsProposer
 
 __all__ = ["SimConfig", "SimResult", "replay_command", "run_seed"]
 
@@ -339,9 +340,9 @@ class _Simulation:
             lost_quorum_timeout=2.0, drain_timeout=2.0, close_timeout=1.0,
         )
         source = None if live is None else paced(wal_source_factory(config), live.rate)
-        proposer = Proposer(config, self._tracking(link), fetch_wal=link.fetch_wal,
-                            wal_source=source)
-        proposer.late_refusal_is_fatal = w.bugs.refusal_stops_proposer
+        kind = RefusalStopsProposer if w.bugs.refusal_stops_proposer else Proposer
+        proposer = kind(config, self._tracking(link), fetch_wal=link.fetch_wal,
+                        wal_source=source)
         w.event(f"proposer {pid} starts ({total} bytes"
                 + (f" at {live.rate / 1024:.0f} KiB/s)" if live else ")"))
         try:

@@ -59,8 +59,6 @@ class InProcessDonorConnector:
     def __init__(self, lookup: TimelineLookup, *, keepalive_interval: float = 1.0) -> None:
         self.lookup = lookup
         self.keepalive_interval = keepalive_interval
-        self.check_term = True
-        """``False`` plants the simulator's ``no_sender_term_check`` bug in the senders."""
 
     def _timeline(self, donor: PeerInfo, ttid: TenantTimelineId) -> Timeline:
         timeline = self.lookup(donor.node_id, ttid)
@@ -96,7 +94,6 @@ class InProcessDonorConnector:
                         await run_wal_sender(
                             timeline, start_lsn, term, send.send,
                             keepalive_interval=self.keepalive_interval,
-                            check_term=self.check_term,
                         )
                     except StreamTermChanged as e:
                         await send.send(TermChanged(f"donor ended the stream: {e}"))

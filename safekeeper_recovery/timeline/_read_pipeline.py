@@ -56,7 +56,6 @@ async def run_wal_sender(
     *,
     keepalive_interval: float = 1.0,
     on_sent: Callable[[Lsn], None] | None = None,
-    check_term: bool = True,
 ) -> None:
     """Stream WAL from ``start_lsn`` through ``send``; never returns on its own.
 
@@ -64,8 +63,6 @@ async def run_wal_sender(
     requested WAL was removed (rule 5), ``TimelineBroken`` if the timeline is deleted under
     it, and whatever ``send`` raises. ``on_sent(pos)`` is called with the new position after
     each chunk.
-    ``check_term=False`` is the simulator's planted bug ``no_sender_term_check`` (rule 2
-    skipped); production never passes it.
     """
     pos = start_lsn
     seg_size = timeline.snapshot().wal_seg_size
@@ -76,7 +73,7 @@ async def run_wal_sender(
             end = timeline.flush_lsn if term is not None else timeline.commit_lsn
             if end > pos:
                 break
-            if check_term and term is not None and timeline.term != term:
+            if term is not None and timeline.term != term:
                 raise StreamTermChanged(
                     f"term changed: requested {term}, now {timeline.term}")
             deadline = last_send + keepalive_interval
@@ -99,7 +96,7 @@ async def run_wal_sender(
             if page_aligned > 0:
                 n = page_aligned
         try:
-            data = await timeline.read_wal(pos, n, term=term if check_term else None)
+            data = await timeline.read_wal(pos, n, term=term)
         except TermMismatch as e:
             raise StreamTermChanged(str(e)) from e
         if not data:

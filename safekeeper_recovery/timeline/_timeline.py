@@ -272,9 +272,6 @@ class Timeline:
         self._attached: set[trio.CancelScope] = set()
         self.recovery_messages = 0
         """Messages processed for recovery (``recovery=True``) since start."""
-        self.recovery_yields_to_proposers = True
-        """Always true in production; the simulator's planted bug ``recovery_ignores_proposer``
-        switches it off to prove that its oracles see recovery disturbing a proposer."""
         self.recovery_yields = 0
         """Recovery messages refused because a proposer was connected."""
         self.hub.timeline_changed(ttid)  # a new (or newly loaded) timeline is news to peers
@@ -306,6 +303,11 @@ class Timeline:
 
     # ---- the one write path -------------------------------------------------------------
 
+    def _recovery_must_yield(self) -> bool:
+        """Is recovery refused now (a proposer is connected)? A method so that the
+        simulator's planted bug ``recovery_ignores_proposer`` can override exactly this."""
+        return bool(self.connected_proposers)
+
     async def process(
         self,
         msg: Greeting | VoteRequest | ProposerElected | AppendRequest | FlushWal,
@@ -323,7 +325,7 @@ class Timeline:
         async with self.lock:
             self._check_usable()
             if recovery:
-                if self.connected_proposers and self.recovery_yields_to_proposers:
+                if self._recovery_must_yield():
                     self.recovery_yields += 1
                     raise ProposerArrived("a proposer is connected to this node")
                 self.recovery_messages += 1

@@ -537,15 +537,12 @@ def test_r8_commit_lsn_is_monotonic() -> None:
     assert node.acc.commit_lsn == S + 50
 
 
-def test_planted_bug_skip_commit_max_lets_commit_lsn_go_back() -> None:
-    # The simulator's ``commit_regresses`` seam: R8's "never decreases" is the only rule
-    # skipped (commit_lsn is still clamped to flush_lsn).
+def test_commit_floor_is_where_r8_lives() -> None:
+    # The simulator's planted bug ``commit_regresses`` overrides exactly this method.
     node = Node.new()
     node.elect(1)
-    node.acc.skip_commit_max = True
     node.append(1, b"a" * 100, commit=S + 50)
-    node.append(1, b"b" * 10, commit=S + 20)
-    assert node.acc.commit_lsn == S + 20
+    assert node.acc._commit_floor() == node.acc.commit_lsn == S + 50
 
 
 def test_r8_commit_lsn_is_persisted_when_it_crosses_the_term_start() -> None:

@@ -32,7 +32,8 @@ async def test_send_waits_for_room_in_bytes_and_receiving_makes_it() -> None:
         assert not sent.is_set(), "Q1: the fourth append must wait for room"
         first = queue.receive_nowait()
         await sent.wait()
-    assert isinstance(first, AppendRequest) and first.begin_lsn == 0
+    assert isinstance(first, AppendRequest)
+    assert first.begin_lsn == 0
 
 
 async def test_an_empty_queue_takes_one_message_larger_than_the_bound() -> None:
