@@ -21,10 +21,10 @@ ERRORS_DOC: Final = "docs/errors.md"
 
 CODE_ANCHORS: Final = {
     **{f"R{n}": f"r{n}" for n in range(1, 11)},
-    **{f"S{n}": f"s{n}" for n in range(1, 5)},
+    **{f"S{n}": f"s{n}" for n in range(1, 6)},
     **{f"W{n}": f"w{n}" for n in range(1, 6)},
     **{f"E{n}": f"e{n - (n + 1) % 2}" for n in range(1, 7)},  # rows E1-E2, E3-E4, E5-E6
-    **{f"P{n}": f"p{n}" for n in range(1, 6)},
+    **{f"P{n}": f"p{n}" for n in range(1, 7)},
 }
 """Each rule code a message can carry -> the anchor of its row in docs/errors.md."""
 
