@@ -3,10 +3,19 @@ pairs to a bridge in a hub namespace of its own, plus one veth from the caller's
 into the bridge for the observer (the harness's HTTP client).
 
 Every name carries the run's tag (``skf<tag>…``) and every address is in one /24 that no
-route of the caller's namespace uses yet; nothing else on the machine is touched. Faults are
+route of the caller's namespace uses yet and no other live network of this harness has
+reserved (rule N6); nothing else on the machine is touched. Faults are
 nftables rules (tables ``inet skf`` in the node namespaces, never matching the observer's
 address: rule N5) and a root qdisc on a namespace's ``eth0``. :meth:`close` removes it all
 and may be called any number of times, also after a failed :meth:`create`.
+
+N6  Two networks never share a subnet, also when built at the same moment by two processes
+    (two campaigns side by side): a subnet is reserved by a file under ``RESERVATIONS``,
+    chosen and written under an exclusive lock, before its route exists, and released by
+    :meth:`Network.close`; a reservation whose process is gone is stale and reused.
+    (Choosing by routes alone raced: the route appears only once the network is built, so
+    two campaigns once took the same /24, and the harness's HTTP requests went to the
+    other campaign's nodes.)
 
 Commands run synchronously (each takes milliseconds); async callers use
 ``trio.to_thread.run_sync``. Needs root, ``ip`` (iproute2), ``nft`` and ``tc``.
@@ -14,12 +23,18 @@ Commands run synchronously (each takes milliseconds); async callers use
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Final
 
-__all__ = ["Network", "unavailable_reason"]
+__all__ = ["RESERVATIONS", "Network", "unavailable_reason"]
+
+RESERVATIONS: Final = Path("/run/safekeeper-recovery-faults")
+"""One file per reserved subnet, holding the reserving process's pid (rule N6)."""
 
 _NFT_TABLE: Final = """
 table inet skf {
@@ -55,7 +70,7 @@ class Network:
     def __init__(self, tag: str, nodes: int) -> None:
         self.tag = tag
         self.members = list(range(nodes + 1))
-        self.subnet = _free_subnet()
+        self.subnet = _reserve_subnet()
         self.has_netem = False
         self.commands: list[str] = []
         self._created: list[str] = []
@@ -147,6 +162,7 @@ class Network:
             cmd = ["ip", "netns", "del", name] if kind == "netns" else ["ip", "link", "del", name]
             subprocess.run(cmd, capture_output=True)
         self._created.clear()
+        _release_subnet(self.subnet)
 
     def _nft(self, member: int, rule: str) -> None:
         self._run("ip", "netns", "exec", self.namespace(member), "nft", *rule.split())
@@ -162,11 +178,40 @@ class Network:
             raise subprocess.CalledProcessError(r.returncode, argv, r.stdout, r.stderr)
 
 
-def _free_subnet() -> str:
-    """``10.213.X`` for the first X no route of this namespace mentions."""
-    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"],
-                            capture_output=True, text=True).stdout
-    for x in range(1, 255):
-        if f"10.213.{x}." not in routes:
-            return f"10.213.{x}"
+def _reserve_subnet() -> str:
+    """N6: ``10.213.X`` for the first X that no route of this namespace mentions and no live
+    process has reserved; reserved for this process until :func:`_release_subnet`."""
+    RESERVATIONS.mkdir(parents=True, exist_ok=True)
+    with (RESERVATIONS / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"],
+                                capture_output=True, text=True).stdout
+        for x in range(1, 255):
+            subnet = f"10.213.{x}"
+            if f"{subnet}." in routes or _reserved_by_a_live_process(subnet):
+                continue
+            (RESERVATIONS / subnet).write_text(str(os.getpid()))
+            return subnet
     raise RuntimeError("no free 10.213.X.0/24 subnet")
+
+
+def _reserved_by_a_live_process(subnet: str) -> bool:
+    try:
+        pid = int((RESERVATIONS / subnet).read_text())
+    except (OSError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True  # another network of this process holds it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _release_subnet(subnet: str) -> None:
+    with contextlib.suppress(OSError):
+        if (RESERVATIONS / subnet).read_text() == str(os.getpid()):
+            (RESERVATIONS / subnet).unlink()
