@@ -226,11 +226,23 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
     log.info("node %s stopped", config.node_id)
 
 
+def _reachable_host(host: str) -> str:
+    """Where a client on this machine reaches a listener on ``host`` (a wildcard listens on
+    loopback too; an IPv6 address goes in brackets in a URL)."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 def _write_ready_file(path: Path, config: NodeConfig, running: RunningNode) -> None:
+    """The ready file: the node's id, pid and the URLs its listeners answer on (the
+    configured host, which the fault campaign sets to a namespace's address)."""
+    http_host = _reachable_host(config.listen_http[0])
+    wal_host = _reachable_host(config.listen_wal[0])
     body = {
         "node_id": int(config.node_id),
-        "http": f"http://127.0.0.1:{running.http_port}",
-        "wal": f"ws://127.0.0.1:{running.wal_port}",
+        "http": f"http://{http_host}:{running.http_port}",
+        "wal": f"ws://{wal_host}:{running.wal_port}",
         "pid": os.getpid(),
     }
     tmp = path.with_name(path.name + ".tmp")

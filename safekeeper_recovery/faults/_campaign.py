@@ -11,6 +11,7 @@ or raises.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -22,8 +23,8 @@ import attrs
 import trio
 
 from ..core import Lsn, TermHistory, TermLsn
-from ..demo import LocalNode
 from ..proposer import Election, ProposerConfig, WalSource, wal_source_factory
+from ..testing import NodeProcess
 from ..transport import HttpError, parse_acceptor_state
 from ._check import FD_SLACK, Evidence, NodeEnd, Violation, check, expected_digest
 from ._cluster import SEG_SIZE, START_LSN, TTID, NetCluster, open_cluster
@@ -37,7 +38,7 @@ LIVENESS_TIMEOUT: Final = 60.0
 FD_QUIET_TIMEOUT: Final = 30.0
 
 
-Tamper = Callable[[Mapping[int, LocalNode]], Awaitable[None]]
+Tamper = Callable[[Mapping[int, NodeProcess]], Awaitable[None]]
 """A planted fault run on the nodes right after healing, before the checks: how a test shows
 that the checks catch what a product bug would do (e.g. a disk that lost acknowledged WAL)."""
 
@@ -329,7 +330,7 @@ class _Run:
             st = statuses[i]
             ends.append(NodeEnd(
                 i, st[0] if st else Lsn(0), st[3] if st else TermHistory([]), digests[i],
-                verify.get(i), fds_start[i], fds_end[i], exits[i], _tracebacks(node.log_file),
+                verify.get(i), fds_start[i], fds_end[i], exits[i], _tracebacks(node.logs()),
             ))
         evidence = Evidence(
             tuple(ends), committed, expected, tuple(sorted(self.seen, key=lambda s: s[1])),
@@ -385,18 +386,20 @@ class _Run:
         return counts
 
 
-def _fd_count(node: LocalNode) -> int:
-    if node.process is None:
+def _fd_count(node: NodeProcess) -> int:
+    if not node.running:
         return 0
     try:
-        return len(os.listdir(f"/proc/{node.process.pid}/fd"))
+        return len(os.listdir(f"/proc/{node.pid}/fd"))
     except FileNotFoundError:
         return 0
 
 
-def _tracebacks(log: Path) -> int:
-    try:
-        return log.read_text(errors="replace").count("Traceback")
-    except FileNotFoundError:
-        return 0
+def _tracebacks(logs: list[Path]) -> int:
+    """Tracebacks in a node's logs, over all its starts."""
+    total = 0
+    for log in logs:
+        with contextlib.suppress(FileNotFoundError):
+            total += log.read_text(errors="replace").count("Traceback")
+    return total
 

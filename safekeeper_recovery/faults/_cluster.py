@@ -2,9 +2,9 @@
 its namespace against them.
 
 ``async with open_cluster(tag, nodes, out_dir) as cluster`` builds the network, starts the
-nodes (the demo's ``LocalNode``, launched through ``ip netns exec``), creates the timeline
-``TTID`` on each, and on the way out, however it is left, SIGKILLs every node (SIGCONT
-first: a paused one would keep its namespace alive) and removes the network.
+nodes (``testing.NodeProcess``, launched through ``ip netns exec``), creates the timeline
+``TTID`` on each, and on the way out, however it is left, SIGKILLs and reaps every node
+(SIGCONT first: a paused one would keep its namespace alive) and removes the network.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Final
 import trio
 
 from ..core import Lsn, TenantId, TenantTimelineId, TimelineId
-from ..demo import LocalNode
+from ..testing import NodeProcess
 from ..transport import SafekeeperClient
 from ._network import Network
 from ._schedule import PROPOSER
@@ -33,6 +33,8 @@ START_LSN: Final = Lsn(0x1000000)
 SEG_SIZE: Final = 1 << 20
 HTTP_PORT: Final = 7676
 WAL_PORT: Final = 5454
+READY_TIMEOUT: Final = 30.0
+"""A node's start-up under a loaded campaign machine (tests wait 20 s)."""
 
 
 class NetCluster:
@@ -42,11 +44,12 @@ class NetCluster:
         self.net = net
         peers = {i: f"http://{net.address(i)}:{HTTP_PORT}" for i in range(1, nodes + 1)}
         self.nodes = {
-            i: LocalNode(
+            i: NodeProcess(
                 node_id=i, work_dir=out_dir / f"sk{i}", http_port=HTTP_PORT,
                 wal_port=WAL_PORT, peers={j: u for j, u in peers.items() if j != i},
-                host=net.address(i), launcher=tuple(net.wrap(i, [])),
-                extra_args=("--heartbeat-timeout", "3s"),
+                host=net.address(i), launcher=net.wrap(i, []),
+                peer_timing=(), extra_args=["--heartbeat-timeout", "3s"],
+                ready_timeout=READY_TIMEOUT,
             )
             for i in peers
         }
@@ -79,17 +82,18 @@ class NetCluster:
 
     def signal(self, node_id: int, sig: signal.Signals) -> None:
         """Send ``sig`` to a node if it is running."""
-        proc = self.nodes[node_id].process
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, sig)
+        node = self.nodes[node_id]
+        if node.running:
+            os.kill(node.pid, sig)
 
-    def kill_everything(self) -> None:
-        """Synchronous last resort: SIGCONT and SIGKILL every node still running."""
-        for node in self.nodes.values():
-            if node.process is not None and node.process.poll() is None:
-                os.kill(node.process.pid, signal.SIGCONT)
-                node.process.kill()
-                node.process.wait()
+    async def kill_everything(self) -> None:
+        """Last resort, also when cancelled: SIGCONT and SIGKILL every node still running,
+        and reap it."""
+        with trio.CancelScope(shield=True):
+            for node in self.nodes.values():
+                if node.running:
+                    os.kill(node.pid, signal.SIGCONT)
+                    await node.kill()
 
 
 @asynccontextmanager
@@ -103,6 +107,6 @@ async def open_cluster(tag: str, nodes: int, out_dir: Path) -> AsyncIterator[Net
         await cluster.start()
         yield cluster
     finally:
-        cluster.kill_everything()
+        await cluster.kill_everything()
         net.close()
         (out_dir / "network-commands.txt").write_text("\n".join(net.commands) + "\n")

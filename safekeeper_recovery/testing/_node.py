@@ -56,6 +56,12 @@ class NodeProcess:
     """Start the process with this hard ``RLIMIT_NOFILE`` too (the node cannot raise its
     soft limit past it; with ``nofile`` not above it)."""
     ready_timeout: float = READY_TIMEOUT
+    host: str = "127.0.0.1"
+    """The address both ports listen on (the fault campaign gives each node its network
+    namespace's address)."""
+    launcher: Sequence[str] = ()
+    """Prefix of the command line, e.g. ``ip netns exec NS``; it must exec the node, so
+    that the process's pid is the node's (the ready file is checked against it)."""
     process: trio.Process | None = None
     starts: int = 0
 
@@ -65,11 +71,11 @@ class NodeProcess:
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def wal_url(self) -> str:
-        return f"ws://127.0.0.1:{self.wal_port}"
+        return f"ws://{self.host}:{self.wal_port}"
 
     @property
     def ready_file(self) -> Path:
@@ -93,11 +99,11 @@ class NodeProcess:
     def args(self) -> list[str]:
         """The child's command line."""
         args = [
-            *CLI, "serve",
+            *self.launcher, *CLI, "serve",
             "--node-id", str(self.node_id),
             "--data-dir", str(self.data_dir),
-            "--listen-http", f"127.0.0.1:{self.http_port}",
-            "--listen-wal", f"127.0.0.1:{self.wal_port}",
+            "--listen-http", f"{self.host}:{self.http_port}",
+            "--listen-wal", f"{self.host}:{self.wal_port}",
             "--ready-file", str(self.ready_file),
             "--log-format", "json",
             *self.peer_timing,
@@ -105,6 +111,10 @@ class NodeProcess:
         for peer_id, url in sorted(self.peers.items()):
             args += ["--peer", f"{peer_id}={url}"]
         return [*args, *self.extra_args]
+
+    def logs(self) -> list[Path]:
+        """The log of every start so far, oldest first."""
+        return [self.work_dir / f"stderr.{n}.log" for n in range(1, self.starts + 1)]
 
     def stderr(self) -> str:
         """The log of the current (or last) start ("" before the first)."""

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from safekeeper_recovery.demo import LocalNode
 from safekeeper_recovery.faults import (
     CampaignConfig,
     FaultKind,
@@ -23,6 +22,7 @@ from safekeeper_recovery.faults import (
     unavailable_reason,
     write_report,
 )
+from safekeeper_recovery.testing import NodeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ async def test_a_healed_cluster_holds_every_committed_byte_and_converges(
     assert leftovers(result) == []
 
 
-async def lose_acknowledged_wal(nodes: Mapping[int, LocalNode]) -> None:
+async def lose_acknowledged_wal(nodes: Mapping[int, NodeProcess]) -> None:
     """Node 2 comes back from a power loss that kept none of its last acknowledged writes:
     what acknowledging before fsync does. Its WAL reads zeros where committed WAL was."""
     node = nodes[2]
