@@ -27,6 +27,7 @@ from ..node import (
     RunningNode,
     build_recovery_engine,
     configure_logging,
+    lifecycle_service,
     load_config,
     raise_fd_limit,
     read_peer_token,
@@ -35,7 +36,16 @@ from ..node import (
 )
 from ..transport import NodeMetrics
 from ._main import main
-from ._options import DURATION, NODE_ID, apply_aliases, deprecated_alias, format_duration
+from ._options import (
+    ARCHIVE_URL,
+    DURATION,
+    HTTP_URL,
+    NODE_ID,
+    SIZE,
+    apply_aliases,
+    deprecated_alias,
+    format_duration,
+)
 
 __all__ = ["serve"]
 
@@ -136,6 +146,16 @@ _HOST_PORT_META = "HOST:PORT"  # checked by load_config, which names the setting
     help="Write WAL with O_DIRECT, bypassing the page cache (buffered where the file "
          "system refuses it).",
 )
+@setting("--archive", type=ARCHIVE_URL,
+         help="Archive completed WAL segments here (file:///DIR or s3://BUCKET/PREFIX; S3 "
+              "credentials and region from AWS_* variables) and remove WAL once archived "
+              "and committed. See docs/archive.md.")
+@setting("--archive-endpoint", type=HTTP_URL,
+         help="URL of the S3-compatible server of an s3:// archive (default: AWS).")
+@setting("--wal-keep-size", type=SIZE,
+         help="Keep at least this much WAL behind the flush position; without --archive, "
+              "remove committed WAL further behind. Unset and without --archive: WAL is "
+              "never removed.")
 @setting("--auth-public-key", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
          help="Ed25519 public key (PEM, from `keygen`): turns JWT auth on for both ports.")
 @setting("--token-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -201,9 +221,11 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
         async with trio.open_nursery() as nursery:
             metrics = NodeMetrics()
             engine = build_recovery_engine(config, metrics, read_peer_token(config))
+            lifecycle = await lifecycle_service(config, metrics)
             running: RunningNode = await nursery.start(
                 partial(
-                    serve_node, config, extra_services=[recovery_service(engine)],
+                    serve_node, config,
+                    extra_services=[recovery_service(engine), lifecycle],
                     recovery_admin=engine, metrics=metrics,
                 )
             )

@@ -12,6 +12,7 @@ from ._config import (
 )
 from ._data_dir_lock import LOCK_FILE_NAME, DataDirLock, DataDirLocked
 from ._fd_limit import raise_fd_limit
+from ._lifecycle import lifecycle_config, lifecycle_service
 from ._logging import configure_logging
 from ._node import SHUTDOWN_FLUSH_TIMEOUT, RunningNode, read_peer_token, serve_node
 from ._recovery import build_recovery_engine, recovery_service
@@ -30,6 +31,8 @@ __all__ = [
     "build_recovery_engine",
     "recovery_service",
     "configure_logging",
+    "lifecycle_config",
+    "lifecycle_service",
     "load_config",
     "parse_duration",
     "parse_host_port",

@@ -374,8 +374,16 @@ class _Api:
             except Exception as e:
                 log.exception("recovery status of %s failed", timeline.ttid)
                 recovery = {"state": "unknown", "error": f"{type(e).__name__}: {e}"}
+        lifecycle: dict[str, object] | None = None
+        if timeline.lifecycle_status is not None:
+            try:
+                lifecycle = timeline.lifecycle_status()
+            except Exception as e:
+                log.exception("WAL lifecycle status of %s failed", timeline.ttid)
+                lifecycle = {"error": f"{type(e).__name__}: {e}"}
         return timeline_status_json(
             timeline.snapshot(),
+            wal_lifecycle=lifecycle,
             peers=timeline.alive_peers(trio.current_time(), self.ctx.heartbeat_timeout),
             walreceivers=list(timeline.receivers.values()),
             walsenders=list(timeline.walsenders.values()),
