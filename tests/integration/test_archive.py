@@ -1,0 +1,123 @@
+"""Real processes, ``file://`` archive: three nodes archive and remove WAL, the archive
+holds every segment byte for byte, a killed node reloads, and ``restore-wal`` serves
+PostgreSQL's ``restore_command`` from the archive."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from safekeeper_recovery.core import Lsn, TenantTimelineId
+from safekeeper_recovery.storage import segment_key
+from safekeeper_recovery.testing import (
+    DEFAULT_START_LSN,
+    SEG_SIZE,
+    Cluster,
+    make_ttid,
+    run_cli,
+    wait_until,
+)
+
+from .conftest import ClusterFactory
+from .recovery_support import propose_args
+
+pytestmark = pytest.mark.slow
+
+
+def lifecycle(status: dict[str, object]) -> dict[str, object]:
+    value = status["wal_lifecycle"]
+    assert isinstance(value, dict)
+    return value
+
+
+def segment_files(cluster: Cluster, node: int, ttid: TenantTimelineId) -> list[str]:
+    directory = cluster[node].data_dir / str(ttid.tenant_id) / str(ttid.timeline_id)
+    return sorted(p.name for p in directory.iterdir() if p.name[:1] == "0")
+
+
+async def test_three_nodes_archive_every_committed_segment_and_remove_it_from_disk(
+    make_cluster: ClusterFactory, tmp_path: Path,
+) -> None:
+    archive_dir = tmp_path / "archive"
+    archive_dir.mkdir()
+    url = f"file://{archive_dir}"
+    cluster = make_cluster(3, extra_args=["--archive", url])
+    # Node 3 keeps 64 MiB behind its flush position: its copy is what the archive must equal.
+    cluster[3].extra_args += ["--wal-keep-size", "64MiB"]
+    await cluster.start()
+    ttid = make_ttid(14)
+    await cluster.create_timeline(ttid)
+    result = await cluster.propose(*propose_args(cluster, ttid, "6MiB"))
+    assert result.returncode == 0, result.stderr
+    commit = Lsn.parse(str((await cluster.status(1, ttid))["commit_lsn"]))
+    archived_end = Lsn(int(commit) - int(commit) % SEG_SIZE)
+    assert archived_end >= DEFAULT_START_LSN + 5 * SEG_SIZE
+
+    async def settled() -> bool:
+        for node in (1, 2, 3):
+            lc = lifecycle(await cluster.status(node, ttid))
+            horizon = DEFAULT_START_LSN if node == 3 else archived_end
+            if (lc["backup_lsn"], lc["removal_horizon"]) != (str(archived_end), str(horizon)):
+                return False
+        return True
+
+    await wait_until(settled, 30, message="every node archived (1, 2: and removed) its WAL")
+    statuses = [lifecycle(await cluster.status(n, ttid)) for n in (1, 2, 3)]
+    uploaders = {s["uploader"] for s in statuses}
+    assert len(uploaders) == 1, statuses
+    assert sum(int(str(s["uploaded_segments"])) for s in statuses) >= 5
+
+    # The archive holds exactly what the nodes held (node 3 kept its copy).
+    for segno in range(DEFAULT_START_LSN // SEG_SIZE, archived_end // SEG_SIZE):
+        obj = archive_dir / segment_key(ttid, segno, SEG_SIZE)
+        node_digest = await cluster.digest(3, ttid, Lsn(segno * SEG_SIZE),
+                                           Lsn((segno + 1) * SEG_SIZE))
+        assert hashlib.sha256(obj.read_bytes()).hexdigest() == node_digest, obj.name
+    # Nodes 1 and 2 hold at most the segment being written (none when the WAL ends at a
+    # segment boundary); node 3 every one.
+    for node in (1, 2):
+        assert len(segment_files(cluster, node, ttid)) <= 1, segment_files(cluster, node, ttid)
+    assert len(segment_files(cluster, 3, ttid)) >= 6
+
+    # A crash (SIGKILL) after removal: the node reloads at its horizon, same positions.
+    flush = await cluster.flush_lsn(1, ttid)
+    await cluster[1].kill()
+    await cluster[1].start()
+    lc = lifecycle(await cluster.status(1, ttid))
+    assert lc["removal_horizon"] == str(archived_end)
+    assert await cluster.flush_lsn(1, ttid) == flush
+
+    # PostgreSQL's restore_command reads the archive back, verified.
+    name = segment_key(ttid, DEFAULT_START_LSN // SEG_SIZE + 1, SEG_SIZE).rsplit("/", 1)[1]
+    ids = ["--tenant-id", str(ttid.tenant_id), "--timeline-id", str(ttid.timeline_id)]
+    dest = tmp_path / "pg_wal" / "RECOVERYXLOG"
+    dest.parent.mkdir()
+    done = await run_cli("restore-wal", name, str(dest), "--archive", url, *ids)
+    assert done.returncode == 0, done.stderr
+    assert dest.read_bytes() == (archive_dir / segment_key(
+        ttid, DEFAULT_START_LSN // SEG_SIZE + 1, SEG_SIZE)).read_bytes()
+    missing = await run_cli("restore-wal", "0000000100000000000000FF", str(tmp_path / "x"),
+                            "--archive", url, *ids)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().count("\n") == 0
+    assert "0000000100000000000000FF is not in archive" in missing.stderr
+    assert not (tmp_path / "x").exists()
+
+
+async def test_restore_wal_refuses_a_corrupted_archive_object(tmp_path: Path) -> None:
+    ttid = make_ttid(15)
+    key = segment_key(ttid, 16, SEG_SIZE)
+    (tmp_path / key).parent.mkdir(parents=True)
+    data = b"\x01" * SEG_SIZE
+    (tmp_path / key).write_bytes(data[:-10])  # truncated after its record was written
+    (tmp_path / (key + ".sha256")).write_text(
+        f"{hashlib.sha256(data).hexdigest()} {len(data)}\n")
+    dest = tmp_path / "RECOVERYXLOG"
+    done = await run_cli("restore-wal", key.rsplit("/", 1)[1], str(dest), "--archive",
+                         f"file://{tmp_path}", "--tenant-id", str(ttid.tenant_id),
+                         "--timeline-id", str(ttid.timeline_id))
+    assert done.returncode == 1
+    assert "is truncated" in done.stderr
+    assert not dest.exists()
