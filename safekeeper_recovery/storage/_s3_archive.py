@@ -49,6 +49,7 @@ class S3Archive:
         self._timeouts = (connect_timeout, read_timeout)
         self._client_lock = threading.Lock()
         self._s3: Any = None
+        self._bucket_seen = False  # set once HEAD bucket succeeded (see _put)
 
     @property
     def url(self) -> str:
@@ -132,6 +133,12 @@ class S3Archive:
 
     def _put(self, key: str, data: bytes) -> ArchiveObject:
         s3 = self._client()
+        if not self._bucket_seen:
+            # Some S3-compatible servers create a missing bucket on the first PUT (SeaweedFS
+            # for an admin identity): a mistyped bucket name must fail, not silently start
+            # a new archive that restore_command never looks at.
+            self._check()
+            self._bucket_seen = True
         digest = hashlib.sha256(data)
         expected = ArchiveObject(key, len(data), digest.hexdigest())
         self._call(
