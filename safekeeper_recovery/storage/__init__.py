@@ -33,7 +33,7 @@ from ._durable import check_room
 from ._fileops import DiskFaults
 from ._flush_position import FLUSH_POSITION_FILE_NAME, FlushPositionFile
 from ._memory_wal import MemoryWalStore
-from ._removal import REMOVAL_HORIZON_FILE_NAME
+from ._removal import REMOVAL_HORIZON_FILE_NAME, read_removal_horizon
 from ._segments import FileWalStore
 from ._truncation_mark import TRUNCATION_MARK_FILE_NAME, read_mark
 from ._wal_store import MAX_SEG_SIZE, MIN_SEG_SIZE, WalStore, validate_seg_size
@@ -62,6 +62,7 @@ __all__ = [
     "check_room",
     "open_archive",
     "read_mark",
+    "read_removal_horizon",
     "segment_key",
     "timeline_prefix",
     "validate_seg_size",

@@ -19,6 +19,7 @@ from safekeeper_recovery.testing import (
     run_cli,
     wait_until,
 )
+from safekeeper_recovery.transport import WalStreamClosed, open_wal_stream
 
 from .conftest import ClusterFactory
 from .recovery_support import propose_args
@@ -81,6 +82,18 @@ async def test_three_nodes_archive_every_committed_segment_and_remove_it_from_di
         assert len(segment_files(cluster, node, ttid)) <= 1, segment_files(cluster, node, ttid)
     assert len(segment_files(cluster, 3, ttid)) >= 6
 
+    # A reader asking node 1 for removed WAL gets the typed refusal (4001), never bytes;
+    # verify starts at the removal horizon and finds the rest of the WAL sound.
+    with pytest.raises(WalStreamClosed) as closed:  # the stream's first message
+        async with open_wal_stream(cluster[1].wal_url, ttid.tenant_id, ttid.timeline_id,
+                                   DEFAULT_START_LSN) as stream:
+            await stream.receive()
+    assert closed.value.wal_removed, closed.value
+    ids = ["--tenant-id", str(ttid.tenant_id), "--timeline-id", str(ttid.timeline_id)]
+    for where in (["--node", cluster[1].http_url], ["--data-dir", str(cluster[1].data_dir)]):
+        checked = await run_cli("verify", *where, *ids, "--no-progress")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
     # A crash (SIGKILL) after removal: the node reloads at its horizon, same positions.
     flush = await cluster.flush_lsn(1, ttid)
     await cluster[1].kill()
@@ -91,7 +104,6 @@ async def test_three_nodes_archive_every_committed_segment_and_remove_it_from_di
 
     # PostgreSQL's restore_command reads the archive back, verified.
     name = segment_key(ttid, DEFAULT_START_LSN // SEG_SIZE + 1, SEG_SIZE).rsplit("/", 1)[1]
-    ids = ["--tenant-id", str(ttid.tenant_id), "--timeline-id", str(ttid.timeline_id)]
     dest = tmp_path / "pg_wal" / "RECOVERYXLOG"
     dest.parent.mkdir()
     done = await run_cli("restore-wal", name, str(dest), "--archive", url, *ids)
