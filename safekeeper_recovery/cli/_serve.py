@@ -26,7 +26,9 @@ from ..node import (
     NodeConfig,
     RunningNode,
     build_recovery_engine,
+    check_archive,
     configure_logging,
+    lifecycle_config,
     lifecycle_service,
     load_config,
     raise_fd_limit,
@@ -221,7 +223,8 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
         async with trio.open_nursery() as nursery:
             metrics = NodeMetrics()
             engine = build_recovery_engine(config, metrics, read_peer_token(config))
-            lifecycle = await lifecycle_service(config, metrics)
+            settings = lifecycle_config(config)
+            lifecycle = lifecycle_service(config, settings, metrics)
             running: RunningNode = await nursery.start(
                 partial(
                     serve_node, config,
@@ -233,6 +236,7 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
                 "node %s ready: http %s, wal %s", config.node_id, running.http_url,
                 running.wal_url,
             )
+            nursery.start_soon(check_archive, settings)
             if ready_file is not None:
                 await trio.to_thread.run_sync(_write_ready_file, ready_file, config, running)
             # What is loaded now (thousands of timelines) lives as long as the process:

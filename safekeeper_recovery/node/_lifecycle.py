@@ -6,11 +6,10 @@ import logging
 
 from ..core import ArchiveError
 from ..storage import open_archive
-from ..timeline import LifecycleConfig, TimelineService, wal_lifecycle_service
-from ..transport import NodeMetrics
+from ..timeline import LifecycleConfig, LifecycleObserver, TimelineService, wal_lifecycle_service
 from ._config import NodeConfig
 
-__all__ = ["lifecycle_config", "lifecycle_service"]
+__all__ = ["check_archive", "lifecycle_config", "lifecycle_service"]
 
 log = logging.getLogger(__name__)
 
@@ -25,25 +24,28 @@ def lifecycle_config(config: NodeConfig) -> LifecycleConfig:
     )
 
 
-async def lifecycle_service(config: NodeConfig, metrics: NodeMetrics) -> TimelineService:
-    """One lifecycle per timeline of the node.
-
-    Checks the archive once (a missing directory or bucket, refused credentials) and logs
-    a warning if it does not answer: the node serves anyway (uploads retry, and nothing
-    unarchived is removed meanwhile). Warns when WAL can grow without bound (no archive,
-    no ``wal_keep_size``).
-    """
-    settings = lifecycle_config(config)
-    if settings.archive is not None:
-        try:
-            await settings.archive.check()
-        except ArchiveError as e:
-            log.warning("archive %s does not work yet: %s; WAL is kept until uploads succeed",
-                        settings.archive.url, e)
-        else:
-            log.info("archiving WAL to %s", settings.archive.url)
-    elif settings.keep_bytes is None:
+def lifecycle_service(config: NodeConfig, settings: LifecycleConfig,
+                      observer: LifecycleObserver) -> TimelineService:
+    """One lifecycle per timeline of the node. Warns (once, here) when WAL can grow
+    without bound: no archive and no ``wal_keep_size``."""
+    if not settings.enabled:
         log.warning("no --archive and no --wal-keep-size: this node never removes WAL, so "
                     "its disk use grows without bound; set --archive URL (or "
                     "--wal-keep-size SIZE to keep only the newest WAL)")
-    return wal_lifecycle_service(config.node_id, settings, metrics)
+    return wal_lifecycle_service(config.node_id, settings, observer)
+
+
+async def check_archive(settings: LifecycleConfig) -> None:
+    """Check the archive once (the directory or bucket exists, the credentials are
+    accepted) and log the answer: a warning if it does not work. Never raises: the node
+    serves anyway (uploads retry, and nothing unarchived is removed meanwhile). Run it
+    beside the node, not before it: an unreachable S3 endpoint takes its timeouts."""
+    if settings.archive is None:
+        return
+    try:
+        await settings.archive.check()
+    except ArchiveError as e:
+        log.warning("archive %s does not work yet: %s; WAL is kept until uploads succeed",
+                    settings.archive.url, e)
+    else:
+        log.info("archiving WAL to %s", settings.archive.url)

@@ -499,6 +499,11 @@ class _Api:
                 400, f"range [{from_lsn}, {until_lsn}) is outside the durable WAL "
                      f"[{snap.timeline_start_lsn}, {snap.flush_lsn})",
             )
+        if from_lsn < timeline.store.start_lsn:
+            raise _Problem(
+                409, f"WAL below {timeline.store.start_lsn} was removed from this node "
+                     "(the timeline status' wal_lifecycle.removal_horizon); ask from there on",
+            )
         try:
             sha = await timeline.digest(from_lsn, until_lsn)
         except StorageError as e:

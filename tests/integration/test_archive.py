@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import httpx
 import pytest
 
 from safekeeper_recovery.core import Lsn, TenantTimelineId
@@ -31,6 +32,12 @@ def lifecycle(status: dict[str, object]) -> dict[str, object]:
     value = status["wal_lifecycle"]
     assert isinstance(value, dict)
     return value
+
+
+def metric(text: str, name: str) -> float:
+    """The sum of ``name``'s samples (every label set) in a Prometheus text page."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith((name + " ", name + "{")))
 
 
 def segment_files(cluster: Cluster, node: int, ttid: TenantTimelineId) -> list[str]:
@@ -81,6 +88,26 @@ async def test_three_nodes_archive_every_committed_segment_and_remove_it_from_di
     for node in (1, 2):
         assert len(segment_files(cluster, node, ttid)) <= 1, segment_files(cluster, node, ttid)
     assert len(segment_files(cluster, 3, ttid)) >= 6
+
+    # Prometheus: the uploads and removals were counted, no failure.
+    uploaded = 0.0
+    for node in (1, 2, 3):
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{cluster[node].http_url}/metrics")).text
+        uploaded += metric(text, "safekeeper_archive_upload_bytes_total")
+        assert metric(text, "safekeeper_archive_failures_total") == 0
+        removed = metric(text, "safekeeper_wal_removed_segments_total")
+        assert removed == (0 if node == 3 else (archived_end - DEFAULT_START_LSN) // SEG_SIZE), (
+            node, removed)
+    assert uploaded >= int(archived_end) - int(DEFAULT_START_LSN)
+
+    async with httpx.AsyncClient() as http:
+        gone = await http.get(
+            f"{cluster[1].http_url}/v1/tenant/{ttid.tenant_id}/timeline/{ttid.timeline_id}"
+            f"/digest", params={"from_lsn": str(DEFAULT_START_LSN),
+                                "until_lsn": str(archived_end)})
+    assert gone.status_code == 409, gone.text
+    assert "was removed from this node" in gone.json()["error"]
 
     # A reader asking node 1 for removed WAL gets the typed refusal (4001), never bytes;
     # verify starts at the removal horizon and finds the rest of the WAL sound.
