@@ -158,6 +158,9 @@ _HOST_PORT_META = "HOST:PORT"  # checked by load_config, which names the setting
          help="Keep at least this much WAL behind the flush position; without --archive, "
               "remove committed WAL further behind. Unset and without --archive: WAL is "
               "never removed.")
+@setting("--wal-peer-hold", type=DURATION,
+         help="A peer heard from within this long keeps the WAL from its flush position on, "
+              "so that it can still catch up from this node.")
 @setting("--auth-public-key", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
          help="Ed25519 public key (PEM, from `keygen`): turns JWT auth on for both ports.")
 @setting("--token-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",

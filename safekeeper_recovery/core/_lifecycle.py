@@ -15,10 +15,13 @@ L2  Only complete segments wholly at or below ``commit_lsn`` are uploaded, oldes
     ``backup_lsn`` (the end of the archived prefix) advances only after an upload was
     verified, and is durable before anyone (this node's removal, peers) acts on it.
 L3  The removal horizon is ``min(commit_lsn, backup_lsn if an archive is configured,
-    flush_lsn - keep_bytes if a keep size is set)``, rounded down to a segment start.
-    Without an archive and without a keep size nothing is removed (WAL grows without
-    bound: the node warns at start-up). WAL that is not archived is never removed when an
-    archive is configured.
+    flush_lsn - keep_bytes if a keep size is set, the flush_lsn of every peer heard from
+    lately)``, rounded down to a segment start. Without an archive and without a keep size
+    nothing is removed (WAL grows without bound: the node warns at start-up). WAL that is
+    not archived is never removed when an archive is configured. The peer hold keeps what
+    a peer that lags (or was just restarted) still needs from us: recovery from the
+    archive is not built yet, so without it that peer could never catch up; a peer silent
+    for longer than the hold window stops holding anything.
 """
 
 from __future__ import annotations
@@ -95,15 +98,17 @@ def removal_horizon(
     seg_size: int,
     backup_lsn: Lsn | None,
     keep_bytes: int | None,
+    peer_holds: Iterable[Lsn] = (),
 ) -> Lsn:
     """Rule L3: the segment start below which this node may remove its WAL.
 
     ``backup_lsn`` is ``None`` when no archive is configured; ``keep_bytes`` is ``None``
     when no keep size is set. With neither, returns ``INVALID_LSN`` (remove nothing).
+    ``peer_holds``: the flush positions of the peers heard from within the hold window.
     """
     if backup_lsn is None and keep_bytes is None:
         return INVALID_LSN
-    horizon = int(commit_lsn)
+    horizon = min([int(commit_lsn), *(int(h) for h in peer_holds)])
     if backup_lsn is not None:
         horizon = min(horizon, int(backup_lsn))
     if keep_bytes is not None:

@@ -100,6 +100,10 @@ class NodeConfig:
     """Bytes of WAL kept behind the flush position at least; without an archive also the
     most kept (committed WAL further behind is removed). Default: no limit, i.e. without
     an archive a node never removes WAL (it warns at start-up)."""
+    wal_peer_hold: float = 600.0
+    """A peer heard from within this long keeps the WAL from its flush position on (so a
+    lagging or restarted peer can catch up from us); a peer silent for longer holds
+    nothing."""
     log_format: LogFormat = "auto"
     log_level: str = "info"
 
@@ -273,6 +277,7 @@ _PARSERS: Final[dict[str, Callable[[object], object]]] = {
     "archive": _parse_archive,
     "archive_endpoint": _parse_url,
     "wal_keep_size": _parse_size,
+    "wal_peer_hold": parse_duration,
     "log_format": _parse_log_format,
     "log_level": _parse_log_level,
 }

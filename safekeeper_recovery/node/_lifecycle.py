@@ -20,7 +20,7 @@ def lifecycle_config(config: NodeConfig) -> LifecycleConfig:
                if config.archive is not None else None)
     return LifecycleConfig(
         archive=archive, keep_bytes=config.wal_keep_size,
-        heartbeat_timeout=config.heartbeat_timeout,
+        heartbeat_timeout=config.heartbeat_timeout, peer_hold=config.wal_peer_hold,
     )
 
 

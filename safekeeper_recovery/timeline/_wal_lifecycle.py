@@ -11,7 +11,8 @@
    peer exchange and adopt the maximum. One segment per step, so a long backlog never
    holds the timeline's lock or the event loop for long.
 2. Remove the segments below the removal horizon (L3: ``min(commit_lsn, backup_lsn with an
-   archive, flush_lsn - keep size if set)``), crash-safely
+   archive, flush_lsn - keep size if set, the flush_lsn of each peer heard from within
+   ``peer_hold``)``), crash-safely
    (:meth:`Timeline.remove_wal_before`). Without an archive and without a keep size the
    service does not run at all.
 
@@ -84,12 +85,15 @@ class LifecycleConfig:
     """``archive``: where segments go (``None``: no archive). ``keep_bytes``: WAL kept
     behind ``flush_lsn`` at least (and, without an archive, at most, give or take a
     segment); ``None``: no keep size. ``heartbeat_timeout``: a peer is alive (a candidate
-    uploader) while its info is younger. ``coalesce``: after a change, wait this long
-    before the next step (one step per burst of appends, not one per append)."""
+    uploader) while its info is younger. ``peer_hold``: a peer heard from within this many
+    seconds keeps the WAL from its flush position on (L3), so that a lagging or restarted
+    peer can still catch up from us. ``coalesce``: after a change, wait this long before
+    the next step (one step per burst of appends, not one per append)."""
 
     archive: Archive | None = None
     keep_bytes: int | None = None
     heartbeat_timeout: float = 5.0
+    peer_hold: float = 600.0
     coalesce: float = 0.05
     idle_check: float = 30.0
     retry_min: float = 1.0
@@ -217,10 +221,13 @@ async def lifecycle_step(
         if choice.uploader == node_id:
             progressed = await _upload_next(timeline, config.archive, status, observer)
             snap = timeline.snapshot()
+    now = trio.current_time()
     horizon = removal_horizon(
         commit_lsn=snap.commit_lsn, flush_lsn=snap.flush_lsn, seg_size=seg_size,
         backup_lsn=snap.backup_lsn if config.archive is not None else None,
         keep_bytes=config.keep_bytes,
+        peer_holds=[p.flush_lsn for p in timeline.current_peers()
+                    if now - p.received_at <= config.peer_hold],
     )
     if horizon > timeline.store.start_lsn:
         removed = await timeline.remove_wal_before(horizon)

@@ -87,3 +87,9 @@ def test_l3_keep_size_keeps_that_much_behind_the_flush_position() -> None:
                            backup_lsn=Lsn(9 * SEG), keep_bytes=4 * SEG) == Lsn(6 * SEG)
     assert removal_horizon(commit_lsn=Lsn(SEG), flush_lsn=Lsn(SEG), seg_size=SEG,
                            backup_lsn=None, keep_bytes=64 * SEG) == INVALID_LSN
+
+
+def test_l3_a_peer_heard_from_lately_keeps_what_it_still_needs() -> None:
+    assert removal_horizon(commit_lsn=Lsn(10 * SEG), flush_lsn=Lsn(10 * SEG), seg_size=SEG,
+                           backup_lsn=Lsn(10 * SEG), keep_bytes=None,
+                           peer_holds=[Lsn(4 * SEG + 9), Lsn(12 * SEG)]) == Lsn(4 * SEG)

@@ -160,3 +160,56 @@ async def test_restore_wal_refuses_a_corrupted_archive_object(tmp_path: Path) ->
     assert done.returncode == 1
     assert "is truncated" in done.stderr
     assert not dest.exists()
+
+
+async def test_when_the_uploader_dies_another_takes_over_and_the_dead_one_catches_up(
+    make_cluster: ClusterFactory, tmp_path: Path,
+) -> None:
+    archive_dir = tmp_path / "archive"
+    archive_dir.mkdir()
+    cluster = make_cluster(3, extra_args=["--archive", f"file://{archive_dir}"])
+    await cluster.start()
+    ttid = make_ttid(16)
+    await cluster.create_timeline(ttid)
+    result = await cluster.propose(*propose_args(cluster, ttid, "2MiB"))
+    assert result.returncode == 0, result.stderr
+
+    async def states(nodes: list[int]) -> dict[int, dict[str, object]]:
+        return {n: lifecycle(await cluster.status(n, ttid)) for n in nodes}
+
+    async def archived(end: Lsn, nodes: list[int]) -> bool:
+        return all(s["backup_lsn"] == str(end) for s in (await states(nodes)).values())
+
+    first_end = DEFAULT_START_LSN + 2 * SEG_SIZE
+    await wait_until(lambda: archived(first_end, [1, 2, 3]), 30,
+                     message=f"backup_lsn {first_end} everywhere")
+    dead = int(str((await states([1]))[1]["uploader"]))
+    await cluster[dead].kill()
+    alive = [n for n in (1, 2, 3) if n != dead]
+    result = await cluster.propose(*propose_args(cluster, ttid, "3MiB", ids=alive))
+    assert result.returncode == 0, result.stderr
+    second_end = first_end + 3 * SEG_SIZE
+    await wait_until(lambda: archived(second_end, alive), 30,
+                     message=f"a new uploader archives up to {second_end}")
+    survivors = await states(alive)
+    uploaders = {s["uploader"] for s in survivors.values()}
+    assert len(uploaders) == 1, survivors
+    assert uploaders <= set(alive), survivors
+    # The dead node was heard from moments ago: the survivors keep what it needs.
+    for state in survivors.values():
+        assert state["removal_horizon"] == str(first_end), state
+
+    # It comes back, catches up by peer recovery, and then every node removes.
+    await cluster[dead].start()
+
+    async def removed_everywhere() -> bool:
+        horizons = [lifecycle(await cluster.status(n, ttid))["removal_horizon"]
+                    for n in (1, 2, 3)]
+        return horizons == [str(second_end)] * 3
+
+    await wait_until(removed_everywhere, 60, message=f"every node removed up to {second_end}")
+    keys = sorted(p.name for p in (archive_dir / segment_key(ttid, 0, SEG_SIZE)).parent.iterdir()
+                  if not p.name.endswith(".sha256"))
+    first = DEFAULT_START_LSN // SEG_SIZE
+    assert keys == [segment_key(ttid, n, SEG_SIZE).rsplit("/", 1)[1]
+                    for n in range(first, second_end // SEG_SIZE)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import attrs
 import pytest
 import trio
 
@@ -181,3 +182,19 @@ async def test_a_read_below_the_horizon_is_wal_removed_never_garbage(
     assert tl.store.start_lsn == Lsn(3 * SEG)
     with pytest.raises(WalRemoved, match="was removed"):
         await tl.read_wal(START, 100)
+
+
+async def test_l3_a_lagging_peer_holds_removal_until_it_is_silent_past_the_hold(
+    nursery: trio.Nursery,
+) -> None:
+    tl = await timeline_with_wal(nursery, 4 * SEG, commit=4 * SEG)
+    config = LifecycleConfig(keep_bytes=0, peer_hold=60.0)
+    lagging = PeerInfo(NodeId(2), 1, 1, START + SEG + 5, START, "http://x", "ws://x",
+                       trio.current_time())
+    await tl.record_peer_info(lagging)
+    await run_steps(tl, config, LifecycleStatus(), Counts())
+    assert tl.store.start_lsn == START + SEG, "kept from the peer's flush position's segment"
+    # The same peer, last heard from longer ago than the hold window, holds nothing.
+    tl.peers[NodeId(2)] = attrs.evolve(lagging, received_at=trio.current_time() - 61.0)
+    await run_steps(tl, config, LifecycleStatus(), Counts())
+    assert tl.store.start_lsn == START + 4 * SEG
