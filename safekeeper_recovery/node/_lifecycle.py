@@ -26,20 +26,22 @@ def lifecycle_config(config: NodeConfig) -> LifecycleConfig:
 
 def lifecycle_service(config: NodeConfig, settings: LifecycleConfig,
                       observer: LifecycleObserver) -> TimelineService:
-    """One lifecycle per timeline of the node. Warns (once, here) when WAL can grow
-    without bound: no archive and no ``wal_keep_size``."""
-    if not settings.enabled:
-        log.warning("no --archive and no --wal-keep-size: this node never removes WAL, so "
-                    "its disk use grows without bound; set --archive URL (or "
-                    "--wal-keep-size SIZE to keep only the newest WAL)")
+    """One lifecycle per timeline of the node (see :func:`check_archive` for what is
+    said about it at start-up)."""
     return wal_lifecycle_service(config.node_id, settings, observer)
 
 
 async def check_archive(settings: LifecycleConfig) -> None:
-    """Check the archive once (the directory or bucket exists, the credentials are
-    accepted) and log the answer: a warning if it does not work. Never raises: the node
-    serves anyway (uploads retry, and nothing unarchived is removed meanwhile). Run it
-    beside the node, not before it: an unreachable S3 endpoint takes its timeouts."""
+    """Say at start-up what becomes of WAL: a warning when it can grow without bound (no
+    archive, no ``wal_keep_size``); else check the archive once (the directory or bucket
+    exists, the credentials are accepted) and log the answer, a warning if it does not
+    work. Never raises: the node serves anyway (uploads retry, and nothing unarchived is
+    removed meanwhile). Run it beside the running node, not before it: an unreachable S3
+    endpoint takes its timeouts."""
+    if not settings.enabled:
+        log.warning("no --archive and no --wal-keep-size: this node never removes WAL, so "
+                    "its disk use grows without bound; set --archive URL (or "
+                    "--wal-keep-size SIZE to keep only the newest WAL)")
     if settings.archive is None:
         return
     try:

@@ -47,18 +47,19 @@ def test_bad_archive_settings_are_refused_naming_the_key(cli: dict[str, str], me
         load_config({**REQUIRED, **cli}, env={})
 
 
-def test_a_node_that_never_removes_wal_says_so_at_start_up(
+async def test_a_node_that_never_removes_wal_says_so_at_start_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = load_config(REQUIRED, env={})
     settings = lifecycle_config(config)
+    lifecycle_service(config, settings, NodeMetrics())
     with caplog.at_level(logging.WARNING):
-        lifecycle_service(config, settings, NodeMetrics())
+        await check_archive(settings)
     assert "never removes WAL" in caplog.text
     caplog.clear()
     kept = load_config({**REQUIRED, "wal_keep_size": "1GiB"}, env={})
     with caplog.at_level(logging.WARNING):
-        lifecycle_service(kept, lifecycle_config(kept), NodeMetrics())
+        await check_archive(lifecycle_config(kept))
     assert "never removes WAL" not in caplog.text
 
 
