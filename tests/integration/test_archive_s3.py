@@ -109,7 +109,7 @@ async def test_a_refusing_archive_is_reported_and_nothing_is_removed(
     lc = lifecycle(await cluster.status(1, ttid))
     assert "archive s3://" in str(lc["last_error"]), lc
     assert lc["backup_lsn"] == lc["removal_horizon"] == str(DEFAULT_START_LSN), lc
-    assert "archive s3://" in cluster[1].stderr(), "the start-up check warned"
+    assert "does not work yet" in cluster[1].stderr(), "the start-up check warned"
     # The node keeps serving: more WAL is accepted, and still nothing is removed.
     more = await cluster.propose(*propose_args(cluster, ttid, "1MiB"))
     assert more.returncode == 0, more.stderr
