@@ -21,6 +21,7 @@ def lifecycle_config(config: NodeConfig) -> LifecycleConfig:
     return LifecycleConfig(
         archive=archive, keep_bytes=config.wal_keep_size,
         heartbeat_timeout=config.heartbeat_timeout, peer_hold=config.wal_peer_hold,
+        start_delay=config.heartbeat_timeout,
     )
 
 

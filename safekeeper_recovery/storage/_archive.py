@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Final, Protocol, final
 from urllib.parse import unquote, urlsplit
@@ -41,7 +42,7 @@ from ..core import (
     segment_file_name,
 )
 from . import _fileops as fileops
-from ._durable import fsync_directory, replace_file_durably
+from ._durable import discard_quietly, fsync_directory, pwrite_all
 
 __all__ = [
     "Archive",
@@ -207,8 +208,8 @@ class FileArchive:
     """An archive in a directory (``file:///DIR``): object ``<DIR>/<key>`` and its record
     ``<DIR>/<key>.sha256`` (``"<sha256 hex> <size>\\n"``).
 
-    ``put`` writes the record first, then the object aside (``<key>.partial``), fsyncs,
-    renames and fsyncs the directory (A3): an object never appears without its record,
+    ``put`` writes the record first, then the object aside (``<key>.<random>.partial``),
+    fsyncs, renames and fsyncs the directory (A3): an object never appears without its record,
     and a crash leaves at most a record of an object that is not there yet (a later
     ``put`` replaces both). The directory must exist (a missing mount must not silently
     fill the local disk): :meth:`check` and every call say so.
@@ -244,8 +245,8 @@ class FileArchive:
             if not self._root.is_dir():
                 raise FileNotFoundError(str(self._root))
             self._make_parents(path.parent)
-            replace_file_durably(self._record_path(path), f"{sha} {len(data)}\n".encode())
-            replace_file_durably(path, data)
+            _replace_durably(self._record_path(path), f"{sha} {len(data)}\n".encode())
+            _replace_durably(path, data)
         except OSError as exc:
             raise self._failure(f"store {key}", exc) from exc
         return _check_put(f"{self._url}/{key}", expected, self._head(key))
@@ -345,6 +346,26 @@ class FileArchive:
 
     def __repr__(self) -> str:
         return f"FileArchive({str(self._root)!r})"
+
+
+def _replace_durably(path: Path, data: bytes) -> None:
+    """Make ``path`` hold ``data`` atomically and durably (written aside under a name of
+    its own, fsynced, renamed, directory fsynced). The temporary name is unique per call:
+    two nodes may archive the same segment at once (rule L1), and a shared name would let
+    one truncate the other's half-written file. Raises ``OSError``."""
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}.partial")
+    fd = fileops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            pwrite_all(fd, data, 0)
+            fileops.fsync(fd)
+        finally:
+            os.close(fd)
+        fileops.replace(tmp, path)
+    except BaseException:
+        discard_quietly(tmp)
+        raise
+    fsync_directory(path.parent)
 
 
 def open_archive(url: str, *, endpoint: str | None = None) -> Archive:

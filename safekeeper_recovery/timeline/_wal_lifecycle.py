@@ -94,6 +94,11 @@ class LifecycleConfig:
     keep_bytes: int | None = None
     heartbeat_timeout: float = 5.0
     peer_hold: float = 600.0
+    start_delay: float = 0.0
+    """Seconds to wait before the first step: a node that just started has not heard
+    from its peers yet and would count itself the only caught-up node (every node would
+    upload the first segments; harmless, but wasted). A node passes its heartbeat
+    timeout."""
     coalesce: float = 0.05
     idle_check: float = 30.0
     retry_min: float = 1.0
@@ -170,6 +175,7 @@ async def serve_wal_lifecycle(
     a broken timeline is waited out (its WAL is left as it is)."""
     observer = observer if observer is not None else _NoObserver()
     delay = config.retry_min
+    await trio.sleep(config.start_delay)
     while True:
         try:
             progressed = await lifecycle_step(timeline, node_id, config, status, observer)

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import trio
 
 from safekeeper_recovery.core import ArchiveCorrupted, ArchiveError, ArchiveObjectMissing
 from safekeeper_recovery.storage import (
@@ -96,3 +97,22 @@ def test_archive_urls_are_checked_without_io() -> None:
             open_archive(bad)
     with pytest.raises(ValueError, match="s3:// archives only"):
         open_archive("file:///srv/wal", endpoint="http://127.0.0.1:1")
+
+
+async def test_a3_two_nodes_archiving_the_same_segment_at_once_both_succeed(
+    tmp_path: Path,
+) -> None:
+    # Rule L1 allows two uploaders for a moment (peer info in flight): the file archive
+    # must take concurrent puts of the same object, each whole.
+    archives = [FileArchive(tmp_path), FileArchive(tmp_path)]
+    for round_ in range(10):
+        key = segment_key(make_ttid(2), round_, 1 << 20)
+        async with trio.open_nursery() as nursery:
+            for archive in archives:
+                nursery.start_soon(archive.put, key, DATA)
+        assert await archives[0].get(key) == DATA
+    assert partials(tmp_path) == []
+
+
+def partials(root: Path) -> list[str]:
+    return [p.name for p in root.rglob("*.partial")]
