@@ -20,6 +20,8 @@ a time span         ``--*-timeout``,      ``DURATION``: ``5s``, ``500ms``, ``2m`
                     ``--*-interval`` …    bare number of seconds (``1.5``)
 log output          ``--log-format``,     one of the listed choices
                     ``--log-level``
+a WAL archive       ``--archive``         ``URL``: ``file:///DIR`` or ``s3://BUCKET/PREFIX``
+                    ``--archive-endpoint`` ``URL``: an S3-compatible server, ``http(s)://…``
 ==================  ====================  ==================================================
 
 Defaults are shown as ``[default: …]`` and mandatory options as ``[required]``, by click,
@@ -40,8 +42,10 @@ import click
 
 from ..core import Lsn, NodeId, TenantId, TimelineId
 from ..node import parse_duration
+from ..storage import open_archive
 
 __all__ = [
+    "ARCHIVE_URL",
     "DURATION",
     "HTTP_URL",
     "LSN",
@@ -49,6 +53,7 @@ __all__ = [
     "SIZE",
     "TENANT_ID",
     "TIMELINE_ID",
+    "ArchiveUrlType",
     "DurationType",
     "Hex32Type",
     "HttpUrlType",
@@ -177,6 +182,22 @@ class Hex32Type(click.ParamType[T]):
             self.fail(str(e), param, ctx)
 
 
+class ArchiveUrlType(click.ParamType[str]):
+    """``URL``: a WAL archive, ``file:///DIR`` or ``s3://BUCKET/PREFIX``."""
+
+    name = "URL"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        text = str(value).strip()
+        try:
+            open_archive(text)  # checks the form only: opens nothing
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        return text
+
+
 class HttpUrlType(click.ParamType[str]):
     """``URL``: a node's HTTP API, ``http(s)://HOST:PORT`` (trailing slash dropped)."""
 
@@ -228,6 +249,7 @@ NODE_ID: Final = NodeIdType()
 TENANT_ID: Final = Hex32Type(TenantId.parse)
 TIMELINE_ID: Final = Hex32Type(TimelineId.parse)
 HTTP_URL: Final = HttpUrlType()
+ARCHIVE_URL: Final = ArchiveUrlType()
 
 
 def node_option(help: str = "The node's HTTP API.") -> Callable[[F], F]:

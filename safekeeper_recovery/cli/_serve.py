@@ -26,7 +26,10 @@ from ..node import (
     NodeConfig,
     RunningNode,
     build_recovery_engine,
+    check_archive,
     configure_logging,
+    lifecycle_config,
+    lifecycle_service,
     load_config,
     raise_fd_limit,
     read_peer_token,
@@ -35,7 +38,16 @@ from ..node import (
 )
 from ..transport import NodeMetrics
 from ._main import main
-from ._options import DURATION, NODE_ID, apply_aliases, deprecated_alias, format_duration
+from ._options import (
+    ARCHIVE_URL,
+    DURATION,
+    HTTP_URL,
+    NODE_ID,
+    SIZE,
+    apply_aliases,
+    deprecated_alias,
+    format_duration,
+)
 
 __all__ = ["serve"]
 
@@ -136,6 +148,19 @@ _HOST_PORT_META = "HOST:PORT"  # checked by load_config, which names the setting
     help="Write WAL with O_DIRECT, bypassing the page cache (buffered where the file "
          "system refuses it).",
 )
+@setting("--archive", type=ARCHIVE_URL,
+         help="Archive completed WAL segments here (file:///DIR or s3://BUCKET/PREFIX; S3 "
+              "credentials and region from AWS_* variables) and remove WAL once archived "
+              "and committed. See docs/archive.md.")
+@setting("--archive-endpoint", type=HTTP_URL,
+         help="URL of the S3-compatible server of an s3:// archive (default: AWS).")
+@setting("--wal-keep-size", type=SIZE,
+         help="Keep at least this much WAL behind the flush position; without --archive, "
+              "remove committed WAL further behind. Unset and without --archive: WAL is "
+              "never removed.")
+@setting("--wal-peer-hold", type=DURATION,
+         help="A peer heard from within this long keeps the WAL from its flush position on, "
+              "so that it can still catch up from this node.")
 @setting("--auth-public-key", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
          help="Ed25519 public key (PEM, from `keygen`): turns JWT auth on for both ports.")
 @setting("--token-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -201,9 +226,12 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
         async with trio.open_nursery() as nursery:
             metrics = NodeMetrics()
             engine = build_recovery_engine(config, metrics, read_peer_token(config))
+            settings = lifecycle_config(config)
+            lifecycle = lifecycle_service(config, settings, metrics)
             running: RunningNode = await nursery.start(
                 partial(
-                    serve_node, config, extra_services=[recovery_service(engine)],
+                    serve_node, config,
+                    extra_services=[recovery_service(engine), lifecycle],
                     recovery_admin=engine, metrics=metrics,
                 )
             )
@@ -211,6 +239,7 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
                 "node %s ready: http %s, wal %s", config.node_id, running.http_url,
                 running.wal_url,
             )
+            nursery.start_soon(check_archive, settings)
             if ready_file is not None:
                 await trio.to_thread.run_sync(_write_ready_file, ready_file, config, running)
             # What is loaded now (thousands of timelines) lives as long as the process:

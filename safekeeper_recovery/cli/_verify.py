@@ -52,6 +52,7 @@ from ..storage import (  # read-only use: open, read, close
     FileControlFileStore,
     FlushPositionFile,
     read_mark,
+    read_removal_horizon,
 )
 from ..transport import (
     HttpError,
@@ -107,7 +108,8 @@ async def verify_node(
 ) -> VerifyReport:
     """Verify the timeline's WAL on the node whose HTTP API is at ``node``.
 
-    The WAL checked is ``start_lsn`` (default: the node's local start of the timeline) up
+    The WAL checked is ``start_lsn`` (default: the node's local start of the timeline, or
+    its removal horizon once WAL was removed) up
     to the flush_lsn the node reports first; it is read over ``wal_stream`` in the node's
     current term, so a term change while reading (a new proposer) is a ``VerifyError``
     rather than a false corruption. ``timeout`` bounds each HTTP request and the connect;
@@ -126,6 +128,9 @@ async def verify_node(
     system_id = _int_of(status, "pg_info", "system_id") or None
     term = _int_of(status, "acceptor_state", "term")
     local_start = max(_lsn_of(status, "timeline_start_lsn"), _lsn_of(status, "local_start_lsn"))
+    lifecycle = status.get("wal_lifecycle")
+    if isinstance(lifecycle, dict):  # WAL below the removal horizon is gone from the node
+        local_start = max(local_start, _lsn_of(lifecycle, "removal_horizon"))
     start = local_start if start_lsn is None else start_lsn
     end = _lsn_of(status, "flush_lsn")
     if not local_start <= start <= end:
@@ -174,7 +179,8 @@ def verify_data_dir(
     """Verify the timeline's WAL in a node's ``data_dir`` (read-only, blocking, no lock:
     the node may be running).
 
-    Checks the WAL from the store's start (or ``start_lsn``) to its recorded flush
+    Checks the WAL from the store's start (its removal horizon once WAL was removed; or
+    ``start_lsn``) to its recorded flush
     position, lowered to a pending truncation's target if one is marked (as the node
     would on start-up). A WAL ending inside a record there is a torn tail, not corruption
     (the node stopped or flushed part-way through it).
@@ -194,6 +200,7 @@ def verify_data_dir(
             store_start, end = positions.start_lsn, positions.lsn
         finally:
             positions.close()
+        store_start = max(store_start, read_removal_horizon(directory) or store_start)
         mark = read_mark(directory)
     except SafekeeperError as e:
         if isinstance(e, VerifyError):

@@ -32,6 +32,9 @@ from ._donors import (
 )
 from ._errors import (
     AcceptorError,
+    ArchiveCorrupted,
+    ArchiveError,
+    ArchiveObjectMissing,
     AuthError,
     CommonPointError,
     CorruptionError,
@@ -52,6 +55,7 @@ from ._errors import (
 from ._groups import leaves
 from ._history import Term, TermHistory, TermLsn, find_highest_common_point
 from ._ids import NodeId, TenantId, TenantTimelineId, TimelineId
+from ._lifecycle import UploaderChoice, choose_uploader, removal_horizon, uploader_rank
 from ._lsn import INVALID_LSN, MAX_LSN, XLOG_BLCKSZ, Lsn, segment_file_name
 from ._messages import (
     MAX_SEND_SIZE,
@@ -80,6 +84,9 @@ __all__ = [
     "AcceptorMessage",
     "AppendRequest",
     "AppendResponse",
+    "ArchiveCorrupted",
+    "ArchiveError",
+    "ArchiveObjectMissing",
     "AuthError",
     "CommonPointError",
     "CorruptionError",
@@ -130,12 +137,14 @@ __all__ = [
     "TermLsn",
     "TimelineId",
     "TruncateEffect",
+    "UploaderChoice",
     "VoteRequest",
     "VoteResponse",
     "WalData",
     "WalRemoved",
     "WriteEffect",
     "XLOG_BLCKSZ",
+    "choose_uploader",
     "crc32c",
     "decode_acceptor_message",
     "decode_proposer_message",
@@ -146,7 +155,9 @@ __all__ = [
     "encode_state",
     "find_highest_common_point",
     "leaves",
+    "removal_horizon",
     "segment_file_name",
     "select_donors",
     "select_for",
+    "uploader_rank",
 ]

@@ -361,6 +361,15 @@ class Acceptor:
             effects.append(self._persist())
         return Step(tuple(effects))
 
+    def advance_backup_lsn(self, lsn: Lsn) -> Step:
+        """This node archived WAL up to ``lsn`` (verified): raise ``backup_lsn`` and persist
+        it at once, so that removal and peers only ever act on a durable value (core
+        ``_lifecycle`` rule L2). A lower or equal ``lsn`` changes nothing."""
+        if lsn <= self.backup_lsn:
+            return Step()
+        self.backup_lsn = lsn
+        return Step((self._persist(),))
+
     def bump_term(self, term: Term | None = None) -> Step:
         """Raise the term to ``term`` (or by one), persisted. Operators and tests use it.
 

@@ -12,7 +12,10 @@
     ├── AcceptorError                    the acceptor refused a message (non-fatal, reconnect)
     ├── FatalTimelineError               the timeline must stop (e.g. truncating committed WAL)
     ├── StorageError                     durable storage failed or is inconsistent
-    │   └── CorruptionError              a checksum or layout check failed at load
+    │   ├── CorruptionError              a checksum or layout check failed at load
+    │   └── ArchiveError                 the WAL archive failed (``kind`` labels metrics)
+    │       ├── ArchiveObjectMissing     no such object in the archive
+    │       └── ArchiveCorrupted         an object failed its size or checksum check
     ├── AuthError                        missing / invalid credentials (401) or scope (403)
     └── RecoveryError                    one recovery attempt ended without success
         ├── TermChanged                  our or the donor's term moved during the attempt
@@ -30,6 +33,9 @@ from __future__ import annotations
 
 __all__ = [
     "AcceptorError",
+    "ArchiveCorrupted",
+    "ArchiveError",
+    "ArchiveObjectMissing",
     "AuthError",
     "CommonPointError",
     "CorruptionError",
@@ -120,6 +126,36 @@ class StorageError(SafekeeperError):
 
 class CorruptionError(StorageError):
     """On-disk data failed verification (bad checksum, bad magic, impossible layout)."""
+
+
+class ArchiveError(StorageError):
+    """The WAL archive (a directory or an S3 bucket) failed or refused an operation.
+
+    ``kind`` is a short, low-cardinality label for metrics and status: ``unreachable``,
+    ``auth`` (credentials refused), ``no_bucket``, ``missing``, ``corrupt``, ``io`` or
+    ``error``.
+    """
+
+    def __init__(self, message: str, *, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class ArchiveObjectMissing(ArchiveError):
+    """The archive has no object under the key asked for."""
+
+    permanent = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="missing")
+
+
+class ArchiveCorrupted(ArchiveError):
+    """An archive object failed verification (size or SHA-256 differs from what was
+    recorded at upload, or its checksum record is missing): it is never served as WAL."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="corrupt")
 
 
 class AuthError(SafekeeperError):

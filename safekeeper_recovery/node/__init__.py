@@ -12,6 +12,7 @@ from ._config import (
 )
 from ._data_dir_lock import LOCK_FILE_NAME, DataDirLock, DataDirLocked
 from ._fd_limit import raise_fd_limit
+from ._lifecycle import check_archive, lifecycle_config, lifecycle_service
 from ._logging import configure_logging
 from ._node import SHUTDOWN_FLUSH_TIMEOUT, RunningNode, read_peer_token, serve_node
 from ._recovery import build_recovery_engine, recovery_service
@@ -29,7 +30,10 @@ __all__ = [
     "SHUTDOWN_FLUSH_TIMEOUT",
     "build_recovery_engine",
     "recovery_service",
+    "check_archive",
     "configure_logging",
+    "lifecycle_config",
+    "lifecycle_service",
     "load_config",
     "parse_duration",
     "parse_host_port",

@@ -31,6 +31,7 @@ from typing import Any, Final, Literal
 import attrs
 
 from ..core import NodeId, SafekeeperError
+from ..storage import open_archive
 
 __all__ = [
     "ENV_PREFIX",
@@ -90,6 +91,19 @@ class NodeConfig:
     wal_direct_io: bool = True
     """Write WAL with O_DIRECT (no page-cache copy; buffered where the file system
     refuses it). See storage/_direct.py for why."""
+    archive: str | None = None
+    """Where completed WAL segments are archived: ``file:///DIR`` or ``s3://BUCKET/PREFIX``
+    (docs/archive.md). With an archive, WAL is removed once archived and committed."""
+    archive_endpoint: str | None = None
+    """The URL of an S3-compatible server (``s3://`` archives only; default: AWS)."""
+    wal_keep_size: int | None = None
+    """Bytes of WAL kept behind the flush position at least; without an archive also the
+    most kept (committed WAL further behind is removed). Default: no limit, i.e. without
+    an archive a node never removes WAL (it warns at start-up)."""
+    wal_peer_hold: float = 600.0
+    """A peer heard from within this long keeps the WAL from its flush position on (so a
+    lagging or restarted peer can catch up from us); a peer silent for longer holds
+    nothing."""
     log_format: LogFormat = "auto"
     log_level: str = "info"
 
@@ -203,6 +217,29 @@ def _parse_peers(value: object) -> dict[NodeId, str]:
     return peers
 
 
+_SIZE_UNITS: Final = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
+                      "tib": 1 << 40}
+
+
+def _parse_size(value: object) -> int:
+    """Bytes from ``64MiB``/``1GiB``/``65536`` (binary units) or a TOML integer; >= 0."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]+)\s*([KMGT]iB|B)?\s*", value, flags=re.IGNORECASE)
+        if m is None:
+            raise ValueError(f"expected a size like 64MiB, got {value!r}")
+        value = int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a size like 64MiB, got {value!r}")
+    return value
+
+
+def _parse_archive(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected file:///DIR or s3://BUCKET/PREFIX, got {value!r}")
+    open_archive(value.strip())  # checks the form only: opens nothing
+    return value.strip()
+
+
 def _parse_log_format(value: object) -> LogFormat:
     if value == "auto" or value == "json" or value == "console":
         return value
@@ -237,6 +274,10 @@ _PARSERS: Final[dict[str, Callable[[object], object]]] = {
     "max_connections": _parse_positive_int,
     "max_concurrent_recoveries": _parse_positive_int,
     "wal_direct_io": _parse_bool,
+    "archive": _parse_archive,
+    "archive_endpoint": _parse_url,
+    "wal_keep_size": _parse_size,
+    "wal_peer_hold": parse_duration,
     "log_format": _parse_log_format,
     "log_level": _parse_log_level,
 }
@@ -295,6 +336,9 @@ def load_config(
         host, port = config.listen_http
         raise ConfigError(f"listen_http and listen_wal are both {host}:{port}: the HTTP API "
                           "and the WAL port need two ports")
+    if config.archive_endpoint is not None and not (config.archive or "").startswith("s3://"):
+        raise ConfigError("archive_endpoint is set but archive is not an s3:// URL: the "
+                          "endpoint is the S3-compatible server of an s3:// archive")
     if config.node_id in config.peers:
         raise ConfigError(f"peers lists this node's own id {config.node_id}")
     if config.auth_public_key is not None and config.token_file is None and config.peers:

@@ -333,6 +333,13 @@ class AsyncWalStore:
         finally:
             self._prefetching = False
 
+    async def remove_before(self, lsn: Lsn) -> int:
+        """Remove the WAL below ``lsn`` in one hop (``WalStore.remove_before``: a segment
+        start at or below ``flush_lsn``, crash-safe); return the segment files removed."""
+        async with self._lock:
+            store = self._store
+            return await self._hop(lambda: store.remove_before(lsn))
+
     async def digest(self, from_lsn: Lsn, until_lsn: Lsn) -> str:
         """Hex SHA-256 of durable ``[from_lsn, until_lsn)`` in one hop (``StorageError``
         if the range is not within ``[start_lsn, flush_lsn]``)."""

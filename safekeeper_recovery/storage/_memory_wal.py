@@ -6,6 +6,7 @@ import hashlib
 from typing import final
 
 from ..core import INVALID_LSN, Lsn, StorageError
+from ._removal import check_removal_target
 from ._wal_store import (
     check_digest_range,
     check_readable,
@@ -69,6 +70,19 @@ class MemoryWalStore:
         check_truncate_target(lsn, self._start_lsn, self.write_lsn)
         del self._data[int(lsn) - int(self._start_lsn) :]
         self._flush_lsn = lsn
+
+    def remove_before(self, lsn: Lsn) -> int:
+        """See ``WalStore.remove_before``: the count is of segments wholly or partly
+        dropped (the twin has no files)."""
+        self._check_usable()
+        check_removal_target(lsn, self._flush_lsn, self._seg_size)
+        if lsn <= self._start_lsn:
+            return 0
+        removed = lsn.segment_number(self._seg_size) - self._start_lsn.segment_number(
+            self._seg_size)
+        del self._data[: int(lsn) - int(self._start_lsn)]
+        self._start_lsn = lsn
+        return removed
 
     def read(self, start: Lsn, max_bytes: int) -> bytes:
         self._check_usable()

@@ -9,12 +9,14 @@ Files in the timeline directory (besides the control file, which is not ours):
   is full-size and fsynced.
 * ``flush_position``: start LSN, segment size and the durable end of WAL (two CRC slots).
 * ``truncate.pending``: present only while a truncation is in progress.
+* ``wal_removed_before``: where the WAL begins since segments were removed from its start
+  (``remove_before``; absent until the first removal, see ``_removal.py``).
 
 Every segment is created full-size (``posix_fallocate``), so its size never changes after
 creation and ``fdatasync`` is enough to make written bytes durable. Positions past the
 recorded flush position are treated as never written: open settles the directory to match
 (redoes a pending truncation, removes segments past the flush position, renames the
-flush position's segment to ``.partial``).
+flush position's segment to ``.partial``, finishes an interrupted removal).
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ from ._durable import (
     remove_durably,
 )
 from ._flush_position import FLUSH_POSITION_FILE_NAME, FlushPositionFile
+from ._removal import (
+    REMOVAL_HORIZON_FILE_NAME,
+    check_removal_target,
+    read_removal_horizon,
+    record_removal_horizon,
+)
 from ._truncation_mark import TRUNCATION_MARK_FILE_NAME, clear_mark, read_mark, write_mark
 from ._wal_store import (
     check_digest_range,
@@ -144,7 +152,8 @@ class FileWalStore:
                 raise StorageError(f"{directory} already holds a WAL store; use FileWalStore.open")
             removed = False
             for entry in os.scandir(directory):
-                if entry.name in (_TMP_SEGMENT, TRUNCATION_MARK_FILE_NAME) or (
+                if entry.name in (_TMP_SEGMENT, TRUNCATION_MARK_FILE_NAME,
+                                  REMOVAL_HORIZON_FILE_NAME) or (
                     _parse_segment_name(entry.name, seg_size) is not None
                 ):
                     fileops.unlink(entry.path)
@@ -194,6 +203,12 @@ class FileWalStore:
     def _recover(self) -> None:
         try:
             remove_durably(self._dir / _TMP_SEGMENT)
+            removed_before = read_removal_horizon(self._dir)
+            if removed_before is not None and removed_before > self._start_lsn:
+                created_at = self._start_lsn
+                self._start_lsn = removed_before
+                self._unlink_segments(created_at.segment_number(self._seg_size),
+                                      removed_before.segment_number(self._seg_size))
             mark = read_mark(self._dir)
             if mark is not None:
                 # Bytes past the recorded flush position may not have survived the crash,
@@ -534,6 +549,43 @@ class FileWalStore:
         self._flush_lsn = lsn
         clear_mark(self._dir)
         self._truncation_pending = False
+
+    # -- removal ------------------------------------------------------------------------
+
+    def remove_before(self, lsn: Lsn) -> int:
+        """See ``WalStore.remove_before``.
+
+        Procedure: durably record ``lsn`` as the new start (``wal_removed_before``) *first*,
+        then unlink the segments below it oldest first and fsync the directory. A crash
+        after the record leaves a store that opens at ``lsn`` (``open`` unlinks what is
+        left below it); a crash before it leaves the old store, whole.
+        """
+        self._check_usable()
+        check_removal_target(lsn, self._flush_lsn, self._seg_size)
+        if lsn <= self._start_lsn:
+            return 0
+        first = self._start_lsn.segment_number(self._seg_size)
+        try:
+            record_removal_horizon(self._dir, lsn)
+            self._start_lsn = lsn
+            return self._unlink_segments(first, lsn.segment_number(self._seg_size))
+        except OSError as exc:
+            raise StorageError(f"cannot remove WAL below {lsn} in {self._dir}: {exc}") from exc
+
+    def _unlink_segments(self, first: int, end: int) -> int:
+        """Unlink segments ``[first, end)`` (either form), oldest first; fsync the
+        directory if any went. Returns how many files were removed."""
+        removed = 0
+        for segno in range(first, end):
+            for partial in (False, True):
+                try:
+                    fileops.unlink(self._segment_path(segno, partial))
+                except FileNotFoundError:
+                    continue
+                removed += 1
+        if removed:
+            fsync_directory(self._dir)
+        return removed
 
     # -- reading -----------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ Theory of operation: a store holds the WAL bytes of one timeline from ``start_ls
 4. ``truncate(lsn)`` is crash-safe and leaves ``write_lsn == flush_lsn == lsn``. While a
    truncation is pending (it failed half-way), writes and flushes are refused.
 5. Nothing below ``start_lsn`` exists; asking for it is an error, not an empty answer.
+6. ``remove_before(lsn)`` raises ``start_lsn`` to ``lsn`` (a segment start at or below
+   ``flush_lsn``) and drops the whole segments below it, crash-safely: after a crash the
+   store opens with its old start and every segment, or with the new start.
 """
 
 from __future__ import annotations
@@ -89,6 +92,15 @@ class WalStore(Protocol):
         Returns ``b""`` when ``start >= flush_lsn`` (nothing durable there yet). Raises
         ``StorageError`` if ``start < start_lsn`` (the WAL is not available here) and
         ``ValueError`` if ``max_bytes <= 0``.
+        """
+        ...
+
+    def remove_before(self, lsn: Lsn) -> int:
+        """Remove the WAL below ``lsn`` (rule 6); return how many segment files went.
+
+        A no-op (0) if ``lsn <= start_lsn``. Raises ``StorageError`` if ``lsn`` is not a
+        segment start or lies beyond ``flush_lsn``, or on I/O failure (the store then
+        starts either at its old start or at ``lsn``; ``start_lsn`` says which).
         """
         ...
 

@@ -1,5 +1,6 @@
 """One timeline (acceptor + storage + lock + notifications), its write pipeline (the
-acceptor loop and flush policy) and read pipeline (the WAL sender), and the registry."""
+acceptor loop and flush policy) and read pipeline (the WAL sender), its WAL lifecycle
+(archive upload and removal), and the registry."""
 
 from ._backend import FileBackend, MemoryBackend, StorageBackend
 from ._changes import ChangeFeed, Changes
@@ -24,6 +25,15 @@ from ._timeline import (
     TimelineSnapshot,
     describe_storage_failure,
 )
+from ._wal_lifecycle import (
+    LifecycleConfig,
+    LifecycleObserver,
+    LifecycleStatus,
+    lifecycle_step,
+    read_segment,
+    serve_wal_lifecycle,
+    wal_lifecycle_service,
+)
 from ._watch import Watch
 from ._write_pipeline import MessageSource, run_wal_acceptor
 
@@ -33,6 +43,9 @@ __all__ = [
     "FileBackend",
     "InProcessDonorConnector",
     "InProcessStream",
+    "LifecycleConfig",
+    "LifecycleObserver",
+    "LifecycleStatus",
     "LocalSession",
     "LocalTarget",
     "MemoryBackend",
@@ -55,7 +68,11 @@ __all__ = [
     "TimelineSnapshot",
     "Watch",
     "describe_storage_failure",
+    "lifecycle_step",
     "pg_timestamp_us",
+    "read_segment",
     "run_wal_acceptor",
     "run_wal_sender",
+    "serve_wal_lifecycle",
+    "wal_lifecycle_service",
 ]

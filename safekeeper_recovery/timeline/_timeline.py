@@ -70,6 +70,7 @@ from ..core import (
     TermLsn,
     TruncateEffect,
     VoteRequest,
+    WalRemoved,
     WriteEffect,
     encode_state,
 )
@@ -269,6 +270,8 @@ class Timeline:
         self._durable_state = acceptor.persisted  # last control-file body known on disk
         self.recovery_status: Callable[[], dict[str, object]] | None = None
         """Set by the recovery engine; feeds the status JSON's ``recovery`` object."""
+        self.lifecycle_status: Callable[[], dict[str, object]] | None = None
+        """Set by the WAL lifecycle service; feeds the status JSON's ``wal_lifecycle``."""
         self._attached: set[trio.CancelScope] = set()
         self.recovery_messages = 0
         """Messages processed for recovery (``recovery=True``) since start."""
@@ -413,6 +416,37 @@ class Timeline:
         self.changed.notify()
         return self.acceptor.term
 
+    async def advance_backup_lsn(self, lsn: Lsn) -> None:
+        """This node archived (and verified) WAL up to ``lsn``: raise ``backup_lsn`` and
+        persist it before returning, then tell peers. A lower ``lsn`` changes nothing.
+        Raises :class:`TimelineBroken` if the timeline is (or becomes) broken."""
+        async with self.lock:
+            self._check_usable()
+            step = self.acceptor.advance_backup_lsn(lsn)
+            if not step.effects:
+                return
+            await self._apply(step)
+        self.hub.timeline_changed(self.ttid)
+        self.changed.notify()
+
+    async def remove_wal_before(self, lsn: Lsn) -> int:
+        """Remove this node's WAL below ``lsn`` (a segment start at or below flush_lsn),
+        crash-safely (``WalStore.remove_before``); returns the segment files removed.
+
+        Under the lock, so a WAL sender's read never races the removal: a read below the
+        new start raises ``WalRemoved`` (see :meth:`read_wal`). The caller decides the
+        horizon (core ``removal_horizon``). Raises ``StorageError`` if removal failed (the
+        timeline keeps serving: nothing it acknowledged is touched) and
+        :class:`TimelineBroken` if the timeline is broken or deleted.
+        """
+        async with self.lock:
+            self._check_usable()
+            if lsn <= self.store.start_lsn:
+                return 0
+            removed = await self.store.remove_before(lsn)
+        self.changed.notify()
+        return removed
+
     async def persist_in_memory(self) -> None:
         """Persist in-memory horizons (periodic, and at shutdown)."""
         async with self.lock:
@@ -515,12 +549,17 @@ class Timeline:
         """Up to ``max_bytes`` of durable WAL from ``start`` (never crossing a segment).
 
         With ``term``, the current term must equal it, checked under the lock so WAL cannot
-        be truncated mid-read (raises :class:`TermMismatch`).
+        be truncated mid-read (raises :class:`TermMismatch`). WAL below the store's start
+        (removed) raises ``WalRemoved``, never a short or empty answer.
         """
         async with self.lock:
             self._check_readable()
             if term is not None and self.term != term:
                 raise TermMismatch(term, self.term)
+            if start < self.store.start_lsn:
+                raise WalRemoved(
+                    f"requested WAL at {start} was removed: this node's WAL starts at "
+                    f"{self.store.start_lsn}")
             return await self.store.read(start, max_bytes)
 
     async def digest(self, from_lsn: Lsn, until_lsn: Lsn) -> str:

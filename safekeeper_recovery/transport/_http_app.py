@@ -374,8 +374,16 @@ class _Api:
             except Exception as e:
                 log.exception("recovery status of %s failed", timeline.ttid)
                 recovery = {"state": "unknown", "error": f"{type(e).__name__}: {e}"}
+        lifecycle: dict[str, object] | None = None
+        if timeline.lifecycle_status is not None:
+            try:
+                lifecycle = timeline.lifecycle_status()
+            except Exception as e:
+                log.exception("WAL lifecycle status of %s failed", timeline.ttid)
+                lifecycle = {"error": f"{type(e).__name__}: {e}"}
         return timeline_status_json(
             timeline.snapshot(),
+            wal_lifecycle=lifecycle,
             peers=timeline.alive_peers(trio.current_time(), self.ctx.heartbeat_timeout),
             walreceivers=list(timeline.receivers.values()),
             walsenders=list(timeline.walsenders.values()),
@@ -490,6 +498,11 @@ class _Api:
             raise _Problem(
                 400, f"range [{from_lsn}, {until_lsn}) is outside the durable WAL "
                      f"[{snap.timeline_start_lsn}, {snap.flush_lsn})",
+            )
+        if from_lsn < timeline.store.start_lsn:
+            raise _Problem(
+                409, f"WAL below {timeline.store.start_lsn} was removed from this node "
+                     "(the timeline status' wal_lifecycle.removal_horizon); ask from there on",
             )
         try:
             sha = await timeline.digest(from_lsn, until_lsn)

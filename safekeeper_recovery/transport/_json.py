@@ -157,11 +157,14 @@ def timeline_status_json(
     walreceivers: Iterable[Receiver],
     walsenders: Iterable[Mapping[str, object]],
     recovery: Mapping[str, object] | None,
+    wal_lifecycle: Mapping[str, object] | None = None,
 ) -> JsonObject:
     """The status JSON of one timeline (reference §8 names, plus ours).
 
     ``peers`` should already be filtered to the alive ones; ``recovery`` is the recovery
-    engine's status object, or ``None`` for ``{"state": "disabled"}``.
+    engine's status object, or ``None`` for ``{"state": "disabled"}``; ``wal_lifecycle``
+    the WAL lifecycle's (archive, backup_lsn, removal horizon, uploader, lag), or ``None``
+    when the node runs none (then the key is absent).
     """
     return {
         "tenant_id": str(snap.ttid.tenant_id),
@@ -207,7 +210,7 @@ def timeline_status_json(
         "walsenders": [dict(s) for s in walsenders],
         "broken": snap.broken,
         "recovery": dict(recovery) if recovery is not None else {"state": "disabled"},
-    }
+    } | ({"wal_lifecycle": dict(wal_lifecycle)} if wal_lifecycle is not None else {})
 
 
 # ---- peer info ------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ class NodeMetrics:
     * ``recovery_attempts`` (counter, label ``outcome``), ``recovery_bytes`` (counter),
       ``active_recoveries`` and ``recovery_lag_bytes`` (gauges, node totals): the recovery
       engine.
+    * ``archive_uploads`` / ``archive_upload_bytes`` / ``archive_failures`` (label
+      ``kind``) / ``wal_removed_segments`` (counters): the WAL lifecycle.
     """
 
     def __init__(self, prefix: str = "safekeeper") -> None:
@@ -75,7 +77,36 @@ class NodeMetrics:
             registry=r,
         )
 
-    # Method forms, so that NodeMetrics satisfies the recovery engine's RecoveryMetrics.
+        self.archive_uploads = Counter(
+            f"{prefix}_archive_uploads", "WAL segments uploaded to the archive and verified",
+            registry=r,
+        )
+        self.archive_upload_bytes = Counter(
+            f"{prefix}_archive_upload_bytes", "WAL bytes uploaded to the archive and verified",
+            registry=r,
+        )
+        self.archive_failures = Counter(
+            f"{prefix}_archive_failures",
+            "Failed WAL lifecycle steps by kind (unreachable, auth, no_bucket, corrupt, "
+            "server, io, storage, error)", ["kind"], registry=r,
+        )
+        self.wal_removed_segments = Counter(
+            f"{prefix}_wal_removed_segments",
+            "WAL segment files removed below the removal horizon", registry=r,
+        )
+
+    # Method forms, so that NodeMetrics satisfies the recovery engine's RecoveryMetrics
+    # and the WAL lifecycle's LifecycleObserver.
+
+    def archive_uploaded(self, nbytes: int) -> None:
+        self.archive_uploads.inc()
+        self.archive_upload_bytes.inc(nbytes)
+
+    def archive_failed(self, kind: str) -> None:
+        self.archive_failures.labels(kind=kind).inc()
+
+    def wal_segments_removed(self, n: int) -> None:
+        self.wal_removed_segments.inc(n)
 
     def attempt_finished(self, outcome: str) -> None:
         self.recovery_attempts.labels(outcome=outcome).inc()

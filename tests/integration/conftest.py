@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from safekeeper_recovery.testing import Cluster
+
+from .seaweedfs import S3Server, run_seaweedfs
 
 ClusterFactory = Callable[..., Cluster]
 
@@ -28,3 +30,11 @@ async def make_cluster(tmp_path: Path) -> AsyncIterator[ClusterFactory]:
     finally:
         for cluster in clusters:
             await cluster.aclose()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A SeaweedFS S3 server on loopback for the whole session (started on first use,
+    stopped by its pid at the end), with bucket ``S3Server.bucket``."""
+    with run_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server

@@ -1,0 +1,291 @@
+"""The WAL lifecycle of one timeline: archive completed segments, remove old WAL.
+
+:func:`serve_wal_lifecycle` runs per timeline (a :class:`TimelineService` made by
+:func:`wal_lifecycle_service`) and repeats one step whenever the timeline changes:
+
+1. With an archive, decide the uploader (core rule L1, from this node's snapshot and its
+   alive peers). If it is this node, upload the oldest complete segment that is wholly
+   committed and not archived yet (L2): read it from the timeline, ``put`` it (the archive
+   verifies size and SHA-256 on the way back, rules A1-A3), then make the new
+   ``backup_lsn`` durable (:meth:`Timeline.advance_backup_lsn`); peers learn it from the
+   peer exchange and adopt the maximum. One segment per step, so a long backlog never
+   holds the timeline's lock or the event loop for long.
+2. Remove the segments below the removal horizon (L3: ``min(commit_lsn, backup_lsn with an
+   archive, flush_lsn - keep size if set, the flush_lsn of each peer heard from within
+   ``peer_hold``)``), crash-safely
+   (:meth:`Timeline.remove_wal_before`). Without an archive and without a keep size the
+   service does not run at all.
+
+Failures never stop the timeline: an archive error is counted (by ``kind``), shown in the
+status (``last_error``) and logged once per distinct message, and the step is retried after
+1 s doubling to 30 s. Nothing is removed that the horizon does not allow, so an archive
+that refuses uploads holds removal back (WAL then grows on disk: the status shows the lag).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Final, Protocol
+
+import attrs
+import trio
+
+from ..core import (
+    ArchiveError,
+    Lsn,
+    NodeId,
+    SafekeeperError,
+    UploaderChoice,
+    choose_uploader,
+    removal_horizon,
+)
+from ..storage import Archive, segment_key
+from ._registry import TimelineService
+from ._timeline import Timeline, TimelineBroken
+
+__all__ = [
+    "LifecycleConfig",
+    "LifecycleObserver",
+    "LifecycleStatus",
+    "lifecycle_step",
+    "read_segment",
+    "serve_wal_lifecycle",
+    "wal_lifecycle_service",
+]
+
+log = logging.getLogger(__name__)
+
+_READ_CHUNK: Final = 1 << 20
+
+
+class LifecycleObserver(Protocol):
+    """Node-wide counters of the lifecycle (metrics, low cardinality)."""
+
+    def archive_uploaded(self, nbytes: int) -> None: ...
+
+    def archive_failed(self, kind: str) -> None: ...
+
+    def wal_segments_removed(self, n: int) -> None: ...
+
+
+class _NoObserver:
+    def archive_uploaded(self, nbytes: int) -> None:
+        pass
+
+    def archive_failed(self, kind: str) -> None:
+        pass
+
+    def wal_segments_removed(self, n: int) -> None:
+        pass
+
+
+@attrs.frozen(kw_only=True)
+class LifecycleConfig:
+    """``archive``: where segments go (``None``: no archive). ``keep_bytes``: WAL kept
+    behind ``flush_lsn`` at least (and, without an archive, at most, give or take a
+    segment); ``None``: no keep size. ``heartbeat_timeout``: a peer is alive (a candidate
+    uploader) while its info is younger. ``peer_hold``: a peer heard from within this many
+    seconds keeps the WAL from its flush position on (L3), so that a lagging or restarted
+    peer can still catch up from us. ``coalesce``: after a change, wait this long before
+    the next step (one step per burst of appends, not one per append)."""
+
+    archive: Archive | None = None
+    keep_bytes: int | None = None
+    heartbeat_timeout: float = 5.0
+    peer_hold: float = 600.0
+    start_delay: float = 0.0
+    """Seconds to wait before the first step: a node that just started has not heard
+    from its peers yet and would count itself the only caught-up node (every node would
+    upload the first segments; harmless, but wasted). A node passes its heartbeat
+    timeout."""
+    coalesce: float = 0.05
+    idle_check: float = 30.0
+    retry_min: float = 1.0
+    retry_max: float = 30.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is ever archived or removed."""
+        return self.archive is not None or self.keep_bytes is not None
+
+
+@attrs.define
+class LifecycleStatus:
+    """What the status JSON's ``wal_lifecycle`` object shows for one timeline."""
+
+    choice: UploaderChoice | None = None
+    uploaded_segments: int = 0
+    uploaded_bytes: int = 0
+    last_uploaded: str | None = None
+    removed_segments: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    last_error_kind: str | None = None
+    last_error_at: float | None = None
+
+    def to_json(self, timeline: Timeline, config: LifecycleConfig) -> dict[str, object]:
+        snap = timeline.snapshot()
+        archiving = config.archive is not None
+        lag = max(0, int(snap.commit_lsn) - int(snap.backup_lsn)) if archiving else None
+        return {
+            "archive": config.archive.url if config.archive is not None else None,
+            "wal_keep_size": config.keep_bytes,
+            "backup_lsn": str(snap.backup_lsn),
+            "removal_horizon": str(timeline.store.start_lsn),
+            "archive_lag_bytes": lag,
+            "uploader": (int(self.choice.uploader) if self.choice is not None
+                         and self.choice.uploader is not None else None),
+            "uploaded_segments": self.uploaded_segments,
+            "uploaded_bytes": self.uploaded_bytes,
+            "last_uploaded": self.last_uploaded,
+            "removed_segments": self.removed_segments,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "last_error_kind": self.last_error_kind,
+            "last_error_at": self.last_error_at,
+        }
+
+
+def wal_lifecycle_service(
+    node_id: NodeId, config: LifecycleConfig, observer: LifecycleObserver | None = None
+) -> TimelineService:
+    """The lifecycle as a per-timeline service of a :class:`TimelineRegistry`; with
+    nothing to do (no archive, no keep size) it only reports its status."""
+
+    async def run(timeline: Timeline) -> None:
+        status = LifecycleStatus()
+        timeline.lifecycle_status = lambda: status.to_json(timeline, config)
+        if not config.enabled:
+            return
+        await serve_wal_lifecycle(timeline, node_id, config, status, observer)
+
+    return run
+
+
+async def serve_wal_lifecycle(
+    timeline: Timeline,
+    node_id: NodeId,
+    config: LifecycleConfig,
+    status: LifecycleStatus,
+    observer: LifecycleObserver | None = None,
+) -> None:
+    """Archive and remove for ``timeline`` (module docstring); never returns unless
+    cancelled. Archive and storage errors are retried with back-off (1 s doubling to 30 s);
+    a broken timeline is waited out (its WAL is left as it is)."""
+    observer = observer if observer is not None else _NoObserver()
+    delay = config.retry_min
+    await trio.sleep(config.start_delay)
+    while True:
+        try:
+            progressed = await lifecycle_step(timeline, node_id, config, status, observer)
+        except (SafekeeperError, OSError) as e:
+            if isinstance(e, TimelineBroken):
+                await timeline.changed.wait_changed()
+                continue
+            kind = e.kind if isinstance(e, ArchiveError) else "storage"
+            status.failures += 1
+            observer.archive_failed(kind)
+            if str(e) != status.last_error:
+                log.warning("timeline %s: WAL lifecycle: %s (retrying in %.0fs)",
+                            timeline.ttid, e, delay)
+            status.last_error, status.last_error_kind = str(e), kind
+            status.last_error_at = time.time()
+            await trio.sleep(delay)
+            delay = min(delay * 2, config.retry_max)
+            continue
+        delay = config.retry_min
+        if progressed:
+            await trio.lowlevel.checkpoint()
+            continue
+        with trio.move_on_after(config.idle_check):
+            await timeline.changed.wait_changed()
+        await trio.sleep(config.coalesce)
+
+
+async def lifecycle_step(
+    timeline: Timeline,
+    node_id: NodeId,
+    config: LifecycleConfig,
+    status: LifecycleStatus,
+    observer: LifecycleObserver,
+) -> bool:
+    """One upload (if this node is the uploader and a segment is due) and one removal (if
+    the horizon moved past a segment). Returns whether anything happened."""
+    snap = timeline.snapshot()
+    if snap.broken is not None:
+        raise TimelineBroken(f"timeline {timeline.ttid} is stopped: {snap.broken}")
+    seg_size = snap.wal_seg_size
+    progressed = False
+    if config.archive is not None:
+        peers = timeline.alive_peers(trio.current_time(), config.heartbeat_timeout)
+        choice = choose_uploader(timeline.ttid, node_id, snap.last_log_term, snap.flush_lsn,
+                                 snap.commit_lsn, peers)
+        if status.choice is None or status.choice.uploader != choice.uploader:
+            log.info("timeline %s: WAL uploader: %s", timeline.ttid, choice)
+        status.choice = choice
+        if choice.uploader == node_id:
+            progressed = await _upload_next(timeline, config.archive, status, observer)
+            snap = timeline.snapshot()
+    now = trio.current_time()
+    horizon = removal_horizon(
+        commit_lsn=snap.commit_lsn, flush_lsn=snap.flush_lsn, seg_size=seg_size,
+        backup_lsn=snap.backup_lsn if config.archive is not None else None,
+        keep_bytes=config.keep_bytes,
+        peer_holds=[p.flush_lsn for p in timeline.current_peers()
+                    if now - p.received_at <= config.peer_hold],
+    )
+    if horizon > timeline.store.start_lsn:
+        removed = await timeline.remove_wal_before(horizon)
+        status.removed_segments += removed
+        observer.wal_segments_removed(removed)
+        log.debug("timeline %s: removed %d WAL segment files below %s", timeline.ttid,
+                  removed, horizon)
+        progressed = True
+    if progressed and status.last_error is not None:
+        status.last_error = status.last_error_kind = None
+    return progressed
+
+
+async def _upload_next(
+    timeline: Timeline, archive: Archive, status: LifecycleStatus, observer: LifecycleObserver
+) -> bool:
+    """Upload the segment after ``backup_lsn`` if it is complete and committed (L2)."""
+    snap = timeline.snapshot()
+    seg_size = snap.wal_seg_size
+    segno = snap.backup_lsn.segment_number(seg_size)
+    seg_start = segno * seg_size
+    seg_end = Lsn(seg_start + seg_size)
+    if seg_end > snap.commit_lsn:
+        return False
+    data = await read_segment(timeline, segno, seg_size)
+    key = segment_key(timeline.ttid, segno, seg_size)
+    await archive.put(key, data)
+    await timeline.advance_backup_lsn(seg_end)
+    status.uploaded_segments += 1
+    status.uploaded_bytes += len(data)
+    status.last_uploaded = key
+    observer.archive_uploaded(len(data))
+    return True
+
+
+async def read_segment(timeline: Timeline, segno: int, seg_size: int) -> bytes:
+    """The whole of segment ``segno`` as this node's file holds it: bytes before the
+    timeline's start (a timeline that starts mid-segment) are zeros there, and here.
+
+    Raises ``WalRemoved`` if the segment was removed, ``SafekeeperError`` if it is not all
+    durable yet."""
+    seg_start = segno * seg_size
+    first = max(seg_start, int(timeline.snapshot().timeline_start_lsn))
+    parts = [bytes(first - seg_start)] if first > seg_start else []
+    pos = Lsn(first)
+    end = seg_start + seg_size
+    while int(pos) < end:
+        chunk = await timeline.read_wal(pos, min(_READ_CHUNK, end - int(pos)))
+        if not chunk:
+            raise SafekeeperError(
+                f"timeline {timeline.ttid}: WAL at {pos} is not durable yet; segment "
+                f"{segno} cannot be archived")
+        parts.append(chunk)
+        pos = pos + len(chunk)
+    return b"".join(parts)
