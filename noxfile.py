@@ -20,10 +20,18 @@ def _install(session: nox.Session, *groups: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite with a line-coverage report; the pure core must stay ≥ 95 %."""
+    """The whole test suite with a line-coverage report; the pure core must stay ≥ 95 %.
+
+    Two workers (pytest-xdist), one test file at a time each: most tests wait on real node
+    processes, PostgreSQL or the network, so two halve the wall time on a 2-core machine;
+    a file's tests stay on one worker (module fixtures, the README's fixed ports), and the
+    test launcher gives each worker its own ports (``testing.PortAllocator``).
+    ``nox -s tests -- -n 0`` runs them in one process."""
     _install(session, "test")
     session.run(
         "pytest",
+        "--numprocesses=2",
+        "--dist=loadfile",
         "--cov=safekeeper_recovery",
         "--cov-report=term",
         *session.posargs,

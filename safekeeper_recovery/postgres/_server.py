@@ -33,6 +33,7 @@ import attrs
 import trio
 
 from ..core import Lsn
+from ..testing import allocate_ports
 
 __all__ = [
     "PostgresError",
@@ -232,14 +233,6 @@ def _configure(data_dir: Path, conf: Mapping[str, str], recovery_signal: bool) -
         _give_to_server_user(data_dir / "recovery.signal")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @asynccontextmanager
 async def running_postgres(
     root: Path,
@@ -257,7 +250,7 @@ async def running_postgres(
     slots, fsync on). ``recovery_signal`` writes ``recovery.signal`` (archive recovery:
     pair it with a ``restore_command`` setting).
     """
-    server = PostgresServer(root, _free_port(), bindir or find_bindir())
+    server = PostgresServer(root, allocate_ports(1)[0], bindir or find_bindir())
     os.makedirs(root, exist_ok=True)
     _give_to_server_user(root)
     if from_backup is None:

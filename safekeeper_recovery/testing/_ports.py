@@ -1,7 +1,8 @@
-"""Free loopback TCP ports, handed out once per process."""
+"""Free loopback TCP ports, handed out once per process, and never to two test workers."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from typing import Final
@@ -20,6 +21,10 @@ class PortAllocator:
     earlier call is free again in the kernel's eyes, and a node planned with it may not
     have started yet). Another process may still take a port between this call and the
     node binding it: a node that cannot bind fails to start with a clear error.
+
+    Under parallel test workers (pytest-xdist: ``PYTEST_XDIST_WORKER=gwI`` and
+    ``PYTEST_XDIST_WORKER_COUNT=N``), worker I takes only ports ``p`` with ``p % N == I``,
+    so two workers never hand out the same port, whatever the kernel returns to each.
     Thread-safe.
     """
 
@@ -31,6 +36,7 @@ class PortAllocator:
         """``n`` distinct ports, none handed out before by this allocator."""
         ports: list[int] = []
         held: list[socket.socket] = []
+        stride, offset = _worker_share()
         with self._lock:
             try:
                 while len(ports) < n:
@@ -39,7 +45,7 @@ class PortAllocator:
                     s = self._bind_any()
                     held.append(s)  # kept bound: the kernel will not return it again
                     port = int(s.getsockname()[1])
-                    if port not in self._given:
+                    if port not in self._given and port % stride == offset:
                         ports.append(port)
             finally:
                 for s in held:
@@ -64,3 +70,12 @@ _ALLOCATOR: Final = PortAllocator()
 def allocate_ports(n: int) -> list[int]:
     """``n`` free loopback ports from the process-wide :class:`PortAllocator`."""
     return _ALLOCATOR.allocate(n)
+
+
+def _worker_share() -> tuple[int, int]:
+    """``(N, I)``: this process takes ports ``≡ I (mod N)`` (``(1, 0)`` outside xdist)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count):
+        return int(count), int(worker[2:]) % int(count)
+    return 1, 0

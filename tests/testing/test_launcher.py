@@ -91,3 +91,37 @@ async def test_a_node_that_cannot_listen_fails_to_start_with_its_log(tmp_path: P
             await node.start(timeout=60)
     assert str(http_port) in str(info.value)  # the node's own error line, from its log
     assert not node.running
+
+
+class _Bound:
+    """What ``_bind_any`` returns, without a socket: a port that is never really bound."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", self._port)
+
+    def close(self) -> None:
+        pass
+
+
+class _OfferingKernel(PortAllocator):
+    def __init__(self, offers: list[int]) -> None:
+        super().__init__()
+        self._offers: Iterator[int] = iter(offers)
+
+    def _bind_any(self) -> socket.socket:
+        return _Bound(next(self._offers))  # type: ignore[return-value]
+
+
+def test_parallel_test_workers_never_share_a_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under pytest-xdist, worker I of N takes only ports = I (mod N): the kernel may offer
+    a port one worker just released to another, which must not take it."""
+    offers = list(range(40000, 40008))
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    for worker in (0, 1):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", f"gw{worker}")
+        assert _OfferingKernel(offers).allocate(4) == [x for x in offers if x % 2 == worker]
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    assert _OfferingKernel(offers).allocate(4) == offers[:4]  # one process: every port
