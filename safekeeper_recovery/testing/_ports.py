@@ -23,8 +23,10 @@ class PortAllocator:
     node binding it: a node that cannot bind fails to start with a clear error.
 
     Under parallel test workers (pytest-xdist: ``PYTEST_XDIST_WORKER=gwI`` and
-    ``PYTEST_XDIST_WORKER_COUNT=N``), worker I takes only ports ``p`` with ``p % N == I``,
-    so two workers never hand out the same port, whatever the kernel returns to each.
+    ``PYTEST_XDIST_WORKER_COUNT=N``), worker I takes only ports ``p`` with
+    ``(p // 2) % N == I``, so two workers never hand out the same port, whatever the
+    kernel returns to each. (Not ``p % N``: Linux hands out even ports to ``bind`` and
+    keeps the odd ones for ``connect``, so an odd-ports worker would never get one.)
     Thread-safe.
     """
 
@@ -45,7 +47,7 @@ class PortAllocator:
                     s = self._bind_any()
                     held.append(s)  # kept bound: the kernel will not return it again
                     port = int(s.getsockname()[1])
-                    if port not in self._given and port % stride == offset:
+                    if port not in self._given and (port // 2) % stride == offset:
                         ports.append(port)
             finally:
                 for s in held:
@@ -73,7 +75,8 @@ def allocate_ports(n: int) -> list[int]:
 
 
 def _worker_share() -> tuple[int, int]:
-    """``(N, I)``: this process takes ports ``≡ I (mod N)`` (``(1, 0)`` outside xdist)."""
+    """``(N, I)``: this process takes ports with ``(p // 2) % N == I`` (``(1, 0)``
+    outside xdist)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
     if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count):

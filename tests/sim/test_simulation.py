@@ -17,6 +17,7 @@ CI_SEEDS = 200
 5 nodes. `nox -s simulate -- --seeds N --jobs 2` runs more."""
 
 
+@pytest.mark.timeout(900)  # CPU-bound: minutes under coverage beside another test worker
 def test_a_budget_of_seeds_passes_every_invariant_and_converges() -> None:
     started = time.monotonic()
     fired: Counter[str] = Counter()
