@@ -19,7 +19,7 @@ import trio
 from click.core import ParameterSource
 from click.types import OptionHelpExtra
 
-from ..core import SafekeeperError, leaves
+from ..core import SafekeeperError, TenantTimelineId, leaves
 from ..node import (
     ENV_PREFIX,
     ConfigError,
@@ -36,6 +36,7 @@ from ..node import (
     recovery_service,
     serve_node,
 )
+from ..recovery import RecoveryStatus
 from ..transport import NodeMetrics
 from ._main import main
 from ._options import (
@@ -228,11 +229,12 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
             engine = build_recovery_engine(config, metrics, read_peer_token(config))
             settings = lifecycle_config(config)
             lifecycle = lifecycle_service(config, settings, metrics)
+            shown: dict[TenantTimelineId, RecoveryStatus] = {}
             running: RunningNode = await nursery.start(
                 partial(
                     serve_node, config,
-                    extra_services=[recovery_service(engine), lifecycle],
-                    recovery_admin=engine, metrics=metrics,
+                    extra_services=[recovery_service(engine, shown), lifecycle],
+                    recovery_admin=engine, recovery_statuses=shown, metrics=metrics,
                 )
             )
             log.info(

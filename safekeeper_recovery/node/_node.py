@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Final
@@ -30,7 +30,8 @@ from typing import Final
 import attrs
 import trio
 
-from ..core import FlushWal, SafekeeperError
+from ..core import FlushWal, SafekeeperError, TenantTimelineId
+from ..recovery import RecoveryStatus
 from ..timeline import FileBackend, PeerHub, Timeline, TimelineRegistry, TimelineService
 from ..transport import (
     Authenticator,
@@ -39,6 +40,7 @@ from ..transport import (
     NodeContext,
     NodeMetrics,
     RecoveryAdmin,
+    WalSenders,
     WalServerConfig,
     build_http_app,
     connection_cap,
@@ -85,13 +87,16 @@ async def serve_node(
     *,
     extra_services: Sequence[TimelineService] = (),
     recovery_admin: RecoveryAdmin | None = None,
+    recovery_statuses: Mapping[TenantTimelineId, RecoveryStatus] | None = None,
     metrics: NodeMetrics | None = None,
     task_status: trio.TaskStatus[RunningNode] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the node described by ``config`` until cancelled (see the module docstring).
 
     ``extra_services`` run per timeline in the timeline's nursery (the recovery engine is
-    one); ``recovery_admin`` is handed to the HTTP app for its recovery admin endpoints;
+    one); ``recovery_admin`` is handed to the HTTP app for its recovery admin endpoints
+    and ``recovery_statuses`` (the registry ``node.recovery_service`` fills) to its
+    timeline status (without it every timeline's recovery shows ``disabled``);
     ``metrics`` (made here if not given) is shared by the HTTP app and such services.
     The data directory is locked first (:class:`DataDirLock`, released on return), so a
     second node on it fails with :class:`DataDirLocked`, naming the holder's pid, before it
@@ -108,7 +113,8 @@ async def serve_node(
     with DataDirLock.acquire(config.data_dir):
         await _serve_locked(
             config, authenticator, peer_token, extra_services=extra_services,
-            recovery_admin=recovery_admin, metrics=metrics, task_status=task_status,
+            recovery_admin=recovery_admin, recovery_statuses=recovery_statuses,
+            metrics=metrics, task_status=task_status,
         )
 
 
@@ -119,6 +125,7 @@ async def _serve_locked(
     *,
     extra_services: Sequence[TimelineService],
     recovery_admin: RecoveryAdmin | None,
+    recovery_statuses: Mapping[TenantTimelineId, RecoveryStatus] | None,
     metrics: NodeMetrics | None,
     task_status: trio.TaskStatus[RunningNode],
 ) -> None:
@@ -139,6 +146,8 @@ async def _serve_locked(
         authenticator=authenticator,
         metrics=metrics,
         recovery=recovery_admin,
+        recovery_statuses=recovery_statuses if recovery_statuses is not None else {},
+        walsenders=WalSenders(),
         heartbeat_timeout=config.heartbeat_timeout,
         body_timeout=config.client_timeout,
     )
@@ -154,7 +163,7 @@ async def _serve_locked(
             wal_port: int = await nursery.start(
                 partial(
                     serve_wal, registry, authenticator, wal_host, wal_port_asked,
-                    config=wal_config, slots=slots,
+                    config=wal_config, slots=slots, senders=context.walsenders,
                 )
             )
             http_host, http_port_asked = config.listen_http

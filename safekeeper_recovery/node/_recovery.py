@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import trio
 from prometheus_client.core import CounterMetricFamily
 
+from ..core import TenantTimelineId
 from ..recovery import RecoveryConfig, RecoveryEngine, RecoveryStatus
 from ..timeline import LocalTarget, Timeline, TimelineService
 from ..transport import NetworkDonorConnector, NodeMetrics
@@ -71,19 +73,33 @@ def build_recovery_engine(
     return engine
 
 
-def recovery_service(engine: RecoveryEngine) -> TimelineService:
+def recovery_service(
+    engine: RecoveryEngine, shown: dict[TenantTimelineId, RecoveryStatus]
+) -> TimelineService:
     """The engine as a per-timeline service of the node's :class:`TimelineRegistry`: one
-    supervisor per in-process timeline, its status shown in the timeline's status JSON."""
+    supervisor per in-process timeline.
+
+    Each timeline's status is registered in ``shown`` (the registry the node's status
+    endpoint reads, ``NodeContext.recovery_statuses``) while the timeline runs here, also
+    after its supervisor ended (recovery off: ``disabled``; a broken timeline: ``broken``
+    with the reason), until the timeline stops or is deleted.
+    """
 
     async def run(timeline: Timeline) -> None:
-        status = engine.statuses.setdefault(timeline.ttid, RecoveryStatus())
-        timeline.recovery_status = status.to_json
-        if not engine.enabled:
-            status.state = "disabled"
-            return
+        ttid = timeline.ttid
+        status = engine.statuses.setdefault(ttid, RecoveryStatus())
+        shown[ttid] = status
         try:
-            await engine.supervise(LocalTarget(timeline), broken=lambda: timeline.broken)
+            if not engine.enabled:
+                status.state = "disabled"
+            else:
+                try:
+                    await engine.supervise(LocalTarget(timeline), broken=lambda: timeline.broken)
+                finally:
+                    engine.statuses.pop(ttid, None)
+            await trio.sleep_forever()  # keep the last status shown while the timeline runs
         finally:
-            engine.statuses.pop(timeline.ttid, None)
+            if shown.get(ttid) is status:  # not replaced by a reloaded timeline's
+                del shown[ttid]
 
     return run

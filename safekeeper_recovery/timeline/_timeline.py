@@ -259,7 +259,6 @@ class Timeline:
         """Fires on every change; a node's :class:`ChangeFeed` (if given) hears of each."""
         self.peers: dict[NodeId, PeerInfo] = {}
         self.receivers: dict[int, Receiver] = {}
-        self.walsenders: dict[int, dict[str, object]] = {}
         self.broken: str | None = None
         self.broken_errno: int | None = None
         """The ``errno`` behind :attr:`broken` when a storage call failed (else ``None``)."""
@@ -268,8 +267,6 @@ class Timeline:
         when the cause is in :data:`TRANSIENT_ERRNOS`)."""
         self.deleted = False
         self._durable_state = acceptor.persisted  # last control-file body known on disk
-        self.recovery_status: Callable[[], dict[str, object]] | None = None
-        """Set by the recovery engine; feeds the status JSON's ``recovery`` object."""
         self.lifecycle_status: Callable[[], dict[str, object]] | None = None
         """Set by the WAL lifecycle service; feeds the status JSON's ``wal_lifecycle``."""
         self._attached: set[trio.CancelScope] = set()

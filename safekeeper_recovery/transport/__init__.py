@@ -39,7 +39,7 @@ from ._wal_client import (
     open_wal_push,
     open_wal_stream,
 )
-from ._wal_sender import StreamIdle
+from ._wal_sender import StreamIdle, WalSenderFeedback, WalSenderInfo, WalSenders
 from ._wal_server import WalServerConfig, serve_wal
 from ._ws_fastpath import install as enable_wsproto_fastpath
 
@@ -69,6 +69,9 @@ __all__ = [
     "WalConnectionClosed",
     "WalPushClosed",
     "WalPushConnection",
+    "WalSenderFeedback",
+    "WalSenderInfo",
+    "WalSenders",
     "WalServerConfig",
     "WalStreamClosed",
     "WalStreamConnection",

@@ -47,7 +47,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from importlib.resources import files
 from typing import Final, NoReturn, Protocol, TypeVar
@@ -70,6 +70,7 @@ from ..core import (
     TenantTimelineId,
     TimelineId,
 )
+from ..recovery import RecoveryStatus
 from ..timeline import (
     Timeline,
     TimelineBroken,
@@ -87,6 +88,7 @@ from ._json import (
 )
 from ._metrics import METRICS_CONTENT_TYPE, NodeMetrics
 from ._peer_exchange import apply_peer_info_batch
+from ._wal_sender import WalSenders
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -150,6 +152,10 @@ class NodeContext:
 
     Mutable on purpose: the node may fill ``http_addr`` / ``wal_addr`` once its listeners
     have bound (port 0), and attach ``recovery`` once the engine runs.
+
+    The timeline status reads two registries owned by the node's wiring, both keyed by
+    timeline id: ``walsenders`` (filled by the WAL port) and ``recovery_statuses``
+    (filled by the node's recovery service).
     """
 
     registry: TimelineRegistry
@@ -161,6 +167,10 @@ class NodeContext:
     authenticator: Authenticator = attrs.field(factory=lambda: Authenticator(None))
     metrics: NodeMetrics = attrs.field(factory=NodeMetrics)
     recovery: RecoveryAdmin | None = None
+    recovery_statuses: Mapping[TenantTimelineId, RecoveryStatus] = attrs.field(factory=dict)
+    """Each timeline's recovery status; one absent shows ``{"state": "disabled"}``."""
+    walsenders: WalSenders = attrs.field(factory=WalSenders)
+    """The ``wal_stream`` connections running on this node's WAL port."""
     heartbeat_timeout: float = 5.0
     """A peer is listed in ``peers`` while its last info is younger than this (seconds)."""
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
@@ -368,9 +378,10 @@ class _Api:
 
     def _status_json(self, timeline: Timeline) -> dict[str, object]:
         recovery: dict[str, object] | None = None
-        if timeline.recovery_status is not None:
+        status = self.ctx.recovery_statuses.get(timeline.ttid)
+        if status is not None:
             try:
-                recovery = timeline.recovery_status()
+                recovery = status.to_json()
             except Exception as e:
                 log.exception("recovery status of %s failed", timeline.ttid)
                 recovery = {"state": "unknown", "error": f"{type(e).__name__}: {e}"}
@@ -386,7 +397,7 @@ class _Api:
             wal_lifecycle=lifecycle,
             peers=timeline.alive_peers(trio.current_time(), self.ctx.heartbeat_timeout),
             walreceivers=list(timeline.receivers.values()),
-            walsenders=list(timeline.walsenders.values()),
+            walsenders=self.ctx.walsenders.of(timeline.ttid),
             recovery=recovery,
         )
 

@@ -34,6 +34,7 @@ from ..core import (
     TimelineId,
 )
 from ..timeline import Changes, Receiver, TimelineParams, TimelineSnapshot
+from ._wal_sender import WalSenderInfo
 
 __all__ = [
     "PeerInfoBatch",
@@ -155,7 +156,7 @@ def timeline_status_json(
     *,
     peers: Iterable[PeerInfo],
     walreceivers: Iterable[Receiver],
-    walsenders: Iterable[Mapping[str, object]],
+    walsenders: Iterable[WalSenderInfo],
     recovery: Mapping[str, object] | None,
     wal_lifecycle: Mapping[str, object] | None = None,
 ) -> JsonObject:
@@ -207,7 +208,7 @@ def timeline_status_json(
             for r in walreceivers
         ],
         "connected_proposers": snap.connected_proposers,
-        "walsenders": [dict(s) for s in walsenders],
+        "walsenders": [s.to_json() for s in walsenders],
         "broken": snap.broken,
         "recovery": dict(recovery) if recovery is not None else {"state": "disabled"},
     } | ({"wal_lifecycle": dict(wal_lifecycle)} if wal_lifecycle is not None else {})

@@ -4,6 +4,9 @@
 (the rules of the stream live there) with a WebSocket as its ``send``, and reads the
 reader's StatusUpdates. Each way a stream stops is its own type with its own close code
 (``StreamStopped.close_code``): 4000 term changed, 4001 WAL removed, 4008 idle reader.
+
+Each running stream is listed in the node's :class:`WalSenders` registry (by timeline) as a
+:class:`WalSenderInfo`; the status JSON's ``walsenders`` comes from there.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from typing import Final
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final, final
 
+import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
@@ -22,13 +28,21 @@ from ..core import (
     StatusUpdate,
     StreamSenderMessage,
     StreamStopped,
+    TenantTimelineId,
     Term,
     decode_stream_reader_message,
     encode,
 )
 from ..timeline import Timeline, run_wal_sender
 
-__all__ = ["CLOSE_UNSUPPORTED_DATA", "StreamIdle", "serve_stream_connection"]
+__all__ = [
+    "CLOSE_UNSUPPORTED_DATA",
+    "StreamIdle",
+    "WalSenderFeedback",
+    "WalSenderInfo",
+    "WalSenders",
+    "serve_stream_connection",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +56,76 @@ class StreamIdle(StreamStopped):
     close_code: int | None = 4008
 
 
+@final
+@attrs.frozen
+class WalSenderFeedback:
+    """The reader's last StatusUpdate on one stream."""
+
+    write_lsn: Lsn
+    flush_lsn: Lsn
+    apply_lsn: Lsn
+    timestamp_us: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "write_lsn": str(self.write_lsn),
+            "flush_lsn": str(self.flush_lsn),
+            "apply_lsn": str(self.apply_lsn),
+            "timestamp_us": self.timestamp_us,
+        }
+
+
+@final
+@attrs.define
+class WalSenderInfo:
+    """One running ``wal_stream`` connection: who reads, from where, how far it got.
+
+    ``sent_lsn`` and ``feedback`` change while the stream runs (the timeline's ``changed``
+    fires when feedback comes).
+    """
+
+    id: int
+    remote: str
+    start_lsn: Lsn
+    term: Term | None
+    sent_lsn: Lsn
+    feedback: WalSenderFeedback | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The entry of the status JSON's ``walsenders`` list (LSNs as ``X/Y`` strings)."""
+        return {
+            "remote": self.remote,
+            "start_lsn": str(self.start_lsn),
+            "term": self.term,
+            "sent_lsn": str(self.sent_lsn),
+            "feedback": None if self.feedback is None else self.feedback.to_json(),
+        }
+
+
+class WalSenders:
+    """The WAL senders running on a node, by timeline: the WAL port adds and removes them,
+    the status endpoint and tests read them (:meth:`of`). One per node."""
+
+    def __init__(self) -> None:
+        self._by_timeline: dict[TenantTimelineId, dict[int, WalSenderInfo]] = {}
+
+    def of(self, ttid: TenantTimelineId) -> list[WalSenderInfo]:
+        """The senders of ``ttid`` now, oldest first (empty if none)."""
+        return list(self._by_timeline.get(ttid, {}).values())
+
+    @contextmanager
+    def listed(self, ttid: TenantTimelineId, info: WalSenderInfo) -> Iterator[WalSenderInfo]:
+        """List ``info`` under ``ttid`` for the duration of the ``with`` block."""
+        self._by_timeline.setdefault(ttid, {})[info.id] = info
+        try:
+            yield info
+        finally:
+            senders = self._by_timeline[ttid]
+            del senders[info.id]
+            if not senders:
+                del self._by_timeline[ttid]
+
+
 async def serve_stream_connection(
     ws: WebSocketConnection,
     timeline: Timeline,
@@ -49,6 +133,7 @@ async def serve_stream_connection(
     term: Term | None,
     *,
     remote: str,
+    senders: WalSenders,
     keepalive_interval: float = 1.0,
     send_timeout: float = math.inf,
 ) -> None:
@@ -59,26 +144,18 @@ async def serve_stream_connection(
     stuck reader fills the socket buffers) ends the stream with :class:`StreamIdle`
     (close code 4008).
 
-    The connection is listed in ``timeline.walsenders[id]`` while it runs: ``remote``,
-    ``start_lsn``, ``term``, ``sent_lsn`` and, once the reader reports, ``feedback`` with
-    ``write_lsn``/``flush_lsn``/``apply_lsn``/``timestamp_us`` (LSNs as ``X/Y`` strings).
-    ``timeline.changed`` fires when it comes, goes and reports feedback.
+    The connection is listed in ``senders`` (under the timeline's id) as a
+    :class:`WalSenderInfo` while it runs; ``timeline.changed`` fires when it comes, goes
+    and reports feedback.
     Returns normally when the client went away. Raises ``StreamStopped`` (its subclasses),
     :class:`RemoteProtocolError` (a malformed message from the reader) or the timeline's
     error. Does not close ``ws``.
     """
-    sender_id = next(_sender_ids)
-    info: dict[str, object] = {
-        "remote": remote,
-        "start_lsn": str(start_lsn),
-        "term": term,
-        "sent_lsn": str(start_lsn),
-        "feedback": None,
-    }
+    info = WalSenderInfo(next(_sender_ids), remote, start_lsn, term, sent_lsn=start_lsn)
     errors: list[Exception] = []
 
     def sent(pos: Lsn) -> None:
-        info["sent_lsn"] = str(pos)
+        info.sent_lsn = pos
 
     async def send(msg: StreamSenderMessage) -> None:
         with trio.move_on_after(send_timeout) as stuck:
@@ -115,23 +192,19 @@ async def serve_stream_connection(
             except RemoteProtocolError as e:
                 errors.append(e)
                 break
-            info["feedback"] = {
-                "write_lsn": str(msg.write_lsn),
-                "flush_lsn": str(msg.flush_lsn),
-                "apply_lsn": str(msg.apply_lsn),
-                "timestamp_us": msg.timestamp_us,
-            }
+            info.feedback = WalSenderFeedback(
+                msg.write_lsn, msg.flush_lsn, msg.apply_lsn, msg.timestamp_us
+            )
             timeline.changed.notify()
         cancel_scope.cancel()
 
-    timeline.walsenders[sender_id] = info
-    timeline.changed.notify()
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream, nursery.cancel_scope)
-            nursery.start_soon(read_feedback, nursery.cancel_scope)
+        with senders.listed(timeline.ttid, info):
+            timeline.changed.notify()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream, nursery.cancel_scope)
+                nursery.start_soon(read_feedback, nursery.cancel_scope)
     finally:
-        del timeline.walsenders[sender_id]
-        timeline.changed.notify()
+        timeline.changed.notify()  # gone from ``senders`` by now
     if errors:
         raise errors[0]

@@ -52,7 +52,7 @@ from ._auth import Authenticator, bearer_token
 from ._connections import ConnectionSlots
 from ._paths import BadRequest, check_query, parse_bool, parse_lsn, parse_term, parse_timeline_path
 from ._wal_acceptor import serve_push_connection
-from ._wal_sender import serve_stream_connection
+from ._wal_sender import WalSenders, serve_stream_connection
 
 __all__ = [
     "CLOSE_ACCEPTOR_REFUSED",
@@ -151,6 +151,7 @@ async def serve_wal(
     *,
     config: WalServerConfig | None = None,
     slots: ConnectionSlots | None = None,
+    senders: WalSenders | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the WAL port on ``host:port`` until cancelled.
@@ -158,10 +159,13 @@ async def serve_wal(
     ``port`` 0 picks a free port; ``task_status.started`` reports the bound port, so
     ``port = await nursery.start(serve_wal, ...)``. Never returns unless cancelled;
     a failing connection never affects the others. With ``slots`` (the node-wide
-    connection cap), a connection beyond the cap gets 503 and is closed.
+    connection cap), a connection beyond the cap gets 503 and is closed. Running
+    ``wal_stream`` connections are listed in ``senders`` (the node's registry, which its
+    status endpoint reads; a private one if not given).
     """
     config = config if config is not None else WalServerConfig()
-    handler = functools.partial(_handle_request, registry, authenticator, config)
+    senders = senders if senders is not None else WalSenders()
+    handler = functools.partial(_handle_request, registry, authenticator, config, senders)
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     serve_one = functools.partial(_serve_stream, handler, config)
@@ -210,6 +214,7 @@ async def _handle_request(
     registry: TimelineRegistry,
     authenticator: Authenticator,
     config: WalServerConfig,
+    senders: WalSenders,
     request: WebSocketRequest,
 ) -> None:
     remote = str(request.remote)
@@ -241,7 +246,7 @@ async def _handle_request(
     except Exception:
         log.exception("WAL port: accepting %s failed", remote)
         return
-    code, reason = await _run_connection(ws, timeline, target, remote, config)
+    code, reason = await _run_connection(ws, timeline, target, remote, config, senders)
     with trio.move_on_after(config.close_timeout):
         await _close(ws, code, reason, remote)
 
@@ -252,6 +257,7 @@ async def _run_connection(
     target: WalPushTarget | WalStreamTarget,
     remote: str,
     config: WalServerConfig,
+    senders: WalSenders,
 ) -> tuple[int, str]:
     """Serve an accepted connection; return the close code and reason it ends with."""
     try:
@@ -269,7 +275,7 @@ async def _run_connection(
                 case WalStreamTarget():
                     await serve_stream_connection(
                         ws, timeline, target.start_lsn, target.term, remote=remote,
-                        keepalive_interval=config.keepalive_interval,
+                        senders=senders, keepalive_interval=config.keepalive_interval,
                         send_timeout=config.idle_timeout,
                     )
     except Exception as e:  # mapped to a close code: nothing escapes a handler

@@ -29,6 +29,8 @@ from safekeeper_recovery.core import (
 from safekeeper_recovery.timeline import FileBackend, Timeline, TimelineParams, TimelineRegistry
 from safekeeper_recovery.transport import (
     WalPushConnection,
+    WalSenderInfo,
+    WalSenders,
     WalServerConfig,
     open_wal_push,
     serve_wal,
@@ -53,10 +55,15 @@ class WalNode:
     registry: TimelineRegistry
     url: str
     nursery: trio.Nursery
+    senders: WalSenders
 
     @property
     def timeline(self) -> Timeline:
         return self.registry.get(TTID)
+
+    def walsenders(self) -> list[WalSenderInfo]:
+        """The timeline's running ``wal_stream`` connections (the WAL port's registry)."""
+        return self.senders.of(TTID)
 
 
 async def start_node(
@@ -70,6 +77,7 @@ async def start_node(
     registry = TimelineRegistry(NodeId(1), FileBackend(data_dir))
     await nursery.start(registry.serve)
     await registry.create(TTID, TimelineParams(START, wal_seg_size=SEG))
+    senders = WalSenders()
     port = await nursery.start(
         functools.partial(
             serve_wal,
@@ -79,9 +87,10 @@ async def start_node(
             0,
             config=config or WalServerConfig(keepalive_interval=0.2),
             slots=slots,
+            senders=senders,
         )
     )
-    return WalNode(registry, f"ws://127.0.0.1:{port}", nursery)
+    return WalNode(registry, f"ws://127.0.0.1:{port}", nursery, senders)
 
 
 @pytest.fixture

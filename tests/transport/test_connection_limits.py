@@ -101,8 +101,8 @@ async def test_a_stream_reader_that_takes_nothing_is_closed_with_4008(
     )
     tl = node.timeline
     with trio.fail_after(10):
-        await tl.changed.wait_for(lambda: bool(tl.walsenders))
-        await tl.changed.wait_for(lambda: not tl.walsenders)  # it never reads: closed
+        await tl.changed.wait_for(lambda: bool(node.walsenders()))
+        await tl.changed.wait_for(lambda: not node.walsenders())  # it never reads: closed
     await reader.aclose()
     assert tl.broken is None
     assert tl.snapshot().flush_lsn == pos == Lsn(START + (16 << 20))

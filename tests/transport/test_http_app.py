@@ -14,8 +14,11 @@ import trio
 import trio.testing
 
 from safekeeper_recovery.core import Lsn, NodeId, TenantTimelineId
+from safekeeper_recovery.recovery import RecoveryStatus
 from safekeeper_recovery.transport import (
     PeerInfoBatch,
+    WalSenderFeedback,
+    WalSenderInfo,
     _http_app,
     decode_peer_info_batch,
     encode_peer_info_batch,
@@ -182,12 +185,14 @@ async def test_timeline_status_has_reference_fields(with_timeline: HttpNode) -> 
 
 async def test_timeline_status_includes_recovery_and_receivers(with_timeline: HttpNode) -> None:
     tl = with_timeline.timeline
-    tl.recovery_status = lambda: {"state": "idle", "donor": None}
+    recovery = RecoveryStatus(state="idle")
+    with_timeline.ctx.recovery_statuses = {tl.ttid: recovery}
     async with tl.receiver("proposer", "10.1.1.1:5000") as r:
         s = (await with_timeline.client.get(TL_PATH)).json()
         tl.mark(r, "voted", tl.acceptor.term)
         voted = (await with_timeline.client.get(TL_PATH)).json()
-    assert s["recovery"] == {"state": "idle", "donor": None}
+    assert s["recovery"] == recovery.to_json()
+    assert (s["recovery"]["state"], s["recovery"]["donor"]) == ("idle", None)
     [receiver] = s["walreceivers"]
     assert receiver == {"id": r.id, "kind": "proposer", "status": "connected", "term": None,
                         "remote": "10.1.1.1:5000"}
@@ -195,6 +200,20 @@ async def test_timeline_status_includes_recovery_and_receivers(with_timeline: Ht
     [receiver] = voted["walreceivers"]
     assert (receiver["status"], receiver["term"]) == ("voted", tl.acceptor.term)
     assert voted["connected_proposers"] == 1
+
+
+async def test_timeline_status_lists_the_wal_port_senders(with_timeline: HttpNode) -> None:
+    info = WalSenderInfo(7, "10.1.1.2:6000", START, 1, sent_lsn=START + 10)
+    with with_timeline.ctx.walsenders.listed(TTID, info):
+        listed = (await with_timeline.client.get(TL_PATH)).json()["walsenders"]
+        info.feedback = WalSenderFeedback(START + 10, START + 5, Lsn(0), 42)
+        reported = (await with_timeline.client.get(TL_PATH)).json()["walsenders"]
+    gone = (await with_timeline.client.get(TL_PATH)).json()["walsenders"]
+    assert listed == [{"remote": "10.1.1.2:6000", "start_lsn": "0/1000000", "term": 1,
+                       "sent_lsn": "0/100000A", "feedback": None}]
+    assert reported[0]["feedback"] == {"write_lsn": "0/100000A", "flush_lsn": "0/1000005",
+                                       "apply_lsn": "0/0", "timestamp_us": 42}
+    assert gone == []
 
 
 async def test_status_of_runtime_broken_timeline_is_200_with_reason(

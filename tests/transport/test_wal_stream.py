@@ -13,6 +13,7 @@ from safekeeper_recovery.core import (
     WalData,
 )
 from safekeeper_recovery.transport import (
+    WalSenderFeedback,
     WalStreamClosed,
     WalStreamConnection,
     open_wal_push,
@@ -141,18 +142,19 @@ async def test_status_updates_are_recorded_and_dropped_on_exit(
         await stream.send_status(StatusUpdate(end, end, Lsn(0), 123))
         with trio.fail_after(5):
             await timeline.changed.wait_for(
-                lambda: any(w["feedback"] is not None for w in timeline.walsenders.values())
+                lambda: any(w.feedback is not None for w in node.walsenders())
             )
-        (info,) = timeline.walsenders.values()
-        assert info["feedback"] == {
+        (info,) = node.walsenders()
+        assert info.feedback == WalSenderFeedback(end, end, Lsn(0), 123)
+        assert info.sent_lsn == end
+        assert info.to_json()["feedback"] == {
             "write_lsn": str(end),
             "flush_lsn": str(end),
             "apply_lsn": "0/0",
             "timestamp_us": 123,
         }
-        assert info["sent_lsn"] == str(end)
     with trio.fail_after(5):
-        await timeline.changed.wait_for(lambda: not timeline.walsenders)
+        await timeline.changed.wait_for(lambda: not node.walsenders())
 
 
 async def test_deleting_the_timeline_closes_4004(pushed: tuple[WalNode, Lsn]) -> None:
