@@ -9,6 +9,7 @@ from typing import Final
 import trio
 
 from ..core import Lsn, TenantTimelineId
+from ..transport import TimelineStatus
 from ._cli import BackgroundCli, ProcessResult, run_cli, start_cli
 from ._node import READY_TIMEOUT, TEST_PEER_TIMING, NodeProcess
 from ._ports import allocate_ports
@@ -86,12 +87,21 @@ class Cluster:
                 await client.create_timeline(ttid, start_lsn, wal_seg_size=wal_seg_size)
 
     async def status(self, node_id: int, ttid: TenantTimelineId) -> dict[str, object]:
-        """The node's timeline status JSON."""
+        """The node's timeline status JSON, raw (for checks of the document itself; read
+        fields through :meth:`timeline_status`)."""
         async with self.nodes[node_id].client(self.token) as client:
             return await client.timeline_status(ttid)
 
+    async def timeline_status(self, node_id: int, ttid: TenantTimelineId) -> TimelineStatus:
+        """The node's timeline status, validated and typed (``transport.TimelineStatus``)."""
+        async with self.nodes[node_id].client(self.token) as client:
+            return await client.typed_timeline_status(ttid)
+
     async def flush_lsn(self, node_id: int, ttid: TenantTimelineId) -> Lsn:
-        return Lsn.parse(str((await self.status(node_id, ttid))["flush_lsn"]))
+        return (await self.timeline_status(node_id, ttid)).flush_lsn
+
+    async def commit_lsn(self, node_id: int, ttid: TenantTimelineId) -> Lsn:
+        return (await self.timeline_status(node_id, ttid)).commit_lsn
 
     async def digest(
         self, node_id: int, ttid: TenantTimelineId, from_lsn: Lsn, until_lsn: Lsn

@@ -29,6 +29,7 @@ from ._peer_exchange import (
     build_peer_info_batch,
     serve_peer_exchange,
 )
+from ._timeline_status import RecoveryReport, TimelineStatus, parse_timeline_status
 from ._wal_client import (
     WalConnectError,
     WalConnectionClosed,
@@ -62,9 +63,11 @@ __all__ = [
     "PeerTimelineInfo",
     "RECOVERY_OUTCOMES",
     "RecoveryAdmin",
+    "RecoveryReport",
     "SafekeeperClient",
     "StreamIdle",
     "TimelinePath",
+    "TimelineStatus",
     "WalConnectError",
     "WalConnectionClosed",
     "WalPushClosed",
@@ -91,6 +94,7 @@ __all__ = [
     "parse_acceptor_state",
     "parse_donor_status",
     "parse_term_history",
+    "parse_timeline_status",
     "parse_timeline_path",
     "peer_timeline_info",
     "serve_http",

@@ -21,6 +21,7 @@ import httpx
 from ..core import Lsn, SafekeeperError, TenantTimelineId, Term
 from ..timeline import Changes, TimelineParams
 from ._json import PeerInfoBatch, decode_changes, encode_create_timeline, encode_peer_info_batch
+from ._timeline_status import TimelineStatus, parse_timeline_status
 
 __all__ = ["HttpError", "HttpUnavailable", "SafekeeperClient"]
 
@@ -175,6 +176,15 @@ class SafekeeperClient:
     async def timeline_status(self, ttid: TenantTimelineId) -> dict[str, object]:
         """The status JSON (reference §8 shape; parse with ``parse_acceptor_state``)."""
         return await self._object("GET", _tl_path(ttid))
+
+    async def typed_timeline_status(self, ttid: TenantTimelineId) -> TimelineStatus:
+        """The status JSON validated into a :class:`TimelineStatus`; an answer of the wrong
+        shape raises :class:`HttpUnavailable` naming the field at fault."""
+        doc = await self.timeline_status(ttid)
+        try:
+            return parse_timeline_status(doc)
+        except ValueError as e:
+            raise HttpUnavailable(f"GET {_tl_path(ttid)}: {e}") from None
 
     async def create_timeline(
         self,

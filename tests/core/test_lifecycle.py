@@ -7,19 +7,13 @@ from safekeeper_recovery.core import (
     Lsn,
     NodeId,
     PeerInfo,
-    TenantId,
-    TenantTimelineId,
-    TimelineId,
     choose_uploader,
     removal_horizon,
     uploader_rank,
 )
+from safekeeper_recovery.testing import make_ttid
 
 SEG = 1 << 20
-
-
-def ttid(n: int) -> TenantTimelineId:
-    return TenantTimelineId(TenantId(bytes(15) + bytes([1])), TimelineId(n.to_bytes(16, "big")))
 
 
 def peer(node: int, flush: int, commit: int, last_log_term: int = 1) -> PeerInfo:
@@ -28,7 +22,7 @@ def peer(node: int, flush: int, commit: int, last_log_term: int = 1) -> PeerInfo
 
 
 def test_l1_every_node_chooses_the_same_uploader_from_the_same_facts() -> None:
-    tl = ttid(7)
+    tl = make_ttid(7, tenant=1)
     views = [
         choose_uploader(tl, NodeId(me), 1, Lsn(100), Lsn(100),
                         [peer(n, 100, 100) for n in (1, 2, 3) if n != me])
@@ -41,7 +35,7 @@ def test_l1_every_node_chooses_the_same_uploader_from_the_same_facts() -> None:
 
 def test_l1_timelines_spread_over_the_nodes() -> None:
     chosen = {
-        choose_uploader(ttid(i), NodeId(1), 1, Lsn(100), Lsn(100),
+        choose_uploader(make_ttid(i, tenant=1), NodeId(1), 1, Lsn(100), Lsn(100),
                         [peer(2, 100, 100), peer(3, 100, 100)]).uploader
         for i in range(60)
     }
@@ -49,7 +43,7 @@ def test_l1_timelines_spread_over_the_nodes() -> None:
 
 
 def test_l1_a_node_behind_the_commit_position_or_on_an_old_term_is_not_a_candidate() -> None:
-    tl = ttid(3)
+    tl = make_ttid(3, tenant=1)
     choice = choose_uploader(tl, NodeId(1), 1, Lsn(50), Lsn(50),
                              [peer(2, 100, 100), peer(3, 200, 100, last_log_term=0)])
     assert choice.candidates == (NodeId(2),), str(choice)
@@ -57,7 +51,7 @@ def test_l1_a_node_behind_the_commit_position_or_on_an_old_term_is_not_a_candida
 
 
 def test_l1_a_silent_peer_is_replaced_by_the_next_caught_up_node() -> None:
-    tl = ttid(11)
+    tl = make_ttid(11, tenant=1)
     everyone = choose_uploader(tl, NodeId(1), 1, Lsn(100), Lsn(100),
                                [peer(2, 100, 100), peer(3, 100, 100)])
     best = everyone.uploader

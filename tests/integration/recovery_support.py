@@ -1,5 +1,8 @@
 """Helpers for the real-process peer-recovery tests (status fields, waits, WAL checks).
 
+Status is read typed (``Cluster.timeline_status``: ``transport.TimelineStatus``, its
+``recovery`` a ``transport.RecoveryReport``), never by indexing the JSON.
+
 The common setup is a *lagging* node (:func:`lagging_node`): three nodes hold the timeline,
 node 3 is stopped while a proposer writes WAL to the quorum {1, 2}; node 3 then has to
 recover it. Every wait has a deadline; digests are always fetched from each node
@@ -36,16 +39,14 @@ from safekeeper_recovery.testing import (
     NodeProcess,
     wait_until,
 )
-from safekeeper_recovery.transport import open_wal_push
+from safekeeper_recovery.transport import RecoveryReport, open_wal_push
 
 __all__ = [
-    "acceptor_state",
     "assert_digests_equal",
     "attempts_logged",
     "frozen",
     "inject_divergent_tail",
     "lagging_node",
-    "lsn_field",
     "propose_args",
     "recovery_of",
     "timeline_state",
@@ -57,25 +58,10 @@ __all__ = [
 ]
 
 
-def lsn_field(doc: dict[str, object], name: str) -> Lsn:
-    value = doc[name]
-    assert isinstance(value, str), (name, doc)
-    return Lsn.parse(value)
-
-
 async def recovery_of(cluster: Cluster, node_id: int, ttid: TenantTimelineId
-                      ) -> dict[str, object]:
-    """The ``recovery`` object of the node's timeline status JSON."""
-    recovery = (await cluster.status(node_id, ttid))["recovery"]
-    assert isinstance(recovery, dict), recovery
-    return recovery
-
-
-async def acceptor_state(cluster: Cluster, node_id: int,
-                         ttid: TenantTimelineId) -> dict[str, object]:
-    state = (await cluster.status(node_id, ttid))["acceptor_state"]
-    assert isinstance(state, dict), state
-    return state
+                      ) -> RecoveryReport:
+    """The ``recovery`` object of the node's timeline status."""
+    return (await cluster.timeline_status(node_id, ttid)).recovery
 
 
 def propose_args(cluster: Cluster, ttid: TenantTimelineId, nbytes: str, *extra: str,
@@ -110,10 +96,10 @@ async def lagging_node(cluster: Cluster, ttid: TenantTimelineId, nbytes: int, *,
 
 
 async def wait_recovery(cluster: Cluster, node_id: int, ttid: TenantTimelineId,
-                        predicate: Callable[[dict[str, object]], bool], timeout: float,
-                        message: str) -> dict[str, object]:
+                        predicate: Callable[[RecoveryReport], bool], timeout: float,
+                        message: str) -> RecoveryReport:
     """Poll the node's ``recovery`` status until ``predicate(rec)``; return that status."""
-    seen: list[dict[str, object]] = []
+    seen: list[RecoveryReport] = []
 
     async def check() -> bool:
         rec = await recovery_of(cluster, node_id, ttid)
@@ -132,11 +118,8 @@ async def wait_recovering(cluster: Cluster, node_id: int, ttid: TenantTimelineId
     """Until the node is recovering and has flushed at least ``min_flush``."""
 
     async def ready() -> bool:
-        status = await cluster.status(node_id, ttid)
-        recovery = status["recovery"]
-        assert isinstance(recovery, dict)
-        return (recovery["state"] == "recovering"
-                and Lsn.parse(str(status["flush_lsn"])) >= min_flush)
+        status = await cluster.timeline_status(node_id, ttid)
+        return status.recovery.state == "recovering" and status.flush_lsn >= min_flush
 
     await wait_until(ready, timeout, message=f"node {node_id} recovering past {min_flush}")
 
@@ -249,13 +232,12 @@ def attempts_logged(node: NodeProcess) -> list[tuple[int, str]]:
 
 
 async def wait_mid_recovery(cluster: Cluster, node_id: int,
-                            ttid: TenantTimelineId) -> dict[str, object]:
+                            ttid: TenantTimelineId) -> RecoveryReport:
     """Wait until ``node_id`` is recovering and has received some (not all) WAL."""
 
-    def mid_stream(rec: dict[str, object]) -> bool:
-        received = rec["bytes"]
-        return (rec["state"] == "recovering" and isinstance(received, int) and received > 0
-                and rec["received_lsn"] != rec["target_lsn"])
+    def mid_stream(rec: RecoveryReport) -> bool:
+        return (rec.state == "recovering" and rec.bytes > 0
+                and rec.received_lsn != rec.target_lsn)
 
     return await wait_recovery(cluster, node_id, ttid, mid_stream, 30,
                                f"sk{node_id} to be mid-recovery")

@@ -21,14 +21,13 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 
-from safekeeper_recovery.core import TenantId, TenantTimelineId, TimelineId
-from safekeeper_recovery.testing import run_cli
+from safekeeper_recovery.testing import make_ttid, run_cli
 
 from .conftest import ClusterFactory
 
 DOC_FILE: Final = (Path(__file__).resolve().parents[2]
                    / "safekeeper_recovery/transport/openapi.json")
-TTID: Final = TenantTimelineId(TenantId.parse("5d" * 16), TimelineId.parse("c0" * 16))
+TTID: Final = make_ttid(1)
 EXAMPLES: Final = 12
 """Per operation and mode: keeps the whole run to seconds."""
 SKIPPED: Final = {"/v1/timelines/changes"}

@@ -5,6 +5,7 @@ PostgreSQL's ``restore_command`` from the archive."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -28,9 +29,11 @@ from .recovery_support import propose_args
 pytestmark = pytest.mark.slow
 
 
-def lifecycle(status: dict[str, object]) -> dict[str, object]:
-    value = status["wal_lifecycle"]
-    assert isinstance(value, dict)
+async def lifecycle_of(cluster: Cluster, node_id: int,
+                       ttid: TenantTimelineId) -> Mapping[str, object]:
+    """The ``wal_lifecycle`` object of the node's timeline status (the node runs one)."""
+    value = (await cluster.timeline_status(node_id, ttid)).wal_lifecycle
+    assert value is not None, f"node {node_id} reports no WAL lifecycle"
     return value
 
 
@@ -59,14 +62,14 @@ async def test_three_nodes_archive_every_committed_segment_and_remove_it_from_di
     await cluster.create_timeline(ttid)
     result = await cluster.propose(*propose_args(cluster, ttid, "6MiB"))
     assert result.returncode == 0, result.stderr
-    commit = Lsn.parse(str((await cluster.status(1, ttid))["commit_lsn"]))
+    commit = await cluster.commit_lsn(1, ttid)
     archived_end = Lsn(int(commit) - int(commit) % SEG_SIZE)
     assert archived_end >= DEFAULT_START_LSN + 5 * SEG_SIZE
 
     async def settled() -> bool:
         uploaders = set()
         for node in (1, 2, 3):
-            lc = lifecycle(await cluster.status(node, ttid))
+            lc = await lifecycle_of(cluster, node, ttid)
             horizon = DEFAULT_START_LSN if node == 3 else archived_end
             if (lc["backup_lsn"], lc["removal_horizon"]) != (str(archived_end), str(horizon)):
                 return False
@@ -75,7 +78,7 @@ async def test_three_nodes_archive_every_committed_segment_and_remove_it_from_di
 
     await wait_until(settled, 30, message="every node archived (1, 2: and removed) its WAL "
                                           "and names the same uploader")
-    statuses = [lifecycle(await cluster.status(n, ttid)) for n in (1, 2, 3)]
+    statuses = [await lifecycle_of(cluster, n, ttid) for n in (1, 2, 3)]
     assert sum(int(str(s["uploaded_segments"])) for s in statuses) >= 5
 
     # The archive holds exactly what the nodes held (node 3 kept its copy).
@@ -126,7 +129,7 @@ async def test_three_nodes_archive_every_committed_segment_and_remove_it_from_di
     flush = await cluster.flush_lsn(1, ttid)
     await cluster[1].kill()
     await cluster[1].start()
-    lc = lifecycle(await cluster.status(1, ttid))
+    lc = await lifecycle_of(cluster, 1, ttid)
     assert lc["removal_horizon"] == str(archived_end)
     assert await cluster.flush_lsn(1, ttid) == flush
 
@@ -175,8 +178,8 @@ async def test_when_the_uploader_dies_another_takes_over_and_the_dead_one_catche
     result = await cluster.propose(*propose_args(cluster, ttid, "2MiB"))
     assert result.returncode == 0, result.stderr
 
-    async def states(nodes: list[int]) -> dict[int, dict[str, object]]:
-        return {n: lifecycle(await cluster.status(n, ttid)) for n in nodes}
+    async def states(nodes: list[int]) -> dict[int, Mapping[str, object]]:
+        return {n: await lifecycle_of(cluster, n, ttid) for n in nodes}
 
     async def agreed(end: Lsn) -> bool:
         every = (await states([1, 2, 3])).values()
@@ -208,7 +211,7 @@ async def test_when_the_uploader_dies_another_takes_over_and_the_dead_one_catche
     await cluster[dead].start()
 
     async def removed_everywhere() -> bool:
-        horizons = [lifecycle(await cluster.status(n, ttid))["removal_horizon"]
+        horizons = [(await lifecycle_of(cluster, n, ttid))["removal_horizon"]
                     for n in (1, 2, 3)]
         return horizons == [str(second_end)] * 3
 

@@ -23,7 +23,7 @@ from safekeeper_recovery.testing import (
 from .conftest import ClusterFactory
 from .recovery_support import propose_args
 from .seaweedfs import S3Server
-from .test_archive import lifecycle
+from .test_archive import lifecycle_of
 
 pytestmark = pytest.mark.slow
 
@@ -45,11 +45,11 @@ async def test_a_node_archives_to_s3_and_restore_wal_reads_it_back(
     await cluster.create_timeline(ttid)
     result = await cluster.propose(*propose_args(cluster, ttid, "3MiB"))
     assert result.returncode == 0, result.stderr
-    commit = Lsn.parse(str((await cluster.status(1, ttid))["commit_lsn"]))
+    commit = await cluster.commit_lsn(1, ttid)
     archived_end = Lsn(int(commit) - int(commit) % SEG_SIZE)
 
     async def archived() -> bool:
-        return lifecycle(await cluster.status(1, ttid))["backup_lsn"] == str(archived_end)
+        return (await lifecycle_of(cluster, 1, ttid))["backup_lsn"] == str(archived_end)
 
     await wait_until(archived, 30, message=f"backup_lsn reaches {archived_end}")
     s3 = seaweedfs.client()
@@ -102,15 +102,15 @@ async def test_a_refusing_archive_is_reported_and_nothing_is_removed(
     assert result.returncode == 0, result.stderr
 
     async def reported() -> bool:
-        lc = lifecycle(await cluster.status(1, ttid))
+        lc = await lifecycle_of(cluster, 1, ttid)
         return lc["last_error_kind"] in ("auth", "no_bucket")
 
     await wait_until(reported, 30, message="the archive's refusal in the status")
-    lc = lifecycle(await cluster.status(1, ttid))
+    lc = await lifecycle_of(cluster, 1, ttid)
     assert "archive s3://" in str(lc["last_error"]), lc
     assert lc["backup_lsn"] == lc["removal_horizon"] == str(DEFAULT_START_LSN), lc
     assert "does not work yet" in cluster[1].stderr(), "the start-up check warned"
     # The node keeps serving: more WAL is accepted, and still nothing is removed.
     more = await cluster.propose(*propose_args(cluster, ttid, "1MiB"))
     assert more.returncode == 0, more.stderr
-    assert lifecycle(await cluster.status(1, ttid))["removal_horizon"] == str(DEFAULT_START_LSN)
+    assert (await lifecycle_of(cluster, 1, ttid))["removal_horizon"] == str(DEFAULT_START_LSN)

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
-from safekeeper_recovery.testing import DEFAULT_START_LSN, MiB, run_cli
+from safekeeper_recovery.core import Lsn
+from safekeeper_recovery.testing import DEFAULT_START_LSN, MiB, make_ttid, run_cli
 
 from .conftest import ClusterFactory
 
-TTID = TenantTimelineId(TenantId.parse("5d" * 16), TimelineId.parse("c0" * 16))
+TTID = make_ttid(1)
 IDS = ["--tenant-id", str(TTID.tenant_id), "--timeline-id", str(TTID.timeline_id)]
 
 

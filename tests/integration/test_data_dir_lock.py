@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from safekeeper_recovery.core import TenantId, TenantTimelineId, TimelineId
 from safekeeper_recovery.node import LOCK_FILE_NAME
-from safekeeper_recovery.testing import ProcessResult, allocate_ports, start_cli
+from safekeeper_recovery.testing import ProcessResult, allocate_ports, make_ttid, start_cli
 
 from .conftest import ClusterFactory
 from .recovery_support import propose_args
 
-TTID = TenantTimelineId(TenantId.parse("4" * 32), TimelineId.parse("c" * 32))
+TTID = make_ttid(0xC, tenant=4)
 
 
 def layout(data_dir: Path) -> dict[str, int]:

@@ -32,9 +32,6 @@ from safekeeper_recovery.core import (
     Lsn,
     ProposerElected,
     ProposerMessage,
-    TenantId,
-    TenantTimelineId,
-    TimelineId,
 )
 from safekeeper_recovery.proposer import (
     Proposer,
@@ -52,13 +49,14 @@ from safekeeper_recovery.testing import (
     BackgroundCli,
     Cluster,
     MiB,
+    make_ttid,
     wait_until,
 )
 
 from .conftest import ClusterFactory
 from .recovery_support import assert_digests_equal, propose_args, recovery_of
 
-TTID = TenantTimelineId(TenantId.parse("5" * 32), TimelineId.parse("1" * 32))
+TTID = make_ttid(1, tenant=5)
 ROUNDS = int(os.environ.get("LIVE_LOAD_ROUNDS", "20"))
 REFUSALS = ("refused", "term already taken", "R3:", "R7:", "newer term")
 """What a proposer's log or a node's log says when a proposer is refused."""
@@ -157,11 +155,8 @@ async def test_an_elected_proposer_lets_a_node_that_recovered_into_its_term_join
             await cluster[3].start()
 
             async def recovered_into_our_term() -> bool:
-                status = await cluster.status(3, TTID)
-                state = status["acceptor_state"]
-                assert isinstance(state, dict)
-                return (state["term"] == term
-                        and Lsn.parse(str(status["flush_lsn"])) > DEFAULT_START_LSN + 2 * MiB)
+                status = await cluster.timeline_status(3, TTID)
+                return status.term == term and status.flush_lsn > DEFAULT_START_LSN + 2 * MiB
 
             await wait_until(recovered_into_our_term, 60,
                              message="node 3 to catch up by peer recovery into our term")
@@ -234,7 +229,7 @@ async def test_a_voted_proposer_keeps_recovery_off_the_node_mid_election(
             deadline = trio.current_time() + 3.0
             while trio.current_time() < deadline:
                 recovery = await recovery_of(cluster, 3, TTID)
-                if recovery.get("attempts", 0) != 0:
+                if recovery.attempts != 0:
                     pytest.fail(json.dumps(await cluster.status(3, TTID), indent=1))
                 await trio.sleep(0.1)
             assert not results, "the run ended before node 3 was watched"
@@ -335,7 +330,7 @@ async def test_a_healthy_cluster_never_recovers_and_keeps_its_throughput(
     await without.start()
     rates: dict[str, list[float]] = {"recovery on": [], "--no-recovery": []}
     for i in range(ROUNDS):
-        ttid = TenantTimelineId(TenantId.parse("6" * 32), TimelineId.parse(f"{i:032x}"))
+        ttid = make_ttid(i, tenant=6)
         for name, cluster in (("recovery on", with_recovery), ("--no-recovery", without)):
             await cluster.create_timeline(ttid)
             done = await cluster.propose(*propose_args(cluster, ttid, "16MiB"))

@@ -68,7 +68,7 @@ async def test_auth_on_both_ports(tmp_path: Path, make_cluster: ClusterFactory) 
                 await client.timeline_status(TTID)
             assert info.value.status == expected, (token, info.value)
     async with SafekeeperClient(node.http_url, token=token_a) as client:
-        assert (await client.timeline_status(TTID))["flush_lsn"] == "0/1000000"
+        assert (await client.typed_timeline_status(TTID)).flush_lsn == START
         with pytest.raises(HttpError) as info:
             await client.status()  # node-wide: a tenant token is not enough
         assert info.value.status == 403

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from safekeeper_recovery.core import TenantId, TenantTimelineId, TimelineId
-from safekeeper_recovery.transport._http_client import HttpError
+from safekeeper_recovery.testing import make_ttid
+from safekeeper_recovery.transport import HttpError
 
 from .conftest import ClusterFactory
 
-TENANT = TenantId.parse("c" * 32)
-GOOD = TenantTimelineId(TENANT, TimelineId.parse("1" * 32))
-BAD = TenantTimelineId(TENANT, TimelineId.parse("2" * 32))
+GOOD = make_ttid(1, tenant=0xC)
+BAD = make_ttid(2, tenant=0xC)
 
 
 @pytest.mark.slow
@@ -39,5 +38,5 @@ async def test_corrupt_control_file_breaks_only_its_timeline(
             await client.timeline_status(BAD)
         assert info.value.status in (404, 409, 500, 503), info.value
         assert "broken" in str(info.value) or "load" in str(info.value), info.value
-        assert (await client.timeline_status(GOOD))["broken"] is None
+        assert (await client.typed_timeline_status(GOOD)).broken is None
         assert "failed to load" in node.stderr()

@@ -6,14 +6,12 @@ import re
 
 import pytest
 
-from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId
+from safekeeper_recovery.core import Lsn, TenantTimelineId, TermLsn
 from safekeeper_recovery.testing import DEFAULT_START_LSN, Cluster, MiB, make_ttid, wait_until
 
 from .conftest import ClusterFactory
 from .recovery_support import propose_args
 from .test_node_propose import summary_lsn
-
-TENANT = TenantId.parse("e" * 32)
 
 
 async def wait_for_progress(cluster: Cluster, node_id: int, ttid: TenantTimelineId,
@@ -29,7 +27,7 @@ async def commit_lsn_seen(cluster: Cluster, ttid: TenantTimelineId, ids: list[in
     by a quorum (a node's commit_lsn only ever comes from the proposer's)."""
     best = DEFAULT_START_LSN
     for i in ids:
-        best = max(best, Lsn.parse(str((await cluster.status(i, ttid))["commit_lsn"])))
+        best = max(best, await cluster.commit_lsn(i, ttid))
     return best
 
 
@@ -136,15 +134,12 @@ async def test_a_newer_proposer_takes_over_and_truncates_the_unacknowledged_tail
     assert end == start + 8 * MiB
     await assert_quorum_holds(cluster, ttid, end)
     for i in cluster.nodes:
-        status = await cluster.status(i, ttid)
-        if Lsn.parse(str(status["flush_lsn"])) < end:
+        status = await cluster.timeline_status(i, ttid)
+        if status.flush_lsn < end:
             continue
-        history = status["acceptor_state"]
-        assert isinstance(history, dict)
-        last = history["term_history"][-1]
-        assert last == {"term": term, "lsn": str(start)}, history
+        assert status.term_history[-1] == TermLsn(term, start), status.term_history
         # The first proposer's tail past ``start`` is gone: WAL ends at the second's end.
-        assert Lsn.parse(str(status["flush_lsn"])) == end
+        assert status.flush_lsn == end
 
 
 @pytest.mark.slow
@@ -165,8 +160,7 @@ async def test_sigterm_exits_zero_and_a_restart_sees_every_acknowledged_byte(
     for i in cluster.nodes:
         assert await cluster.flush_lsn(i, ttid) == end
         assert await cluster.digest(i, ttid, DEFAULT_START_LSN, end) == before[i]
-        status = await cluster.status(i, ttid)
-        assert Lsn.parse(str(status["commit_lsn"])) == end  # persisted at shutdown
+        assert await cluster.commit_lsn(i, ttid) == end  # persisted at shutdown
 
 
 @pytest.mark.slow

@@ -137,8 +137,7 @@ async def test_wal_port_refuses_hostile_input_and_keeps_serving(
         assert refused_append.value.code == 4009
     # The well-behaved proposer finished (the nursery re-raises if it failed) and the
     # node still answers.
-    status_doc = await cluster.status(1, TTID)
-    assert Lsn.parse(str(status_doc["flush_lsn"])) >= Lsn(0x1000000) + (8 << 20)
+    assert await cluster.flush_lsn(1, TTID) >= Lsn(0x1000000) + (8 << 20)
 
 
 @pytest.mark.slow
@@ -181,5 +180,4 @@ async def test_http_port_refuses_hostile_input_and_keeps_serving(
             head = await stream.receive_some(65536)
         await stream.aclose()
         assert head.split(b" ", 2)[1] == b"413", head
-    status_doc = await cluster.status(1, TTID)
-    assert Lsn.parse(str(status_doc["flush_lsn"])) >= Lsn(0x1000000) + (8 << 20)
+    assert await cluster.flush_lsn(1, TTID) >= Lsn(0x1000000) + (8 << 20)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
-from safekeeper_recovery.testing import DEFAULT_START_LSN
+from safekeeper_recovery.core import Lsn
+from safekeeper_recovery.testing import DEFAULT_START_LSN, make_ttid
 
 from .conftest import ClusterFactory
 from .recovery_support import propose_args
 
-TTID = TenantTimelineId(TenantId.parse("d" * 32), TimelineId.parse("1" * 32))
+TTID = make_ttid(1, tenant=0xD)
 
 
 def summary_lsn(text: str, name: str) -> Lsn:

@@ -6,15 +6,14 @@ from __future__ import annotations
 import pytest
 import trio
 
+from safekeeper_recovery.core import TermLsn
 from safekeeper_recovery.testing import DEFAULT_START_LSN, MiB, make_ttid, run_cli, wait_until
-from safekeeper_recovery.transport import HttpError
+from safekeeper_recovery.transport import HttpError, RecoveryReport
 
 from .conftest import ClusterFactory
 from .recovery_support import (
-    acceptor_state,
     assert_digests_equal,
     inject_divergent_tail,
-    lsn_field,
     propose_args,
     recovery_of,
     wait_caught_up_with,
@@ -36,21 +35,20 @@ async def test_a_lagging_node_catches_up_from_a_peer(make_cluster: ClusterFactor
 
     await cluster[3].start()
     assert await wait_caught_up_with(cluster, 3, 1, ttid, timeout=60) == end
-    await wait_recovery(cluster, 3, ttid, lambda r: r["last_outcome"] == "caught_up", 15,
+    await wait_recovery(cluster, 3, ttid, lambda r: r.last_outcome == "caught_up", 15,
                         "sk3's attempt to end as caught_up")
     await assert_digests_equal(cluster, ttid, [1, 3], DEFAULT_START_LSN, end)
     await assert_digests_equal(cluster, ttid, [2, 3], DEFAULT_START_LSN, end)
-    s1, s3 = await acceptor_state(cluster, 1, ttid), await acceptor_state(cluster, 3, ttid)
-    assert s3["term"] == s1["term"]
-    assert (await cluster.status(3, ttid))["last_log_term"] == (
-        await cluster.status(1, ttid))["last_log_term"]
+    s1, s3 = await cluster.timeline_status(1, ttid), await cluster.timeline_status(3, ttid)
+    assert s3.term == s1.term
+    assert s3.last_log_term == s1.last_log_term
 
     # commit_lsn travels through peer info: sk3 learns the quorum's commit position too.
-    commit1 = lsn_field(await cluster.status(1, ttid), "commit_lsn")
+    commit1 = await cluster.commit_lsn(1, ttid)
     assert commit1 == end
 
     async def commit_caught_up() -> bool:
-        return lsn_field(await cluster.status(3, ttid), "commit_lsn") >= commit1
+        return await cluster.commit_lsn(3, ttid) >= commit1
 
     await wait_until(commit_caught_up, 15, message="sk3's commit_lsn to reach sk1's")
 
@@ -83,21 +81,19 @@ async def test_a_divergent_tail_of_a_losing_term_is_truncated(
     assert second.returncode == 0, second.stderr
     end = common + 8 * MiB
     assert await cluster.flush_lsn(1, ttid) == end
-    history1 = (await acceptor_state(cluster, 1, ttid))["term_history"]
-    assert isinstance(history1, list)
-    assert history1[-1] == {"term": 3, "lsn": str(common)}, history1
+    history1 = (await cluster.timeline_status(1, ttid)).term_history
+    assert history1[-1] == TermLsn(3, common), history1
 
     await cluster[3].start()
     assert await wait_caught_up_with(cluster, 3, 1, ttid, timeout=30) == end
-    await wait_recovery(cluster, 3, ttid, lambda r: r["last_outcome"] == "caught_up", 15,
+    await wait_recovery(cluster, 3, ttid, lambda r: r.last_outcome == "caught_up", 15,
                         "sk3's attempt to end as caught_up")
     assert await cluster.flush_lsn(3, ttid) == end
     await assert_digests_equal(cluster, ttid, [1, 3], DEFAULT_START_LSN, end)
     await assert_digests_equal(cluster, ttid, [2, 3], DEFAULT_START_LSN, end)
-    history3 = (await acceptor_state(cluster, 3, ttid))["term_history"]
+    history3 = (await cluster.timeline_status(3, ttid)).term_history
     assert history3 == history1
-    assert isinstance(history3, list)
-    assert all(entry["term"] != 2 for entry in history3), history3
+    assert all(entry.term != 2 for entry in history3), history3
 
 
 @pytest.mark.slow
@@ -113,19 +109,18 @@ async def test_no_donor_when_our_term_is_above_every_peer(make_cluster: ClusterF
     assert result.returncode == 0, result.stderr
     await cluster[3].start()
 
-    def term_rule(rec: dict[str, object]) -> bool:
-        why = rec["why_no_donor"]
-        return isinstance(why, str) and why.count("< our term 10") == 2
+    def term_rule(rec: RecoveryReport) -> bool:
+        return rec.why_no_donor is not None and rec.why_no_donor.count("< our term 10") == 2
 
     rec = await wait_recovery(cluster, 3, ttid, term_rule, 15,
                               "sk3 to explain the term rule for both peers")
-    assert rec["attempts"] == 0, rec
+    assert rec.attempts == 0, rec
     # Over 3 s of peer info (pushed every 200 ms, each push wakes the supervisor) sk3
     # keeps declining: watched throughout, not just sampled at the end.
     with trio.move_on_after(3):
         while True:
             rec = await recovery_of(cluster, 3, ttid)
-            assert rec["attempts"] == 0, rec
+            assert rec.attempts == 0, rec
             assert term_rule(rec), rec
             await trio.sleep(0.1)
     assert await cluster.flush_lsn(3, ttid) == DEFAULT_START_LSN
@@ -143,14 +138,13 @@ async def test_no_donor_when_no_peer_is_ahead(make_cluster: ClusterFactory) -> N
     for i in (1, 2, 3):
         assert await cluster.flush_lsn(i, ttid) == end
 
-    def not_ahead(rec: dict[str, object]) -> bool:
-        why = rec["why_no_donor"]
-        return isinstance(why, str) and why.count("not ahead") == 2
+    def not_ahead(rec: RecoveryReport) -> bool:
+        return rec.why_no_donor is not None and rec.why_no_donor.count("not ahead") == 2
 
     for i in (1, 2, 3):
         rec = await wait_recovery(cluster, i, ttid, not_ahead, 15,
                                   f"sk{i} to see no peer ahead")
-        assert rec["state"] == "idle", rec
+        assert rec.state == "idle", rec
 
 
 @pytest.mark.slow

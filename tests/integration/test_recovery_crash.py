@@ -13,8 +13,8 @@ import random
 import pytest
 import trio
 
-from safekeeper_recovery.core import TenantId, TenantTimelineId, TimelineId
-from safekeeper_recovery.testing import DEFAULT_START_LSN, Cluster, MiB
+from safekeeper_recovery.core import TenantTimelineId
+from safekeeper_recovery.testing import DEFAULT_START_LSN, Cluster, MiB, make_ttid
 
 from .conftest import ClusterFactory
 from .recovery_support import (
@@ -25,7 +25,7 @@ from .recovery_support import (
     wait_caught_up,
 )
 
-TTID = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("1" * 32))
+TTID = make_ttid(1, tenant=7)
 KILLS = 20
 REFILL = 48 * MiB
 
@@ -78,6 +78,5 @@ async def test_sigkill_during_recovery_loses_nothing_and_recovery_continues(
     await wait_caught_up(cluster, 3, TTID, end, timeout=60)
     assert await cluster.flush_lsn(3, TTID) == end, seed
     await assert_digests_equal(cluster, TTID, [1, 2, 3], DEFAULT_START_LSN, end)
-    recovery = (await cluster.status(3, TTID))["recovery"]
-    assert isinstance(recovery, dict)
-    assert recovery["state"] in ("idle", "recovering"), recovery
+    recovery = (await cluster.timeline_status(3, TTID)).recovery
+    assert recovery.state in ("idle", "recovering"), recovery

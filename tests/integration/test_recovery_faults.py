@@ -48,7 +48,7 @@ async def test_donor_term_bumped_mid_recovery_resumes_from_the_other_peer(
     ttid = make_ttid(11)
     cluster = await lagging_sk3(make_cluster, ttid)
     rec = await wait_mid_recovery(cluster, 3, ttid)
-    donor = rec["donor"]
+    donor = rec.donor
     assert donor in (1, 2), rec
     other = 3 - donor
     async with frozen(cluster[3]):
@@ -57,11 +57,9 @@ async def test_donor_term_bumped_mid_recovery_resumes_from_the_other_peer(
         assert current == previous + 1
 
     end = await wait_caught_up_with(cluster, 3, other, ttid, timeout=60)
-    rec = await wait_recovery(cluster, 3, ttid, lambda r: r["last_outcome"] == "caught_up",
+    rec = await wait_recovery(cluster, 3, ttid, lambda r: r.last_outcome == "caught_up",
                               15, "sk3's recovery to end as caught_up")
-    attempts = rec["attempts"]
-    assert isinstance(attempts, int)
-    assert attempts >= 2, rec
+    assert rec.attempts >= 2, rec
     logged = attempts_logged(cluster[3])
     assert logged[0] == (donor, "term_changed"), logged
     assert logged[-1] == (other, "caught_up"), logged
@@ -77,18 +75,18 @@ async def test_donor_killed_mid_stream_fails_over_to_the_other_peer(
     ttid = make_ttid(12)
     cluster = await lagging_sk3(make_cluster, ttid)
     rec = await wait_mid_recovery(cluster, 3, ttid)
-    donor = rec["donor"]
+    donor = rec.donor
     assert donor in (1, 2), rec
     other = 3 - donor
     async with frozen(cluster[3]):
         await cluster[donor].kill()
 
     end = await wait_caught_up_with(cluster, 3, other, ttid, timeout=60)
-    rec = await wait_recovery(cluster, 3, ttid, lambda r: r["last_outcome"] == "caught_up",
+    rec = await wait_recovery(cluster, 3, ttid, lambda r: r.last_outcome == "caught_up",
                               15, "sk3's recovery to end as caught_up")
     logged = attempts_logged(cluster[3])
     assert logged[0][0] == donor, logged
     assert logged[0][1] in {"donor_error", "timeout"}, logged
     assert logged[-1] == (other, "caught_up"), logged
-    assert rec["donor"] == other, rec
+    assert rec.donor == other, rec
     await assert_digests_equal(cluster, ttid, [other, 3], DEFAULT_START_LSN, end)

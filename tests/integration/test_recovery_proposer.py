@@ -17,14 +17,14 @@ import signal
 import pytest
 import trio
 
-from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
+from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.proposer import (
     ProposerConfig,
     propose,
     websocket_connector,
     websocket_fetcher,
 )
-from safekeeper_recovery.testing import DEFAULT_START_LSN, Cluster, MiB, wait_until
+from safekeeper_recovery.testing import DEFAULT_START_LSN, Cluster, MiB, make_ttid, wait_until
 
 from .conftest import ClusterFactory
 from .recovery_support import (
@@ -35,7 +35,7 @@ from .recovery_support import (
     wait_recovering,
 )
 
-TTID = TenantTimelineId(TenantId.parse("4" * 32), TimelineId.parse("1" * 32))
+TTID = make_ttid(1, tenant=4)
 GIVE_WAY = {"proposer_arrived", "term_changed"}
 
 
@@ -61,7 +61,7 @@ async def test_proposer_arriving_mid_recovery_stops_it_and_proceeds(
     await cluster[3].start()
     # Freeze the donor as soon as the attempt runs (its first bytes need not be in yet).
     await wait_recovering(cluster, 3, TTID, DEFAULT_START_LSN)
-    donor = (await recovery_of(cluster, 3, TTID))["donor"]
+    donor = (await recovery_of(cluster, 3, TTID)).donor
     assert donor in (1, 2), donor
     donor_process = cluster[donor].process
     assert donor_process is not None

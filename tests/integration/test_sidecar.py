@@ -10,8 +10,7 @@ import signal
 import pytest
 import trio
 
-from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
-from safekeeper_recovery.testing import DEFAULT_START_LSN, MiB, start_cli, wait_until
+from safekeeper_recovery.testing import DEFAULT_START_LSN, MiB, make_ttid, start_cli, wait_until
 
 from .conftest import ClusterFactory
 from .recovery_support import (
@@ -22,8 +21,8 @@ from .recovery_support import (
     wait_caught_up,
 )
 
-TTID = TenantTimelineId(TenantId.parse("8" * 32), TimelineId.parse("1" * 32))
-LATER = TenantTimelineId(TenantId.parse("8" * 32), TimelineId.parse("2" * 32))
+TTID = make_ttid(1, tenant=8)
+LATER = make_ttid(2, tenant=8)
 
 
 @pytest.mark.slow
@@ -34,7 +33,7 @@ async def test_sidecar_catches_up_a_node_running_no_recovery(
     cluster[3].extra_args.append("--no-recovery")
     end = await lagging_node(cluster, TTID, 32 * MiB)
     await cluster[3].start()
-    assert (await recovery_of(cluster, 3, TTID))["state"] == "disabled"
+    assert (await recovery_of(cluster, 3, TTID)).state == "disabled"
     # Without a sidecar nothing recovers node 3: it stays where it was stopped.
     assert await cluster.flush_lsn(3, TTID) == DEFAULT_START_LSN
 
@@ -45,9 +44,9 @@ async def test_sidecar_catches_up_a_node_running_no_recovery(
         await wait_caught_up(cluster, 3, TTID, end, timeout=60)
         assert await cluster.flush_lsn(3, TTID) == end
         await assert_digests_equal(cluster, TTID, [1, 3], DEFAULT_START_LSN, end)
-        assert Lsn.parse(str((await cluster.status(3, TTID))["flush_lsn"])) == end
+        assert await cluster.flush_lsn(3, TTID) == end
         # The node's own engine stays off; the sidecar did the work.
-        assert (await recovery_of(cluster, 3, TTID))["state"] == "disabled"
+        assert (await recovery_of(cluster, 3, TTID)).state == "disabled"
 
         # Woken, not polling: a timeline created while the sidecar runs, and WAL that only
         # nodes 1 and 2 get, reach node 3 through the change feed (peer info arriving).

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId, segment_file_name
+from safekeeper_recovery.core import Lsn, TenantTimelineId, segment_file_name
 from safekeeper_recovery.pgwal import (
     DEFAULT_SYSTEM_ID,
     TRAILER_SIZE,
@@ -25,6 +25,7 @@ from safekeeper_recovery.testing import (
     DEFAULT_START_LSN,
     SEG_SIZE,
     ProcessResult,
+    make_ttid,
     run_cli,
     wait_until,
 )
@@ -44,8 +45,8 @@ def _pg_waldump() -> str | None:
 
 
 PG_WALDUMP = _pg_waldump()
-TTID = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("e" * 32))
-RANDOM_TTID = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("d" * 32))
+TTID = make_ttid(0xE, tenant=7)
+RANDOM_TTID = make_ttid(0xD, tenant=7)
 NBYTES = 3 * 1024 * 1024
 
 

@@ -15,14 +15,12 @@ from safekeeper_recovery.core import (
     NodeId,
     PeerInfo,
     ProposerElected,
-    TenantId,
-    TenantTimelineId,
     TermLsn,
-    TimelineId,
     VoteRequest,
     VoteResponse,
     find_highest_common_point,
 )
+from safekeeper_recovery.testing import make_ttid
 from safekeeper_recovery.timeline import (
     MemoryBackend,
     Timeline,
@@ -32,7 +30,7 @@ from safekeeper_recovery.timeline import (
 
 START = Lsn(0x100_0000)
 SEG = 1 << 20
-TTID = TenantTimelineId(TenantId(bytes(range(16))), TimelineId(bytes(range(16, 32))))
+TTID = make_ttid(1)
 
 
 def wal_bytes(seed: int, start: Lsn, n: int) -> bytes:

@@ -11,13 +11,12 @@ from safekeeper_recovery.core import (
     NodeId,
     PeerInfo,
     ProposerElected,
-    TenantId,
     TenantTimelineId,
     TermHistory,
     TermLsn,
-    TimelineId,
     VoteRequest,
 )
+from safekeeper_recovery.testing import make_ttid
 from safekeeper_recovery.timeline import (
     MemoryBackend,
     PeerHub,
@@ -28,7 +27,7 @@ from safekeeper_recovery.timeline import (
 
 START = Lsn(0x100_0000)
 SEG = 1 << 20
-TTID = TenantTimelineId(TenantId(bytes(16)), TimelineId(bytes(range(16))))
+TTID = make_ttid(1)
 
 
 def info(node: int, *, term: int = 1, flush: Lsn = START, commit: Lsn = START,

@@ -13,15 +13,17 @@ import pytest
 import trio
 import trio.testing
 
-from safekeeper_recovery.core import Lsn, NodeId, TenantTimelineId
+from safekeeper_recovery.core import Lsn, NodeId, TenantTimelineId, TermHistory
 from safekeeper_recovery.recovery import RecoveryStatus
 from safekeeper_recovery.transport import (
     PeerInfoBatch,
+    RecoveryReport,
     WalSenderFeedback,
     WalSenderInfo,
     _http_app,
     decode_peer_info_batch,
     encode_peer_info_batch,
+    parse_timeline_status,
 )
 
 from ._http_support import (
@@ -181,6 +183,23 @@ async def test_timeline_status_has_reference_fields(with_timeline: HttpNode) -> 
     assert s["walsenders"] == []
     assert s["broken"] is None
     assert s["recovery"] == {"state": "disabled"}
+
+
+async def test_timeline_status_parses_into_its_typed_model(with_timeline: HttpNode) -> None:
+    end = await write_wal(with_timeline.timeline, 1, wal(10_000), commit=START + 4000)
+    recovery = RecoveryStatus(state="backoff", attempts=2, last_error="boom")
+    with_timeline.ctx.recovery_statuses = {TTID: recovery}
+    doc = (await with_timeline.client.get(TL_PATH)).json()
+    status = parse_timeline_status(doc)
+    assert status.ttid == TTID
+    assert (status.term, status.last_log_term) == (1, 1)
+    assert status.term_history == TermHistory.of((0, START), (1, START))
+    assert (status.flush_lsn, status.commit_lsn) == (end, START + 4000)
+    assert status.timeline_start_lsn == status.local_start_lsn == START
+    assert (status.wal_seg_size, status.connected_proposers, status.broken) == (SEG, 0, None)
+    assert status.recovery == RecoveryReport(state="backoff", attempts=2, last_error="boom")
+    assert status.wal_lifecycle is None
+    assert status.raw == doc
 
 
 async def test_timeline_status_includes_recovery_and_receivers(with_timeline: HttpNode) -> None:

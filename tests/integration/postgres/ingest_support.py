@@ -7,9 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from safekeeper_recovery.core import Lsn, TenantId, TenantTimelineId, TimelineId
+from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.postgres import PostgresServer
-from safekeeper_recovery.testing import BackgroundCli, Cluster, MiB, start_cli, wait_until
+from safekeeper_recovery.testing import (
+    BackgroundCli,
+    Cluster,
+    MiB,
+    make_ttid,
+    start_cli,
+    wait_until,
+)
 
 __all__ = [
     "SEG",
@@ -23,7 +30,7 @@ __all__ = [
 ]
 
 SEG: Final = 16 * MiB
-TTID: Final = TenantTimelineId(TenantId.parse("7" * 32), TimelineId.parse("9" * 32))
+TTID: Final = make_ttid(9, tenant=7)
 
 
 def segment_name(segno: int, seg_size: int = SEG, tli: int = 1) -> str:
@@ -92,7 +99,7 @@ async def wait_committed(cluster: Cluster, ids: list[int], lsn: Lsn, ingest: Bac
         if ingest.process.returncode is not None or ingest.process.poll() is not None:
             raise AssertionError(f"ingest exited early:\n{ingest.stderr()[-3000:]}")
         for i in ids:
-            if Lsn.parse(str((await cluster.status(i, TTID))["commit_lsn"])) < lsn:
+            if await cluster.commit_lsn(i, TTID) < lsn:
                 return False
         return True
 

@@ -67,7 +67,7 @@ async def test_a_node_rejoining_under_pgbench_load_never_disturbs_the_ingest(
             return True
 
         await wait_until(created, 30, message="the ingest to create the timeline")
-        start = Lsn.parse(str((await cluster.status(1, TTID))["timeline_start_lsn"]))
+        start = (await cluster.timeline_status(1, TTID)).timeline_start_lsn
         async with trio.open_nursery() as load:
             # pgbench writes all along (about 1 MiB/s of WAL); cancelled once the rounds end.
             load.start_soon(lambda: primary.run_tool(

@@ -60,9 +60,9 @@ async def test_ingest_skips_a_node_that_is_down_and_the_node_catches_up_when_bac
 
     # Node 3 is back: the README's way to give it the timeline.
     await cluster.start([3])
-    status = await cluster.status(1, TTID)
-    start = Lsn.parse(str(status["timeline_start_lsn"]))
-    assert status["wal_seg_size"] == SEG
+    status = await cluster.timeline_status(1, TTID)
+    start = status.timeline_start_lsn
+    assert status.wal_seg_size == SEG
     created = await run_cli("timeline", "create", "--node", down, *IDS,
                             "--start-lsn", str(start), "--wal-seg-size", "16MiB")
     assert created.returncode == 0, created.stderr

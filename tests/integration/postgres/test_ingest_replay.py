@@ -83,9 +83,8 @@ async def test_ingested_wal_recovered_by_a_peer_replays_to_the_primarys_data(
         return await cluster.flush_lsn(3, TTID) >= final
 
     await wait_until(caught_up, 60, message="sk3 to recover from a peer")
-    recovery = (await cluster.status(3, TTID))["recovery"]
-    assert isinstance(recovery, dict)
-    assert recovery.get("donor") or recovery.get("attempts"), recovery
+    recovery = (await cluster.timeline_status(3, TTID)).recovery
+    assert recovery.donor or recovery.attempts, recovery
 
     # 1. sk3's segments equal the server's own pg_wal over the streamed range.
     compared = assert_wal_equals_server(cluster, 3, primary, start, final)

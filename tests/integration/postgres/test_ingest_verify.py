@@ -44,8 +44,8 @@ async def test_verify_skips_the_leading_continuation_of_an_ingested_timeline(
     finally:
         ingest.kill()
     assert done.returncode == 0, done.stderr[-3000:]
-    status = await cluster.status(1, TTID)
-    assert Lsn.parse(str(status["timeline_start_lsn"])) == segment_start
+    status = await cluster.timeline_status(1, TTID)
+    assert status.timeline_start_lsn == segment_start
 
     by_node = await run_cli("verify", "--node", cluster[1].http_url, *IDS, "--no-progress")
     # The node is running: --data-dir takes no lock and reads its files all the same.

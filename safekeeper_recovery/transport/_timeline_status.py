@@ -1,0 +1,159 @@
+"""The timeline status JSON, typed: what a client (the tests, the toolbox) reads of it.
+
+:func:`parse_timeline_status` validates a ``GET /v1/tenant/{t}/timeline/{tl}`` answer into
+a :class:`TimelineStatus`; a missing or wrongly typed field is a ``ValueError`` naming it
+(``timeline status.recovery.bytes: expected an integer, got str``). Fields not modelled
+here stay readable in ``TimelineStatus.raw``. The shape it reads is the one
+``timeline_status_json`` writes (and ``transport/openapi.json`` documents).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import final
+
+import attrs
+
+from ..core import Lsn, TenantId, TenantTimelineId, Term, TermHistory, TimelineId
+from ._json import _id, _int, _lsn, _object, parse_acceptor_state
+
+__all__ = ["RecoveryReport", "TimelineStatus", "parse_timeline_status"]
+
+_WHERE = "timeline status"
+
+
+def _opt_lsn(obj: Mapping[str, object], key: str, where: str) -> Lsn | None:
+    return None if obj.get(key) is None else _lsn(obj, key, where)
+
+
+def _opt_int(obj: Mapping[str, object], key: str, where: str) -> int | None:
+    return None if obj.get(key) is None else _int(obj, key, where)
+
+
+def _opt_str(obj: Mapping[str, object], key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{where}.{key}: expected a string or null, got {type(value).__name__}")
+    return value
+
+
+def _opt_time(obj: Mapping[str, object], key: str, where: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"{where}.{key}: expected a number or null, got {type(value).__name__}")
+    return float(value)
+
+
+@final
+@attrs.frozen
+class RecoveryReport:
+    """The status JSON's ``recovery`` object (the engine's ``RecoveryStatus.to_json``).
+
+    A node without recovery reports only ``state == "disabled"``: the other fields then
+    keep their defaults.
+    """
+
+    state: str
+    donor: int | None = None
+    start_lsn: Lsn | None = None
+    target_lsn: Lsn | None = None
+    received_lsn: Lsn | None = None
+    flushed_lsn: Lsn | None = None
+    bytes: int = 0
+    total_bytes: int = 0
+    attempts: int = 0
+    lag_bytes: int = 0
+    evaluations: int = 0
+    started_at: float | None = None
+    flushed_at: float | None = None
+    first_data_at: float | None = None
+    last_data_at: float | None = None
+    last_outcome: str | None = None
+    last_error: str | None = None
+    why_no_donor: str | None = None
+
+    @classmethod
+    def parse(cls, value: object, where: str = f"{_WHERE}.recovery") -> RecoveryReport:
+        """Validate the ``recovery`` object; ``ValueError`` names the field at fault."""
+        obj = _object(value, where)
+        state = obj.get("state")
+        if not isinstance(state, str):
+            raise ValueError(f"{where}.state: expected a string, got {type(state).__name__}")
+        return cls(
+            state=state,
+            donor=_opt_int(obj, "donor", where),
+            start_lsn=_opt_lsn(obj, "start_lsn", where),
+            target_lsn=_opt_lsn(obj, "target_lsn", where),
+            received_lsn=_opt_lsn(obj, "received_lsn", where),
+            flushed_lsn=_opt_lsn(obj, "flushed_lsn", where),
+            bytes=_int(obj, "bytes", where, default=0),
+            total_bytes=_int(obj, "total_bytes", where, default=0),
+            attempts=_int(obj, "attempts", where, default=0),
+            lag_bytes=_int(obj, "lag_bytes", where, default=0),
+            evaluations=_int(obj, "evaluations", where, default=0),
+            started_at=_opt_time(obj, "started_at", where),
+            flushed_at=_opt_time(obj, "flushed_at", where),
+            first_data_at=_opt_time(obj, "first_data_at", where),
+            last_data_at=_opt_time(obj, "last_data_at", where),
+            last_outcome=_opt_str(obj, "last_outcome", where),
+            last_error=_opt_str(obj, "last_error", where),
+            why_no_donor=_opt_str(obj, "why_no_donor", where),
+        )
+
+
+@final
+@attrs.frozen
+class TimelineStatus:
+    """One timeline's status as a node reports it (``GET /v1/tenant/{t}/timeline/{tl}``)."""
+
+    ttid: TenantTimelineId
+    term: Term
+    last_log_term: Term
+    term_history: TermHistory
+    flush_lsn: Lsn
+    commit_lsn: Lsn
+    timeline_start_lsn: Lsn
+    local_start_lsn: Lsn
+    backup_lsn: Lsn
+    wal_seg_size: int
+    connected_proposers: int
+    broken: str | None
+    recovery: RecoveryReport
+    wal_lifecycle: Mapping[str, object] | None
+    """The WAL lifecycle's object (archive, horizons, uploader), or ``None`` when the node
+    runs no lifecycle."""
+    raw: Mapping[str, object] = attrs.field(repr=False)
+    """The whole document, for the fields not modelled here (peers, receivers, senders)."""
+
+
+def parse_timeline_status(doc: object) -> TimelineStatus:
+    """Validate a timeline status JSON document (already parsed from JSON).
+
+    Raises ``ValueError`` naming the first field that is missing or of the wrong type.
+    """
+    obj = _object(doc, _WHERE)
+    ttid = TenantTimelineId(_id(TenantId, obj, "tenant_id", _WHERE),
+                            _id(TimelineId, obj, "timeline_id", _WHERE))
+    term, history = parse_acceptor_state(obj)
+    broken = _opt_str(obj, "broken", _WHERE)
+    lifecycle = obj.get("wal_lifecycle")
+    return TimelineStatus(
+        ttid=ttid,
+        term=term,
+        last_log_term=_int(obj, "last_log_term", _WHERE),
+        term_history=history,
+        flush_lsn=_lsn(obj, "flush_lsn", _WHERE),
+        commit_lsn=_lsn(obj, "commit_lsn", _WHERE),
+        timeline_start_lsn=_lsn(obj, "timeline_start_lsn", _WHERE),
+        local_start_lsn=_lsn(obj, "local_start_lsn", _WHERE),
+        backup_lsn=_lsn(obj, "backup_lsn", _WHERE),
+        wal_seg_size=_int(obj, "wal_seg_size", _WHERE),
+        connected_proposers=_int(obj, "connected_proposers", _WHERE),
+        broken=broken,
+        recovery=RecoveryReport.parse(obj.get("recovery")),
+        wal_lifecycle=None if lifecycle is None else _object(lifecycle,
+                                                             f"{_WHERE}.wal_lifecycle"),
+        raw=obj,
+    )
