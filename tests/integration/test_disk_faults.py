@@ -25,8 +25,6 @@ from safekeeper_recovery.core import (
     Lsn,
     NodeId,
     ProposerElected,
-    TenantId,
-    TenantTimelineId,
     TermHistory,
     TermLsn,
     TimelineId,
@@ -44,18 +42,18 @@ from safekeeper_recovery.proposer import (
     websocket_connector,
 )
 from safekeeper_recovery.storage import DiskFaults
-from safekeeper_recovery.testing import MiB
+from safekeeper_recovery.testing import MiB, make_ttid
 from safekeeper_recovery.timeline import Timeline, TimelineParams
 from safekeeper_recovery.transport import (
     WalConnectError,
     WalPushClosed,
     open_wal_push,
     open_wal_stream,
+    parse_timeline_status,
 )
 
-TENANT = TenantId(bytes(range(16)))
-TIMELINE = TimelineId(bytes(range(16, 32)))
-TTID = TenantTimelineId(TENANT, TIMELINE)
+TTID = make_ttid(1)
+TENANT, TIMELINE = TTID.tenant_id, TTID.timeline_id
 START = Lsn(0x100_0000)
 TOTAL = 64 * MiB
 """More than the run ever writes before the fault stops it."""
@@ -152,9 +150,13 @@ async def test_a_full_disk_stops_the_proposer_cleanly_and_the_timeline_comes_bac
             assert broken.broken.startswith("disk full: ")
             assert broken.flush_lsn >= acked
             async with httpx.AsyncClient(base_url=running.http_url, timeout=10) as http:
-                status = (await http.get(f"/v1/tenant/{TENANT}/timeline/{TIMELINE}")).json()
-                assert status["broken"].startswith("disk full: ")
-                assert Lsn.parse(status["flush_lsn"]) == broken.flush_lsn
+                status = parse_timeline_status(
+                    (await http.get(f"/v1/tenant/{TENANT}/timeline/{TIMELINE}")).json()
+                )
+                assert status.broken is not None
+                assert status.broken.startswith("disk full: ")
+                assert status.flush_lsn == broken.flush_lsn
+                assert status.recovery.state == "disabled"  # serve_node without an engine
                 node_status = (await http.get("/v1/status")).json()
                 assert node_status["broken_count"] == 1
                 assert "safekeeper_broken_timelines 1.0" in (await http.get("/metrics")).text
