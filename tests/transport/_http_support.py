@@ -14,12 +14,9 @@ from safekeeper_recovery.core import (
     Lsn,
     NodeId,
     ProposerElected,
-    TenantId,
-    TenantTimelineId,
     Term,
     TermHistory,
     TermLsn,
-    TimelineId,
     VoteRequest,
     VoteResponse,
 )
@@ -32,11 +29,13 @@ from safekeeper_recovery.transport import (
 )
 from safekeeper_recovery.transport._auth import Authenticator
 
-START = Lsn(0x100_0000)
-SEG = 1 << 20
-TENANT = TenantId(bytes(range(16)))
-TIMELINE = TimelineId(bytes(range(16, 32)))
-TTID = TenantTimelineId(TENANT, TIMELINE)
+# One set of ids for the transport tests (re-exported for the HTTP tests).
+from .conftest import SEG as SEG
+from .conftest import START as START
+from .conftest import TENANT as TENANT
+from .conftest import TIMELINE as TIMELINE
+from .conftest import TTID as TTID
+
 TL_PATH = f"/v1/tenant/{TENANT}/timeline/{TIMELINE}"
 CREATE_BODY = {"timeline_id": str(TIMELINE), "start_lsn": str(START), "wal_seg_size": SEG}
 
