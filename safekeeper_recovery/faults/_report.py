@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Final
 
+from ..testing import MiB
 from ._campaign import RunResult
 
 __all__ = ["replay_command", "write_report"]
@@ -19,7 +20,6 @@ _COLOURS: Final = {
     "slow": "tab:olive", "pause": "tab:cyan", "kill": "tab:gray",
     "proposer_restart": "tab:pink",
 }
-MIB: Final = 1 << 20
 
 
 def replay_command(result: RunResult, extra: str = "") -> str:
@@ -45,8 +45,8 @@ def write_report(result: RunResult, extra_args: str = "") -> Path:
         "",
         *[f"- {v}" for v in result.violations],
         "",
-        f"- committed and checked: {result.committed_bytes / MIB:.2f} MiB "
-        f"({result.workload_bytes / MIB:.2f} MiB while the faults ran)",
+        f"- committed and checked: {result.committed_bytes / MiB:.2f} MiB "
+        f"({result.workload_bytes / MiB:.2f} MiB while the faults ran)",
         "- converged after healing: " + (
             "no" if result.converged_after is None else f"{result.converged_after:.2f} s"),
         f"- proposer runs: {len(result.runs)} "
@@ -83,12 +83,12 @@ def _plot(result: RunResult, path: Path) -> Path | None:
         seen.add(kind)
     base = min((s.flush for s in result.samples), default=0)
     for node in range(1, result.schedule.nodes + 1):
-        pts = [(s.t, (s.flush - base) / MIB) for s in result.samples if s.node == node]
+        pts = [(s.t, (s.flush - base) / MiB) for s in result.samples if s.node == node]
         if pts:
             ax.plot(*zip(*pts, strict=True), lw=1, label=f"n{node} flush")
     commit: list[tuple[float, float]] = []
     for s in sorted(result.samples, key=lambda s: s.t):
-        value = (s.commit - base) / MIB
+        value = (s.commit - base) / MiB
         commit.append((s.t, max(value, commit[-1][1]) if commit else value))
     if commit:
         ax.plot(*zip(*commit, strict=True), "k--", lw=1.5, label="commit (max seen)")
