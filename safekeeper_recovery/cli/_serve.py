@@ -37,6 +37,7 @@ from ..node import (
     serve_node,
 )
 from ..recovery import RecoveryStatus
+from ..timeline import LifecycleReport
 from ..transport import NodeMetrics
 from ._main import main
 from ._options import (
@@ -228,13 +229,15 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
             metrics = NodeMetrics()
             engine = build_recovery_engine(config, metrics, read_peer_token(config))
             settings = lifecycle_config(config)
-            lifecycle = lifecycle_service(config, settings, metrics)
+            lifecycle_shown: dict[TenantTimelineId, LifecycleReport] = {}
+            lifecycle = lifecycle_service(config, settings, metrics, lifecycle_shown)
             shown: dict[TenantTimelineId, RecoveryStatus] = {}
             running: RunningNode = await nursery.start(
                 partial(
                     serve_node, config,
                     extra_services=[recovery_service(engine, shown), lifecycle],
-                    recovery_admin=engine, recovery_statuses=shown, metrics=metrics,
+                    recovery_admin=engine, recovery_statuses=shown,
+                    lifecycle_statuses=lifecycle_shown, metrics=metrics,
                 )
             )
             log.info(

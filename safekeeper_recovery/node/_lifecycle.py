@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from ..core import ArchiveError
+from ..core import ArchiveError, TenantTimelineId
 from ..storage import open_archive
-from ..timeline import LifecycleConfig, LifecycleObserver, TimelineService, wal_lifecycle_service
+from ..timeline import (
+    LifecycleConfig,
+    LifecycleObserver,
+    LifecycleReport,
+    TimelineService,
+    wal_lifecycle_service,
+)
 from ._config import NodeConfig
 
 __all__ = ["check_archive", "lifecycle_config", "lifecycle_service"]
@@ -26,10 +32,12 @@ def lifecycle_config(config: NodeConfig) -> LifecycleConfig:
 
 
 def lifecycle_service(config: NodeConfig, settings: LifecycleConfig,
-                      observer: LifecycleObserver) -> TimelineService:
-    """One lifecycle per timeline of the node (see :func:`check_archive` for what is
-    said about it at start-up)."""
-    return wal_lifecycle_service(config.node_id, settings, observer)
+                      observer: LifecycleObserver,
+                      shown: dict[TenantTimelineId, LifecycleReport]) -> TimelineService:
+    """One lifecycle per timeline of the node, its status registered in ``shown`` (what
+    ``serve_node(lifecycle_statuses=...)`` shows); see :func:`check_archive` for what is
+    said about it at start-up."""
+    return wal_lifecycle_service(config.node_id, settings, observer, shown)
 
 
 async def check_archive(settings: LifecycleConfig) -> None:

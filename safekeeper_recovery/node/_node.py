@@ -32,7 +32,14 @@ import trio
 
 from ..core import FlushWal, SafekeeperError, TenantTimelineId
 from ..recovery import RecoveryStatus
-from ..timeline import FileBackend, PeerHub, Timeline, TimelineRegistry, TimelineService
+from ..timeline import (
+    FileBackend,
+    LifecycleReport,
+    PeerHub,
+    Timeline,
+    TimelineRegistry,
+    TimelineService,
+)
 from ..transport import (
     Authenticator,
     ConnectionSlots,
@@ -88,6 +95,7 @@ async def serve_node(
     extra_services: Sequence[TimelineService] = (),
     recovery_admin: RecoveryAdmin | None = None,
     recovery_statuses: Mapping[TenantTimelineId, RecoveryStatus] | None = None,
+    lifecycle_statuses: Mapping[TenantTimelineId, LifecycleReport] | None = None,
     metrics: NodeMetrics | None = None,
     task_status: trio.TaskStatus[RunningNode] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -96,7 +104,8 @@ async def serve_node(
     ``extra_services`` run per timeline in the timeline's nursery (the recovery engine is
     one); ``recovery_admin`` is handed to the HTTP app for its recovery admin endpoints
     and ``recovery_statuses`` (the registry ``node.recovery_service`` fills) to its
-    timeline status (without it every timeline's recovery shows ``disabled``);
+    timeline status (without it every timeline's recovery shows ``disabled``), likewise
+    ``lifecycle_statuses`` (filled by ``node.lifecycle_service``);
     ``metrics`` (made here if not given) is shared by the HTTP app and such services.
     The data directory is locked first (:class:`DataDirLock`, released on return), so a
     second node on it fails with :class:`DataDirLocked`, naming the holder's pid, before it
@@ -114,7 +123,7 @@ async def serve_node(
         await _serve_locked(
             config, authenticator, peer_token, extra_services=extra_services,
             recovery_admin=recovery_admin, recovery_statuses=recovery_statuses,
-            metrics=metrics, task_status=task_status,
+            lifecycle_statuses=lifecycle_statuses, metrics=metrics, task_status=task_status,
         )
 
 
@@ -126,6 +135,7 @@ async def _serve_locked(
     extra_services: Sequence[TimelineService],
     recovery_admin: RecoveryAdmin | None,
     recovery_statuses: Mapping[TenantTimelineId, RecoveryStatus] | None,
+    lifecycle_statuses: Mapping[TenantTimelineId, LifecycleReport] | None,
     metrics: NodeMetrics | None,
     task_status: trio.TaskStatus[RunningNode],
 ) -> None:
@@ -147,6 +157,7 @@ async def _serve_locked(
         metrics=metrics,
         recovery=recovery_admin,
         recovery_statuses=recovery_statuses if recovery_statuses is not None else {},
+        lifecycle_statuses=lifecycle_statuses if lifecycle_statuses is not None else {},
         walsenders=WalSenders(),
         heartbeat_timeout=config.heartbeat_timeout,
         body_timeout=config.client_timeout,

@@ -28,6 +28,7 @@ from ._timeline import (
 from ._wal_lifecycle import (
     LifecycleConfig,
     LifecycleObserver,
+    LifecycleReport,
     LifecycleStatus,
     lifecycle_step,
     read_segment,
@@ -45,6 +46,7 @@ __all__ = [
     "InProcessStream",
     "LifecycleConfig",
     "LifecycleObserver",
+    "LifecycleReport",
     "LifecycleStatus",
     "LocalSession",
     "LocalTarget",

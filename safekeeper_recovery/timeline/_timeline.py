@@ -267,8 +267,6 @@ class Timeline:
         when the cause is in :data:`TRANSIENT_ERRNOS`)."""
         self.deleted = False
         self._durable_state = acceptor.persisted  # last control-file body known on disk
-        self.lifecycle_status: Callable[[], dict[str, object]] | None = None
-        """Set by the WAL lifecycle service; feeds the status JSON's ``wal_lifecycle``."""
         self._attached: set[trio.CancelScope] = set()
         self.recovery_messages = 0
         """Messages processed for recovery (``recovery=True``) since start."""

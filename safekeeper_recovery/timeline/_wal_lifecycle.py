@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Final, Protocol
 
 import attrs
@@ -36,6 +37,7 @@ from ..core import (
     Lsn,
     NodeId,
     SafekeeperError,
+    TenantTimelineId,
     UploaderChoice,
     choose_uploader,
     removal_horizon,
@@ -147,18 +149,39 @@ class LifecycleStatus:
         }
 
 
+LifecycleReport = Callable[[], dict[str, object]]
+"""A timeline's lifecycle status as JSON, read by the node's status endpoint."""
+
+
 def wal_lifecycle_service(
-    node_id: NodeId, config: LifecycleConfig, observer: LifecycleObserver | None = None
+    node_id: NodeId,
+    config: LifecycleConfig,
+    observer: LifecycleObserver | None = None,
+    shown: dict[TenantTimelineId, LifecycleReport] | None = None,
 ) -> TimelineService:
     """The lifecycle as a per-timeline service of a :class:`TimelineRegistry`; with
-    nothing to do (no archive, no keep size) it only reports its status."""
+    nothing to do (no archive, no keep size) it only reports its status.
+
+    Each timeline's status is registered in ``shown`` (the registry the node's status
+    endpoint reads, ``NodeContext.lifecycle_statuses``) while the timeline runs here."""
 
     async def run(timeline: Timeline) -> None:
+        ttid = timeline.ttid
         status = LifecycleStatus()
-        timeline.lifecycle_status = lambda: status.to_json(timeline, config)
-        if not config.enabled:
-            return
-        await serve_wal_lifecycle(timeline, node_id, config, status, observer)
+
+        def report() -> dict[str, object]:
+            return status.to_json(timeline, config)
+
+        if shown is not None:
+            shown[ttid] = report
+        try:
+            if config.enabled:
+                await serve_wal_lifecycle(timeline, node_id, config, status, observer)
+            else:
+                await trio.sleep_forever()  # keep the status shown while the timeline runs
+        finally:
+            if shown is not None and shown.get(ttid) is report:  # not a reloaded one's
+                del shown[ttid]
 
     return run
 

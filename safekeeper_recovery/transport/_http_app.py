@@ -153,9 +153,10 @@ class NodeContext:
     Mutable on purpose: the node may fill ``http_addr`` / ``wal_addr`` once its listeners
     have bound (port 0), and attach ``recovery`` once the engine runs.
 
-    The timeline status reads two registries owned by the node's wiring, both keyed by
-    timeline id: ``walsenders`` (filled by the WAL port) and ``recovery_statuses``
-    (filled by the node's recovery service).
+    The timeline status reads three registries owned by the node's wiring, all keyed by
+    timeline id: ``walsenders`` (filled by the WAL port), ``recovery_statuses`` (filled
+    by the node's recovery service) and ``lifecycle_statuses`` (by its WAL lifecycle
+    service).
     """
 
     registry: TimelineRegistry
@@ -169,6 +170,9 @@ class NodeContext:
     recovery: RecoveryAdmin | None = None
     recovery_statuses: Mapping[TenantTimelineId, RecoveryStatus] = attrs.field(factory=dict)
     """Each timeline's recovery status; one absent shows ``{"state": "disabled"}``."""
+    lifecycle_statuses: Mapping[TenantTimelineId, Callable[[], dict[str, object]]] = (
+        attrs.field(factory=dict))
+    """Each timeline's WAL lifecycle status (archive, removal); one absent shows none."""
     walsenders: WalSenders = attrs.field(factory=WalSenders)
     """The ``wal_stream`` connections running on this node's WAL port."""
     heartbeat_timeout: float = 5.0
@@ -386,9 +390,10 @@ class _Api:
                 log.exception("recovery status of %s failed", timeline.ttid)
                 recovery = {"state": "unknown", "error": f"{type(e).__name__}: {e}"}
         lifecycle: dict[str, object] | None = None
-        if timeline.lifecycle_status is not None:
+        report = self.ctx.lifecycle_statuses.get(timeline.ttid)
+        if report is not None:
             try:
-                lifecycle = timeline.lifecycle_status()
+                lifecycle = report()
             except Exception as e:
                 log.exception("WAL lifecycle status of %s failed", timeline.ttid)
                 lifecycle = {"error": f"{type(e).__name__}: {e}"}

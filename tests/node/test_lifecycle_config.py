@@ -52,7 +52,7 @@ async def test_a_node_that_never_removes_wal_says_so_at_start_up(
 ) -> None:
     config = load_config(REQUIRED, env={})
     settings = lifecycle_config(config)
-    lifecycle_service(config, settings, NodeMetrics())
+    lifecycle_service(config, settings, NodeMetrics(), {})
     with caplog.at_level(logging.WARNING):
         await check_archive(settings)
     assert "never removes WAL" in caplog.text

@@ -7,6 +7,7 @@ import hashlib
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from safekeeper_recovery.core import (
     AppendRequest,
@@ -15,6 +16,7 @@ from safekeeper_recovery.core import (
     NodeId,
     PeerInfo,
     ProposerElected,
+    TenantTimelineId,
     TermHistory,
     VoteRequest,
     WalRemoved,
@@ -25,6 +27,7 @@ from safekeeper_recovery.storage import MemoryArchive, segment_key
 from safekeeper_recovery.testing import make_ttid
 from safekeeper_recovery.timeline import (
     LifecycleConfig,
+    LifecycleReport,
     LifecycleStatus,
     MemoryBackend,
     Timeline,
@@ -32,6 +35,7 @@ from safekeeper_recovery.timeline import (
     TimelineRegistry,
     lifecycle_step,
     serve_wal_lifecycle,
+    wal_lifecycle_service,
 )
 
 SEG = 1 << 20
@@ -198,3 +202,22 @@ async def test_l3_a_lagging_peer_holds_removal_until_it_is_silent_past_the_hold(
     tl.peers[NodeId(2)] = attrs.evolve(lagging, received_at=trio.current_time() - 61.0)
     await run_steps(tl, config, LifecycleStatus(), Counts())
     assert tl.store.start_lsn == START + 4 * SEG
+
+
+async def test_the_service_shows_its_status_in_the_node_registry_while_the_timeline_runs(
+    nursery: trio.Nursery,
+) -> None:
+    """The status lives in a registry the node owns (issue 13), not on the timeline: it is
+    there while the timeline runs, also with nothing to do, and gone once it stops."""
+    shown: dict[TenantTimelineId, LifecycleReport] = {}
+    service = wal_lifecycle_service(ME, LifecycleConfig(), shown=shown)
+    reg = TimelineRegistry(ME, MemoryBackend(), services=[service])
+    await nursery.start(reg.serve)
+    tl, _ = await reg.create(make_ttid(2), TimelineParams(START, SEG))
+    await trio.testing.wait_all_tasks_blocked()  # the service has started and registered
+    report = shown[tl.ttid]()
+    assert report["archive"] is None
+    assert report["removal_horizon"] == str(START)
+    await reg.delete(tl.ttid)
+    await trio.testing.wait_all_tasks_blocked()
+    assert tl.ttid not in shown
