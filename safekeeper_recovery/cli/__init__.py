@@ -9,6 +9,7 @@ from . import (  # noqa: F401  # importing registers the commands
     _serve,
     _sidecar,
     _status,
+    _sync,
     _timeline,
     _verify,
 )

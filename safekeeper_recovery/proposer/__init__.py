@@ -2,7 +2,8 @@
 
 ``propose(config, connect)`` runs one proposer; the pure election and commit rules are in
 ``elect`` / ``quorum_commit_lsn`` / ``start_point``; ``WalGenerator`` makes the WAL
-(or ``pgwal.SyntheticWal``; any ``WalSource`` through ``wal_source=``).
+(or ``pgwal.SyntheticWal``; any ``WalSource`` through ``wal_source=``);
+``sync_safekeepers`` commits what a quorum holds without writing (Neon's sync-safekeepers).
 """
 
 from ._connection import Connect, FetchWal, SafekeeperConnection
@@ -20,6 +21,7 @@ from ._results import (
     WalFormat,
 )
 from ._source import AnyWalSourceFactory, StreamingWalSource
+from ._sync import SyncResult, sync_safekeepers
 from ._walgen import (
     BLOCK_SIZE,
     WalGenerator,
@@ -49,6 +51,7 @@ __all__ = [
     "ProposerStatistics",
     "SafekeeperConnection",
     "StreamingWalSource",
+    "SyncResult",
     "WalFormat",
     "WalGenerator",
     "WalSource",
@@ -61,6 +64,7 @@ __all__ = [
     "quorum_commit_lsn",
     "quorum_size",
     "start_point",
+    "sync_safekeepers",
     "wal_source_factory",
     "websocket_connector",
     "websocket_fetcher",

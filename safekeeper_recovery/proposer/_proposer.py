@@ -359,6 +359,7 @@ class Proposer:
             flush_lsns={n.url: n.flush for n in nodes},
             bytes=int(end - election.term_start_lsn),
             seconds=trio.current_time() - self._started_at,
+            committed=tuple(n.url for n in nodes if n.committed_end),
         )
         log.info("%s", self._result.summary())
         # P5: close cleanly, all within close_timeout (a sender stuck in a send that never

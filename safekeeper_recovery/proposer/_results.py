@@ -155,6 +155,9 @@ class ProposeResult:
     flush_lsns: Mapping[str, Lsn | None]
     bytes: int
     seconds: float
+    committed: tuple[str, ...] = ()
+    """The nodes that were sent an append carrying ``commit_lsn >= end_lsn`` once their
+    flush (reported, or their start point in our term) was at ``end_lsn`` (rule P5)."""
 
     def summary(self) -> str:
         """One line for humans."""
