@@ -26,6 +26,9 @@ I3  At most ``max_buffer`` bytes beyond the commit are held; then reading from t
 I4  Bytes more than ``retain`` below the commit are released; a safekeeper that needs them
     later gets them from its peers (proposer rule P3).
 I5  The server must be the one the timeline was made for (same system id and timeline).
+I6  The stream's ``application_name`` is the slot's name unless the conninfo sets one, so
+    ``synchronous_standby_names`` can name the ingest: a synchronous commit on the server
+    then returns only once a quorum of safekeepers has flushed it (I1 reports no more).
 """
 
 from __future__ import annotations
@@ -194,7 +197,8 @@ class PostgresWalSource:
         if self._final is not None:
             notify()
         plan = self._plan
-        async with open_replication(self._conninfo, timeout=self._timeout) as conn:
+        async with open_replication(self._conninfo, timeout=self._timeout,
+                                    application_name=plan.slot) as conn:  # I6
             ident = await conn.identify()
             if (ident.system_id, ident.timeline) != (
                 plan.identity.system_id, plan.identity.timeline

@@ -302,14 +302,25 @@ def _ident(name: str) -> str:
     return name.lower()
 
 
+def _conninfo_value(value: str) -> str:
+    """``value`` quoted for a libpq ``key=value`` connection string."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 @asynccontextmanager
 async def open_replication(
-    conninfo: str, *, timeout: float = DEFAULT_TIMEOUT
+    conninfo: str, *, timeout: float = DEFAULT_TIMEOUT, application_name: str | None = None
 ) -> AsyncIterator[ReplicationConnection]:
     """Connect to PostgreSQL in physical replication mode (``replication=true`` is added to
     ``conninfo``); the connection is closed on exit. ``ReplicationError`` if the server is
-    unreachable, refuses us, or takes longer than ``timeout`` seconds to answer."""
-    conn = pq.PGconn.connect_start(f"{conninfo} replication=true".encode())
+    unreachable, refuses us, or takes longer than ``timeout`` seconds to answer.
+
+    ``application_name`` is what the server calls us (``pg_stat_replication``, and the name
+    ``synchronous_standby_names`` lists) unless ``conninfo`` sets its own."""
+    extra = " replication=true"
+    if application_name is not None:
+        extra += f" fallback_application_name={_conninfo_value(application_name)}"
+    conn = pq.PGconn.connect_start(f"{conninfo}{extra}".encode())
     try:
         if conn.status == pq.ConnStatus.BAD:
             raise ReplicationError(

@@ -17,6 +17,7 @@ from safekeeper_recovery.testing import (
     start_cli,
     wait_until,
 )
+from safekeeper_recovery.transport import HttpError
 
 __all__ = [
     "SEG",
@@ -26,6 +27,7 @@ __all__ = [
     "sk_segment",
     "start_ingest",
     "wait_committed",
+    "wait_created",
     "wal_chunks",
 ]
 
@@ -104,3 +106,21 @@ async def wait_committed(cluster: Cluster, ids: list[int], lsn: Lsn, ingest: Bac
         return True
 
     await wait_until(done, timeout, message=f"commit_lsn {lsn} on nodes {ids}", poll=0.1)
+
+
+async def wait_created(cluster: Cluster, ids: list[int], ingest: BackgroundCli,
+                       timeout: float = 60.0) -> None:
+    """Until every node in ``ids`` has the timeline (``--create-timeline-on``; fails early if
+    the ingest process exits)."""
+
+    async def created() -> bool:
+        if ingest.process.poll() is not None:
+            raise AssertionError(f"ingest exited early:\n{ingest.stderr()[-3000:]}")
+        for i in ids:
+            try:
+                await cluster.status(i, TTID)
+            except HttpError:
+                return False
+        return True
+
+    await wait_until(created, timeout, message=f"the ingest to create the timeline on {ids}")
