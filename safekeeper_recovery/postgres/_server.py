@@ -212,6 +212,18 @@ class PostgresServer:
             )
         _kill_if_alive(pid)
 
+    def crash(self) -> list[int]:
+        """``kill -9`` of the whole server, as a power cut would end it: SIGKILL to the
+        postmaster and every process it started (by pid, S2), so no backend outlives it to
+        finish a commit. Returns the pids killed (none if it was not running)."""
+        pid = self.pid()
+        if pid is None:
+            return []
+        children = _children_of(pid)
+        for victim in (pid, *children):
+            _kill_if_alive(victim)
+        return [pid, *children]
+
     def log_tail(self, nbytes: int = 4000) -> str:
         try:
             return self.log_file.read_text(errors="replace")[-nbytes:]
@@ -224,13 +236,29 @@ def _kill_if_alive(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _configure(data_dir: Path, conf: Mapping[str, str], recovery_signal: bool) -> None:
+def _children_of(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (from ``/proc``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _configure(data_dir: Path, conf: Mapping[str, str], signals: Sequence[str]) -> None:
     lines = "".join(f"{k} = {v}\n" for k, v in conf.items())
     with (data_dir / "postgresql.conf").open("a") as f:
         f.write("\n# safekeeper_recovery test server\n" + lines)
-    if recovery_signal:
-        (data_dir / "recovery.signal").touch()
-        _give_to_server_user(data_dir / "recovery.signal")
+    for name in signals:
+        (data_dir / name).touch()
+        _give_to_server_user(data_dir / name)
 
 
 @asynccontextmanager
@@ -240,6 +268,7 @@ async def running_postgres(
     from_backup: Path | None = None,
     settings: Mapping[str, str] | None = None,
     recovery_signal: bool = False,
+    standby_signal: bool = False,
     bindir: Path | None = None,
 ) -> AsyncIterator[PostgresServer]:
     """Make and start a server under ``root`` (created; must be reachable by the server
@@ -248,7 +277,8 @@ async def running_postgres(
     ``from_backup``: copy this base backup instead of running initdb. ``settings`` are
     appended to ``postgresql.conf`` after the defaults (WAL level replica, senders and
     slots, fsync on). ``recovery_signal`` writes ``recovery.signal`` (archive recovery:
-    pair it with a ``restore_command`` setting).
+    pair it with a ``restore_command`` setting). ``standby_signal`` writes ``standby.signal``
+    (a standby: pair it with ``primary_conninfo`` and/or ``restore_command``).
     """
     server = PostgresServer(root, allocate_ports(1)[0], bindir or find_bindir())
     os.makedirs(root, exist_ok=True)
@@ -268,7 +298,9 @@ async def running_postgres(
         "unix_socket_directories": f"'{root}'",
         **(settings or {}),
     }
-    await trio.to_thread.run_sync(_configure, server.data_dir, conf, recovery_signal)
+    signals = [name for name, on in (("recovery.signal", recovery_signal),
+                                     ("standby.signal", standby_signal)) if on]
+    await trio.to_thread.run_sync(_configure, server.data_dir, conf, signals)
     try:
         try:
             await server.start()
