@@ -20,7 +20,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "storage": frozenset({"core"}),
     "timeline": frozenset({"core", "storage"}),
     "recovery": frozenset({"core"}),
-    "transport": frozenset({"core", "pgwal", "storage", "timeline", "recovery"}),
+    "pgproto": frozenset({"core"}),
+    "transport": frozenset({"core", "pgwal", "pgproto", "storage", "timeline", "recovery"}),
 }
 """Lower layers and what they may import of this package (stdlib and third-party imports
 are not this test's business; ``core``'s purity test checks those). The upper layers

@@ -118,6 +118,9 @@ _HOST_PORT_META = "HOST:PORT"  # checked by load_config, which names the setting
          help="Address of the HTTP API (port 0: pick a free port).")
 @setting("--listen-wal", metavar=_HOST_PORT_META, setting_required=True,
          help="Address of the WAL (WebSocket) port (port 0: pick a free port).")
+@setting("--listen-pg", metavar=_HOST_PORT_META,
+         help="Address of the PostgreSQL replication port, for standbys and pg_receivewal "
+              "(port 0: pick a free port). Default: not served. See docs/postgres-port.md.")
 @setting("--advertise-http", metavar=_HOST_PORT_META,
          default_text="--listen-http", help="Address peers use for our HTTP API.")
 @setting("--advertise-wal", metavar=_HOST_PORT_META,
@@ -277,6 +280,8 @@ def _write_ready_file(path: Path, config: NodeConfig, running: RunningNode) -> N
         "node_id": int(config.node_id),
         "http": f"http://{http_host}:{running.http_port}",
         "wal": f"ws://{wal_host}:{running.wal_port}",
+        **({"pg": f"{_reachable_host(config.listen_pg[0])}:{running.pg_port}"}
+           if config.listen_pg is not None and running.pg_port is not None else {}),
         "pid": os.getpid(),
     }
     tmp = path.with_name(path.name + ".tmp")

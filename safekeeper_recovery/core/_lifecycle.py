@@ -21,7 +21,11 @@ L3  The removal horizon is ``min(commit_lsn, backup_lsn if an archive is configu
     not archived is never removed when an archive is configured. The peer hold keeps what
     a peer that lags (or was just restarted) still needs from us: recovery from the
     archive is not built yet, so without it that peer could never catch up; a peer silent
-    for longer than the hold window stops holding anything.
+    for longer than the hold window stops holding anything. Consumer positions hold too:
+    each PostgreSQL replication client's flush position (a standby, pg_receivewal),
+    while it is connected and for the same hold window after it disconnected, so a
+    standby that restarts or briefly streams from another node resumes here without a
+    gap (``timeline/_consumers.py`` K1-K3).
 """
 
 from __future__ import annotations
@@ -99,16 +103,19 @@ def removal_horizon(
     backup_lsn: Lsn | None,
     keep_bytes: int | None,
     peer_holds: Iterable[Lsn] = (),
+    consumer_holds: Iterable[Lsn] = (),
 ) -> Lsn:
     """Rule L3: the segment start below which this node may remove its WAL.
 
     ``backup_lsn`` is ``None`` when no archive is configured; ``keep_bytes`` is ``None``
     when no keep size is set. With neither, returns ``INVALID_LSN`` (remove nothing).
-    ``peer_holds``: the flush positions of the peers heard from within the hold window.
+    ``peer_holds``: the flush positions of the peers heard from within the hold window;
+    ``consumer_holds``: the positions of the replication consumers that hold WAL.
     """
     if backup_lsn is None and keep_bytes is None:
         return INVALID_LSN
-    horizon = min([int(commit_lsn), *(int(h) for h in peer_holds)])
+    horizon = min([int(commit_lsn), *(int(h) for h in peer_holds),
+                   *(int(h) for h in consumer_holds)])
     if backup_lsn is not None:
         horizon = min(horizon, int(backup_lsn))
     if keep_bytes is not None:

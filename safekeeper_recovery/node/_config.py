@@ -66,6 +66,8 @@ class NodeConfig:
     data_dir: Path
     listen_http: HostPort
     listen_wal: HostPort
+    listen_pg: HostPort | None = None
+    """The PostgreSQL replication port (docs/postgres-port.md); ``None``: not served."""
     advertise_http: HostPort | None = None
     advertise_wal: HostPort | None = None
     peers: Mapping[NodeId, str] = attrs.field(factory=dict)
@@ -257,6 +259,7 @@ _PARSERS: Final[dict[str, Callable[[object], object]]] = {
     "data_dir": _parse_path,
     "listen_http": parse_host_port,
     "listen_wal": parse_host_port,
+    "listen_pg": parse_host_port,
     "advertise_http": parse_host_port,
     "advertise_wal": parse_host_port,
     "peers": _parse_peers,

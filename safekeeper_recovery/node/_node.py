@@ -46,6 +46,7 @@ from ..transport import (
     HttpPeerExchange,
     NodeContext,
     NodeMetrics,
+    PgServerConfig,
     RecoveryAdmin,
     WalSenders,
     WalServerConfig,
@@ -54,6 +55,7 @@ from ..transport import (
     enable_wsproto_fastpath,
     serve_http,
     serve_peer_exchange,
+    serve_pg,
     serve_wal,
 )
 from ._config import HostPort, NodeConfig
@@ -79,6 +81,8 @@ class RunningNode:
     registry: TimelineRegistry
     context: NodeContext
     exchange: HttpPeerExchange
+    pg_port: int | None = None
+    """The bound PostgreSQL replication port (``listen_pg``), or ``None``."""
 
     @property
     def http_url(self) -> str:
@@ -144,6 +148,8 @@ async def _serve_locked(
     # a while): a taken port is reported at once, naming its address and option.
     await trio.to_thread.run_sync(_check_can_listen, config.listen_wal, "--listen-wal")
     await trio.to_thread.run_sync(_check_can_listen, config.listen_http, "--listen-http")
+    if config.listen_pg is not None:
+        await trio.to_thread.run_sync(_check_can_listen, config.listen_pg, "--listen-pg")
     metrics = metrics if metrics is not None else NodeMetrics()
     registry = TimelineRegistry(
         config.node_id, FileBackend(config.data_dir, direct_io=config.wal_direct_io),
@@ -167,6 +173,7 @@ async def _serve_locked(
         idle_timeout=config.client_timeout,
     )
     slots = ConnectionSlots(connection_cap(config.max_connections))
+    metrics.track_pg_consumers(partial(_pg_consumer_samples, registry))
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(registry.serve)
@@ -187,6 +194,15 @@ async def _serve_locked(
                     slots=slots,
                 )
             )
+            pg_port: int | None = None
+            if config.listen_pg is not None:
+                pg_port = await nursery.start(partial(
+                    serve_pg, registry, authenticator, *config.listen_pg, slots=slots,
+                    observer=metrics, config=PgServerConfig(
+                        keepalive_interval=config.keepalive_interval,
+                        startup_timeout=config.connect_timeout,
+                        idle_timeout=config.client_timeout),
+                ))
             # Port 0 binds are only known now: advertise the real ports.
             advertise_wal = config.advertise_wal or (wal_host, wal_port)
             advertise_http = config.advertise_http or (http_host, http_port)
@@ -201,6 +217,7 @@ async def _serve_locked(
                 exchange=HttpPeerExchange(
                     config.peers, token=peer_token, timeout=config.http_timeout
                 ),
+                pg_port=pg_port,
             )
             context.http_addr = running.http_url
             context.wal_addr = running.wal_url
@@ -223,6 +240,14 @@ async def _serve_locked(
             await _flush_and_close(registry)
         if cs.cancelled_caught:
             log.error("shutdown flush did not finish within %ss", SHUTDOWN_FLUSH_TIMEOUT)
+
+
+def _pg_consumer_samples(registry: TimelineRegistry) -> list[tuple[bool, int]]:
+    """(connected, lag) of every pg consumer of every timeline, for the metrics."""
+    return [
+        (c.connected, max(0, int(t.commit_lsn) - int(c.position)))
+        for t in list(registry.timelines.values()) for c in t.consumers.all()
+    ]
 
 
 async def _persist_periodically(registry: TimelineRegistry, interval: float) -> None:

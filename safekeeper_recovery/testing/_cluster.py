@@ -33,9 +33,10 @@ class Cluster:
     def __init__(
         self, work_dir: Path, n: int = 3, *, extra_args: Sequence[str] = (),
         token: str | None = None, peer_timing: Sequence[str] = TEST_PEER_TIMING,
-        ready_timeout: float = READY_TIMEOUT,
+        ready_timeout: float = READY_TIMEOUT, pg: bool = False,
     ) -> None:
         ports = allocate_ports(2 * n)
+        pg_ports = allocate_ports(n) if pg else [None] * n
         self.work_dir = work_dir
         self.token = token
         """Sent by the cluster's own HTTP requests (auth on)."""
@@ -44,7 +45,7 @@ class Cluster:
             self.nodes[i] = NodeProcess(
                 i, work_dir / f"sk{i}", ports[2 * i - 2], ports[2 * i - 1],
                 extra_args=list(extra_args), peer_timing=tuple(peer_timing),
-                ready_timeout=ready_timeout,
+                ready_timeout=ready_timeout, pg_port=pg_ports[i - 1],
             )
         for node in self.nodes.values():
             node.peers = {p.node_id: p.http_url for p in self.nodes.values() if p is not node}
@@ -56,6 +57,13 @@ class Cluster:
     def wal_urls(self) -> str:
         """``--safekeepers`` style: comma-separated WAL URLs of every node."""
         return ",".join(n.wal_url for n in self.nodes.values())
+
+    @property
+    def pg_hosts(self) -> str:
+        """libpq ``host=a,b,c port=x,y,z`` of every node's pg port (``pg=True``)."""
+        nodes = list(self.nodes.values())
+        return (f"host={','.join(n.host for n in nodes)} "
+                f"port={','.join(str(n.pg_port) for n in nodes)}")
 
     async def start(self, ids: Sequence[int] | None = None) -> None:
         """Start the nodes ``ids`` (default: all) concurrently; wait until all are ready."""

@@ -62,6 +62,8 @@ class NodeProcess:
     launcher: Sequence[str] = ()
     """Prefix of the command line, e.g. ``ip netns exec NS``; it must exec the node, so
     that the process's pid is the node's (the ready file is checked against it)."""
+    pg_port: int | None = None
+    """The PostgreSQL replication port (``--listen-pg``), or ``None`` for none."""
     process: trio.Process | None = None
     starts: int = 0
 
@@ -76,6 +78,15 @@ class NodeProcess:
     @property
     def wal_url(self) -> str:
         return f"ws://{self.host}:{self.wal_port}"
+
+    def pg_conninfo(self, tenant_id: object, timeline_id: object, **extra: str) -> str:
+        """libpq conninfo of this node's pg port for one timeline (``pg_port`` set)."""
+        if self.pg_port is None:
+            raise NodeProcessError(f"node {self.node_id} has no pg port")
+        words = [f"host={self.host}", f"port={self.pg_port}",
+                 f"options='-c tenant_id={tenant_id} -c timeline_id={timeline_id}'"]
+        words += [f"{k}={v}" for k, v in extra.items()]
+        return " ".join(words)
 
     @property
     def ready_file(self) -> Path:
@@ -104,6 +115,7 @@ class NodeProcess:
             "--data-dir", str(self.data_dir),
             "--listen-http", f"{self.host}:{self.http_port}",
             "--listen-wal", f"{self.host}:{self.wal_port}",
+            *(["--listen-pg", f"{self.host}:{self.pg_port}"] if self.pg_port else []),
             "--ready-file", str(self.ready_file),
             "--log-format", "json",
             *self.peer_timing,

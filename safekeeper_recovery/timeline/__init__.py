@@ -4,6 +4,7 @@ acceptor loop and flush policy) and read pipeline (the WAL sender), its WAL life
 
 from ._backend import FileBackend, MemoryBackend, StorageBackend
 from ._changes import ChangeFeed, Changes
+from ._consumers import Consumer, ConsumerPositions
 from ._inprocess_donor import InProcessDonorConnector, InProcessStream
 from ._message_queue import PUSH_QUEUE_BYTES, MessageQueue
 from ._peers import PEER_SILENCE_WAKE, PeerHub
@@ -41,6 +42,8 @@ from ._write_pipeline import MessageSource, run_wal_acceptor
 __all__ = [
     "ChangeFeed",
     "Changes",
+    "Consumer",
+    "ConsumerPositions",
     "FileBackend",
     "InProcessDonorConnector",
     "InProcessStream",

@@ -76,6 +76,7 @@ from ..core import (
 )
 from ..storage import AsyncWalStore, ControlFileStore
 from ._changes import ChangeFeed
+from ._consumers import ConsumerPositions
 from ._peers import PeerHub
 from ._watch import Watch
 
@@ -259,6 +260,9 @@ class Timeline:
         """Fires on every change; a node's :class:`ChangeFeed` (if given) hears of each."""
         self.peers: dict[NodeId, PeerInfo] = {}
         self.receivers: dict[int, Receiver] = {}
+        self.consumers = ConsumerPositions()
+        """PostgreSQL replication clients streaming from this timeline (the pg port's);
+        their positions hold WAL back from removal (``_consumers`` rule K3)."""
         self.broken: str | None = None
         self.broken_errno: int | None = None
         """The ``errno`` behind :attr:`broken` when a storage call failed (else ``None``)."""

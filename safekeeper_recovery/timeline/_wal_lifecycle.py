@@ -12,7 +12,8 @@
    holds the timeline's lock or the event loop for long.
 2. Remove the segments below the removal horizon (L3: ``min(commit_lsn, backup_lsn with an
    archive, flush_lsn - keep size if set, the flush_lsn of each peer heard from within
-   ``peer_hold``)``), crash-safely
+   ``peer_hold``, the position of each replication consumer, connected or gone for less
+   than ``peer_hold``)``), crash-safely
    (:meth:`Timeline.remove_wal_before`). Without an archive and without a keep size the
    service does not run at all.
 
@@ -257,6 +258,7 @@ async def lifecycle_step(
         keep_bytes=config.keep_bytes,
         peer_holds=[p.flush_lsn for p in timeline.current_peers()
                     if now - p.received_at <= config.peer_hold],
+        consumer_holds=timeline.consumers.holds(now, config.peer_hold),
     )
     if horizon > timeline.store.start_lsn:
         removed = await timeline.remove_wal_before(horizon)

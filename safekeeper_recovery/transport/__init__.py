@@ -29,7 +29,14 @@ from ._peer_exchange import (
     build_peer_info_batch,
     serve_peer_exchange,
 )
-from ._timeline_status import RecoveryReport, TimelineStatus, parse_timeline_status
+from ._pg_server import PgServerConfig, serve_pg
+from ._pg_stream import PgStreamObserver
+from ._timeline_status import (
+    PgConsumerReport,
+    RecoveryReport,
+    TimelineStatus,
+    parse_timeline_status,
+)
 from ._wal_client import (
     WalConnectError,
     WalConnectionClosed,
@@ -61,6 +68,9 @@ __all__ = [
     "PeerInfoBatch",
     "PeerSenderStatistics",
     "PeerTimelineInfo",
+    "PgConsumerReport",
+    "PgServerConfig",
+    "PgStreamObserver",
     "RECOVERY_OUTCOMES",
     "RecoveryAdmin",
     "RecoveryReport",
@@ -99,6 +109,7 @@ __all__ = [
     "peer_timeline_info",
     "serve_http",
     "serve_peer_exchange",
+    "serve_pg",
     "serve_wal",
     "term_history_json",
     "timeline_status_json",

@@ -404,6 +404,7 @@ class _Api:
             walreceivers=list(timeline.receivers.values()),
             walsenders=self.ctx.walsenders.of(timeline.ttid),
             recovery=recovery,
+            pg_consumers=timeline.consumers.all(),
         )
 
     # ---- node-wide ----------------------------------------------------------------------

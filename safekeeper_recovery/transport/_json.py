@@ -33,7 +33,7 @@ from ..core import (
     TermLsn,
     TimelineId,
 )
-from ..timeline import Changes, Receiver, TimelineParams, TimelineSnapshot
+from ..timeline import Changes, Consumer, Receiver, TimelineParams, TimelineSnapshot
 from ._wal_sender import WalSenderInfo
 
 __all__ = [
@@ -159,6 +159,7 @@ def timeline_status_json(
     walsenders: Iterable[WalSenderInfo],
     recovery: Mapping[str, object] | None,
     wal_lifecycle: Mapping[str, object] | None = None,
+    pg_consumers: Iterable[Consumer] = (),
 ) -> JsonObject:
     """The status JSON of one timeline (reference §8 names, plus ours).
 
@@ -209,6 +210,7 @@ def timeline_status_json(
         ],
         "connected_proposers": snap.connected_proposers,
         "walsenders": [s.to_json() for s in walsenders],
+        "pg_consumers": [c.to_json() for c in pg_consumers],
         "broken": snap.broken,
         "recovery": dict(recovery) if recovery is not None else {"state": "disabled"},
     } | ({"wal_lifecycle": dict(wal_lifecycle)} if wal_lifecycle is not None else {})

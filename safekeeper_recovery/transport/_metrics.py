@@ -6,12 +6,18 @@ so several nodes can live in one process (tests, simulations) without clashing.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
-__all__ = ["METRICS_CONTENT_TYPE", "RECOVERY_OUTCOMES", "NodeMetrics"]
+__all__ = ["METRICS_CONTENT_TYPE", "RECOVERY_OUTCOMES", "NodeMetrics", "PgConsumerSample"]
+
+PgConsumerSample = tuple[bool, int]
+"""One consumer at scrape time: (connected, lag bytes behind its timeline's commit_lsn)."""
 
 METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
@@ -40,6 +46,12 @@ class NodeMetrics:
       engine.
     * ``archive_uploads`` / ``archive_upload_bytes`` / ``archive_failures`` (label
       ``kind``) / ``wal_removed_segments`` (counters): the WAL lifecycle.
+    * ``pg_streams`` (gauge) / ``pg_sent_bytes`` (counter): the PostgreSQL replication
+      port; ``pg_consumers`` (gauge, label ``state``: ``connected`` or ``held``, a
+      disconnected consumer still holding WAL) and ``pg_consumer_max_lag_bytes`` (gauge:
+      the largest ``commit_lsn`` - consumer position on the node), read at scrape time
+      from the source given to :meth:`track_pg_consumers` (the per-consumer positions are
+      in the timeline status).
     """
 
     def __init__(self, prefix: str = "safekeeper") -> None:
@@ -94,6 +106,17 @@ class NodeMetrics:
             f"{prefix}_wal_removed_segments",
             "WAL segment files removed below the removal horizon", registry=r,
         )
+        self.pg_streams = Gauge(
+            f"{prefix}_pg_streams", "START_REPLICATION streams running on the pg port",
+            registry=r,
+        )
+        self.pg_sent_bytes = Counter(
+            f"{prefix}_pg_sent_bytes", "WAL bytes sent to PostgreSQL replication clients",
+            registry=r,
+        )
+        self._prefix = prefix
+        self._consumers: Callable[[], Iterable[PgConsumerSample]] | None = None
+        r.register(_ConsumerCollector(self))
 
     # Method forms, so that NodeMetrics satisfies the recovery engine's RecoveryMetrics
     # and the WAL lifecycle's LifecycleObserver.
@@ -124,6 +147,46 @@ class NodeMetrics:
         self.timelines.set(timelines)
         self.broken_timelines.set(broken)
 
+    def pg_stream_started(self) -> None:
+        self.pg_streams.inc()
+
+    def pg_stream_ended(self) -> None:
+        self.pg_streams.dec()
+
+    def pg_wal_sent(self, nbytes: int) -> None:
+        self.pg_sent_bytes.inc(nbytes)
+
+    def track_pg_consumers(self, source: Callable[[], Iterable[PgConsumerSample]]) -> None:
+        """Report ``source()`` (read at each scrape) as the per-consumer gauges."""
+        self._consumers = source
+
     def render(self) -> bytes:
         """The Prometheus text exposition of this node's registry."""
         return generate_latest(self.registry)
+
+
+class _ConsumerCollector(Collector):
+    """The pg consumer gauges of :class:`NodeMetrics`, computed at scrape time."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        prefix = self._metrics._prefix
+        samples = list(self._metrics._consumers() if self._metrics._consumers else ())
+        count = GaugeMetricFamily(
+            f"{prefix}_pg_consumers",
+            "PostgreSQL replication consumers known: connected, or gone but still holding WAL",
+            labels=["state"],
+        )
+        count.add_metric(["connected"], sum(1 for connected, _ in samples if connected))
+        count.add_metric(["held"], sum(1 for connected, _ in samples if not connected))
+        yield count
+        yield GaugeMetricFamily(
+            f"{prefix}_pg_consumer_max_lag_bytes",
+            "Largest distance from a timeline's commit_lsn to one of its consumers' position",
+            value=max((lag for _, lag in samples), default=0),
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

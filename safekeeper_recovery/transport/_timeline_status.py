@@ -17,7 +17,7 @@ import attrs
 from ..core import Lsn, TenantId, TenantTimelineId, Term, TermHistory, TimelineId
 from ._json import _id, _int, _lsn, _object, parse_acceptor_state
 
-__all__ = ["RecoveryReport", "TimelineStatus", "parse_timeline_status"]
+__all__ = ["PgConsumerReport", "RecoveryReport", "TimelineStatus", "parse_timeline_status"]
 
 _WHERE = "timeline status"
 
@@ -105,6 +105,47 @@ class RecoveryReport:
 
 @final
 @attrs.frozen
+class PgConsumerReport:
+    """One entry of the status JSON's ``pg_consumers``: a PostgreSQL replication client
+    of the timeline (``timeline/_consumers.py``), connected or still holding WAL."""
+
+    name: str
+    application_name: str
+    slot: str | None
+    remote: str
+    connected: bool
+    start_lsn: Lsn
+    sent_lsn: Lsn
+    write_lsn: Lsn | None
+    flush_lsn: Lsn | None
+    apply_lsn: Lsn | None
+    hold_lsn: Lsn
+
+    @classmethod
+    def parse(cls, value: object, where: str) -> PgConsumerReport:
+        obj = _object(value, where)
+        texts = {}
+        for key in ("name", "application_name", "remote"):
+            text = obj.get(key)
+            if not isinstance(text, str):
+                raise ValueError(f"{where}.{key}: expected a string, got {type(text).__name__}")
+            texts[key] = text
+        connected = obj.get("connected")
+        if not isinstance(connected, bool):
+            raise ValueError(f"{where}.connected: expected a boolean")
+        return cls(
+            name=texts["name"], application_name=texts["application_name"],
+            slot=_opt_str(obj, "slot", where), remote=texts["remote"], connected=connected,
+            start_lsn=_lsn(obj, "start_lsn", where), sent_lsn=_lsn(obj, "sent_lsn", where),
+            write_lsn=_opt_lsn(obj, "write_lsn", where),
+            flush_lsn=_opt_lsn(obj, "flush_lsn", where),
+            apply_lsn=_opt_lsn(obj, "apply_lsn", where),
+            hold_lsn=_lsn(obj, "hold_lsn", where),
+        )
+
+
+@final
+@attrs.frozen
 class TimelineStatus:
     """One timeline's status as a node reports it (``GET /v1/tenant/{t}/timeline/{tl}``)."""
 
@@ -124,6 +165,8 @@ class TimelineStatus:
     wal_lifecycle: Mapping[str, object] | None
     """The WAL lifecycle's object (archive, horizons, uploader), or ``None`` when the node
     runs no lifecycle."""
+    pg_consumers: tuple[PgConsumerReport, ...]
+    """The PostgreSQL replication consumers (the pg port's), oldest first."""
     raw: Mapping[str, object] = attrs.field(repr=False)
     """The whole document, for the fields not modelled here (peers, receivers, senders)."""
 
@@ -155,5 +198,15 @@ def parse_timeline_status(doc: object) -> TimelineStatus:
         recovery=RecoveryReport.parse(obj.get("recovery")),
         wal_lifecycle=None if lifecycle is None else _object(lifecycle,
                                                              f"{_WHERE}.wal_lifecycle"),
+        pg_consumers=tuple(
+            PgConsumerReport.parse(c, f"{_WHERE}.pg_consumers[{i}]")
+            for i, c in enumerate(_list(obj.get("pg_consumers", []), f"{_WHERE}.pg_consumers"))
+        ),
         raw=obj,
     )
+
+
+def _list(value: object, where: str) -> list[object]:
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
+    return value

@@ -1,0 +1,71 @@
+"""One PostgreSQL protocol connection over a trio stream: read whole frontend messages,
+write backend messages, with the timeouts of the pg port.
+
+Rules
+-----
+P1  :meth:`PgConnection.receive` raises :class:`ClientGone` at end of file or a broken
+    socket, and :class:`PgError` (fatal, 08P01) for malformed framing (``pgproto`` W1-W3).
+P2  A write that cannot be completed within ``send_timeout`` raises :class:`ClientStuck`
+    (the client takes nothing): the connection cannot go on, a message may be half sent.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import final
+
+import trio
+
+from ..core import StreamStopped
+from ..pgproto import FrontendMessage, FrontendParser
+
+__all__ = ["ClientGone", "ClientStuck", "PgConnection"]
+
+_READ_SIZE = 64 * 1024
+
+
+class ClientGone(Exception):
+    """The client closed the connection or it broke (P1)."""
+
+
+class ClientStuck(StreamStopped):
+    """The client took nothing for the send timeout (P2)."""
+
+
+@final
+class PgConnection:
+    """See the module docstring. Does not own ``stream`` (the server closes it)."""
+
+    def __init__(self, stream: trio.abc.Stream, remote: str, *, max_message: int,
+                 send_timeout: float = math.inf) -> None:
+        self.stream = stream
+        self.remote = remote
+        self.parser = FrontendParser(max_message)
+        self.send_timeout = send_timeout
+        self.sent_bytes = 0
+
+    async def receive(self) -> FrontendMessage:
+        """The next frontend message (P1)."""
+        while True:
+            msg = self.parser.next_message()
+            if msg is not None:
+                return msg
+            try:
+                data = await self.stream.receive_some(_READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                raise ClientGone(f"connection broke: {e}") from None
+            if not data:
+                raise ClientGone("client closed the connection")
+            self.parser.feed(data)
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` (P2); :class:`ClientGone` if the socket broke."""
+        with trio.move_on_after(self.send_timeout) as stuck:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                raise ClientGone(f"connection broke: {e}") from None
+        if stuck.cancelled_caught:
+            raise ClientStuck(
+                f"the client took nothing for {self.send_timeout:g} s: closing the connection")
+        self.sent_bytes += len(data)
