@@ -18,7 +18,8 @@ Rules
 -----
 I1  Status updates report ``flush = apply = commit_lsn`` (never more); ``write`` is what
     was received. One is sent when the commit moves (at most every ``min_status_gap``
-    seconds), when the server asks, and at least every ``status_interval`` seconds.
+    seconds), also while the server sends nothing (a synchronous commit waits for exactly
+    this update), when the server asks, and at least every ``status_interval`` seconds.
 I2  The source ends (``final_end``) at ``stop_at`` (WAL past it is dropped), or at what it
     holds when :meth:`PostgresWalSource.finish` is called (SIGINT/SIGTERM).
 I3  At most ``max_buffer`` bytes beyond the commit are held; then reading from the server
@@ -33,6 +34,7 @@ I6  The stream's ``application_name`` is the slot's name unless the conninfo set
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable
 from contextlib import suppress
@@ -43,6 +45,7 @@ import trio
 
 from ..core import Lsn
 from ._replication import (
+    Keepalive,
     PostgresIdentity,
     ReplicationConnection,
     ReplicationError,
@@ -53,6 +56,14 @@ from ._replication import (
 __all__ = ["IngestPlan", "PostgresWalSource", "prepare_ingest"]
 
 DEFAULT_SLOT: Final = "safekeeper_recovery"
+
+
+class _StatusOwed(enum.Enum):
+    OWED = enum.auto()
+
+
+_STATUS_OWED: Final = _StatusOwed.OWED
+"""A status update is owed now (I1): the commit moved while the server was silent."""
 _TRIM_STEP: Final = 16 * 1024 * 1024
 
 
@@ -107,7 +118,7 @@ class PostgresWalSource:
         max_buffer: int = 64 * 1024 * 1024,
         retain: int = 16 * 1024 * 1024,
         status_interval: float = 1.0,
-        min_status_gap: float = 0.05,
+        min_status_gap: float = 0.005,
         timeout: float = 30.0,
     ) -> None:
         self._conninfo = conninfo
@@ -226,8 +237,11 @@ class PostgresWalSource:
                     await self._commit_moved.wait()
                 await self._status(conn)
                 continue
-            msg = await conn.receive(timeout=self._status_interval)
+            msg = await self._next_message(conn)
             now = trio.current_time()
+            if msg is _STATUS_OWED:
+                await self._status(conn)
+                continue
             if msg is None:
                 if now - silent_since > self._timeout:
                     raise ReplicationError(f"PostgreSQL sent nothing for {self._timeout}s")
@@ -241,6 +255,38 @@ class PostgresWalSource:
                     await self._status(conn)
             elif msg.reply_requested or self._status_due(now):
                 await self._status(conn)
+
+    async def _next_message(
+        self, conn: ReplicationConnection
+    ) -> XLogData | Keepalive | _StatusOwed | None:
+        """The next message; ``_STATUS_OWED`` once the commit moved past what was reported
+        and ``min_status_gap`` has passed (I1: also while the server sends nothing, as it
+        does when its commits wait for us, synchronous replication); None after
+        ``status_interval`` of silence."""
+        msg = await conn.receive(timeout=0)  # what has arrived already: the common case
+        if msg is not None:
+            return msg
+        if self._commit != self._reported:
+            gap = self._last_status + self._min_status_gap - trio.current_time()
+            msg = await conn.receive(timeout=max(0.0, gap))
+            return _STATUS_OWED if msg is None else msg
+        moved = self._commit_moved
+        got: list[XLogData | Keepalive | None] = []
+        async with trio.open_nursery() as race:
+            async def receive() -> None:
+                got.append(await conn.receive(timeout=self._status_interval))
+                race.cancel_scope.cancel()
+
+            async def commit() -> None:
+                await moved.wait()
+                race.cancel_scope.cancel()
+
+            race.start_soon(receive)
+            race.start_soon(commit)
+        if got:
+            return got[0]
+        # The commit moved: report it now, or once min_status_gap has passed.
+        return await self._next_message(conn)
 
     async def _feedback(self, conn: ReplicationConnection) -> None:
         """After the end: report the commit as it moves until cancelled (I1)."""
