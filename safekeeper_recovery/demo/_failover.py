@@ -8,9 +8,11 @@ names its ``application_name``, the slot's name), which streams the primary's WA
 three safekeepers and tells the primary "flushed" only for what a quorum holds. A standby
 made from a base backup streams from the safekeepers' pg ports (``primary_conninfo`` with
 ``host=a,b,c``), never from the primary. Load runs (pgbench, and a client that counts its
-own acknowledged commits); the primary is killed with SIGKILL, every process of it at once;
-``sync`` commits what a quorum holds; the standby receives WAL up to that commit and is
-promoted; the promoted standby must hold every transaction the primary acknowledged.
+own acknowledged commits); the primary (every process of it) and its ingest are killed
+with SIGKILL at once, as if their host died, so the last commit the ingest knew of never
+reaches the nodes; ``sync`` commits what a quorum holds; the standby receives WAL up to
+that commit and is promoted; the promoted standby must hold every transaction the primary
+acknowledged.
 
 Rules
 -----
@@ -154,8 +156,7 @@ async def run_failover(
 
     async with running_postgres(
         root / "primary",
-        settings={"synchronous_standby_names": _conf_string(SLOT),
-                  "wal_keep_size": "'1GB'"},
+        settings={"synchronous_standby_names": _conf_string(SLOT)},
     ) as primary:
         say(f"Primary PostgreSQL on port {primary.port}: synchronous_standby_names = "
             f"'{SLOT}' (commits wait for a quorum of safekeepers)")
@@ -180,11 +181,8 @@ async def run_failover(
                 say(f"Standby on port {standby.port} streams from the safekeepers "
                     f"({conninfo.split(' user=')[0]})")
                 acked, processed, flush = await _load_and_crash(
-                    primary, load_seconds, pgbench, say)
+                    primary, ingest, load_seconds, pgbench, say)
                 t0 = time.monotonic()
-                with trio.fail_after(_STEP_TIMEOUT):
-                    await ingest.process.wait()  # its source failed: the server is gone
-                say("The ingest stopped with the primary (its WAL source is gone)")
                 commit_lsn = await _sync(cluster, ttid, say)
                 await _catch_up(standby, commit_lsn)
                 say(f"Standby received the WAL up to {commit_lsn}; promoting it")
@@ -225,9 +223,11 @@ async def _wait_streaming(standby: PostgresServer) -> None:
                      f"(log: {standby.log_tail(1500)})")
 
 
-async def _load_and_crash(primary: PostgresServer, load_seconds: float, pgbench: bool,
-                          say: Say) -> tuple[int, int | None, Lsn]:
-    """Run the load for ``load_seconds``, SIGKILL the primary, and return the client's
+async def _load_and_crash(primary: PostgresServer, ingest: BackgroundCli,
+                          load_seconds: float, pgbench: bool, say: Say
+                          ) -> tuple[int, int | None, Lsn]:
+    """Run the load for ``load_seconds``, SIGKILL the primary and its ingest (as if their
+    host died: the ingest cannot even pass on its last commit), and return the client's
     acknowledged count, pgbench's processed count and the primary's last flush seen."""
     stop = threading.Event()
     acked = [0]
@@ -258,7 +258,9 @@ async def _load_and_crash(primary: PostgresServer, load_seconds: float, pgbench:
             flush = await primary.lsn("SELECT pg_current_wal_flush_lsn()")
             pids = primary.crash()
             crashed = True
-            say(f"kill -9 of the primary (pids {', '.join(map(str, pids))}) under load")
+            ingest.kill()
+            say(f"kill -9 of the primary (pids {', '.join(map(str, pids))}) and of its "
+                f"ingest (pid {ingest.process.pid}) under load, as if their host died")
     finally:
         stop.set()
         if not crashed:  # F4: also when a step above failed (once: a pid may be reused)
@@ -281,7 +283,8 @@ async def _sync(cluster: Cluster, ttid: TenantTimelineId, say: Say) -> Lsn:
         raise RuntimeError(f"sync failed (exit {done.returncode}): {done.stderr[-2000:]}")
     doc = json.loads(done.stdout)
     commit = Lsn.parse(str(doc["commit_lsn"]))
-    say(f"sync: term {doc['term']}, everything a quorum holds is committed at {commit}")
+    say(f"sync: term {doc['term']}, everything a quorum holds is committed at {commit} "
+        f"(in {doc['seconds']:.2f} s)")
     return commit
 
 
