@@ -16,14 +16,14 @@ acknowledged.
 
 Rules
 -----
-F1  Acknowledged = a commit that returned to its client. Every row the counting client had
+Z1  Acknowledged = a commit that returned to its client. Every row the counting client had
     acknowledged must be on the promoted standby, and at least as many pgbench_history rows
     as pgbench reports processed transactions.
-F2  A row beyond the acknowledged ones is allowed only for a commit in flight when the
+Z2  A row beyond the acknowledged ones is allowed only for a commit in flight when the
     primary died (durable on a quorum, its acknowledgement lost): at most one per client
     connection.
-F3  The standby is promoted only once it has received the WAL up to ``sync``'s commit LSN.
-F4  Every process started here (servers, ingest, pgbench) is stopped by its pid, also when
+Z3  The standby is promoted only once it has received the WAL up to ``sync``'s commit LSN.
+Z4  Every process started here (servers, ingest, pgbench) is stopped by its pid, also when
     a step fails; the nodes belong to the caller.
 """
 
@@ -69,13 +69,13 @@ class FailoverResult:
     client_rows: int
     """The counting client's rows on the promoted standby."""
     missing: int
-    """Acknowledged client rows absent from the promoted standby (F1: must be 0)."""
+    """Acknowledged client rows absent from the promoted standby (Z1: must be 0)."""
     pgbench_processed: int | None
     """Transactions pgbench reported processed (None: pgbench was not run)."""
     pgbench_rows: int | None
     """pgbench_history rows on the promoted standby (one per pgbench transaction)."""
     commit_lsn: Lsn
-    """What ``sync`` committed: the standby was promoted once it had received this (F3)."""
+    """What ``sync`` committed: the standby was promoted once it had received this (Z3)."""
     primary_flush_lsn: Lsn
     """The primary's flush position last seen before the kill (its real end is later)."""
     seconds: float
@@ -83,7 +83,7 @@ class FailoverResult:
 
     @property
     def lost(self) -> int:
-        """Acknowledged transactions the promoted standby lacks (F1)."""
+        """Acknowledged transactions the promoted standby lacks (Z1)."""
         bench = 0
         if self.pgbench_processed is not None and self.pgbench_rows is not None:
             bench = max(0, self.pgbench_processed - self.pgbench_rows)
@@ -91,7 +91,7 @@ class FailoverResult:
 
     @property
     def ok(self) -> bool:
-        """F1 and F2."""
+        """Z1 and Z2."""
         extra = self.client_rows - (self.acknowledged - self.missing)
         return self.lost == 0 and 0 <= extra <= 1
 
@@ -113,7 +113,7 @@ def standby_conninfo(cluster: Cluster, ttid: TenantTimelineId) -> str:
 
 
 def _count_commits(conninfo: str, stop: threading.Event, acked: list[int]) -> None:
-    """F1: insert rows 1, 2, ... one transaction each until the server goes away (or
+    """Z1: insert rows 1, 2, ... one transaction each until the server goes away (or
     ``stop``); ``acked[0]`` is the last one whose commit returned. Runs in a thread."""
     import psycopg  # only the failover needs it here (0.15 s to import)
 
@@ -151,7 +151,7 @@ async def run_failover(
 ) -> FailoverResult:
     """Run the scenario once on the running ``cluster`` (a fresh timeline ``ttid``) with
     servers under ``root`` (reachable by the server user); raise on any failure. The
-    servers and the ingest are gone on return (F4)."""
+    servers and the ingest are gone on return (Z4)."""
     from ..postgres import running_postgres
 
     async with running_postgres(
@@ -263,7 +263,7 @@ async def _load_and_crash(primary: PostgresServer, ingest: BackgroundCli,
                 f"ingest (pid {ingest.process.pid}) under load, as if their host died")
     finally:
         stop.set()
-        if not crashed:  # F4: also when a step above failed (once: a pid may be reused)
+        if not crashed:  # Z4: also when a step above failed (once: a pid may be reused)
             primary.crash()
     processed = None
     if pgbench:
@@ -289,7 +289,7 @@ async def _sync(cluster: Cluster, ttid: TenantTimelineId, say: Say) -> Lsn:
 
 
 async def _catch_up(standby: PostgresServer, commit_lsn: Lsn) -> None:
-    """F3: until the standby has received (and flushed) the WAL up to ``commit_lsn``."""
+    """Z3: until the standby has received (and flushed) the WAL up to ``commit_lsn``."""
     async def received() -> bool:
         text = await standby.sql("SELECT pg_last_wal_receive_lsn()")
         return bool(text) and Lsn.parse(text) >= commit_lsn

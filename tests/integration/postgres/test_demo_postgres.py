@@ -40,6 +40,6 @@ async def test_demo_postgres_loses_no_acknowledged_transaction(pg_bindir: Path) 
         [row] = [line for line in out.splitlines() if line.strip("│ ").startswith(name)]
         acked, held = (int(n) for n in re.findall(r"\d+", row))
         assert acked > 0, row  # the load committed something
-        in_flight = 1 if name == "counting client" else PGBENCH_CLIENTS  # F2
+        in_flight = 1 if name == "counting client" else PGBENCH_CLIENTS  # Z2
         assert acked <= held <= acked + in_flight, row
     assert "Traceback" not in out

@@ -1,6 +1,6 @@
 """Zero loss (issue 16): with synchronous ingest, every commit the primary acknowledged is on
 the standby that streamed from the safekeepers and was promoted after ``kill -9`` of the
-primary and ``sync`` (rules F1-F3 of ``demo/_failover.py``), in ``ZERO_LOSS_ROUNDS``
+primary and ``sync`` (rules Z1-Z3 of ``demo/_failover.py``), in ``ZERO_LOSS_ROUNDS``
 (default 3, see ``ROUNDS``) repetitions on one cluster, with a fresh primary, standby and
 timeline each."""
 
@@ -43,10 +43,10 @@ async def test_no_acknowledged_commit_is_lost_when_the_primary_is_killed(
                                         load_seconds=1.0, pgbench=False, say=print)
             print(f"round {round_no}: {result}")
             results.append(result)
-            assert result.acknowledged > 0, "F1: the load committed nothing"  # liveness
-            assert result.missing == 0, result  # F1: nothing acknowledged is lost
+            assert result.acknowledged > 0, "Z1: the load committed nothing"  # liveness
+            assert result.missing == 0, result  # Z1: nothing acknowledged is lost
             extra = result.client_rows - result.acknowledged
-            assert 0 <= extra <= 1, result  # F2: at most the commit in flight
+            assert 0 <= extra <= 1, result  # Z2: at most the commit in flight
     finally:
         await cluster.aclose()
     print("acknowledged per round:", [r.acknowledged for r in results],
