@@ -1,4 +1,4 @@
-"""Startup parameters (C1, C2) and replication commands (C3, C4), parsed."""
+"""Startup parameters (Q1, Q2) and replication commands (Q3, Q4), parsed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pgproto codec (pure): framing rules W1-W4 and the backend encoders' layout."""
+"""The pgproto codec (pure): framing rules F1-F4 and the backend encoders' layout."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The pg port in process, spoken to byte by byte: every refusal is an ErrorResponse with
-its SQLSTATE (``_pg_server`` G1-G5, ``_pg_stream`` S1-S6), and the port goes on serving."""
+its SQLSTATE (``_pg_server`` G1-G5, ``_pg_stream`` T1-T6), and the port goes on serving."""
 
 from __future__ import annotations
 
@@ -222,7 +222,7 @@ async def test_start_replication_streams_committed_wal_only_and_ends_on_copy_don
         if r.body[:1] == b"w":
             start, end, _ = struct.unpack_from("!QQq", r.body, 1)
             assert start == START + len(got)
-            assert end <= commit  # S4: never past the commit
+            assert end <= commit  # T4: never past the commit
             got += r.body[25:]
     assert got == wal(300 * 1024)[: commit - START]
     # a keepalive asks for a reply once nothing is left to send
