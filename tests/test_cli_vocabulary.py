@@ -49,8 +49,8 @@ VOCABULARY: dict[str, type[click.ParamType[object]] | tuple[type[object], ...]] 
 """Option name -> the type it has in every command that takes it."""
 
 DURATION_NAMES = re.compile(r"--.*-(timeout|interval)|--long-poll")
-FREE_TEXT = {"--from-postgres", "--slot", "--listen-http", "--listen-wal", "--advertise-http",
-             "--advertise-wal", "--peer"}
+FREE_TEXT = {"--from-postgres", "--slot", "--listen-http", "--listen-wal", "--listen-pg",
+             "--advertise-http", "--advertise-wal", "--peer"}
 """Options whose value is free text (a libpq string, a slot name) or checked by the node
 configuration with its own message (addresses, peers)."""
 OLD_SPELLINGS = {"--id", "--auth-token", "--token", "--poll-interval"}

@@ -2,20 +2,20 @@
 
 Rules
 -----
-C1  A connection must ask for physical replication (startup ``replication`` = true, on,
+Q1  A connection must ask for physical replication (startup ``replication`` = true, on,
     yes or 1): absent or false is refused with 0A000 (this port serves no SQL sessions),
     ``database`` (logical replication) with 0A000 too.
-C2  The tenant and timeline come from the startup ``options`` as Neon's safekeepers take
+Q2  The tenant and timeline come from the startup ``options`` as Neon's safekeepers take
     them: ``-c tenant_id=… -c timeline_id=…`` (also ``-ctenant_id=…`` and
     ``--tenant_id=…``; backslash escapes as libpq writes them). Both are required (28000
     naming the missing one); other ``-c`` settings are ignored.
-C3  Commands are PostgreSQL's replication grammar, keywords case-insensitive, an optional
+Q3  Commands are PostgreSQL's replication grammar, keywords case-insensitive, an optional
     trailing ``;``: ``IDENTIFY_SYSTEM``, ``SHOW name``, ``READ_REPLICATION_SLOT slot``,
     ``TIMELINE_HISTORY tli``, ``START_REPLICATION [SLOT s] [PHYSICAL] X/Y [TIMELINE tli]``.
     Other replication commands (slots, base backups, logical replication) are 0A000; a
     malformed one is 42601; anything else is SQL, which a physical replication
     connection cannot run (0A000, as PostgreSQL's walsender says).
-C4  LSNs are ``X/Y`` (hex, 64 bits), timelines 1 .. 2^32-1: out of range is 42601.
+Q4  LSNs are ``X/Y`` (hex, 64 bits), timelines 1 .. 2^32-1: out of range is 42601.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ _FALSE: Final = frozenset({"false", "off", "no", "0"})
 @final
 @attrs.frozen
 class ReplicationStartup:
-    """A physical replication connection's startup parameters (C1, C2)."""
+    """A physical replication connection's startup parameters (Q1, Q2)."""
 
     tenant_id: str
     timeline_id: str
@@ -109,7 +109,7 @@ def _settings(options: str) -> dict[str, str]:
 
 
 def parse_startup(params: Mapping[str, str]) -> ReplicationStartup:
-    """Check the startup parameters (C1, C2); :class:`PgError` (fatal) otherwise."""
+    """Check the startup parameters (Q1, Q2); :class:`PgError` (fatal) otherwise."""
     replication = params.get("replication", "").strip().lower()
     if replication == "database":
         raise PgError(FEATURE_NOT_SUPPORTED,
@@ -131,7 +131,7 @@ def parse_startup(params: Mapping[str, str]) -> ReplicationStartup:
                               params.get("application_name", ""), params.get("user", ""))
 
 
-# ---- commands (C3, C4) ------------------------------------------------------------------
+# ---- commands (Q3, Q4) ------------------------------------------------------------------
 
 @final
 @attrs.frozen
@@ -215,7 +215,7 @@ def _tli(token: str) -> int:
 
 
 def parse_command(text: str) -> ReplicationCommand | None:
-    """Parse one simple-query text (C3, C4). ``None`` for an empty query; :class:`PgError`
+    """Parse one simple-query text (Q3, Q4). ``None`` for an empty query; :class:`PgError`
     (an ERROR, not fatal) for anything it cannot serve."""
     tokens = _tokens(text)
     if not tokens:

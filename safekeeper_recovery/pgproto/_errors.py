@@ -1,11 +1,9 @@
 """``PgError``: an ErrorResponse to send, with its SQLSTATE (the codes this port uses).
 
-Rules
------
-E1  Every refusal the port sends is a :class:`PgError`: a SQLSTATE from the constants
-    below (PostgreSQL's own meaning), a message that says what was wrong and what to do,
-    and whether it ends the connection (``fatal``: severity FATAL, the server closes) or
-    only the command (severity ERROR, ReadyForQuery follows).
+Every refusal the port sends is a :class:`PgError`: a SQLSTATE from the constants
+below (PostgreSQL's own meaning), a message that says what was wrong and what to do, and
+whether it ends the connection (``fatal``: severity FATAL, the server closes) or only the
+command (severity ERROR, ReadyForQuery follows).
 """
 
 from __future__ import annotations
@@ -47,7 +45,8 @@ INTERNAL_ERROR: Final = "XX000"
 
 
 class PgError(SafekeeperError):
-    """An ErrorResponse for the client (E1). ``str(e)`` is the message."""
+    """An ErrorResponse for the client (see the module docstring). ``str(e)`` is the
+    message."""
 
     def __init__(self, sqlstate: str, message: str, *, fatal: bool = False) -> None:
         super().__init__(message)

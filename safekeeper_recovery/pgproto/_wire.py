@@ -11,15 +11,15 @@ build the backend messages. Nothing here does I/O or knows a clock.
 
 Rules
 -----
-W1  A startup packet is at most :data:`MAX_STARTUP_PACKET` bytes and a typed message at
+F1  A startup packet is at most :data:`MAX_STARTUP_PACKET` bytes and a typed message at
     most ``max_message`` bytes (both counting the length word): a bigger declared length
     is a :class:`PgError` (08P01) before any of its body is buffered.
-W2  A startup packet is ``int32 length, int32 code`` and, for a StartupMessage, ``key\\0
+F2  A startup packet is ``int32 length, int32 code`` and, for a StartupMessage, ``key\\0
     value\\0 ... \\0``; any other shape (odd pairs, missing terminator, bytes that are not
     UTF-8) is a :class:`PgError` (08P01).
-W3  Typed frontend messages the port does not understand are handed out as
+F3  Typed frontend messages the port does not understand are handed out as
     :class:`UnknownMessage` (the server answers them); a declared length below 4 is 08P01.
-W4  A CopyData body from a replication client is decoded by :func:`decode_copy_feedback`:
+F4  A CopyData body from a replication client is decoded by :func:`decode_copy_feedback`:
     a standby status update (``r``, 34 bytes), hot standby feedback (``h``), anything else
     08P01.
 """
@@ -158,7 +158,7 @@ class Terminate:
 @final
 @attrs.frozen
 class UnknownMessage:
-    """A typed message the port does not understand (W3): answered with an error."""
+    """A typed message the port does not understand (F3): answered with an error."""
 
     type: bytes
     body: bytes
@@ -235,7 +235,7 @@ def _parse_typed(kind: bytes, body: bytes) -> FrontendMessage:
 
 
 class FrontendParser:
-    """Frames the client's bytes into :data:`FrontendMessage` s (rules W1-W3)."""
+    """Frames the client's bytes into :data:`FrontendMessage` s (rules F1-F3)."""
 
     def __init__(self, max_message: int = 1024 * 1024) -> None:
         self._buf = bytearray()
@@ -291,7 +291,7 @@ class FrontendParser:
             raise PgError(e.sqlstate, e.message, fatal=True) from None
 
 
-# ---- CopyData from a replication client (W4) --------------------------------------------
+# ---- CopyData from a replication client (F4) --------------------------------------------
 
 @final
 @attrs.frozen
@@ -315,7 +315,7 @@ _STATUS = struct.Struct("!QQQqB")
 
 
 def decode_copy_feedback(data: bytes) -> StandbyStatusUpdate | HotStandbyFeedback:
-    """Decode a CopyData body a replication client sent (W4); 08P01 otherwise."""
+    """Decode a CopyData body a replication client sent (F4); 08P01 otherwise."""
     if data[:1] == b"r" and len(data) == 1 + _STATUS.size:
         write, flush, apply, ts, reply = _STATUS.unpack_from(data, 1)
         return StandbyStatusUpdate(Lsn(write), Lsn(flush), Lsn(apply), ts, bool(reply))

@@ -3,9 +3,9 @@ write backend messages, with the timeouts of the pg port.
 
 Rules
 -----
-P1  :meth:`PgConnection.receive` raises :class:`ClientGone` at end of file or a broken
-    socket, and :class:`PgError` (fatal, 08P01) for malformed framing (``pgproto`` W1-W3).
-P2  A write that cannot be completed within ``send_timeout`` raises :class:`ClientStuck`
+N1  :meth:`PgConnection.receive` raises :class:`ClientGone` at end of file or a broken
+    socket, and :class:`PgError` (fatal, 08P01) for malformed framing (``pgproto`` F1-F3).
+N2  A write that cannot be completed within ``send_timeout`` raises :class:`ClientStuck`
     (the client takes nothing): the connection cannot go on, a message may be half sent.
 """
 
@@ -25,11 +25,11 @@ _READ_SIZE = 64 * 1024
 
 
 class ClientGone(Exception):
-    """The client closed the connection or it broke (P1)."""
+    """The client closed the connection or it broke (N1)."""
 
 
 class ClientStuck(StreamStopped):
-    """The client took nothing for the send timeout (P2)."""
+    """The client took nothing for the send timeout (N2)."""
 
 
 @final
@@ -45,7 +45,7 @@ class PgConnection:
         self.sent_bytes = 0
 
     async def receive(self) -> FrontendMessage:
-        """The next frontend message (P1)."""
+        """The next frontend message (N1)."""
         while True:
             msg = self.parser.next_message()
             if msg is not None:
@@ -59,7 +59,7 @@ class PgConnection:
             self.parser.feed(data)
 
     async def send(self, data: bytes) -> None:
-        """Write ``data`` (P2); :class:`ClientGone` if the socket broke."""
+        """Write ``data`` (N2); :class:`ClientGone` if the socket broke."""
         with trio.move_on_after(self.send_timeout) as stuck:
             try:
                 await self.stream.send_all(data)

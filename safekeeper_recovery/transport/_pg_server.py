@@ -5,7 +5,7 @@ Theory of operation
 -------------------
 Each TCP connection takes a slot of the node-wide connection cap, then runs
 :func:`_serve_connection`: the startup packet (TLS and GSS encryption are refused with
-``N``, as a server without them does), the startup parameters (``pgproto`` rules C1, C2:
+``N``, as a server without them does), the startup parameters (``pgproto`` rules Q1, Q2:
 physical replication, the timeline from ``-c tenant_id=… -c timeline_id=…``),
 authentication, then commands until the client leaves. ``START_REPLICATION`` streams the
 timeline's committed WAL (``_pg_stream``).

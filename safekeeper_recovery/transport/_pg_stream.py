@@ -2,27 +2,27 @@
 
 Rules
 -----
-S1  ``IDENTIFY_SYSTEM`` answers the timeline's PostgreSQL system id, timeline 1, the
+T1  ``IDENTIFY_SYSTEM`` answers the timeline's PostgreSQL system id, timeline 1, the
     commit position (the end of the WAL a client may read) and no database.
-S2  ``SHOW`` knows ``wal_segment_size`` (``16MB`` style, as PostgreSQL shows it),
+T2  ``SHOW`` knows ``wal_segment_size`` (``16MB`` style, as PostgreSQL shows it),
     ``server_version``, ``server_version_num``, ``integer_datetimes``,
     ``data_directory_mode`` (``0700``), ``timeline_id`` and ``tenant_id``; any other name
     is ERROR 42704.
-S3  ``READ_REPLICATION_SLOT s`` answers ``physical``, the consumer's held position and
+T3  ``READ_REPLICATION_SLOT s`` answers ``physical``, the consumer's held position and
     timeline 1 for a consumer this timeline knows under slot ``s`` (``timeline``
     ``_consumers`` K1), else a row of nulls (no such slot), as PostgreSQL does.
     ``TIMELINE_HISTORY`` is ERROR 58P01: a safekeeper timeline is PostgreSQL timeline 1,
     which has no history file.
-S4  ``START_REPLICATION`` (timeline absent or 1, else 55000) refuses a start below the
+T4  ``START_REPLICATION`` (timeline absent or 1, else 55000) refuses a start below the
     WAL this node holds (58P01, naming the segment, as PostgreSQL does) and a start past
     its WAL end (``flush_lsn``: 55000); a start between the commit position and the WAL
     end waits for the commit. Then it streams committed WAL only
     (:func:`~safekeeper_recovery.timeline.run_wal_sender` without a term), following
     ``commit_lsn`` live, as XLogData; a keepalive with reply requested goes out after
     ``keepalive_interval`` seconds without data.
-S5  The client's standby status updates move its consumer entry (K2: its removal hold)
+T5  The client's standby status updates move its consumer entry (K2: its removal hold)
     and wake the timeline's watchers; hot standby feedback is ignored (no snapshots here).
-S6  The stream ends when the client sends CopyDone (the server answers CopyDone and
+T6  The stream ends when the client sends CopyDone (the server answers CopyDone and
     CommandComplete ``START_STREAMING``; the connection goes on), on Terminate or end of
     file, when the client sends nothing for ``idle_timeout`` (FATAL 57P05), or when the
     WAL it needs is removed under it (FATAL 58P01).
@@ -124,7 +124,7 @@ async def run_command(
     idle_timeout: float,
     observer: PgStreamObserver | None = None,
 ) -> None:
-    """Run one simple query (S1-S6). Raises :class:`PgError` (ERROR: the connection goes
+    """Run one simple query (T1-T6). Raises :class:`PgError` (ERROR: the connection goes
     on; FATAL: it ends), :class:`ClientGone` when the client left mid-stream."""
     cmd = parse_command(text)
     snap = timeline.snapshot()
@@ -176,7 +176,7 @@ def server_version_string(pg_version: int) -> str:
 
 
 def _check_start(timeline: Timeline, cmd: StartReplication) -> None:
-    """S4's refusals."""
+    """T4's refusals."""
     if cmd.timeline not in (None, 1):
         raise PgError(OBJECT_NOT_IN_PREREQUISITE_STATE,
                       f"requested timeline {cmd.timeline} is not in this server's history: "
@@ -273,7 +273,7 @@ async def _start_replication(
             timeline.changed.notify()
     if outcome:
         raise outcome[0]
-    # S6: the client ended the copy; we end ours and the command.
+    # T6: the client ended the copy; we end ours and the command.
     await conn.send(encode_copy_done() + encode_command_complete("START_STREAMING"))
 
 

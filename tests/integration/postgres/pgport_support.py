@@ -3,6 +3,7 @@ serve ``--listen-pg``, and libpq conninfos of those ports."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,7 +43,7 @@ async def ingesting(cluster: Cluster, primary: PostgresServer) -> AsyncIterator[
 
 
 async def receivewal(pg: PostgresServer, conninfo: str, target: Path, *args: str,
-                     timeout: float = 120.0) -> trio.CompletedProcess[bytes]:
+                     timeout: float = 120.0) -> subprocess.CompletedProcess[bytes]:
     """Run ``pg_receivewal -d conninfo -D target args`` to its end (any exit code)."""
     with trio.fail_after(timeout):
         return await trio.run_process(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from safekeeper_recovery.postgres import PostgresServer
+from safekeeper_recovery.postgres import PostgresError, PostgresServer, running_postgres
 from safekeeper_recovery.testing import Cluster, MiB, wait_until
 
 from .ingest_support import SEG, TTID, segment_name, wait_committed
@@ -24,6 +24,7 @@ async def pg_cluster(shared_dir: Path) -> Cluster:  # type: ignore[misc]
         await c.aclose()
 
 
+@pytest.mark.slow
 async def test_pg_receivewal_from_a_safekeeper_writes_the_primarys_segments(
     primary: PostgresServer, pg_cluster: Cluster, shared_dir: Path,
 ) -> None:
@@ -70,3 +71,56 @@ async def test_pg_receivewal_from_a_safekeeper_writes_the_primarys_segments(
     # where it started (K2).
     assert consumer.flush_lsn == 0
     assert consumer.hold_lsn == start
+
+
+async def _standby_sees(standby: PostgresServer, table: str, timeout: float = 60) -> None:
+    async def present() -> bool:
+        try:
+            return await standby.sql(f"SELECT count(*) FROM {table}") == "1"
+        except PostgresError:
+            return False  # not replayed yet (or the standby is reconnecting)
+
+    await wait_until(present, timeout, message=f"{table} replayed on the standby", poll=0.2)
+
+
+@pytest.mark.slow
+async def test_a_standby_streams_from_the_safekeepers_and_survives_losing_one(
+    primary: PostgresServer, pg_cluster: Cluster, shared_dir: Path, pg_bindir: Path,
+) -> None:
+    cluster = pg_cluster
+    async with ingesting(cluster, primary):
+        backup = shared_dir / "backup"
+        await primary.base_backup(backup)  # without WAL: the standby streams all of it
+        (backup / "standby.signal").touch()
+        conninfo = (f"{cluster.pg_hosts} options=''-c tenant_id={TTID.tenant_id} "
+                    f"-c timeline_id={TTID.timeline_id}'' application_name=standby1 "
+                    "connect_timeout=2")
+        settings = {"primary_conninfo": f"'{conninfo}'", "hot_standby": "on",
+                    "wal_retrieve_retry_interval": "'200ms'",
+                    "wal_receiver_status_interval": "'1s'"}
+        async with running_postgres(shared_dir / "standby", from_backup=backup,
+                                    bindir=pg_bindir, settings=settings) as standby:
+            await primary.sql("CREATE TABLE marker1 AS SELECT 1 AS x")
+            await _standby_sees(standby, "marker1")
+            port = int(await standby.sql("SELECT sender_port FROM pg_stat_wal_receiver"))
+            using = next(i for i, n in cluster.nodes.items() if n.pg_port == port)
+
+            status = await cluster.timeline_status(using, TTID)
+            [consumer] = status.pg_consumers
+            assert (consumer.application_name, consumer.connected) == ("standby1", True)
+
+            await cluster[using].kill()
+            await primary.sql("CREATE TABLE marker2 AS SELECT 1 AS x")
+            await _standby_sees(standby, "marker2")
+            now = int(await standby.sql("SELECT sender_port FROM pg_stat_wal_receiver"))
+            assert now != port
+            # the standby's flush position reaches the new node's consumer entry
+            other = next(i for i, n in cluster.nodes.items() if n.pg_port == now)
+            replayed = await standby.lsn("SELECT pg_last_wal_replay_lsn()")
+
+            async def reported() -> bool:
+                st = await cluster.timeline_status(other, TTID)
+                return any(c.flush_lsn is not None and c.flush_lsn >= replayed
+                           for c in st.pg_consumers)
+
+            await wait_until(reported, 30, message="the standby's flush position reported")
