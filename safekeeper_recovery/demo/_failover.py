@@ -57,6 +57,8 @@ _PROCESSED: Final = re.compile(r"number of transactions actually processed: (\d+
 _STEP_TIMEOUT: Final = 60.0
 
 Say = Callable[[str], None]
+LoadTick = Callable[[float, int], None]
+"""Called during the load with the seconds elapsed and the commits acknowledged so far."""
 
 
 @final
@@ -147,7 +149,7 @@ async def _ingest(cluster: Cluster, primary: PostgresServer, ttid: TenantTimelin
 
 async def run_failover(
     cluster: Cluster, ttid: TenantTimelineId, root: Path, *, load_seconds: float,
-    pgbench: bool = True, say: Say = lambda _: None,
+    pgbench: bool = True, say: Say = lambda _: None, on_load: LoadTick = lambda _, __: None,
 ) -> FailoverResult:
     """Run the scenario once on the running ``cluster`` (a fresh timeline ``ttid``) with
     servers under ``root`` (reachable by the server user); raise on any failure. The
@@ -181,7 +183,7 @@ async def run_failover(
                 say(f"Standby on port {standby.port} streams from the safekeepers "
                     f"({conninfo.split(' user=')[0]})")
                 acked, processed, flush = await _load_and_crash(
-                    primary, ingest, load_seconds, pgbench, say)
+                    primary, ingest, load_seconds, pgbench, say, on_load)
                 t0 = time.monotonic()
                 commit_lsn = await _sync(cluster, ttid, say)
                 await _catch_up(standby, commit_lsn)
@@ -224,7 +226,7 @@ async def _wait_streaming(standby: PostgresServer) -> None:
 
 
 async def _load_and_crash(primary: PostgresServer, ingest: BackgroundCli,
-                          load_seconds: float, pgbench: bool, say: Say
+                          load_seconds: float, pgbench: bool, say: Say, on_load: LoadTick,
                           ) -> tuple[int, int | None, Lsn]:
     """Run the load for ``load_seconds``, SIGKILL the primary and its ingest (as if their
     host died: the ingest cannot even pass on its last commit), and return the client's
@@ -254,7 +256,11 @@ async def _load_and_crash(primary: PostgresServer, ingest: BackgroundCli,
             say(f"Load for {load_seconds:g}s: pgbench ({PGBENCH_CLIENTS} clients) "
                 "and a client counting its own acknowledged commits" if pgbench else
                 f"Load for {load_seconds:g}s: a client counting its own acknowledged commits")
-            await trio.sleep(load_seconds)  # the load's length, not a wait for a condition
+            deadline = trio.current_time() + load_seconds
+            while (left := deadline - trio.current_time()) > 0:
+                on_load(load_seconds - left, acked[0])
+                await trio.sleep(min(0.2, left))  # the load's length, not a condition
+            on_load(load_seconds, acked[0])
             flush = await primary.lsn("SELECT pg_current_wal_flush_lsn()")
             pids = primary.crash()
             crashed = True

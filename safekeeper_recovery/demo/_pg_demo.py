@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..core import TenantId, TenantTimelineId, TimelineId
@@ -36,14 +37,48 @@ async def run_postgres_demo(*, root: Path, console: Console, load_seconds: float
         for node in cluster.nodes.values():
             console.print(f"  node {node.node_id}: {node.http_url}  {node.wal_url}  "
                           f"pg port {node.pg_port}", highlight=False)
-        return await run_failover(cluster, ttid, root, load_seconds=load_seconds,
-                                  say=lambda text: console.print(text, highlight=False))
+        bar = _LoadBar(console, load_seconds)
+
+        def say(text: str) -> None:
+            bar.close()  # the load is over when the next step speaks
+            console.print(text, highlight=False)
+
+        try:
+            return await run_failover(cluster, ttid, root, load_seconds=load_seconds,
+                                      say=say, on_load=bar.tick)
+        finally:
+            bar.close()
     except BaseException:
         for node in cluster.nodes.values():
             console.print(f"[dim]--- node {node.node_id} log tail ---\n{node.tail_log()}[/]")
         raise
     finally:
         await cluster.aclose()
+
+
+class _LoadBar:
+    """A progress bar over the load's seconds, with the acknowledged commits so far."""
+
+    def __init__(self, console: Console, seconds: float) -> None:
+        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                  TimeRemainingColumn(), console=console)
+        self._seconds = seconds
+        self._task: TaskID | None = None
+        self._closed = False
+
+    def tick(self, elapsed: float, acknowledged: int) -> None:
+        if self._closed:
+            return
+        if self._task is None:
+            self._progress.start()
+            self._task = self._progress.add_task("load", total=self._seconds)
+        self._progress.update(self._task, completed=elapsed,
+                              description=f"load: {acknowledged} commits acknowledged")
+
+    def close(self) -> None:
+        if self._task is not None and not self._closed:
+            self._progress.stop()
+        self._closed = self._task is not None or self._closed
 
 
 def print_failover_summary(result: FailoverResult, console: Console) -> None:
