@@ -46,13 +46,15 @@ def demo(nbytes: int, keep: bool, postgres: bool, load_time: float) -> None:
     catches up and is promoted. Exits 0 only if it holds every acknowledged transaction.
     """
     console = make_console()
+    ctx = click.get_current_context()
+    given = {name for name in ("nbytes", "load_time")
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
     if postgres:
-        ctx = click.get_current_context()
-        if ctx.get_parameter_source("nbytes") not in (None, click.core.ParameterSource.DEFAULT):
+        if "nbytes" in given:
             raise click.UsageError("--bytes is for the recovery demo, not --postgres")
         _postgres_demo(console, keep, load_time)
         return
-    if load_time != 5.0:
+    if "load_time" in given:
         raise click.UsageError("--load-time needs --postgres")
     # Node 3 is down on purpose while the proposer writes: its "unavailable" warnings are
     # expected here and would only bury the demo's own output.

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import trio
+from click.testing import CliRunner
 
+from safekeeper_recovery.cli import main
 from safekeeper_recovery.demo._failover import PGBENCH_CLIENTS
 from safekeeper_recovery.testing import CLI
 
@@ -43,3 +45,13 @@ async def test_demo_postgres_loses_no_acknowledged_transaction(pg_bindir: Path) 
         in_flight = 1 if name == "counting client" else PGBENCH_CLIENTS  # Z2
         assert acked <= held <= acked + in_flight, row
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--postgres", "--bytes", "1MiB"], "--bytes is for the recovery demo, not --postgres"),
+    (["--load-time", "5s"], "--load-time needs --postgres"),
+])
+def test_an_option_of_the_other_demo_is_a_usage_error(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["demo", *args])
+    assert result.exit_code == 2
+    assert message in result.output
