@@ -10,8 +10,9 @@ synchronous commit returned for). Before a failover, :func:`sync_safekeepers` ru
 ordinary proposer in a new term that writes **no WAL of its own**: the election picks the
 donor (the most advanced voter), every voter is truncated to and caught up with the donor's
 WAL (fetched from the donor, rule P3 of the proposer), and the term start, which is the
-donor's flush, is committed on a quorum. Everything any quorum held is then committed and
-the nodes' commit_lsn says so; a standby streaming from them sees all of it.
+donor's flush, is committed on a quorum. Whatever a quorum had flushed is on the donor (two
+quorums share a node, and the donor is the most advanced voter), so all of it is then
+committed and the nodes' commit_lsn says so; a standby streaming from them sees all of it.
 
 Rules
 -----

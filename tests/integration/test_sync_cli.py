@@ -65,8 +65,12 @@ async def test_sync_with_one_node_down_and_one_lagging_commits_the_quorums_wal(
     cluster = make_cluster(3)
     flush, commit_before = await writer_dies_ahead_of_its_commit(cluster)
     assert commit_before < flush
-    await cluster.start([3])  # lagging: it has not even got the timeline yet
+    # Node 3 lags: a new timeline, and no peer recovery of its own, so the sync itself must
+    # catch it up from the donor (proposer rule P3).
+    cluster[3].extra_args.append("--no-recovery")
+    await cluster.start([3])
     await cluster.create_timeline(TTID, ids=[3])
+    assert await cluster.flush_lsn(3, TTID) == DEFAULT_START_LSN
 
     done = await run_cli("sync", "--safekeepers", cluster.wal_urls, *IDS, timeout=120)
 
