@@ -294,6 +294,8 @@ async def test_readme_cluster_and_verify_recipes_run_as_written(tmp_path: Path) 
     online, offline = shell.output_of("safekeeper-recovery verify")
     assert " is valid: " in online
     assert " is valid: " in offline
+    [synced] = shell.output_of("safekeeper-recovery sync")  # the commit LSN, on stdout
+    assert re.fullmatch(r"[0-9A-F]+/[0-9A-F]+", synced.strip().splitlines()[-1]), synced
 
 
 async def test_readme_auth_recipe_runs_as_written(tmp_path: Path) -> None:
