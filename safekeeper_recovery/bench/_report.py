@@ -34,7 +34,8 @@ def _machine() -> str:
 def figures(r: BenchResults) -> list[tuple[str, str, str]]:
     """(figure, median (min-max), unit) rows."""
     rows: list[tuple[str, str, str]] = []
-    for s in (r.recovery, r.recovery_from_spawn, r.pg_receivewal, r.disk, r.ingest):
+    for s in (r.recovery, r.recovery_from_spawn, r.pg_receivewal, r.pg_port, r.disk,
+              r.ingest):
         rows.append((s.name, s.describe(), s.unit))
     for name, s in r.ratios().items():
         rows.append((name, s.describe(".2f"), "x"))
@@ -78,6 +79,8 @@ def targets(r: BenchResults) -> list[tuple[str, str, bool | None]]:
           ".2f")
     ing = med(ratios["ingest ÷ pg_receivewal"])
     check("ingest ÷ pg_receivewal ≥ 0.7", ing, ing is not None and ing >= 0.7, ".2f")
+    port = med(ratios["pg port ÷ pg_receivewal"])
+    check("pg port ÷ pg_receivewal ≥ 1.0", port, port is not None and port >= 1.0, ".2f")
     d, f = med(r.detect), med(r.finish)
     check("detect latency median ≤ 0.5 s", d, d is not None and d <= 0.5, ".3f")
     check("finish latency median ≤ 1.5 s", f, f is not None and f <= 1.5, ".3f")
@@ -137,7 +140,9 @@ def render_markdown(r: BenchResults, command: str, notes: str = "") -> str:
         "streams the same bytes); the disk limit (N bytes written as 16 MiB files, one "
         "write + fsync per file, by a plain Python loop); and the test proposer (in the "
         "benchmark process, 64 MiB window) writing N bytes to three nodes (ingest); and node "
-        "3 recovering N/4 bytes, for its peak RSS (VmHWM) against the N runs'. Ratios "
+        "3 recovering N/4 bytes, for its peak RSS (VmHWM) against the N runs'; and "
+        "`pg_receivewal` streaming the same N bytes, the same way, from a safekeeper's "
+        "`--listen-pg` port (one node, loaded once with the same WAL by the ingest). Ratios "
         "are per round (same window), then median (min-max). MB = 10^6 bytes. CPU is user + "
         "system time from `/proc/<pid>/stat` per GiB moved (each ingest node counts once "
         "per round).",

@@ -3,8 +3,9 @@
 Per round, in an order rotated each round (so no figure always runs first or last):
 node 3 recovering N bytes from a donor; ``pg_receivewal`` streaming N bytes of real WAL;
 the disk limit (N bytes as fsynced segment files); a proposer writing N bytes to three
-nodes; node 3 recovering N/4 bytes (its peak RSS). Then the latency trials and the
-idle-cost run.
+nodes; node 3 recovering N/4 bytes (its peak RSS); ``pg_receivewal`` streaming the same N
+bytes from a safekeeper's pg port (``_pgport``). Then the latency trials and the idle-cost
+run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rich.console import Console
 from ._cluster import BenchCluster
 from ._disk import write_segments
 from ._idle import IdleResult, measure_idle
+from ._pgport import PgPortBench
 from ._postgres import PostgresServer
 from ._stats import Samples, ratio
 
@@ -48,6 +50,8 @@ class BenchResults:
     recovery_from_spawn: Samples = attrs.Factory(
         lambda: Samples("recovery incl. process start", "MB/s"))
     pg_receivewal: Samples = attrs.Factory(lambda: Samples("pg_receivewal", "MB/s"))
+    pg_port: Samples = attrs.Factory(
+        lambda: Samples("pg_receivewal from a safekeeper's pg port", "MB/s"))
     disk: Samples = attrs.Factory(lambda: Samples("disk limit", "MB/s"))
     ingest: Samples = attrs.Factory(lambda: Samples("ingest (propose to 3)", "MB/s"))
     cpu_recipient: Samples = attrs.Factory(
@@ -70,6 +74,7 @@ class BenchResults:
             "recovery ÷ disk limit": ratio(self.recovery, self.disk),
             "ingest ÷ pg_receivewal": ratio(self.ingest, self.pg_receivewal),
             "ingest ÷ disk limit": ratio(self.ingest, self.disk),
+            "pg port ÷ pg_receivewal": ratio(self.pg_port, self.pg_receivewal),
         }
 
 
@@ -80,13 +85,17 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
     n = config.nbytes
     pg = PostgresServer(root / "pg", rounds=config.rounds)
     bench = BenchCluster.plan(root)
+    pgport = PgPortBench(root, pg)
     try:
         console.print(f"[bold]Setting up[/] under {root}: PostgreSQL with {n / 2**20:.0f} MiB "
                       "of WAL, three nodes with donors holding the same amount")
         await pg.start()
+        await pgport.reserve()
         await pg.make_wal(n)
         results.pg_version = await pg.sql("SHOW server_version")
         await bench.setup(n, n // 4)
+        console.print("  loading the same WAL into a node with a pg port (ingest)")
+        await pgport.load()
 
         async def recovery(_: int) -> None:
             run = await bench.recover(bench.main)
@@ -111,6 +120,9 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             for node_cpu in run.node_cpu:
                 results.cpu_ingest_node.add(node_cpu / (n / 2**30))
 
+        async def pg_port(_: int) -> None:
+            results.pg_port.add(n / MB / await pgport.stream(root / "receivewal-pgport"))
+
         async def memory(_: int) -> None:
             small = await bench.recover(bench.small)
             results.peak_rss_small.add(small.peak_rss / 2**20)
@@ -123,6 +135,7 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             ("recovery", recovery), ("pg_receivewal", receivewal),
             ("disk limit", disk), ("ingest", ingest),
             (f"memory: recovering {n // 4 / 2**20:.0f} MiB", memory),
+            ("pg_receivewal from the pg port", pg_port),
         ]
         for r in range(config.rounds):
             order = steps[r % len(steps):] + steps[:r % len(steps)]
@@ -136,6 +149,7 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             results.detect.add(trial.detect)
             results.finish.add(trial.finish)
         await bench.stop()
+        await pgport.stop()
         await pg.stop()
 
         console.print(f"  idle: {config.idle_timelines} timelines on one node")
@@ -145,6 +159,7 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
     finally:
         with trio.CancelScope(shield=True):
             await bench.stop()
+            await pgport.stop()
             # Already stopped (or never started): nothing to clean up.
             with contextlib.suppress(RuntimeError):
                 await pg.stop()
