@@ -238,6 +238,7 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
                     extra_services=[recovery_service(engine, shown), lifecycle],
                     recovery_admin=engine, recovery_statuses=shown,
                     lifecycle_statuses=lifecycle_shown, metrics=metrics,
+                    archive=settings.archive,
                 )
             )
             log.info(
