@@ -71,12 +71,13 @@ class ArchivedWalReader:
         try:
             data = await self._archive.get(key)
         except ArchiveError as e:
+            # The kind and segment come first: a close reason keeps only 123 bytes.
             raise ArchivedWalUnreadable(
-                f"WAL segment {key} was removed from this node and cannot be read from the "
-                f"archive ({e.kind}): {e}", kind=e.kind) from e
+                f"archive {e.kind}: removed segment {key.rsplit('/', 1)[1]} is not served "
+                f"from the archive: {e}", kind=e.kind) from e
         if len(data) != self._seg_size:
             raise ArchivedWalUnreadable(
-                f"archive object {where} has {len(data)} bytes, not one {self._seg_size}-byte "
+                f"archive corrupt: archive object {where} has {len(data)} bytes, not one {self._seg_size}-byte "
                 "WAL segment: it is not served", kind="corrupt")
         self.fetched_segments += 1
         self.fetched_bytes += len(data)
