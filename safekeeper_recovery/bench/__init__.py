@@ -1,6 +1,7 @@
 """Benchmarks: recovery and ingest throughput against ``pg_receivewal`` and the disk,
 latency, idle cost at scale, memory. Run with ``safekeeper-recovery bench``."""
 
+from ._archive import ARCHIVE_SEG_SIZE, ArchiveRun, DiskSample, run_archive, run_plain_ingest
 from ._cluster import BenchCluster, IngestRun, LatencyTrial, RecoveryRun, cpu_seconds, peak_rss, rss
 from ._disk import SEGMENT_SIZE, write_segments
 from ._idle import IdleResult, measure_idle
@@ -10,10 +11,13 @@ from ._run import BenchConfig, BenchResults, run_benchmarks
 from ._stats import Samples, ratio
 
 __all__ = [
+    "ARCHIVE_SEG_SIZE",
     "SEGMENT_SIZE",
+    "ArchiveRun",
     "BenchCluster",
     "BenchConfig",
     "BenchResults",
+    "DiskSample",
     "IdleResult",
     "IngestRun",
     "LatencyTrial",
@@ -30,7 +34,9 @@ __all__ = [
     "render_markdown",
     "render_table",
     "rss",
+    "run_archive",
     "run_benchmarks",
+    "run_plain_ingest",
     "targets",
     "write_segments",
 ]

@@ -77,8 +77,8 @@ class ArchivedWalReader:
                 f"from the archive: {e}", kind=e.kind) from e
         if len(data) != self._seg_size:
             raise ArchivedWalUnreadable(
-                f"archive corrupt: archive object {where} has {len(data)} bytes, not one {self._seg_size}-byte "
-                "WAL segment: it is not served", kind="corrupt")
+                f"archive corrupt: archive object {where} has {len(data)} bytes, not one "
+                f"{self._seg_size}-byte WAL segment: it is not served", kind="corrupt")
         self.fetched_segments += 1
         self.fetched_bytes += len(data)
         log.info("timeline %s: serving removed segment %s from the archive", self._ttid, key)

@@ -155,12 +155,15 @@ async def test_three_nodes_archive_every_committed_segment_and_remove_it_from_di
     # An archived segment damaged behind its checksum is never served: the stream asking
     # for it closes with 4011 (ArchivedWalUnreadable) before a byte of it.
     first_object.write_bytes(b"\0" * SEG_SIZE)
-    with pytest.raises(WalStreamClosed) as closed:
+    async def read_first_segment() -> None:
         async with open_wal_stream(cluster[1].wal_url, ttid.tenant_id, ttid.timeline_id,
                                    DEFAULT_START_LSN) as stream:
             while True:
                 got = await stream.receive()
                 assert not isinstance(got, WalData), got
+
+    with pytest.raises(WalStreamClosed) as closed:
+        await read_first_segment()
     assert closed.value.archive_unreadable, closed.value
     assert closed.value.reason.startswith("archive corrupt: removed segment 0000000100"), (
         closed.value.reason)
