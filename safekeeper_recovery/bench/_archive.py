@@ -35,8 +35,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -50,11 +52,14 @@ from ..storage import open_archive, segment_key
 from ..testing import Cluster
 from ..transport import SafekeeperClient
 from ._cluster import PROPOSER_WINDOW, START_LSN
+from ._stats import Samples, ratio
 
 __all__ = [
     "ARCHIVE_SEG_SIZE",
+    "ArchiveFigures",
     "ArchiveRun",
     "DiskSample",
+    "archive_round",
     "run_archive",
     "run_plain_ingest",
 ]
@@ -327,3 +332,86 @@ async def _verify_archive(run: ArchiveRun, url: str, endpoint: str | None,
             run.mismatched.append(f"{key}: differs from the WAL the proposer wrote")
         else:
             run.verified_segments += 1
+
+
+@attrs.define
+class ArchiveFigures:
+    """The benchmark's lifecycle figures over its rounds (B5), one sample per round."""
+
+    ingest_on: Samples = attrs.Factory(
+        lambda: Samples("ingest, archive + removal on (3 nodes, 16 MiB segments)", "MB/s"))
+    ingest_off: Samples = attrs.Factory(
+        lambda: Samples("ingest, no archive (same setup)", "MB/s"))
+    upload: Samples = attrs.Factory(lambda: Samples("archive upload (busy time)", "MB/s"))
+    upload_ratio: Samples = attrs.Factory(
+        lambda: Samples("archive upload ÷ ingest (same run)", "x"))
+    removal: Samples = attrs.Factory(lambda: Samples("removal rate", "segments/s"))
+    catch_up: Samples = attrs.Factory(
+        lambda: Samples("archive caught up after ingest ends", "s"))
+    over_unarchived: Samples = attrs.Factory(
+        lambda: Samples("WAL on disk beyond the unarchived (max of samples)", "MiB"))
+    runs: list[ArchiveRun] = attrs.Factory(list)
+
+    def add(self, run: ArchiveRun, plain_seconds: float) -> None:
+        self.runs.append(run)
+        self.ingest_on.add(run.ingest_mb_s)
+        self.ingest_off.add(run.nbytes / 1e6 / plain_seconds)
+        self.upload.add(run.upload_mb_s)
+        self.upload_ratio.add(run.upload_ratio)
+        self.removal.add(run.removal_segments_per_second)
+        self.catch_up.add(run.catch_up_seconds)
+        self.over_unarchived.add(run.peak_over_unarchived / 2**20)
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(figure, median (min-max), unit) rows of the report; none if not run."""
+        if not self.runs:
+            return []
+        cost = ratio(self.ingest_on, self.ingest_off)
+        out = [(s.name, s.describe(), s.unit)
+               for s in (self.ingest_on, self.ingest_off, self.upload)]
+        out.append((self.upload_ratio.name, self.upload_ratio.describe(".2f"), "x"))
+        out.append(("ingest with ÷ without archive + removal", cost.describe(".2f"), "x"))
+        out += [(s.name, s.describe(), s.unit)
+                for s in (self.removal, self.catch_up, self.over_unarchived)]
+        return out
+
+    def targets(self) -> list[tuple[str, str, bool | None]]:
+        """(target, measured, met) rows: uploads keep up, the disk bound, the archive."""
+        if not self.runs:
+            return []
+        worst = min(self.upload_ratio.values)
+        samples = sum(len(r.samples) for r in self.runs)
+        violations = sum(len(r.violations) for r in self.runs)
+        verified = sum(r.verified_segments for r in self.runs)
+        archived = sum(r.archived_segments for r in self.runs)
+        return [
+            ("archive upload ÷ ingest ≥ 1.0 (every round)", f"{worst:.2f}", worst >= 1.0),
+            (f"WAL on disk ≤ unarchived + {BOUND_SEGMENTS} segments (every sample)",
+             f"{violations} of {samples} over", violations == 0),
+            ("archived segments byte-identical to the WAL written",
+             f"{verified} of {archived}", verified == archived and all(
+                 not r.extra_objects for r in self.runs)),
+        ]
+
+
+async def archive_round(root: Path, nbytes: int, figures: ArchiveFigures, index: int) -> None:
+    """One benchmark round: :func:`run_archive` and :func:`run_plain_ingest` of ``nbytes``,
+    their order alternating by round; their directories are removed afterwards."""
+    async def plain() -> float:
+        return await run_plain_ingest(root / f"plain-{index}", nbytes)
+
+    async def archived() -> ArchiveRun:
+        return await run_archive(root / f"archive-{index}", nbytes)
+
+    try:
+        if index % 2:
+            plain_seconds = await plain()
+            run = await archived()
+        else:
+            run = await archived()
+            plain_seconds = await plain()
+    finally:
+        for name in (f"plain-{index}", f"archive-{index}"):
+            await trio.to_thread.run_sync(partial(shutil.rmtree, root / name,
+                                                  ignore_errors=True))
+    figures.add(run, plain_seconds)

@@ -19,6 +19,7 @@ import attrs
 import trio
 from rich.console import Console
 
+from ._archive import ArchiveFigures, archive_round
 from ._cluster import BenchCluster
 from ._disk import write_segments
 from ._idle import IdleResult, measure_idle
@@ -39,6 +40,8 @@ class BenchConfig:
     idle_timelines: int = 10_000
     idle_window: float = 30.0
     keep: bool = False
+    archive: bool = True
+    """Run the WAL lifecycle figures (``_archive.py``) each round."""
 
 
 @attrs.define
@@ -61,6 +64,7 @@ class BenchResults:
     peak_rss_small: Samples = attrs.Factory(lambda: Samples("peak RSS, N/4", "MiB"))
     peak_rss_main: Samples = attrs.Factory(lambda: Samples("peak RSS, N", "MiB"))
     idle: IdleResult | None = None
+    archive: ArchiveFigures = attrs.Factory(ArchiveFigures)
     pg_version: str = ""
     errors: list[str] = attrs.Factory(list)
 
@@ -124,6 +128,9 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             ("disk limit", disk), ("ingest", ingest),
             (f"memory: recovering {n // 4 / 2**20:.0f} MiB", memory),
         ]
+        if config.archive:
+            steps.append(("archive: ingest with and without archive + removal",
+                          lambda i: archive_round(root / "lifecycle", n, results.archive, i)))
         for r in range(config.rounds):
             order = steps[r % len(steps):] + steps[:r % len(steps)]
             for name, step in order:
