@@ -21,8 +21,9 @@ B2  Every ``sample_interval`` seconds, while the proposer writes and until the a
     the horizon is in, and up to three for removal running behind the status it is
     compared with (it follows the upload in the same step, a peer's news after the
     coalescing delay, and on a starved CPU later still: the 4 GiB run at load 10 on two
-    cores peaked at four segments beyond ``held``). A sample above it is a violation. ``unarchived`` (flush - backup_lsn alone) is recorded too, to report how
-    much beyond it a node held.
+    cores peaked at four segments beyond ``held``). A sample above it is a violation.
+    ``unarchived`` (flush - backup_lsn alone) is recorded too, to report how much beyond
+    it a node held.
 B3  Once the proposer is done, the run waits (with a deadline) until every node's
     ``backup_lsn`` and removal horizon reach the last complete segment: the archive caught
     up and every node removed what it archived.
