@@ -1,6 +1,6 @@
 """The long run of issue 14: N bytes through three real nodes archiving to ``file://`` on
-16 MiB segments; each node's WAL on disk stays below what is not archived or not yet on
-every live peer plus 5 segments at every sample, the archive catches up, every node
+16 MiB segments; each node's WAL on disk stays below what was not archived or not yet on
+every live peer 2 s earlier, plus 3 segments, at every sample, the archive catches up, every node
 removes what it archived, and every archived segment is byte-identical to the WAL the
 proposer wrote (``bench/_archive.py``, rules B1-B5). 256 MiB runs in the suite; the 4 GiB
 run is opt-in (``SAFEKEEPER_LONG_RUN=1 pytest -m long_run``) and its figures are in
