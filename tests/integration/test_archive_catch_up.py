@@ -115,3 +115,65 @@ async def test_a_node_down_past_the_peer_hold_catches_up_through_the_archive(
     # The recovering node saw nothing go wrong on its way.
     status = await cluster.timeline_status(3, ttid)
     assert status.flush_lsn == flush
+
+
+async def test_a_damaged_archived_segment_is_never_served_and_a_repaired_one_is(
+    make_cluster: ClusterFactory, tmp_path: Path,
+) -> None:
+    archive, _ = file_archive(tmp_path)
+    root = tmp_path / "archive"
+    cluster = make_cluster(3, extra_args=[*archive, "--wal-peer-hold", "1s"])
+    cluster[3].extra_args += ["--wal-keep-size", "64MiB"]
+    await cluster.start()
+    ttid = make_ttid(63)
+    await cluster.create_timeline(ttid)
+    result = await cluster.propose(*propose_args(cluster, ttid, "1MiB"))
+    assert result.returncode == 0, result.stderr
+    end = await cluster.flush_lsn(1, ttid)
+
+    async def node_3_has_it() -> bool:
+        return await cluster.flush_lsn(3, ttid) == end
+
+    await wait_until(node_3_has_it, 30, message=f"node 3 flushed up to {end}")
+    await cluster[3].kill()
+    result = await cluster.propose(*propose_args(cluster, ttid, "4MiB", ids=[1, 2]))
+    assert result.returncode == 0, result.stderr
+    commit = await cluster.commit_lsn(1, ttid)
+    archived_end = Lsn(int(commit) - int(commit) % SEG_SIZE)
+
+    async def removed_past_node_3() -> bool:
+        states = [await lifecycle_of(cluster, n, ttid) for n in (1, 2)]
+        return all(s["removal_horizon"] == str(archived_end) for s in states)
+
+    await wait_until(removed_past_node_3, 60,
+                     message=f"nodes 1 and 2 archived and removed their WAL up to {archived_end}")
+    # The second segment node 3 needs is damaged behind its recorded checksum.
+    damaged = Lsn((end // SEG_SIZE + 1) * SEG_SIZE)
+    obj = root / segment_key(ttid, damaged // SEG_SIZE, SEG_SIZE)
+    good = obj.read_bytes()
+    obj.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
+
+    await cluster[3].start()
+
+    async def refused() -> bool:
+        recovery = (await cluster.timeline_status(3, ttid)).recovery
+        return "archive corrupt" in (recovery.last_error or "")
+
+    await wait_until(refused, 60, message="node 3's recovery reports the corrupt object")
+    # Not a byte of the damaged segment reached node 3 (what came before it may or may
+    # not have been flushed when the attempt ended: an attempt that fails flushes nothing
+    # more).
+    assert end <= await cluster.flush_lsn(3, ttid) <= damaged
+    recovery = (await cluster.timeline_status(3, ttid)).recovery
+    assert "4011" in (recovery.last_error or ""), recovery
+
+    # Repaired (re-archived as it was), the next attempt goes through by itself.
+    obj.write_bytes(good)
+    flush = await cluster.flush_lsn(1, ttid)
+
+    async def caught_up() -> bool:
+        return await cluster.flush_lsn(3, ttid) == flush
+
+    await wait_until(caught_up, 90, message="node 3 caught up once the object was repaired")
+    digest = await cluster.digest(3, ttid, damaged, Lsn(damaged + SEG_SIZE))
+    assert digest == hashlib.sha256(good).hexdigest()
