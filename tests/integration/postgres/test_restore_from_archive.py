@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 import sysconfig
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+import safekeeper_recovery
 from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.postgres import (
     PostgresServer,
@@ -27,22 +31,48 @@ from safekeeper_recovery.testing import Cluster, wait_until
 from .ingest_support import SEG, TTID, segment_name, start_ingest, wait_committed
 
 
-def server_user_cli(shared_dir: Path) -> str:
+@contextmanager
+def enterable_by_others(paths: list[Path]) -> Iterator[None]:
+    """Let other users traverse (``o+x``, never read) every directory above ``paths``.
+
+    A fresh checkout may sit in a directory only root can enter (``mktemp -d`` makes 0700
+    directories; ``/root`` is 0700), and the server's ``restore_command`` runs as
+    ``postgres``: it must reach the interpreter's packages and the editable source. Each
+    mode is put back on the way out."""
+    changed: dict[Path, int] = {}
+    try:
+        for path in paths:
+            for directory in path.resolve().parents:
+                mode = directory.stat().st_mode
+                if directory not in changed and not mode & stat.S_IXOTH:
+                    changed[directory] = mode
+                    directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+        yield
+    finally:
+        for directory, mode in changed.items():
+            directory.chmod(stat.S_IMODE(mode))
+
+
+@contextmanager
+def server_user_cli(shared_dir: Path) -> Iterator[str]:
     """A ``safekeeper-recovery`` command the server user can run.
 
     Not root: this interpreter's own script. Root (the server runs as ``postgres``): the
     interpreter may live in a directory ``postgres`` cannot enter (``/root/.pyenv``), so a
     launcher in ``shared_dir`` runs the same package with a system Python of the same
-    version (skips if there is none)."""
+    version (skips if there is none), with the directories above the packages made
+    enterable for the run."""
     script = Path(sys.executable).parent / "safekeeper-recovery"
     if os.geteuid() != 0:
-        return str(script)
+        yield str(script)
+        return
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     system_python = next((p for p in (f"/usr/bin/{version}", f"/usr/local/bin/{version}")
                           if os.access(p, os.X_OK)), None)
     if system_python is None:
         pytest.skip(f"no {version} the postgres user can run (restore_command)")
     site = sysconfig.get_paths()["purelib"]
+    source = Path(safekeeper_recovery.__file__).parent
     launcher = shared_dir / "bin" / "safekeeper-recovery"
     launcher.parent.mkdir()
     launcher.write_text(
@@ -51,7 +81,8 @@ def server_user_cli(shared_dir: Path) -> str:
         "from safekeeper_recovery.cli import main; sys.argv[0] = \"safekeeper-recovery\"; "
         "sys.exit(main())' \"$@\"\n")
     launcher.chmod(0o755)
-    return str(launcher)
+    with enterable_by_others([Path(site), source, launcher]):
+        yield str(launcher)
 
 
 @pytest.mark.slow
@@ -97,21 +128,21 @@ async def test_a_server_restored_from_a_base_backup_replays_from_the_archive(
              "(SELECT count(*) FROM pgbench_history), (SELECT answer FROM archive_marker)")
     expected = await primary.sql(query)
 
-    cli = server_user_cli(shared_dir)
-    restore = (f"{cli} restore-wal %f %p --archive {url} --tenant-id {TTID.tenant_id} "
-               f"--timeline-id {TTID.timeline_id}")
-    async with running_postgres(
-        shared_dir / "restored", from_backup=backup, recovery_signal=True,
-        settings={"restore_command": f"'{restore}'"},
-    ) as restored:
+    with server_user_cli(shared_dir) as cli:
+        restore = (f"{cli} restore-wal %f %p --archive {url} --tenant-id {TTID.tenant_id} "
+                   f"--timeline-id {TTID.timeline_id}")
+        async with running_postgres(
+            shared_dir / "restored", from_backup=backup, recovery_signal=True,
+            settings={"restore_command": f"'{restore}'"},
+        ) as restored:
 
-        async def promoted() -> bool:
-            return await restored.sql("SELECT pg_is_in_recovery()") == "f"
+            async def promoted() -> bool:
+                return await restored.sql("SELECT pg_is_in_recovery()") == "f"
 
-        await wait_until(promoted, 120, message="the restored server to replay the archive "
-                                               "and promote", poll=0.2)
-        assert await restored.sql(query) == expected
-        log = restored.log_tail(200_000)
+            await wait_until(promoted, 120, message="the restored server to replay the archive "
+                                                   "and promote", poll=0.2)
+            assert await restored.sql(query) == expected
+            log = restored.log_tail(200_000)
     # Every segment from the backup's start to the switch came from restore-wal ...
     label = (backup / "backup_label").read_text()
     backup_start = Lsn.parse(label.split("START WAL LOCATION: ")[1].split()[0])
