@@ -10,6 +10,7 @@ from safekeeper_recovery.bench import (
     BenchResults,
     Samples,
     cpu_seconds,
+    figures,
     kept_sections,
     ratio,
     targets,
@@ -53,3 +54,41 @@ def test_memory_growth_compares_the_peaks_over_as_many_rounds_at_both_sizes() ->
     results.peak_rss_main.values.append(150.0)
     verdicts = {name: (value, ok) for name, value, ok in targets(results)}
     assert verdicts["peak RSS at N within 10 % of N/4 (max over rounds)"] == ("1.190", False)
+
+
+BOUND = ("WAL on disk ≤ not archived or not on every peer 2 s earlier + 3 segments "
+         "(every sample)")
+
+
+def test_archive_targets_fail_on_a_slow_upload_a_sample_over_the_bound_or_a_bad_object(
+) -> None:
+    from safekeeper_recovery.bench import ArchiveRun, DiskSample
+
+    results = BenchResults(BenchConfig())
+    seg = 16 << 20
+    run = ArchiveRun(1 << 30, seg, 4, ingest_seconds=10.0, uploaded_bytes=1 << 30,
+                     upload_seconds=5.0, removed_segments=190, removal_seconds=0.5,
+                     archived_segments=63, verified_segments=63)
+    run.samples.append(DiskSample(1.0, 1, 3 * seg, seg, seg, 5 * seg))
+    results.archive.add(run, plain_seconds=8.0)
+    verdicts = {name: (value, ok) for name, value, ok in targets(results)}
+    assert verdicts["archive upload ÷ ingest ≥ 1.0 (every round)"] == ("2.00", True)
+    assert verdicts[BOUND] == (
+        "0 of 1 over", True)
+    assert verdicts["archived segments byte-identical to the WAL written"] == ("63 of 63", True)
+    rows = {name: value for name, value, _ in figures(results)}
+    assert rows["ingest with ÷ without archive + removal"] == "0.80"
+    assert rows["removal rate"] == "380.0"
+    # An upload slower than ingest, a sample over the bound, an object that differs.
+    slow = ArchiveRun(1 << 30, seg, 4, ingest_seconds=10.0, uploaded_bytes=1 << 30,
+                      upload_seconds=20.0, archived_segments=63, verified_segments=62)
+    over = DiskSample(2.0, 2, 6 * seg, seg, seg, 5 * seg)
+    slow.samples.append(over)
+    slow.violations.append(over)
+    results.archive.add(slow, plain_seconds=8.0)
+    verdicts = {name: (value, ok) for name, value, ok in targets(results)}
+    assert verdicts["archive upload ÷ ingest ≥ 1.0 (every round)"] == ("0.50", False)
+    assert verdicts[BOUND] == (
+        "1 of 2 over", False)
+    assert verdicts["archived segments byte-identical to the WAL written"] == (
+        "125 of 126", False)

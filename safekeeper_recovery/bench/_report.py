@@ -45,6 +45,7 @@ def figures(r: BenchResults) -> list[tuple[str, str, str]]:
     rows.append((r.finish.name, r.finish.describe(".3f"), "s"))
     rows.append((r.peak_rss_small.name, r.peak_rss_small.describe(), "MiB"))
     rows.append((r.peak_rss_main.name, r.peak_rss_main.describe(), "MiB"))
+    rows += r.archive.rows()
     idle = r.idle
     if idle is not None:
         rows += [
@@ -89,6 +90,7 @@ def targets(r: BenchResults) -> list[tuple[str, str, bool | None]]:
               r.idle.cpu_percent <= 2.0, ".2f")
         check("start-up ≤ 20 s", r.idle.startup_seconds, r.idle.startup_seconds <= 20.0,
               ".2f")
+    out += r.archive.targets()
     # Peaks: the highest over the rounds, at both sizes (each size runs every round).
     big = max(r.peak_rss_main.values) if r.peak_rss_main.values else None
     small = max(r.peak_rss_small.values) if r.peak_rss_small.values else None

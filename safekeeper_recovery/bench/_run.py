@@ -20,6 +20,7 @@ import attrs
 import trio
 from rich.console import Console
 
+from ._archive import ArchiveFigures, archive_round
 from ._cluster import BenchCluster
 from ._disk import write_segments
 from ._idle import IdleResult, measure_idle
@@ -41,6 +42,8 @@ class BenchConfig:
     idle_timelines: int = 10_000
     idle_window: float = 30.0
     keep: bool = False
+    archive: bool = True
+    """Run the WAL lifecycle figures (``_archive.py``) each round."""
 
 
 @attrs.define
@@ -65,6 +68,7 @@ class BenchResults:
     peak_rss_small: Samples = attrs.Factory(lambda: Samples("peak RSS, N/4", "MiB"))
     peak_rss_main: Samples = attrs.Factory(lambda: Samples("peak RSS, N", "MiB"))
     idle: IdleResult | None = None
+    archive: ArchiveFigures = attrs.Factory(ArchiveFigures)
     pg_version: str = ""
     errors: list[str] = attrs.Factory(list)
 
@@ -137,6 +141,9 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             (f"memory: recovering {n // 4 / 2**20:.0f} MiB", memory),
             ("pg_receivewal from the pg port", pg_port),
         ]
+        if config.archive:
+            steps.append(("archive: ingest with and without archive + removal",
+                          lambda i: archive_round(root / "lifecycle", n, results.archive, i)))
         for r in range(config.rounds):
             order = steps[r % len(steps):] + steps[:r % len(steps)]
             for name, step in order:

@@ -165,7 +165,8 @@ _HOST_PORT_META = "HOST:PORT"  # checked by load_config, which names the setting
               "never removed.")
 @setting("--wal-peer-hold", type=DURATION,
          help="A peer heard from within this long keeps the WAL from its flush position on, "
-              "so that it can still catch up from this node.")
+              "so that it catches up from this node's disk (a peer away longer is served "
+              "from the archive).")
 @setting("--auth-public-key", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
          help="Ed25519 public key (PEM, from `keygen`): turns JWT auth on for both ports.")
 @setting("--token-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -241,6 +242,7 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
                     extra_services=[recovery_service(engine, shown), lifecycle],
                     recovery_admin=engine, recovery_statuses=shown,
                     lifecycle_statuses=lifecycle_shown, metrics=metrics,
+                    archive=settings.archive,
                 )
             )
             log.info(

@@ -33,6 +33,7 @@ from ._donors import (
 from ._errors import (
     AcceptorError,
     ArchiveCorrupted,
+    ArchivedWalUnreadable,
     ArchiveError,
     ArchiveObjectMissing,
     AuthError,
@@ -87,6 +88,7 @@ __all__ = [
     "ArchiveCorrupted",
     "ArchiveError",
     "ArchiveObjectMissing",
+    "ArchivedWalUnreadable",
     "AuthError",
     "CommonPointError",
     "CorruptionError",

@@ -8,7 +8,8 @@
     ├── RemoteProtocolError              a peer sent something malformed (close-code hint)
     ├── StreamStopped                    a WAL stream cannot go on (its close code says why)
     │   ├── StreamTermChanged            the term moved (4000)
-    │   └── WalRemoved                   the WAL asked for is gone (4001)
+    │   ├── WalRemoved                   the WAL asked for is gone (4001)
+    │   └── ArchivedWalUnreadable        removed here, and the archive cannot serve it (4011)
     ├── AcceptorError                    the acceptor refused a message (non-fatal, reconnect)
     ├── FatalTimelineError               the timeline must stop (e.g. truncating committed WAL)
     ├── StorageError                     durable storage failed or is inconsistent
@@ -36,6 +37,7 @@ __all__ = [
     "ArchiveCorrupted",
     "ArchiveError",
     "ArchiveObjectMissing",
+    "ArchivedWalUnreadable",
     "AuthError",
     "CommonPointError",
     "CorruptionError",
@@ -110,6 +112,19 @@ class WalRemoved(StreamStopped):
     """The WAL the stream needs is no longer on this node (below its local start)."""
 
     close_code: int | None = 4001
+
+
+class ArchivedWalUnreadable(StreamStopped):
+    """The WAL the stream needs was removed from this node and its archive copy cannot be
+    served: the object is missing, fails its size or SHA-256 check, or the archive does not
+    answer. Nothing of that segment was sent. ``kind`` is the archive error's kind
+    (``missing``, ``corrupt``, ``unreachable``, …)."""
+
+    close_code: int | None = 4011
+
+    def __init__(self, message: str, *, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class AcceptorError(SafekeeperError):

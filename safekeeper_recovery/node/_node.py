@@ -32,6 +32,7 @@ import trio
 
 from ..core import FlushWal, SafekeeperError, TenantTimelineId
 from ..recovery import RecoveryStatus
+from ..storage import Archive, open_archive
 from ..timeline import (
     FileBackend,
     LifecycleReport,
@@ -101,6 +102,7 @@ async def serve_node(
     recovery_statuses: Mapping[TenantTimelineId, RecoveryStatus] | None = None,
     lifecycle_statuses: Mapping[TenantTimelineId, LifecycleReport] | None = None,
     metrics: NodeMetrics | None = None,
+    archive: Archive | None = None,
     task_status: trio.TaskStatus[RunningNode] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the node described by ``config`` until cancelled (see the module docstring).
@@ -111,6 +113,8 @@ async def serve_node(
     timeline status (without it every timeline's recovery shows ``disabled``), likewise
     ``lifecycle_statuses`` (filled by ``node.lifecycle_service``);
     ``metrics`` (made here if not given) is shared by the HTTP app and such services.
+    ``archive`` (opened from ``config.archive`` if not given) serves WAL this node removed
+    to the peers that ask for it on the WAL port.
     The data directory is locked first (:class:`DataDirLock`, released on return), so a
     second node on it fails with :class:`DataDirLocked`, naming the holder's pid, before it
     reads or writes anything else. Raises ``OSError`` if a port cannot be bound,
@@ -127,7 +131,8 @@ async def serve_node(
         await _serve_locked(
             config, authenticator, peer_token, extra_services=extra_services,
             recovery_admin=recovery_admin, recovery_statuses=recovery_statuses,
-            lifecycle_statuses=lifecycle_statuses, metrics=metrics, task_status=task_status,
+            lifecycle_statuses=lifecycle_statuses, metrics=metrics, archive=archive,
+            task_status=task_status,
         )
 
 
@@ -141,6 +146,7 @@ async def _serve_locked(
     recovery_statuses: Mapping[TenantTimelineId, RecoveryStatus] | None,
     lifecycle_statuses: Mapping[TenantTimelineId, LifecycleReport] | None,
     metrics: NodeMetrics | None,
+    archive: Archive | None,
     task_status: trio.TaskStatus[RunningNode],
 ) -> None:
     """:func:`serve_node` once the data directory is locked."""
@@ -171,6 +177,8 @@ async def _serve_locked(
     wal_config = WalServerConfig(
         keepalive_interval=config.keepalive_interval, handshake_timeout=config.connect_timeout,
         idle_timeout=config.client_timeout,
+        archive=archive if archive is not None or config.archive is None
+        else open_archive(config.archive, endpoint=config.archive_endpoint),
     )
     slots = ConnectionSlots(connection_cap(config.max_connections))
     metrics.track_pg_consumers(partial(_pg_consumer_samples, registry))

@@ -14,8 +14,13 @@ Rules
    is not the last one available ends on an 8 KiB page boundary (as PostgreSQL does).
 4. After ``keepalive_interval`` seconds without sending anything, a Keepalive goes out
    (``reply_requested``); the sender never ends on its own when the reader is caught up.
-5. WAL below the timeline's local start cannot be served (``WalRemoved``); a start beyond
-   the end waits.
+5. WAL below the timeline's local start cannot be served from disk. With an archive, the
+   part at or past the timeline's start is served from it instead (rules W1-W4 of
+   ``_archived_wal.py``: verified, whole segments; a missing or corrupt object ends the
+   stream with ``ArchivedWalUnreadable``, close code 4011), with the same term checks,
+   chunking and messages as WAL from disk, and the stream goes on from disk where the
+   local WAL begins. Without an archive it ends with ``WalRemoved``. A start beyond the
+   end waits.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from ..core import (
     WalData,
     WalRemoved,
 )
+from ..storage import Archive
+from ._archived_wal import ArchivedWalReader
 from ._timeline import TermMismatch, Timeline
 
 __all__ = ["pg_timestamp_us", "run_wal_sender"]
@@ -56,16 +63,20 @@ async def run_wal_sender(
     *,
     keepalive_interval: float = 1.0,
     on_sent: Callable[[Lsn], None] | None = None,
+    archive: Archive | None = None,
 ) -> None:
     """Stream WAL from ``start_lsn`` through ``send``; never returns on its own.
 
     Raises ``StreamTermChanged`` when the term moves (rule 2), ``WalRemoved`` when the
     requested WAL was removed (rule 5), ``TimelineBroken`` if the timeline is deleted under
     it, and whatever ``send`` raises. ``on_sent(pos)`` is called with the new position after
-    each chunk.
+    each chunk. With ``archive``, removed WAL is served from it (rule 5) and a missing or
+    corrupt archived segment raises ``ArchivedWalUnreadable``.
     """
     pos = start_lsn
     seg_size = timeline.snapshot().wal_seg_size
+    archived = (ArchivedWalReader(archive, timeline.ttid, seg_size)
+                if archive is not None else None)
     last_send = trio.current_time()
     while True:
         # ---- wait for WAL past pos (rules 1, 2, 4)
@@ -84,21 +95,34 @@ async def run_wal_sender(
             with trio.move_on_at(deadline):
                 await timeline.changed.wait_changed()
         # ---- send one chunk (rules 3, 5)
-        first_available = max(timeline.snapshot().local_start_lsn, timeline.store.start_lsn)
-        if pos < first_available:
+        snap = timeline.snapshot()
+        first_available = max(snap.local_start_lsn, timeline.store.start_lsn)
+        from_archive = pos < first_available
+        if from_archive and (archived is None or pos < snap.timeline_start_lsn):
             raise WalRemoved(
                 f"requested WAL at {pos} was removed: this node's WAL starts at "
-                f"{first_available}"
+                f"{first_available}" + ("" if archived is None else
+                                        f" and the timeline at {snap.timeline_start_lsn}")
             )
         n = min(MAX_SEND_SIZE, int(end) - int(pos), seg_size - pos.segment_offset(seg_size))
         if pos + n < end:
             page_aligned = int(pos + n) - (pos + n).block_offset() - int(pos)
             if page_aligned > 0:
                 n = page_aligned
-        try:
-            data = await timeline.read_wal(pos, n, term=term)
-        except TermMismatch as e:
-            raise StreamTermChanged(str(e)) from e
+        if from_archive and archived is not None:
+            data = await archived.read(pos, n)
+            if term is not None and timeline.term != term:  # rule 2, as for a disk read
+                raise StreamTermChanged(
+                    f"term changed: requested {term}, now {timeline.term}")
+        else:
+            try:
+                data = await timeline.read_wal(pos, n, term=term)
+            except TermMismatch as e:
+                raise StreamTermChanged(str(e)) from e
+            except WalRemoved:
+                if archived is None:
+                    raise
+                continue  # removed since we looked: the next round reads the archive
         if not data:
             # WAL moved under us (a truncation in another term): re-evaluate the end.
             await trio.lowlevel.checkpoint()

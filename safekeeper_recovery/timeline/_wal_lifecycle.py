@@ -122,6 +122,10 @@ class LifecycleStatus:
     uploaded_bytes: int = 0
     last_uploaded: str | None = None
     removed_segments: int = 0
+    upload_seconds: float = 0.0
+    """Busy time of the uploads (read, put, verify, persist ``backup_lsn``)."""
+    removal_seconds: float = 0.0
+    """Busy time of the removals (record the horizon, unlink, fsync)."""
     failures: int = 0
     last_error: str | None = None
     last_error_kind: str | None = None
@@ -143,6 +147,8 @@ class LifecycleStatus:
             "uploaded_bytes": self.uploaded_bytes,
             "last_uploaded": self.last_uploaded,
             "removed_segments": self.removed_segments,
+            "upload_seconds": round(self.upload_seconds, 6),
+            "removal_seconds": round(self.removal_seconds, 6),
             "failures": self.failures,
             "last_error": self.last_error,
             "last_error_kind": self.last_error_kind,
@@ -261,7 +267,9 @@ async def lifecycle_step(
         consumer_holds=timeline.consumers.holds(now, config.peer_hold),
     )
     if horizon > timeline.store.start_lsn:
+        began = time.perf_counter()
         removed = await timeline.remove_wal_before(horizon)
+        status.removal_seconds += time.perf_counter() - began
         status.removed_segments += removed
         observer.wal_segments_removed(removed)
         log.debug("timeline %s: removed %d WAL segment files below %s", timeline.ttid,
@@ -283,10 +291,12 @@ async def _upload_next(
     seg_end = Lsn(seg_start + seg_size)
     if seg_end > snap.commit_lsn:
         return False
+    began = time.perf_counter()
     data = await read_segment(timeline, segno, seg_size)
     key = segment_key(timeline.ttid, segno, seg_size)
     await archive.put(key, data)
     await timeline.advance_backup_lsn(seg_end)
+    status.upload_seconds += time.perf_counter() - began
     status.uploaded_segments += 1
     status.uploaded_bytes += len(data)
     status.last_uploaded = key

@@ -35,6 +35,7 @@ from trio_websocket import (
 from ..core import (
     MAX_MESSAGE_SIZE,
     AcceptorMessage,
+    ArchivedWalUnreadable,
     Lsn,
     ProposerMessage,
     RemoteProtocolError,
@@ -127,6 +128,12 @@ class WalStreamClosed(WalConnectionClosed):
     def wal_removed(self) -> bool:
         """The WAL asked for is no longer on the donor (close code 4001, ``WalRemoved``)."""
         return self.code == WalRemoved.close_code
+
+    @property
+    def archive_unreadable(self) -> bool:
+        """The WAL asked for was removed from the donor and its archive copy is missing or
+        damaged, or the archive did not answer (close code 4011, ``ArchivedWalUnreadable``)."""
+        return self.code == ArchivedWalUnreadable.close_code
 
 
 def _base(url: str) -> str:

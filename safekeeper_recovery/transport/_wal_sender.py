@@ -3,7 +3,8 @@
 :func:`serve_stream_connection` runs :func:`~safekeeper_recovery.timeline.run_wal_sender`
 (the rules of the stream live there) with a WebSocket as its ``send``, and reads the
 reader's StatusUpdates. Each way a stream stops is its own type with its own close code
-(``StreamStopped.close_code``): 4000 term changed, 4001 WAL removed, 4008 idle reader.
+(``StreamStopped.close_code``): 4000 term changed, 4001 WAL removed, 4008 idle reader,
+4011 removed WAL that the archive cannot serve.
 
 Each running stream is listed in the node's :class:`WalSenders` registry (by timeline) as a
 :class:`WalSenderInfo`; the status JSON's ``walsenders`` comes from there.
@@ -33,6 +34,7 @@ from ..core import (
     decode_stream_reader_message,
     encode,
 )
+from ..storage import Archive
 from ..timeline import Timeline, run_wal_sender
 
 __all__ = [
@@ -136,6 +138,7 @@ async def serve_stream_connection(
     senders: WalSenders,
     keepalive_interval: float = 1.0,
     send_timeout: float = math.inf,
+    archive: Archive | None = None,
 ) -> None:
     """Run one accepted ``wal_stream`` WebSocket: WAL out, StatusUpdates in.
 
@@ -146,7 +149,7 @@ async def serve_stream_connection(
 
     The connection is listed in ``senders`` (under the timeline's id) as a
     :class:`WalSenderInfo` while it runs; ``timeline.changed`` fires when it comes, goes
-    and reports feedback.
+    and reports feedback. With ``archive``, WAL this node removed is served from it.
     Returns normally when the client went away. Raises ``StreamStopped`` (its subclasses),
     :class:`RemoteProtocolError` (a malformed message from the reader) or the timeline's
     error. Does not close ``ws``.
@@ -169,7 +172,7 @@ async def serve_stream_connection(
         try:
             await run_wal_sender(
                 timeline, start_lsn, term, send,
-                keepalive_interval=keepalive_interval, on_sent=sent,
+                keepalive_interval=keepalive_interval, on_sent=sent, archive=archive,
             )
         except ConnectionClosed:
             pass  # the reader left

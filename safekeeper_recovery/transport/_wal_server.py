@@ -10,7 +10,8 @@ After the handshake every connection ends with a close code that says why
 refused because the term moved, 4001 stream refused because the WAL was removed, 4004
 timeline deleted, 4008 idle (a push client silent, or a stream reader taking nothing, for
 ``idle_timeout``), 4009 acceptor refusal, 4010 a recovery push ended because a proposer
-connected to the timeline (recovery yields). A handler never
+connected to the timeline (recovery yields), 4011 a stream asked for WAL this node removed
+and its archive could not serve (``ArchivedWalUnreadable``). A handler never
 lets an exception escape: trio-websocket would take the whole server down with it.
 
 A stopped (broken) timeline refuses ``wal_push`` handshakes with 503 and
@@ -47,6 +48,7 @@ from ..core import (
     TenantTimelineId,
     Term,
 )
+from ..storage import Archive
 from ..timeline import Timeline, TimelineBroken, TimelineNotFound, TimelineRegistry
 from ._auth import Authenticator, bearer_token
 from ._connections import ConnectionSlots
@@ -98,6 +100,10 @@ class WalServerConfig:
     idle_timeout: float = 30.0
     """A ``wal_push`` client silent this long, or a ``wal_stream`` reader that takes
     nothing this long, is closed with 4008."""
+    archive: Archive | None = None
+    """The node's WAL archive: a ``wal_stream`` asking for WAL this node removed is served
+    from it (``run_wal_sender`` rule 5; 4011 if the archive cannot serve it). ``None``:
+    such a stream closes with 4001."""
 
 
 @final
@@ -276,7 +282,7 @@ async def _run_connection(
                     await serve_stream_connection(
                         ws, timeline, target.start_lsn, target.term, remote=remote,
                         senders=senders, keepalive_interval=config.keepalive_interval,
-                        send_timeout=config.idle_timeout,
+                        send_timeout=config.idle_timeout, archive=config.archive,
                     )
     except Exception as e:  # mapped to a close code: nothing escapes a handler
         if timeline.deleted:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from safekeeper_recovery.core import Lsn, TenantTimelineId
+from safekeeper_recovery.core import Lsn, TenantTimelineId, WalData
 from safekeeper_recovery.storage import segment_key
 from safekeeper_recovery.testing import (
     DEFAULT_START_LSN,
@@ -113,13 +113,17 @@ async def test_three_nodes_archive_every_committed_segment_and_remove_it_from_di
     assert gone.status_code == 409, gone.text
     assert "was removed from this node" in gone.json()["error"]
 
-    # A reader asking node 1 for removed WAL gets the typed refusal (4001), never bytes;
-    # verify starts at the removal horizon and finds the rest of the WAL sound.
-    with pytest.raises(WalStreamClosed) as closed:  # the stream's first message
-        async with open_wal_stream(cluster[1].wal_url, ttid.tenant_id, ttid.timeline_id,
-                                   DEFAULT_START_LSN) as stream:
-            await stream.receive()
-    assert closed.value.wal_removed, closed.value
+    # A reader asking node 1 for removed WAL gets it from the archive, verified (the donor
+    # side of recovery beyond the horizon); verify starts at the removal horizon and finds
+    # the rest of the WAL sound.
+    first_object = (archive_dir / segment_key(ttid, DEFAULT_START_LSN // SEG_SIZE, SEG_SIZE))
+    async with open_wal_stream(cluster[1].wal_url, ttid.tenant_id, ttid.timeline_id,
+                               DEFAULT_START_LSN) as stream:
+        msg = await stream.receive()
+        while not isinstance(msg, WalData):
+            msg = await stream.receive()
+    assert msg.start_lsn == DEFAULT_START_LSN
+    assert msg.data == first_object.read_bytes()[:len(msg.data)]
     ids = ["--tenant-id", str(ttid.tenant_id), "--timeline-id", str(ttid.timeline_id)]
     for where in (["--node", cluster[1].http_url], ["--data-dir", str(cluster[1].data_dir)]):
         checked = await run_cli("verify", *where, *ids, "--no-progress")
@@ -147,6 +151,22 @@ async def test_three_nodes_archive_every_committed_segment_and_remove_it_from_di
     assert missing.stderr.strip().count("\n") == 0
     assert "0000000100000000000000FF is not in archive" in missing.stderr
     assert not (tmp_path / "x").exists()
+
+    # An archived segment damaged behind its checksum is never served: the stream asking
+    # for it closes with 4011 (ArchivedWalUnreadable) before a byte of it.
+    first_object.write_bytes(b"\0" * SEG_SIZE)
+    async def read_first_segment() -> None:
+        async with open_wal_stream(cluster[1].wal_url, ttid.tenant_id, ttid.timeline_id,
+                                   DEFAULT_START_LSN) as stream:
+            while True:
+                got = await stream.receive()
+                assert not isinstance(got, WalData), got
+
+    with pytest.raises(WalStreamClosed) as closed:
+        await read_first_segment()
+    assert closed.value.archive_unreadable, closed.value
+    assert closed.value.reason.startswith("archive corrupt: removed segment 0000000100"), (
+        closed.value.reason)
 
 
 async def test_restore_wal_refuses_a_corrupted_archive_object(tmp_path: Path) -> None:
