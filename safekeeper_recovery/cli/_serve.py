@@ -26,6 +26,7 @@ from ..node import (
     NodeConfig,
     RunningNode,
     build_recovery_engine,
+    build_throttles,
     check_archive,
     configure_logging,
     lifecycle_config,
@@ -147,7 +148,17 @@ _HOST_PORT_META = "HOST:PORT"  # checked by load_config, which names the setting
 @setting("--max-connections", type=click.IntRange(min=1),
          help="Open WAL-port connections at most; more get 503.")
 @setting("--max-concurrent-recoveries", type=click.IntRange(min=1),
-         help="How many timelines of this node may recover at once.")
+         help="How many timelines of this node may recover at once (the others wait: "
+              "quorum at risk first, then the smallest lag).")
+@setting("--recovery-max-rate", type=SIZE, default_text="256MiB",
+         help="Bytes per second peer recovery may receive, node-wide (0: unlimited); "
+              "timelines whose quorum is at risk are exempt. Changeable at run time: "
+              "PATCH /v1/recovery/throttles.")
+@setting("--recovery-serve-max-rate", type=SIZE, default_text="256MiB",
+         help="Bytes per second of WAL served to recovering peers, node-wide (0: "
+              "unlimited); same exemption.")
+@setting("--recovery-max-senders", type=click.IntRange(min=1),
+         help="Recovery streams served at once as a donor; more are answered busy.")
 @setting(
     "--wal-direct-io/--no-wal-direct-io", "wal_direct_io",
     help="Write WAL with O_DIRECT, bypassing the page cache (buffered where the file "
@@ -231,7 +242,9 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             metrics = NodeMetrics()
-            engine = build_recovery_engine(config, metrics, read_peer_token(config))
+            throttles = build_throttles(config)
+            engine = build_recovery_engine(config, metrics, read_peer_token(config),
+                                           throttles=throttles)
             settings = lifecycle_config(config)
             lifecycle_shown: dict[TenantTimelineId, LifecycleReport] = {}
             lifecycle = lifecycle_service(config, settings, metrics, lifecycle_shown)
@@ -243,6 +256,7 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
                     recovery_admin=engine, recovery_statuses=shown,
                     lifecycle_statuses=lifecycle_shown, metrics=metrics,
                     archive=settings.archive,
+                    throttles=throttles,
                 )
             )
             log.info(

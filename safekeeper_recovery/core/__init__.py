@@ -39,6 +39,7 @@ from ._errors import (
     AuthError,
     CommonPointError,
     CorruptionError,
+    DonorBusy,
     DonorUnavailable,
     FatalTimelineError,
     LocalProtocolError,
@@ -76,7 +77,9 @@ from ._messages import (
     VoteResponse,
     WalData,
 )
+from ._schedule import DEFAULT_AGEING, QueueEntry, recovery_order
 from ._state import PersistentState, ServerInfo, decode_state, encode_state
+from ._throttle import BURST_SECONDS, MIN_BURST, TokenBucket, quorum_at_risk
 
 __all__ = [
     "Acceptor",
@@ -90,8 +93,11 @@ __all__ = [
     "ArchiveObjectMissing",
     "ArchivedWalUnreadable",
     "AuthError",
+    "BURST_SECONDS",
     "CommonPointError",
     "CorruptionError",
+    "DEFAULT_AGEING",
+    "DonorBusy",
     "DonorSelection",
     "DonorStatus",
     "DonorUnavailable",
@@ -111,6 +117,7 @@ __all__ = [
     "MAX_SEND_SIZE",
     "MAX_TERM",
     "MAX_TERM_STEP",
+    "MIN_BURST",
     "NoCommonPoint",
     "NodeId",
     "PeerInfo",
@@ -120,6 +127,7 @@ __all__ = [
     "ProposerArrived",
     "ProposerElected",
     "ProposerMessage",
+    "QueueEntry",
     "RecoveryError",
     "RemoteProtocolError",
     "SafekeeperError",
@@ -138,6 +146,7 @@ __all__ = [
     "TermHistory",
     "TermLsn",
     "TimelineId",
+    "TokenBucket",
     "TruncateEffect",
     "UploaderChoice",
     "VoteRequest",
@@ -157,6 +166,8 @@ __all__ = [
     "encode_state",
     "find_highest_common_point",
     "leaves",
+    "quorum_at_risk",
+    "recovery_order",
     "removal_horizon",
     "segment_file_name",
     "select_donors",

@@ -143,6 +143,8 @@ class LocalView:
     connected_proposers: int
     now: float
     """The target's clock for ``PeerInfo.received_at`` comparisons."""
+    commit_lsn: Lsn = INVALID_LSN
+    """The local commit position (for the quorum-at-risk check; peers carry their own)."""
 
 
 def select_for(node_id: NodeId, view: LocalView, heartbeat_timeout: float) -> DonorSelection:

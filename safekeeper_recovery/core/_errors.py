@@ -22,6 +22,7 @@
         ├── TermChanged                  our or the donor's term moved during the attempt
         ├── NoCommonPoint                donor and local histories share no term
         ├── DonorUnavailable             HTTP/WebSocket/timeouts talking to the donor
+        │   └── DonorBusy                the donor runs its most recovery senders: try another
         └── ProposerArrived              a proposer connected to this node: recovery yields
 
 Every error says whether retrying can mend it (``permanent``) and, if it crosses the wire,
@@ -41,6 +42,7 @@ __all__ = [
     "AuthError",
     "CommonPointError",
     "CorruptionError",
+    "DonorBusy",
     "DonorUnavailable",
     "FatalTimelineError",
     "LocalProtocolError",
@@ -205,6 +207,13 @@ class DonorUnavailable(RecoveryError):
     """The donor could not be reached, timed out, or closed the stream with an error."""
 
     outcome = "donor_error"
+
+
+class DonorBusy(DonorUnavailable):
+    """The donor refused the stream: it already serves its cap of recovering peers
+    (``--recovery-max-senders``). Try another donor, or back off and retry."""
+
+    outcome = "donor_busy"
 
 
 class ProposerArrived(RecoveryError):

@@ -15,7 +15,7 @@ from ._fd_limit import raise_fd_limit
 from ._lifecycle import check_archive, lifecycle_config, lifecycle_service
 from ._logging import configure_logging
 from ._node import SHUTDOWN_FLUSH_TIMEOUT, RunningNode, read_peer_token, serve_node
-from ._recovery import build_recovery_engine, recovery_service
+from ._recovery import build_recovery_engine, build_throttles, recovery_service
 
 __all__ = [
     "ENV_PREFIX",
@@ -29,6 +29,7 @@ __all__ = [
     "RunningNode",
     "SHUTDOWN_FLUSH_TIMEOUT",
     "build_recovery_engine",
+    "build_throttles",
     "recovery_service",
     "check_archive",
     "configure_logging",

@@ -90,6 +90,15 @@ class NodeConfig:
     """Open WAL-port connections at most (further ones get 503); the node also keeps at
     least half its file-descriptor limit for timelines (see docs/architecture.md)."""
     max_concurrent_recoveries: int = 8
+    recovery_max_rate: int = 256 * 1024 * 1024
+    """Node-wide bytes per second that peer recovery may receive; 0: unlimited. Timelines
+    whose quorum is at risk are exempt (docs/operations.md "Recovery throttles")."""
+    recovery_serve_max_rate: int = 256 * 1024 * 1024
+    """Node-wide bytes per second of WAL this node serves to recovering peers; 0:
+    unlimited. Same exemption."""
+    recovery_max_senders: int = 8
+    """Recovery streams this node serves at once as a donor; more are refused as busy
+    (the recovering node tries another donor or backs off). Same exemption."""
     wal_direct_io: bool = True
     """Write WAL with O_DIRECT (no page-cache copy; buffered where the file system
     refuses it). See storage/_direct.py for why."""
@@ -276,6 +285,9 @@ _PARSERS: Final[dict[str, Callable[[object], object]]] = {
     "client_timeout": parse_duration,
     "max_connections": _parse_positive_int,
     "max_concurrent_recoveries": _parse_positive_int,
+    "recovery_max_rate": _parse_size,
+    "recovery_serve_max_rate": _parse_size,
+    "recovery_max_senders": _parse_positive_int,
     "wal_direct_io": _parse_bool,
     "archive": _parse_archive,
     "archive_endpoint": _parse_url,

@@ -31,7 +31,7 @@ import attrs
 import trio
 
 from ..core import FlushWal, SafekeeperError, TenantTimelineId
-from ..recovery import RecoveryStatus
+from ..recovery import RecoveryStatus, RecoveryThrottles
 from ..storage import Archive, open_archive
 from ..timeline import (
     FileBackend,
@@ -61,6 +61,7 @@ from ..transport import (
 )
 from ._config import HostPort, NodeConfig
 from ._data_dir_lock import DataDirLock
+from ._recovery import build_throttles
 
 __all__ = ["SHUTDOWN_FLUSH_TIMEOUT", "RunningNode", "serve_node"]
 
@@ -103,6 +104,7 @@ async def serve_node(
     lifecycle_statuses: Mapping[TenantTimelineId, LifecycleReport] | None = None,
     metrics: NodeMetrics | None = None,
     archive: Archive | None = None,
+    throttles: RecoveryThrottles | None = None,
     task_status: trio.TaskStatus[RunningNode] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the node described by ``config`` until cancelled (see the module docstring).
@@ -119,7 +121,9 @@ async def serve_node(
     second node on it fails with :class:`DataDirLocked`, naming the holder's pid, before it
     reads or writes anything else. Raises ``OSError`` if a port cannot be bound,
     ``SafekeeperError``/``OSError`` if the auth key or token file cannot be read. Never
-    returns unless cancelled. Starting a node opts the process into the wsproto fast path
+    returns unless cancelled. ``throttles`` (the recovery engine's, so that one HTTP call
+    changes both sides; made from ``config`` if not given) pace and cap the recovery
+    streams this node serves. Starting a node opts the process into the wsproto fast path
     (``transport.enable_wsproto_fastpath``): a node is a process of its own, or its
     embedder asked for one.
     """
@@ -132,6 +136,7 @@ async def serve_node(
             config, authenticator, peer_token, extra_services=extra_services,
             recovery_admin=recovery_admin, recovery_statuses=recovery_statuses,
             lifecycle_statuses=lifecycle_statuses, metrics=metrics, archive=archive,
+            throttles=throttles if throttles is not None else build_throttles(config),
             task_status=task_status,
         )
 
@@ -147,6 +152,7 @@ async def _serve_locked(
     lifecycle_statuses: Mapping[TenantTimelineId, LifecycleReport] | None,
     metrics: NodeMetrics | None,
     archive: Archive | None,
+    throttles: RecoveryThrottles,
     task_status: trio.TaskStatus[RunningNode],
 ) -> None:
     """:func:`serve_node` once the data directory is locked."""
@@ -173,10 +179,11 @@ async def _serve_locked(
         walsenders=WalSenders(),
         heartbeat_timeout=config.heartbeat_timeout,
         body_timeout=config.client_timeout,
+        throttles=throttles,
     )
     wal_config = WalServerConfig(
         keepalive_interval=config.keepalive_interval, handshake_timeout=config.connect_timeout,
-        idle_timeout=config.client_timeout,
+        idle_timeout=config.client_timeout, heartbeat_timeout=config.heartbeat_timeout,
         archive=archive if archive is not None or config.archive is None
         else open_archive(config.archive, endpoint=config.archive_endpoint),
     )
@@ -190,6 +197,7 @@ async def _serve_locked(
                 partial(
                     serve_wal, registry, authenticator, wal_host, wal_port_asked,
                     config=wal_config, slots=slots, senders=context.walsenders,
+                    throttles=throttles,
                 )
             )
             http_host, http_port_asked = config.listen_http

@@ -12,24 +12,39 @@ live with what they adapt — ``timeline.LocalTarget`` and ``timeline.InProcessD
 from ._attempt import AttemptCancelled, AttemptResult, DonorTimeout, RecoveryConfig, run_attempt
 from ._donor import DonorConnector, DonorStatus, DonorStream
 from ._engine import RecoveryEngine, RecoveryMetrics
-from ._status import RecoveryState, RecoveryStatus, iso_time
+from ._scheduler import RecoveryScheduler
+from ._status import RATE_WINDOW, RecoveryState, RecoveryStatus, iso_time
 from ._target import AcceptorSession, LocalView, RecoveryTarget, select_for
+from ._throttle import (
+    DEFAULT_MAX_SENDERS,
+    DEFAULT_RECOVERY_MAX_RATE,
+    DEFAULT_SERVE_MAX_RATE,
+    RateLimit,
+    RecoveryThrottles,
+)
 
 __all__ = [
     "AcceptorSession",
     "AttemptCancelled",
     "AttemptResult",
+    "DEFAULT_MAX_SENDERS",
+    "DEFAULT_RECOVERY_MAX_RATE",
+    "DEFAULT_SERVE_MAX_RATE",
     "DonorConnector",
     "DonorStatus",
     "DonorStream",
     "DonorTimeout",
     "LocalView",
+    "RATE_WINDOW",
+    "RateLimit",
     "RecoveryConfig",
     "RecoveryEngine",
     "RecoveryMetrics",
+    "RecoveryScheduler",
     "RecoveryState",
     "RecoveryStatus",
     "RecoveryTarget",
+    "RecoveryThrottles",
     "iso_time",
     "run_attempt",
     "select_for",

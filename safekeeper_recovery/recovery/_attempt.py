@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
@@ -131,13 +131,18 @@ async def run_attempt(
     status: RecoveryStatus,
     *,
     now: Callable[[], float] = trio.current_time,
+    pay: Callable[[int], Awaitable[None]] | None = None,
 ) -> AttemptResult:
     """Recover from ``donor`` until caught up or something ends the attempt.
+
+    ``pay`` (the engine's intake throttle) is awaited with the size of every WAL message
+    received before the next one is read, so a throttled attempt backs the donor off
+    through TCP flow control.
 
     Never raises for protocol outcomes (they are the result's ``error``); lets
     ``trio.Cancelled`` through (timeline deleted, admin cancel, shutdown).
     """
-    progress = _Progress(start=Lsn(0), received=Lsn(0))
+    progress = _Progress(start=Lsn(0), received=Lsn(0), pay=pay)
     try:
         message = await _attempt(target, donor, connector, config, status, progress)
         return AttemptResult(donor, None, message, progress.start, progress.received,
@@ -155,6 +160,7 @@ class _Progress:
     start: Lsn
     received: Lsn
     bytes: int = 0
+    pay: Callable[[int], Awaitable[None]] | None = None
 
 
 async def _attempt(
@@ -304,6 +310,8 @@ async def _network_io(
             if session.proposer_connected():
                 raise ProposerArrived("a proposer connected to this node")
             if msg.data:
+                if progress.pay is not None:
+                    await progress.pay(len(msg.data))
                 await messages.send(AppendRequest(donor.term, msg.start_lsn, Lsn(0), Lsn(0),
                                                   msg.data))
                 progress.received = msg.end_lsn

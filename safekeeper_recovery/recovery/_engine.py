@@ -6,8 +6,13 @@ Per timeline, :meth:`RecoveryEngine.supervise` loops forever (until cancelled):
 2. no donor → wait for a change (peer info, local state), a trigger, or the slow fallback
    tick — event-driven, so idle timelines cost next to nothing: a waiting supervisor is
    one parked task with one deadline (no helper tasks, no nursery);
-3. donors → under the node-wide limit of concurrent recoveries, attempt the best donor;
-   when a donor fails (unreachable, timeout, stream error) fail over to the next one;
+3. donors → ask the node-wide scheduler for a slot (``waiting`` with a queue position
+   while the slots are taken: quorum at risk first, then the smallest lag, with ageing;
+   core/_schedule.py), re-check the donors once it is granted, then attempt the best
+   donor, paying the node-wide intake throttle for every WAL byte received (exempt while
+   the timeline's quorum is at risk, re-checked every second); when a donor fails
+   (unreachable, busy, timeout, stream error) fail over to the next one; the slot is given
+   back as soon as the attempt ends, failed or not;
 4. after a failure, wait a jittered exponential back-off (0.5 s → 30 s, reset on success),
    cut short by a trigger or by news that changes the reason: the donors on offer (which
    nodes, in which term) differ from the ones that just failed. More of the same news (a
@@ -24,17 +29,24 @@ nursery cleanly.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import structlog
 import trio
 
-from ..core import DonorSelection, DonorUnavailable, PeerInfo, TenantTimelineId
+from ..core import (
+    DonorSelection,
+    DonorUnavailable,
+    LocalView,
+    TenantTimelineId,
+    quorum_at_risk,
+)
 from ._attempt import AttemptCancelled, AttemptResult, RecoveryConfig, run_attempt
 from ._donor import DonorConnector
 from ._status import RecoveryStatus
 from ._target import RecoveryTarget, select_for
+from ._throttle import RecoveryThrottles
 
 __all__ = ["RecoveryEngine", "RecoveryMetrics"]
 
@@ -56,11 +68,19 @@ class _NoMetrics:
         pass
 
 
+RISK_RECHECK = 1.0
+"""While WAL flows, an attempt re-checks every this many seconds whether its timeline's
+quorum is at risk (exempt from the intake throttle)."""
+
+
 class RecoveryEngine:
-    """Node-wide recovery: config, donor connector, limiter, statuses, admin controls.
+    """Node-wide recovery: config, donor connector, throttles and scheduler, statuses,
+    admin controls.
 
     Embed it: ``nursery.start_soon(engine.supervise, my_target)`` per timeline, where
     ``my_target`` implements :class:`RecoveryTarget`. Cancel the task to stop.
+    ``throttles`` (default: no rate limits, ``config.max_concurrent`` slots) may be shared
+    with the node's WAL port, which applies its donor-side limits.
     """
 
     def __init__(
@@ -71,6 +91,7 @@ class RecoveryEngine:
         metrics: RecoveryMetrics | None = None,
         rng: random.Random | None = None,
         enabled: bool = True,
+        throttles: RecoveryThrottles | None = None,
     ) -> None:
         self.connector = connector
         self.config = config or RecoveryConfig()
@@ -78,7 +99,9 @@ class RecoveryEngine:
         self.rng = rng or random.Random()
         self.enabled = enabled
         self.statuses: dict[TenantTimelineId, RecoveryStatus] = {}
-        self._limiter = trio.CapacityLimiter(self.config.max_concurrent)
+        self.throttles = throttles or RecoveryThrottles(
+            intake_rate=None, serve_rate=None, max_concurrent=self.config.max_concurrent)
+        self.scheduler = self.throttles.scheduler
         self._triggered: set[TenantTimelineId] = set()
         self._wait_scopes: dict[TenantTimelineId, trio.CancelScope] = {}
         self._attempt_scopes: dict[TenantTimelineId, trio.CancelScope] = {}
@@ -89,10 +112,35 @@ class RecoveryEngine:
     def active_recoveries(self) -> int:
         return sum(1 for s in self.statuses.values() if s.state == "recovering")
 
+    @property
+    def waiting_recoveries(self) -> int:
+        return self.scheduler.waiting
+
     def total_lag_bytes(self) -> int:
+        """Bytes still to receive, over recovering and waiting timelines."""
         return sum(s.lag_bytes for s in self.statuses.values())
 
+    def total_rate(self) -> float:
+        """Bytes per second flushed by recovery now, node-wide."""
+        return sum(s.rate() for s in self.statuses.values() if s.state == "recovering")
+
+    def progress(self) -> dict[str, object]:
+        """Node-wide progress: remaining bytes, rate, ETA (``None`` while nothing flows),
+        recovering and waiting timelines."""
+        remaining = self.total_lag_bytes()
+        rate = self.total_rate()
+        return {
+            "recovering": self.active_recoveries,
+            "waiting": self.waiting_recoveries,
+            "lag_bytes": remaining,
+            "rate_bytes_per_second": round(rate),
+            "eta_seconds": round(remaining / rate, 1) if rate > 0 and remaining else None,
+        }
+
     # ---- admin --------------------------------------------------------------------------
+
+    def throttle_settings(self) -> dict[str, object]:
+        return self.throttles.to_json()
 
     def snapshot_all(self) -> list[dict[str, object]]:
         return [
@@ -126,6 +174,7 @@ class RecoveryEngine:
         (or the timeline is broken: then the state says so and the task ends)."""
         ttid = target.ttid
         status = self.statuses.setdefault(ttid, RecoveryStatus())
+        status.queue = lambda: self.scheduler.position(ttid)
         # Bound lazily: binding a logger per supervisor costs every idle timeline memory.
         logger: structlog.typing.FilteringBoundLogger | None = None
         failures = 0
@@ -136,7 +185,7 @@ class RecoveryEngine:
                     status.state = "broken"
                     status.last_error = reason
                     return
-                selection = await self._evaluate(target, status, cause)
+                selection, view = await self._evaluate_view(target, status, cause)
                 if not selection.donors:
                     status.state = "idle"
                     tick = self.config.fallback_tick * (0.5 + self.rng.random())
@@ -145,8 +194,12 @@ class RecoveryEngine:
                 if logger is None:
                     logger = log.bind(tenant=str(ttid.tenant_id), timeline=str(ttid.timeline_id))
                 logger.info("starting recovery", selection=str(selection))
-                result = await self._attempt_with_failover(target, selection.donors, status,
+                result = await self._attempt_with_failover(target, selection, view, status,
                                                            logger)
+                if result is None:  # waited for a slot, and then no donor was left
+                    status.state = "idle"
+                    cause = "change"
+                    continue
                 if result.error is None:
                     failures = 0
                     status.state = "idle"
@@ -168,12 +221,21 @@ class RecoveryEngine:
     async def _evaluate(
         self, target: RecoveryTarget, status: RecoveryStatus, cause: str
     ) -> DonorSelection:
+        return (await self._evaluate_view(target, status, cause))[0]
+
+    async def _evaluate_view(
+        self, target: RecoveryTarget, status: RecoveryStatus, cause: str
+    ) -> tuple[DonorSelection, LocalView]:
         view = await target.local_view()
         selection = select_for(target.node_id, view, self.config.heartbeat_timeout)
         status.why_no_donor = selection.why_no_donor
         status.evaluations += 1
         self.evaluations[cause] = self.evaluations.get(cause, 0) + 1
-        return selection
+        return selection, view
+
+    def _at_risk(self, target: RecoveryTarget, view: LocalView) -> bool:
+        return quorum_at_risk(target.node_id, view.flush_lsn, view.commit_lsn, view.peers,
+                              view.now, self.config.heartbeat_timeout)
 
     async def _back_off(
         self, target: RecoveryTarget, status: RecoveryStatus, failed: DonorSelection,
@@ -197,43 +259,96 @@ class RecoveryEngine:
     async def _attempt_with_failover(
         self,
         target: RecoveryTarget,
-        donors: tuple[PeerInfo, ...],
+        selection: DonorSelection,
+        view: LocalView,
         status: RecoveryStatus,
         logger: structlog.typing.FilteringBoundLogger,
-    ) -> AttemptResult:
+    ) -> AttemptResult | None:
+        """Attempt the donors of ``selection`` in order, holding one scheduler slot;
+        ``None`` if, once a queued slot was granted, no donor was left."""
+        ttid = target.ttid
+        at_risk = self._at_risk(target, view)
+        status.quorum_at_risk = at_risk
+        best = selection.donors[0]
+        queued: list[bool] = []
+
+        def on_wait() -> None:
+            queued.append(True)
+            status.state = "waiting"
+            status.donor = int(best.node_id)
+            status.start_lsn = status.received_lsn = status.flushed_lsn = view.flush_lsn
+            status.target_lsn = best.flush_lsn
+            status.waiting_since = trio.current_time()
+
         result: AttemptResult | None = None
-        async with self._limiter:
-            for donor in donors:
-                status.attempts += 1
-                status.state = "recovering"
-                status.donor = int(donor.node_id)
-                with trio.CancelScope() as scope:
-                    self._attempt_scopes[target.ttid] = scope
-                    result = await run_attempt(target, donor, self.connector, self.config,
-                                               status)
-                self._attempt_scopes.pop(target.ttid, None)
-                if scope.cancelled_caught:
-                    err = AttemptCancelled("cancelled by an operator")
-                    result = AttemptResult(donor, err, str(err), donor.flush_lsn,
-                                           donor.flush_lsn, 0)
-                assert result is not None
-                status.last_outcome = result.outcome
-                status.last_error = None if result.error is None else result.message
-                self.metrics.attempt_finished(result.outcome)
-                self.metrics.bytes_received(result.bytes)
-                event = logger.info if result.error is None else logger.warning
-                event(
-                    "recovery attempt ended",
-                    donor=int(donor.node_id),
-                    outcome=result.outcome,
-                    detail=result.message,
-                    bytes=result.bytes,
-                    end_lsn=str(result.end_lsn),
-                )
-                if result.error is None or not isinstance(result.error, DonorUnavailable):
-                    break  # only donor trouble is worth trying the next donor for
+        lag = max(0, int(best.flush_lsn) - int(view.flush_lsn))
+        try:
+            async with self.scheduler.slot(ttid, at_risk=at_risk, lag_bytes=lag,
+                                           on_wait=on_wait):
+                status.waiting_since = None
+                donors = selection.donors
+                if queued:
+                    # The wait may have been long: the donors on offer may have changed.
+                    selection, view = await self._evaluate_view(target, status, "slot")
+                    if not selection.donors:
+                        return None
+                    donors = selection.donors
+                    status.quorum_at_risk = self._at_risk(target, view)
+                pay = self._intake_payer(target, status)
+                for donor in donors:
+                    status.attempts += 1
+                    status.state = "recovering"
+                    status.donor = int(donor.node_id)
+                    with trio.CancelScope() as scope:
+                        self._attempt_scopes[ttid] = scope
+                        result = await run_attempt(target, donor, self.connector, self.config,
+                                                   status, pay=pay)
+                    self._attempt_scopes.pop(ttid, None)
+                    if scope.cancelled_caught:
+                        err = AttemptCancelled("cancelled by an operator")
+                        result = AttemptResult(donor, err, str(err), donor.flush_lsn,
+                                               donor.flush_lsn, 0)
+                    assert result is not None
+                    status.last_outcome = result.outcome
+                    status.last_error = None if result.error is None else result.message
+                    self.metrics.attempt_finished(result.outcome)
+                    self.metrics.bytes_received(result.bytes)
+                    event = logger.info if result.error is None else logger.warning
+                    event(
+                        "recovery attempt ended",
+                        donor=int(donor.node_id),
+                        outcome=result.outcome,
+                        detail=result.message,
+                        bytes=result.bytes,
+                        end_lsn=str(result.end_lsn),
+                    )
+                    if result.error is None or not isinstance(result.error, DonorUnavailable):
+                        break  # only donor trouble is worth trying the next donor for
+        finally:
+            status.waiting_since = None
         assert result is not None
         return result
+
+    def _intake_payer(
+        self, target: RecoveryTarget, status: RecoveryStatus
+    ) -> Callable[[int], Awaitable[None]]:
+        """What an attempt pays for each WAL message: the node-wide intake throttle,
+        exempt while the quorum is at risk (rule T6), re-checked every RISK_RECHECK s."""
+        intake = self.throttles.intake
+        checked = trio.current_time()
+
+        async def pay(nbytes: int) -> None:
+            nonlocal checked
+            if intake.rate is None:
+                intake.bytes += nbytes
+                return
+            now = trio.current_time()
+            if now - checked >= RISK_RECHECK:
+                checked = now
+                status.quorum_at_risk = self._at_risk(target, await target.local_view())
+            await intake.pay(nbytes, exempt=status.quorum_at_risk)
+
+        return pay
 
     async def _wait(self, target: RecoveryTarget, delay: float) -> str:
         """Wait up to ``delay`` for a local/peer change or a trigger; returns what ended

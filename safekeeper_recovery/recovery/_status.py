@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Final, Literal
 
 import attrs
 
@@ -20,7 +22,11 @@ def iso_time(seconds: float | None) -> str | None:
     text = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
 
-RecoveryState = Literal["idle", "backoff", "recovering", "disabled", "broken"]
+RecoveryState = Literal["idle", "waiting", "backoff", "recovering", "disabled", "broken"]
+"""``waiting``: lagging, with a donor, queued for one of the node's recovery slots."""
+
+RATE_WINDOW: Final = 5.0
+"""The rate shown is the flush progress over about the last this many seconds."""
 
 
 @attrs.define
@@ -52,6 +58,15 @@ class RecoveryStatus:
     backoff_until: float | None = None
     evaluations: int = 0
     """Donor selections run so far (each wake-up of the supervisor runs one)."""
+    quorum_at_risk: bool = False
+    """Whether the timeline's quorum was at risk when last checked (exempt from throttles)."""
+    waiting_since: float | None = None
+    """Monotonic time the timeline joined the recovery queue (while ``waiting``)."""
+    queue: Callable[[], int | None] | None = attrs.field(default=None, eq=False, repr=False)
+    """The engine's scheduler: this timeline's 1-based queue position while waiting."""
+    _samples: deque[tuple[float, int]] = attrs.field(
+        factory=lambda: deque(maxlen=256), eq=False, repr=False)
+    """(monotonic time, flushed LSN) of recent flushes, for :meth:`rate`."""
 
     def attempt_started(self, donor: PeerInfo, start_lsn: Lsn) -> None:
         self.state = "recovering"
@@ -61,6 +76,8 @@ class RecoveryStatus:
         self.target_lsn = donor.flush_lsn
         self.bytes = 0
         self.first_data_at = None
+        self._samples.clear()
+        self._samples.append((time.monotonic(), int(start_lsn)))
 
     def received(self, lsn: Lsn, nbytes: int, donor_end: Lsn) -> None:
         if nbytes:
@@ -76,13 +93,47 @@ class RecoveryStatus:
     def flushed(self, lsn: Lsn) -> None:
         if lsn != self.flushed_lsn:
             self.flushed_at = time.time()
+            now = time.monotonic()
+            samples = self._samples
+            samples.append((now, int(lsn)))
+            # Keep one sample older than the window as its anchor.
+            while len(samples) > 2 and samples[1][0] <= now - RATE_WINDOW:
+                samples.popleft()
         self.flushed_lsn = lsn
 
     @property
     def lag_bytes(self) -> int:
-        if self.state != "recovering" or self.target_lsn is None or self.flushed_lsn is None:
+        """Bytes still to flush: while recovering, up to the donor's end; while waiting,
+        the lag the timeline queued with."""
+        if (self.state not in ("recovering", "waiting") or self.target_lsn is None
+                or self.flushed_lsn is None):
             return 0
         return max(0, int(self.target_lsn) - int(self.flushed_lsn))
+
+    def rate(self, now: float | None = None) -> float:
+        """Bytes per second flushed over about the last ``RATE_WINDOW`` seconds of this
+        attempt (0 when not recovering or nothing was flushed yet)."""
+        if self.state != "recovering" or not self._samples:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        t0, lsn0 = self._samples[0]
+        for t, lsn in self._samples:  # the oldest sample inside the window, else the anchor
+            if t >= now - RATE_WINDOW:
+                break
+            t0, lsn0 = t, lsn
+        lsn1 = self._samples[-1][1]
+        if lsn1 <= lsn0 or now <= t0:
+            return 0.0
+        return (lsn1 - lsn0) / (now - t0)
+
+    def eta_seconds(self) -> float | None:
+        """Seconds to catch up with the donor's end at the current rate (``None``: not
+        recovering or no rate yet)."""
+        rate = self.rate()
+        lag = self.lag_bytes
+        if rate <= 0:
+            return None
+        return lag / rate
 
     def to_json(self) -> dict[str, object]:
         """The status JSON object. Times are Unix seconds (``*_at``) with the same instant
@@ -113,4 +164,9 @@ class RecoveryStatus:
             "why_no_donor": self.why_no_donor,
             "evaluations": self.evaluations,
             "lag_bytes": self.lag_bytes,
+            "rate_bytes_per_second": round(self.rate()),
+            "eta_seconds": None if (eta := self.eta_seconds()) is None else round(eta, 1),
+            "quorum_at_risk": self.quorum_at_risk,
+            "queue_position": (self.queue() if self.state == "waiting"
+                               and self.queue is not None else None),
         }

@@ -79,6 +79,7 @@ class LocalTarget:
             peers=self.timeline.current_peers(),
             connected_proposers=self.timeline.connected_proposers,
             now=trio.current_time(),
+            commit_lsn=a.commit_lsn,
         )
 
     async def wait_for_change(self) -> None:

@@ -2,15 +2,19 @@
 
 Implements the recovery engine's ``DonorConnector`` Protocol for real nodes; each way the
 donor can end its stream arrives as a typed close code and leaves as a typed recovery
-outcome (4000 → ``TermChanged``, anything else → ``DonorUnavailable``).
+outcome (4000 → ``TermChanged``, anything else → ``DonorUnavailable``); a handshake refused
+as busy (503 with ``"reason": "donor_busy"``: the donor's cap on recovery senders) is
+``DonorBusy``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from ..core import (
+    DonorBusy,
     DonorStatus,
     DonorUnavailable,
     Keepalive,
@@ -115,5 +119,26 @@ class NetworkDonorConnector:
                 token=self.token, connect_timeout=self.connect_timeout,
             ) as conn:
                 yield NetworkStream(conn)
-        except (WalConnectError, OSError) as e:
+        except WalConnectError as e:
+            if _is_busy(e):
+                raise DonorBusy(f"donor {donor.node_id} is busy: {_error_text(e)}") from e
             raise DonorUnavailable(f"donor {donor.node_id} WAL stream: {e}") from e
+        except OSError as e:
+            raise DonorUnavailable(f"donor {donor.node_id} WAL stream: {e}") from e
+
+
+def _refusal(e: WalConnectError) -> dict[str, object]:
+    try:
+        doc = json.loads(e.body or "")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _is_busy(e: WalConnectError) -> bool:
+    """A refusal by the donor's cap on recovery senders (typed by its ``reason`` field)."""
+    return e.status == 503 and _refusal(e).get("reason") == "donor_busy"
+
+
+def _error_text(e: WalConnectError) -> str:
+    return str(_refusal(e).get("error") or e)

@@ -10,6 +10,8 @@ GET    /v1/status                                                node-wide
 GET    /v1/timelines                                             node-wide
 POST   /v1/peer_info                                             node-wide
 GET    /v1/recovery                                              node-wide
+GET    /v1/recovery/throttles                                    node-wide
+PATCH  /v1/recovery/throttles                                    node-wide
 POST   /v1/tenant/{tenant_id}/timeline                           tenant
 GET    /v1/tenant/{tenant_id}/timeline/{timeline_id}             tenant
 DELETE /v1/tenant/{tenant_id}/timeline/{timeline_id}             tenant
@@ -70,7 +72,7 @@ from ..core import (
     TenantTimelineId,
     TimelineId,
 )
-from ..recovery import RecoveryStatus
+from ..recovery import RecoveryStatus, RecoveryThrottles
 from ..timeline import (
     Timeline,
     TimelineBroken,
@@ -135,6 +137,8 @@ class RecoveryAdmin(Protocol):
 
     def snapshot_all(self) -> list[dict[str, object]]: ...
 
+    def progress(self) -> dict[str, object]: ...
+
     def trigger(self, ttid: TenantTimelineId) -> None: ...
 
     def cancel(self, ttid: TenantTimelineId) -> None: ...
@@ -185,6 +189,8 @@ class NodeContext:
     version: str = attrs.field(factory=_package_version)
     parse_limiter: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(2))
     """Worker threads parsing large bodies at once (bounds their CPU and memory)."""
+    throttles: RecoveryThrottles | None = None
+    """The node's recovery throttles (``/v1/recovery/throttles``); ``None``: not served."""
 
 
 class _Problem(Exception):
@@ -545,7 +551,33 @@ class _Api:
 
     async def recovery_list(self, request: Request) -> Response:
         self._authorize(request, tenant=False)
-        return JSONResponse({"recoveries": self._recovery().snapshot_all()})
+        admin = self._recovery()
+        return JSONResponse({"recoveries": admin.snapshot_all(), "progress": admin.progress()})
+
+    def _throttles(self) -> RecoveryThrottles:
+        if self.ctx.throttles is None:
+            raise _Problem(404, "this node has no recovery throttles")
+        return self.ctx.throttles
+
+    async def throttles_get(self, request: Request) -> Response:
+        self._authorize(request, tenant=False)
+        return JSONResponse(self._throttles().to_json())
+
+    async def throttles_patch(self, request: Request) -> Response:
+        """Change the given settings at once (the others stay); answers the new ones."""
+        self._authorize(request, tenant=False)
+        throttles = self._throttles()
+        changes = await self._json_body(request, decode_throttle_changes)
+        if "max_rate" in changes:
+            throttles.intake.set_rate(changes["max_rate"] or None)
+        if "serve_max_rate" in changes:
+            throttles.serve.set_rate(changes["serve_max_rate"] or None)
+        if "max_senders" in changes:
+            throttles.set_max_senders(int(changes["max_senders"] or 0))
+        if "max_concurrent" in changes:
+            throttles.scheduler.set_limit(int(changes["max_concurrent"] or 0))
+        log.info("recovery throttles changed: %s", changes)
+        return JSONResponse(throttles.to_json())
 
     async def recovery_trigger(self, request: Request) -> Response:
         ttid = self._ttid(request)
@@ -560,6 +592,39 @@ class _Api:
         self._timeline(ttid)
         admin.cancel(ttid)
         return JSONResponse({"status": "cancelled"})
+
+
+_THROTTLE_KEYS: Final = {"max_rate": 0, "serve_max_rate": 0, "max_senders": 1,
+                         "max_concurrent": 1}
+"""The settings ``PATCH /v1/recovery/throttles`` takes, with their least value (rates: 0
+or null is unlimited)."""
+
+
+def decode_throttle_changes(body: object) -> dict[str, int | None]:
+    """The body of ``PATCH /v1/recovery/throttles``: some of ``max_rate`` and
+    ``serve_max_rate`` (bytes per second, 0 or null: unlimited), ``max_senders`` and
+    ``max_concurrent`` (at least 1). ``ValueError`` (400) names the key at fault."""
+    if not isinstance(body, dict):
+        raise ValueError("body: expected a JSON object")
+    unknown = sorted(set(body) - set(_THROTTLE_KEYS))
+    if unknown:
+        raise ValueError(f"body: unknown setting {unknown[0]!r}; expected some of "
+                         f"{', '.join(sorted(_THROTTLE_KEYS))}")
+    if not body:
+        raise ValueError(f"body: no setting given; expected some of "
+                         f"{', '.join(sorted(_THROTTLE_KEYS))}")
+    changes: dict[str, int | None] = {}
+    for key, value in body.items():
+        least = _THROTTLE_KEYS[key]
+        if value is None and least == 0:
+            changes[key] = None
+            continue
+        if (not isinstance(value, int) or isinstance(value, bool) or value < least
+                or value > 0xFFFF_FFFF_FFFF_FFFF):
+            kind = "null or an integer >= 0" if least == 0 else "an integer >= 1"
+            raise ValueError(f"body.{key}: expected {kind} (u64), got {value!r}")
+        changes[key] = value
+    return changes
 
 
 def _decode_term_bump(body: object) -> int | None:
@@ -593,6 +658,8 @@ def build_http_app(node: NodeContext) -> Starlette:
         Route("/v1/timelines/changes", _json_errors(api.timeline_changes), methods=["GET"]),
         Route("/v1/peer_info", _json_errors(api.peer_info), methods=["POST"]),
         Route("/v1/recovery", _json_errors(api.recovery_list), methods=["GET"]),
+        Route("/v1/recovery/throttles", _json_errors(api.throttles_get), methods=["GET"]),
+        Route("/v1/recovery/throttles", _json_errors(api.throttles_patch), methods=["PATCH"]),
         Route("/v1/tenant/{tenant_id}/timeline", _json_errors(api.create_timeline),
               methods=["POST"]),
         Route(tl, _json_errors(api.timeline_status), methods=["GET"]),

@@ -24,6 +24,7 @@ METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 RECOVERY_OUTCOMES: Final = (
     "caught_up",
     "cancelled",
+    "donor_busy",
     "donor_error",
     "error",
     "no_common_point",

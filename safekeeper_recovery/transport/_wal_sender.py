@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Final, final
 
@@ -31,6 +31,7 @@ from ..core import (
     StreamStopped,
     TenantTimelineId,
     Term,
+    WalData,
     decode_stream_reader_message,
     encode,
 )
@@ -139,8 +140,12 @@ async def serve_stream_connection(
     keepalive_interval: float = 1.0,
     send_timeout: float = math.inf,
     archive: Archive | None = None,
+    pay: Callable[[int], Awaitable[None]] | None = None,
 ) -> None:
     """Run one accepted ``wal_stream`` WebSocket: WAL out, StatusUpdates in.
+
+    ``pay`` (a recovery stream: the node's serve throttle) is awaited with the size of
+    every WAL message before it is sent.
 
     A reader that takes nothing for ``send_timeout`` seconds (one message cannot be sent;
     a keepalive goes out every ``keepalive_interval`` even when idle, so a vanished or
@@ -161,6 +166,8 @@ async def serve_stream_connection(
         info.sent_lsn = pos
 
     async def send(msg: StreamSenderMessage) -> None:
+        if pay is not None and isinstance(msg, WalData) and msg.data:
+            await pay(len(msg.data))
         with trio.move_on_after(send_timeout) as stuck:
             await ws.send_message(encode(msg))
         if stuck.cancelled_caught:

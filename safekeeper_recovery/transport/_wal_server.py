@@ -18,6 +18,12 @@ A stopped (broken) timeline refuses ``wal_push`` handshakes with 503 and
 ``{"error": "timeline stopped: <reason>"}``; a push connection open when it stops is closed
 with 1011 and the reason ``timeline stopped: <reason>`` (e.g. ``disk full: …``).
 ``wal_stream`` keeps serving its durable WAL.
+
+Recovery streams (``wal_stream`` with a term) obey the node's throttles
+(``recovery.RecoveryThrottles``): beyond ``max_senders`` running ones a new one is refused
+with 503 and ``{"error": "donor busy: …", "reason": "donor_busy"}`` (the recovering node
+raises ``DonorBusy`` and tries another donor or backs off), and every WAL byte sent pays
+the ``serve`` rate limit; both exempt a timeline whose quorum is at risk (core rule T6).
 """
 
 from __future__ import annotations
@@ -47,7 +53,9 @@ from ..core import (
     StreamStopped,
     TenantTimelineId,
     Term,
+    quorum_at_risk,
 )
+from ..recovery import RecoveryThrottles
 from ..storage import Archive
 from ..timeline import Timeline, TimelineBroken, TimelineNotFound, TimelineRegistry
 from ._auth import Authenticator, bearer_token
@@ -104,6 +112,9 @@ class WalServerConfig:
     """The node's WAL archive: a ``wal_stream`` asking for WAL this node removed is served
     from it (``run_wal_sender`` rule 5; 4011 if the archive cannot serve it). ``None``:
     such a stream closes with 4001."""
+    heartbeat_timeout: float = 5.0
+    """A peer counts as alive (for the quorum-at-risk exemption) while its info is
+    younger than this."""
 
 
 @final
@@ -158,6 +169,7 @@ async def serve_wal(
     config: WalServerConfig | None = None,
     slots: ConnectionSlots | None = None,
     senders: WalSenders | None = None,
+    throttles: RecoveryThrottles | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the WAL port on ``host:port`` until cancelled.
@@ -171,7 +183,8 @@ async def serve_wal(
     """
     config = config if config is not None else WalServerConfig()
     senders = senders if senders is not None else WalSenders()
-    handler = functools.partial(_handle_request, registry, authenticator, config, senders)
+    handler = functools.partial(_handle_request, registry, authenticator, config, senders,
+                                throttles)
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     serve_one = functools.partial(_serve_stream, handler, config)
@@ -221,6 +234,7 @@ async def _handle_request(
     authenticator: Authenticator,
     config: WalServerConfig,
     senders: WalSenders,
+    throttles: RecoveryThrottles | None,
     request: WebSocketRequest,
 ) -> None:
     remote = str(request.remote)
@@ -245,16 +259,69 @@ async def _handle_request(
         log.exception("WAL port: handshake with %s failed", remote)
         await _reject(request, 500, "internal error", remote)
         return
+    recovery_stream = (throttles is not None and isinstance(target, WalStreamTarget)
+                       and target.term is not None)
+    pay: _Payer | None = None
+    if recovery_stream:
+        assert throttles is not None
+        if not throttles.sender_slot_free() and not _at_risk(timeline, config):
+            throttles.refused_senders += 1
+            await _reject(
+                request, 503,
+                f"donor busy: {throttles.active_senders} recovery streams running, at most "
+                f"{throttles.max_senders} (--recovery-max-senders); try another donor",
+                remote, reason="donor_busy")
+            return
+        pay = _serve_payer(timeline, config, throttles)
+        throttles.active_senders += 1
     try:
-        ws = await request.accept()
-    except ConnectionClosed:
-        return
-    except Exception:
-        log.exception("WAL port: accepting %s failed", remote)
-        return
-    code, reason = await _run_connection(ws, timeline, target, remote, config, senders)
-    with trio.move_on_after(config.close_timeout):
-        await _close(ws, code, reason, remote)
+        try:
+            ws = await request.accept()
+        except ConnectionClosed:
+            return
+        except Exception:
+            log.exception("WAL port: accepting %s failed", remote)
+            return
+        code, reason = await _run_connection(ws, timeline, target, remote, config, senders,
+                                             pay)
+        with trio.move_on_after(config.close_timeout):
+            await _close(ws, code, reason, remote)
+    finally:
+        if recovery_stream:
+            assert throttles is not None
+            throttles.active_senders -= 1
+
+
+_Payer = Callable[[int], Awaitable[None]]
+_RISK_RECHECK: Final = 1.0
+
+
+def _at_risk(timeline: Timeline, config: WalServerConfig) -> bool:
+    a = timeline.acceptor
+    return quorum_at_risk(a.node_id, a.flush_lsn, a.commit_lsn, timeline.current_peers(),
+                          trio.current_time(), config.heartbeat_timeout)
+
+
+def _serve_payer(timeline: Timeline, config: WalServerConfig,
+                 throttles: RecoveryThrottles) -> _Payer:
+    """What a recovery stream pays per WAL message: the node's ``serve`` rate limit,
+    exempt while the timeline's quorum is at risk (re-checked every second)."""
+    checked = -float("inf")
+    exempt = False
+
+    async def pay(nbytes: int) -> None:
+        nonlocal checked, exempt
+        serve = throttles.serve
+        if serve.rate is None:
+            serve.bytes += nbytes
+            return
+        now = trio.current_time()
+        if now - checked >= _RISK_RECHECK:
+            checked = now
+            exempt = _at_risk(timeline, config)
+        await serve.pay(nbytes, exempt=exempt)
+
+    return pay
 
 
 async def _run_connection(
@@ -264,6 +331,7 @@ async def _run_connection(
     remote: str,
     config: WalServerConfig,
     senders: WalSenders,
+    pay: _Payer | None = None,
 ) -> tuple[int, str]:
     """Serve an accepted connection; return the close code and reason it ends with."""
     try:
@@ -282,7 +350,7 @@ async def _run_connection(
                     await serve_stream_connection(
                         ws, timeline, target.start_lsn, target.term, remote=remote,
                         senders=senders, keepalive_interval=config.keepalive_interval,
-                        send_timeout=config.idle_timeout, archive=config.archive,
+                        send_timeout=config.idle_timeout, archive=config.archive, pay=pay,
                     )
     except Exception as e:  # mapped to a close code: nothing escapes a handler
         if timeline.deleted:
@@ -331,9 +399,11 @@ def _bearer(request: WebSocketRequest) -> str | None:
     return None
 
 
-async def _reject(request: WebSocketRequest, status: int, message: str, remote: str) -> None:
+async def _reject(request: WebSocketRequest, status: int, message: str, remote: str,
+                  *, reason: str | None = None) -> None:
     log.info("WAL port: rejected %s with %d: %s", remote, status, message)
-    body = json.dumps({"error": message}).encode()
+    doc = {"error": message} if reason is None else {"error": message, "reason": reason}
+    body = json.dumps(doc).encode()
     try:
         await request.reject(
             status, extra_headers=[(b"content-type", b"application/json")], body=body

@@ -138,6 +138,9 @@ class FakeRecoveryAdmin:
     def snapshot_all(self) -> list[dict[str, object]]:
         return [{"tenant_id": str(TENANT), "state": "idle"}]
 
+    def progress(self) -> dict[str, object]:
+        return {"recovering": 0}
+
     def trigger(self, ttid: TenantTimelineId) -> None:
         self.triggered.append(ttid)
 
@@ -164,7 +167,8 @@ async def test_recovery_routes_call_the_admin(nursery: trio.Nursery, tmp_path: P
     async with node.client as c:
         await c.post(f"/v1/tenant/{TENANT}/timeline", json=CREATE_BODY)
         assert (await c.get("/v1/recovery")).json() == {
-            "recoveries": [{"tenant_id": str(TENANT), "state": "idle"}]
+            "recoveries": [{"tenant_id": str(TENANT), "state": "idle"}],
+            "progress": {"recovering": 0},
         }
         assert (await c.post(f"{TL_PATH}/recovery/trigger")).status_code == 200
         assert (await c.post(f"{TL_PATH}/recovery/cancel")).status_code == 200

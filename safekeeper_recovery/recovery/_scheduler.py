@@ -1,0 +1,118 @@
+"""The node-wide recovery queue: at most ``limit`` timelines recover at once.
+
+The order is ``core.recovery_order`` (rules Q1-Q5 in core/_schedule.py); this module holds
+the slots and wakes the waiters.
+
+Rules:
+
+S1. A timeline asks for a slot with :meth:`RecoveryScheduler.slot`; it gets one at once
+    while fewer than ``limit`` run and nobody waits, else it waits in the queue.
+S2. A slot given back (the attempt ended, failed or was cancelled) goes to the first
+    waiter in ``recovery_order`` at that moment.
+S3. Raising the limit at run time hands out the new slots at once; lowering it never
+    cuts a running recovery (the next ones wait until enough have ended).
+S4. A waiter cancelled while waiting leaves the queue and holds nothing.
+S5. ``position(ttid)`` is the waiter's 1-based place in the order (``None`` if it does
+    not wait); it is recomputed at most every ``POSITION_CACHE`` seconds, so a status
+    listing of thousands of waiters costs one sort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Final
+
+import attrs
+import trio
+
+from ..core import DEFAULT_AGEING, QueueEntry, TenantTimelineId, recovery_order
+
+__all__ = ["RecoveryScheduler"]
+
+POSITION_CACHE: Final = 0.5
+
+
+@attrs.define
+class _Waiter:
+    entry: QueueEntry
+    granted: trio.Event = attrs.Factory(trio.Event)
+
+
+class RecoveryScheduler:
+    """Slots for recovering timelines (rules S1-S5). One per node."""
+
+    def __init__(self, limit: int, *, ageing: float = DEFAULT_AGEING,
+                 clock: Callable[[], float] = trio.current_time) -> None:
+        if limit < 1:
+            raise ValueError(f"max_concurrent must be at least 1, got {limit}")
+        self.limit = limit
+        self.ageing = ageing
+        self._clock = clock
+        self.running: set[TenantTimelineId] = set()
+        self._waiting: dict[TenantTimelineId, _Waiter] = {}
+        self._positions: dict[TenantTimelineId, int] = {}
+        self._positions_at = -float("inf")
+        self.granted_order: list[TenantTimelineId] = []
+        """The last slots handed out from the queue, oldest first (at most 100)."""
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def set_limit(self, limit: int) -> None:
+        """Rule S3 (``ValueError`` if < 1)."""
+        if limit < 1:
+            raise ValueError(f"max_concurrent must be at least 1, got {limit}")
+        self.limit = limit
+        self._grant()
+
+    def position(self, ttid: TenantTimelineId) -> int | None:
+        """Rule S5."""
+        if ttid not in self._waiting:
+            return None
+        now = self._clock()
+        if now - self._positions_at >= POSITION_CACHE or ttid not in self._positions:
+            order = recovery_order((w.entry for w in self._waiting.values()), now, self.ageing)
+            self._positions = {e.ttid: i for i, e in enumerate(order, 1)}
+            self._positions_at = now
+        return self._positions.get(ttid)
+
+    @asynccontextmanager
+    async def slot(self, ttid: TenantTimelineId, *, at_risk: bool, lag_bytes: int,
+                   on_wait: Callable[[], None] = lambda: None) -> AsyncIterator[None]:
+        """Hold a slot for the ``with`` block (rules S1, S2, S4); ``on_wait`` is called if
+        the caller has to queue."""
+        assert ttid not in self.running, f"S1: {ttid} asked for a second slot"
+        assert ttid not in self._waiting, f"S1: {ttid} asked for a second slot"
+        if len(self.running) < self.limit and not self._waiting:
+            self.running.add(ttid)
+        else:
+            waiter = _Waiter(QueueEntry(ttid, at_risk, lag_bytes, self._clock()))
+            self._waiting[ttid] = waiter
+            self._positions_at = -float("inf")
+            on_wait()
+            try:
+                await waiter.granted.wait()
+            except BaseException:
+                if self._waiting.pop(ttid, None) is None:  # granted as we were cancelled
+                    self.running.discard(ttid)
+                    self._grant()
+                self._positions_at = -float("inf")
+                raise
+        try:
+            yield
+        finally:
+            self.running.discard(ttid)
+            self._grant()
+
+    def _grant(self) -> None:
+        while len(self.running) < self.limit and self._waiting:
+            first = recovery_order((w.entry for w in self._waiting.values()), self._clock(),
+                                   self.ageing)[0]
+            waiter = self._waiting.pop(first.ttid)
+            self.running.add(first.ttid)
+            self.granted_order.append(first.ttid)
+            del self.granted_order[:-100]
+            waiter.granted.set()
+        self._positions_at = -float("inf")
