@@ -5,10 +5,15 @@
 a :class:`ClusterStatus`; a node that does not answer is recorded as down with the reason,
 once, and its flush is shown as ``-``. ``lag`` is how far a node's flush_lsn is behind the
 most advanced flush_lsn among the nodes that answered for that timeline.
+
+:func:`render_recovery` shows what recovers now: a progress bar per recovering (or queued)
+timeline with its rate and ETA, and each node's total; ``status --watch`` redraws it all
+every ``--watch-interval``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -17,6 +22,9 @@ from typing import Final
 import attrs
 import click
 import trio
+from rich.console import Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from .._console import format_bytes, make_console
@@ -25,9 +33,10 @@ from ..recovery import iso_time
 from ..transport import HttpError, SafekeeperClient
 from ._errors import node_error
 from ._main import main
-from ._options import UrlListType, timeout_option, token_file_option
+from ._options import DURATION, UrlListType, timeout_option, token_file_option
 
-__all__ = ["ClusterStatus", "NodeView", "TimelineView", "gather_cluster_status"]
+__all__ = ["ClusterStatus", "NodeView", "TimelineView", "gather_cluster_status",
+           "render_recovery"]
 
 _PER_NODE_REQUESTS: Final = 8
 """Timeline status requests in flight per node (thousands of timelines stay bounded)."""
@@ -72,6 +81,8 @@ class NodeView:
     timeline_count: int | None = None
     broken_count: int | None = None
     error: str | None = None
+    recovery: dict[str, object] | None = None
+    """Node-wide recovery progress (``/v1/status``'s ``recovery``)."""
 
     def to_json(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -118,6 +129,7 @@ async def gather_cluster_status(
                 url, up=True, node_id=_int(status.get("node_id")),
                 version=str(status.get("version")), timeline_count=len(listing),
                 broken_count=_int(status.get("broken_count")),
+                recovery=_progress(status.get("recovery")),
             )
             found: dict[TenantTimelineId, TimelineView] = {}
             limiter = trio.CapacityLimiter(_PER_NODE_REQUESTS)
@@ -160,6 +172,10 @@ async def gather_cluster_status(
     return ClusterStatus(time.time(), [views[u] for u in nodes], timelines)
 
 
+def _progress(value: object) -> dict[str, object] | None:
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else None
+
+
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -196,6 +212,86 @@ def _recovery_text(view: TimelineView) -> str:
     return state
 
 
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _eta(value: object) -> str:
+    seconds = _number(value)
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+def _rate(value: object) -> str:
+    rate = _number(value)
+    return "-" if rate is None else f"{format_bytes(rate)}/s"
+
+
+def _lsn_span(recovery: dict[str, object]) -> tuple[int, int] | None:
+    """(bytes done, bytes in all) of the current attempt, from its LSNs."""
+    start, target, flushed = (_lsn(recovery.get(k)) for k in
+                              ("start_lsn", "target_lsn", "flushed_lsn"))
+    if start is None or target is None or flushed is None:
+        return None
+    total = max(0, int(target) - int(start))
+    return min(total, max(0, int(flushed) - int(start))), total
+
+
+def render_recovery(status: ClusterStatus) -> Table | None:
+    """Recovering and queued timelines with a progress bar each, then every node's total;
+    ``None`` when nothing recovers or waits anywhere."""
+    rows = [v for views in status.timelines.values() for v in views
+            if v.recovery.get("state") in ("recovering", "waiting")]
+    totals = [n for n in status.nodes if n.recovery is not None
+              and (n.recovery.get("recovering") or n.recovery.get("waiting"))]
+    if not rows and not totals:
+        return None
+    ids = {n.url: str(n.node_id) if n.node_id is not None else "?" for n in status.nodes}
+    table = Table(title="recovery", title_justify="left")
+    for name in ("node", "timeline", "state", "donor", "progress", "done", "to go", "rate",
+                 "eta"):
+        table.add_column(name, no_wrap=True)
+    for v in sorted(rows, key=lambda v: (v.node, v.ttid)):
+        r = v.recovery
+        span = _lsn_span(r)
+        bar: ProgressBar | str = "-"
+        done = "-"
+        if span is not None and r.get("state") == "recovering":
+            completed, total = span
+            bar = ProgressBar(total=max(total, 1), completed=completed, width=30)
+            done = f"{format_bytes(completed)} / {format_bytes(total)}"
+        state = str(r.get("state"))
+        if state == "waiting" and r.get("queue_position") is not None:
+            state = f"waiting #{r['queue_position']}"
+        if r.get("quorum_at_risk"):
+            state += " (quorum at risk)"
+        lag = _number(r.get("lag_bytes"))
+        table.add_row(
+            ids[v.node], str(v.ttid.timeline_id), state, str(r.get("donor") or "-"), bar, done,
+            "-" if lag is None else format_bytes(lag), _rate(r.get("rate_bytes_per_second")),
+            _eta(r.get("eta_seconds")),
+        )
+    for n in totals:
+        assert n.recovery is not None
+        p = n.recovery
+        lag = _number(p.get("lag_bytes"))
+        table.add_row(
+            ids[n.url], "node total",
+            f"{p.get('recovering', 0)} recovering, {p.get('waiting', 0)} waiting", "-", "",
+            "", "-" if lag is None else format_bytes(lag),
+            _rate(p.get("rate_bytes_per_second")), _eta(p.get("eta_seconds")),
+            end_section=True,
+        )
+    return table
+
+
 def render_table(status: ClusterStatus) -> Table:
     """The cluster as a rich table: one row per (timeline, node), down nodes included."""
     table = Table(title=f"cluster status at {iso_time(status.at)}", title_justify="left")
@@ -216,40 +312,79 @@ def render_table(status: ClusterStatus) -> Table:
     return table
 
 
+def _render_nodes(status: ClusterStatus) -> Table:
+    table = Table(title="nodes", title_justify="left")
+    for name in ("node", "url", "state", "timelines", "broken", "version"):
+        table.add_column(name)
+    for n in status.nodes:
+        table.add_row("?" if n.node_id is None else str(n.node_id), n.url,
+                      "up" if n.up else "down",
+                      "-" if n.timeline_count is None else str(n.timeline_count),
+                      "-" if n.broken_count is None else str(n.broken_count),
+                      n.version or "-")
+    return table
+
+
+def _render_all(status: ClusterStatus) -> Group:
+    parts: list[Table | str] = [_render_nodes(status)]
+    if status.timelines:
+        parts.append(render_table(status))
+    recovery = render_recovery(status)
+    if recovery is not None:
+        parts.append(recovery)
+    parts += [f"node down: {n.error}" for n in status.nodes if n.error is not None]
+    return Group(*parts)
+
+
+async def _watch(nodes: tuple[str, ...], token: str | None, timeout: float, interval: float,
+                 as_json: bool) -> None:
+    """Redraw (or print a JSON line) every ``interval`` until interrupted."""
+    console = make_console()
+    if as_json:
+        while True:
+            status = await gather_cluster_status(nodes, token=token, timeout=timeout)
+            click.echo(json.dumps(status.to_json(), sort_keys=True), nl=True)
+            await trio.sleep(interval)
+    status = await gather_cluster_status(nodes, token=token, timeout=timeout)
+    with Live(_render_all(status), console=console, auto_refresh=False) as live:
+        while True:
+            await trio.sleep(interval)
+            status = await gather_cluster_status(nodes, token=token, timeout=timeout)
+            live.update(_render_all(status), refresh=True)
+
+
 @main.command("status")
 @click.option("--node", "nodes", required=True, type=UrlListType("http"),
               help="The nodes' HTTP APIs, comma-separated: http://HOST:PORT,http://HOST:PORT.")
 @token_file_option("File holding a JWT to send (safekeeperdata scope; nodes with auth on).")
 @timeout_option()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON instead of tables (with --watch: one document per line).")
+@click.option("--watch", is_flag=True,
+              help="Keep redrawing (progress bars of recovering timelines, node totals) "
+                   "until Ctrl-C.")
+@click.option("--watch-interval", type=DURATION, default="2s", show_default=True,
+              help="How often --watch asks the nodes again.")
 def status_command(nodes: tuple[str, ...], token_file: Path | None, timeout: float,
-                   as_json: bool) -> None:
+                   as_json: bool, watch: bool, watch_interval: float) -> None:
     """Show every node of a cluster, its timelines (flush and commit LSN, lag behind the
-    most advanced node) and their recovery state. Lag is in binary units (KiB, MiB, GiB).
+    most advanced node) and their recovery state; what recovers now, with a progress bar,
+    rate and ETA per timeline and each node's total. Lag is in binary units (KiB, MiB,
+    GiB).
 
-    Exit status: 0 every node answered, 1 a node is down (it is listed, with why).
+    Exit status: 0 every node answered, 1 a node is down (it is listed, with why); with
+    --watch, 0 when interrupted.
     """
     token = token_file.read_text().strip() if token_file is not None else None
+    if watch:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
+            trio.run(_watch, nodes, token, timeout, watch_interval, as_json)
+        return
     status = trio.run(lambda: gather_cluster_status(nodes, token=token, timeout=timeout))
     if as_json:
         click.echo(json.dumps(status.to_json(), indent=2, sort_keys=True))
     else:
-        console = make_console()
-        table = Table(title="nodes", title_justify="left")
-        for name in ("node", "url", "state", "timelines", "broken", "version"):
-            table.add_column(name)
-        for n in status.nodes:
-            table.add_row("?" if n.node_id is None else str(n.node_id), n.url,
-                          "up" if n.up else "down",
-                          "-" if n.timeline_count is None else str(n.timeline_count),
-                          "-" if n.broken_count is None else str(n.broken_count),
-                          n.version or "-")
-        console.print(table)
-        if status.timelines:
-            console.print(render_table(status))
-        for n in status.nodes:
-            if n.error is not None:
-                console.print(f"node down: {n.error}", highlight=False)
+        make_console().print(_render_all(status))
     down = [n for n in status.nodes if not n.up]
     if down:
         raise SystemExit(1)

@@ -22,6 +22,11 @@ T6. A timeline whose quorum is at risk (:func:`quorum_at_risk`: fewer than a maj
     highest known commit position) is exempt from the rate limits and from a donor's cap
     on recovery senders (Kafka exempts in-sync replicas the same way): delaying it delays
     the cluster's availability, not only its redundancy.
+T7. The verdict needs a settled peer table: a node that has listened to its peers for
+    less than ``heartbeat_timeout`` (it just started) may not have heard from a peer that
+    is caught up, so until then nothing is at risk (``settled=False``). At worst a timeline
+    really at risk is throttled for that long; the other way round, a node that just
+    restarted would take its whole lag unthrottled, which is what the throttle is for.
 """
 
 from __future__ import annotations
@@ -132,15 +137,21 @@ def quorum_at_risk(
     peers: Sequence[PeerInfo],
     now: float,
     heartbeat_timeout: float,
+    *,
+    settled: bool = True,
 ) -> bool:
-    """Rule T6: whether fewer than a majority of the timeline's nodes are caught up.
+    """Rules T6-T7: whether fewer than a majority of the timeline's nodes are caught up.
 
     The cluster is this node and every peer in ``peers`` (the timeline's peer table, alive
     or not). A node is caught up when it is alive (this node always is; a peer whose info
     is younger than ``heartbeat_timeout``) and its flush_lsn is at least the highest
     commit_lsn any of them reported: WAL a quorum acknowledged. So in a 3-node cluster
     with one node down, the third node lagging is at risk; with all three up, it is not.
+    ``settled`` says whether the caller has listened to its peers for ``heartbeat_timeout``
+    yet (rule T7; ``False``: never at risk).
     """
+    if not settled:
+        return False
     members = {p.node_id: p for p in peers if p.node_id != my_node_id}
     commit = max([int(my_commit_lsn)] + [int(p.commit_lsn) for p in members.values()])
     caught_up = int(int(my_flush_lsn) >= commit)

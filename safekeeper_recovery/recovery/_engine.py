@@ -102,6 +102,9 @@ class RecoveryEngine:
         self.throttles = throttles or RecoveryThrottles(
             intake_rate=None, serve_rate=None, max_concurrent=self.config.max_concurrent)
         self.scheduler = self.throttles.scheduler
+        self._listening_since: float | None = None
+        """When the first supervisor started: the peer table is settled a heartbeat
+        timeout later (core rule T7)."""
         self._triggered: set[TenantTimelineId] = set()
         self._wait_scopes: dict[TenantTimelineId, trio.CancelScope] = {}
         self._attempt_scopes: dict[TenantTimelineId, trio.CancelScope] = {}
@@ -173,6 +176,8 @@ class RecoveryEngine:
         """Keep ``target`` caught up with its peers. Never returns unless cancelled
         (or the timeline is broken: then the state says so and the task ends)."""
         ttid = target.ttid
+        if self._listening_since is None:
+            self._listening_since = trio.current_time()
         status = self.statuses.setdefault(ttid, RecoveryStatus())
         status.queue = lambda: self.scheduler.position(ttid)
         # Bound lazily: binding a logger per supervisor costs every idle timeline memory.
@@ -234,8 +239,11 @@ class RecoveryEngine:
         return selection, view
 
     def _at_risk(self, target: RecoveryTarget, view: LocalView) -> bool:
+        since = self._listening_since
+        settled = since is not None and trio.current_time() - since >= \
+            self.config.heartbeat_timeout
         return quorum_at_risk(target.node_id, view.flush_lsn, view.commit_lsn, view.peers,
-                              view.now, self.config.heartbeat_timeout)
+                              view.now, self.config.heartbeat_timeout, settled=settled)
 
     async def _back_off(
         self, target: RecoveryTarget, status: RecoveryStatus, failed: DonorSelection,
@@ -280,11 +288,15 @@ class RecoveryEngine:
             status.target_lsn = best.flush_lsn
             status.waiting_since = trio.current_time()
 
+        def on_grant() -> None:
+            status.state = "recovering"
+            status.waiting_since = None
+
         result: AttemptResult | None = None
         lag = max(0, int(best.flush_lsn) - int(view.flush_lsn))
         try:
             async with self.scheduler.slot(ttid, at_risk=at_risk, lag_bytes=lag,
-                                           on_wait=on_wait):
+                                           on_wait=on_wait, on_grant=on_grant):
                 status.waiting_since = None
                 donors = selection.donors
                 if queued:
@@ -333,20 +345,24 @@ class RecoveryEngine:
         self, target: RecoveryTarget, status: RecoveryStatus
     ) -> Callable[[int], Awaitable[None]]:
         """What an attempt pays for each WAL message: the node-wide intake throttle,
-        exempt while the quorum is at risk (rule T6), re-checked every RISK_RECHECK s."""
+        exempt while the quorum is at risk (rule T6), re-checked every RISK_RECHECK s,
+        also while it waits."""
         intake = self.throttles.intake
         checked = trio.current_time()
 
-        async def pay(nbytes: int) -> None:
+        async def at_risk() -> bool:
             nonlocal checked
+            checked = trio.current_time()
+            status.quorum_at_risk = self._at_risk(target, await target.local_view())
+            return status.quorum_at_risk
+
+        async def pay(nbytes: int) -> None:
             if intake.rate is None:
                 intake.bytes += nbytes
                 return
-            now = trio.current_time()
-            if now - checked >= RISK_RECHECK:
-                checked = now
-                status.quorum_at_risk = self._at_risk(target, await target.local_view())
-            await intake.pay(nbytes, exempt=status.quorum_at_risk)
+            if trio.current_time() - checked >= RISK_RECHECK:
+                await at_risk()
+            await intake.pay(nbytes, exempt=status.quorum_at_risk, release=at_risk)
 
         return pay
 

@@ -36,6 +36,7 @@ POSITION_CACHE: Final = 0.5
 @attrs.define
 class _Waiter:
     entry: QueueEntry
+    on_grant: Callable[[], None]
     granted: trio.Event = attrs.Factory(trio.Event)
 
 
@@ -80,15 +81,17 @@ class RecoveryScheduler:
 
     @asynccontextmanager
     async def slot(self, ttid: TenantTimelineId, *, at_risk: bool, lag_bytes: int,
-                   on_wait: Callable[[], None] = lambda: None) -> AsyncIterator[None]:
+                   on_wait: Callable[[], None] = lambda: None,
+                   on_grant: Callable[[], None] = lambda: None) -> AsyncIterator[None]:
         """Hold a slot for the ``with`` block (rules S1, S2, S4); ``on_wait`` is called if
-        the caller has to queue."""
+        the caller has to queue, ``on_grant`` the moment a queued caller gets its slot
+        (before its task runs again: a status read in between sees it granted)."""
         assert ttid not in self.running, f"S1: {ttid} asked for a second slot"
         assert ttid not in self._waiting, f"S1: {ttid} asked for a second slot"
         if len(self.running) < self.limit and not self._waiting:
             self.running.add(ttid)
         else:
-            waiter = _Waiter(QueueEntry(ttid, at_risk, lag_bytes, self._clock()))
+            waiter = _Waiter(QueueEntry(ttid, at_risk, lag_bytes, self._clock()), on_grant)
             self._waiting[ttid] = waiter
             self._positions_at = -float("inf")
             on_wait()
@@ -114,5 +117,6 @@ class RecoveryScheduler:
             self.running.add(first.ttid)
             self.granted_order.append(first.ttid)
             del self.granted_order[:-100]
+            waiter.on_grant()
             waiter.granted.set()
         self._positions_at = -float("inf")

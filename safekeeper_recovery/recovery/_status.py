@@ -27,6 +27,9 @@ RecoveryState = Literal["idle", "waiting", "backoff", "recovering", "disabled", 
 
 RATE_WINDOW: Final = 5.0
 """The rate shown is the flush progress over about the last this many seconds."""
+FLUSH_GRACE: Final = 1.0
+"""A flush older than this lowers the rate shown (the acceptor flushes at least every
+second while WAL arrives)."""
 
 
 @attrs.define
@@ -121,10 +124,14 @@ class RecoveryStatus:
             if t >= now - RATE_WINDOW:
                 break
             t0, lsn0 = t, lsn
-        lsn1 = self._samples[-1][1]
-        if lsn1 <= lsn0 or now <= t0:
+        t1, lsn1 = self._samples[-1]
+        # Flushes come in steps (a batch, at least every second while WAL flows): measure
+        # up to the last one, unless it is older than the grace (then the flow stalled and
+        # the rate falls with the time since).
+        elapsed = max(t1 - t0, now - t0 - FLUSH_GRACE)
+        if lsn1 <= lsn0 or elapsed <= 0:
             return 0.0
-        return (lsn1 - lsn0) / (now - t0)
+        return (lsn1 - lsn0) / elapsed
 
     def eta_seconds(self) -> float | None:
         """Seconds to catch up with the donor's end at the current rate (``None``: not

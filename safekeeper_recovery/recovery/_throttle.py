@@ -12,13 +12,14 @@ L1. Paying waits until the bucket's debt, this payment's included, is repaid; a 
     changed at run time (:meth:`RateLimit.set_rate`, the HTTP API) applies to payers that
     already wait.
 L2. An exempt payment (quorum at risk) never waits and never adds to the debt; it is
-    counted apart (``exempt_bytes``).
+    counted apart (``exempt_bytes``). A payer that becomes exempt while it waits (its
+    ``release`` check, asked every ``RELEASE_CHECK`` seconds, says so) stops waiting.
 L3. ``rate`` ``None`` is unlimited.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import trio
@@ -41,6 +42,8 @@ DEFAULT_SERVE_MAX_RATE: Final = 256 * MiB
 """Node-wide WAL served to recovering peers, bytes/s."""
 DEFAULT_MAX_SENDERS: Final = 8
 """Recovery streams a donor serves at once (the recovering side's default slot count)."""
+RELEASE_CHECK: Final = 1.0
+"""How often a waiting payer asks whether it became exempt (rule L2)."""
 
 
 class RateLimit:
@@ -73,9 +76,10 @@ class RateLimit:
         """Whether a payer would wait now."""
         return self._bucket.debt_seconds(self._clock()) > 0
 
-    async def pay(self, nbytes: int, *, exempt: bool = False) -> None:
+    async def pay(self, nbytes: int, *, exempt: bool = False,
+                  release: Callable[[], Awaitable[bool]] | None = None) -> None:
         """Account ``nbytes``; return once the rate allows more (at once if ``exempt``
-        or unlimited). Cancellable."""
+        or unlimited, or once ``release`` says the payer became exempt). Cancellable."""
         if exempt:
             self.exempt_bytes += nbytes
             return
@@ -84,9 +88,11 @@ class RateLimit:
         while (delay := self._bucket.wait(ticket, self._clock())) > 0:
             started = self._clock()
             changed = self._changed
-            with trio.move_on_after(delay):
+            with trio.move_on_after(delay if release is None else min(delay, RELEASE_CHECK)):
                 await changed.wait()
             self.waited_seconds += self._clock() - started
+            if release is not None and await release():
+                return
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -441,6 +441,7 @@ class _Api:
             "timeline_count": len(ctx.registry.timelines) + len(ctx.registry.broken),
             "broken_count": len(broken),
             "broken_timelines": broken,
+            "recovery": None if ctx.recovery is None else ctx.recovery.progress(),
         })
 
     async def list_timelines(self, request: Request) -> Response:

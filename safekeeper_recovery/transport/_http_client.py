@@ -236,6 +236,16 @@ class SafekeeperClient:
             raise HttpUnavailable("GET /v1/recovery: expected a list of recoveries")
         return listing
 
+    async def recovery_throttles(self) -> dict[str, object]:
+        """``GET /v1/recovery/throttles``: the node's throttles and their counters."""
+        return await self._object("GET", "/v1/recovery/throttles")
+
+    async def set_recovery_throttles(self, **changes: int | None) -> dict[str, object]:
+        """``PATCH /v1/recovery/throttles`` with ``changes`` (``max_rate``,
+        ``serve_max_rate``: bytes/s, ``None`` unlimited; ``max_senders``,
+        ``max_concurrent``); returns the throttles as they are now."""
+        return await self._object("PATCH", "/v1/recovery/throttles", body=changes)
+
     async def recovery_trigger(self, ttid: TenantTimelineId) -> None:
         await self._object("POST", f"{_tl_path(ttid)}/recovery/trigger")
 

@@ -73,6 +73,11 @@ class RecoveryReport:
     last_outcome: str | None = None
     last_error: str | None = None
     why_no_donor: str | None = None
+    rate_bytes_per_second: int = 0
+    eta_seconds: float | None = None
+    quorum_at_risk: bool = False
+    queue_position: int | None = None
+    """1-based place in the node's recovery queue while ``state == "waiting"``."""
 
     @classmethod
     def parse(cls, value: object, where: str = f"{_WHERE}.recovery") -> RecoveryReport:
@@ -100,6 +105,10 @@ class RecoveryReport:
             last_outcome=_opt_str(obj, "last_outcome", where),
             last_error=_opt_str(obj, "last_error", where),
             why_no_donor=_opt_str(obj, "why_no_donor", where),
+            rate_bytes_per_second=_int(obj, "rate_bytes_per_second", where, default=0),
+            eta_seconds=_opt_time(obj, "eta_seconds", where),
+            quorum_at_risk=obj.get("quorum_at_risk") is True,
+            queue_position=_opt_int(obj, "queue_position", where),
         )
 
 

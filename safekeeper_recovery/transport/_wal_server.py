@@ -184,7 +184,7 @@ async def serve_wal(
     config = config if config is not None else WalServerConfig()
     senders = senders if senders is not None else WalSenders()
     handler = functools.partial(_handle_request, registry, authenticator, config, senders,
-                                throttles)
+                                throttles, trio.current_time())
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     serve_one = functools.partial(_serve_stream, handler, config)
@@ -235,6 +235,7 @@ async def _handle_request(
     config: WalServerConfig,
     senders: WalSenders,
     throttles: RecoveryThrottles | None,
+    listening_since: float,
     request: WebSocketRequest,
 ) -> None:
     remote = str(request.remote)
@@ -264,7 +265,8 @@ async def _handle_request(
     pay: _Payer | None = None
     if recovery_stream:
         assert throttles is not None
-        if not throttles.sender_slot_free() and not _at_risk(timeline, config):
+        if not throttles.sender_slot_free() and not _at_risk(timeline, config,
+                                                              listening_since):
             throttles.refused_senders += 1
             await _reject(
                 request, 503,
@@ -272,7 +274,7 @@ async def _handle_request(
                 f"{throttles.max_senders} (--recovery-max-senders); try another donor",
                 remote, reason="donor_busy")
             return
-        pay = _serve_payer(timeline, config, throttles)
+        pay = _serve_payer(timeline, config, throttles, listening_since)
         throttles.active_senders += 1
     try:
         try:
@@ -296,30 +298,38 @@ _Payer = Callable[[int], Awaitable[None]]
 _RISK_RECHECK: Final = 1.0
 
 
-def _at_risk(timeline: Timeline, config: WalServerConfig) -> bool:
+def _at_risk(timeline: Timeline, config: WalServerConfig, listening_since: float) -> bool:
+    """Core rules T6-T7, from this node's peer table (settled a heartbeat timeout after
+    the WAL port started)."""
     a = timeline.acceptor
+    now = trio.current_time()
     return quorum_at_risk(a.node_id, a.flush_lsn, a.commit_lsn, timeline.current_peers(),
-                          trio.current_time(), config.heartbeat_timeout)
+                          now, config.heartbeat_timeout,
+                          settled=now - listening_since >= config.heartbeat_timeout)
 
 
 def _serve_payer(timeline: Timeline, config: WalServerConfig,
-                 throttles: RecoveryThrottles) -> _Payer:
+                 throttles: RecoveryThrottles, listening_since: float) -> _Payer:
     """What a recovery stream pays per WAL message: the node's ``serve`` rate limit,
-    exempt while the timeline's quorum is at risk (re-checked every second)."""
+    exempt while the timeline's quorum is at risk (re-checked every second, also while
+    it waits)."""
     checked = -float("inf")
     exempt = False
 
-    async def pay(nbytes: int) -> None:
+    async def at_risk() -> bool:
         nonlocal checked, exempt
+        checked = trio.current_time()
+        exempt = _at_risk(timeline, config, listening_since)
+        return exempt
+
+    async def pay(nbytes: int) -> None:
         serve = throttles.serve
         if serve.rate is None:
             serve.bytes += nbytes
             return
-        now = trio.current_time()
-        if now - checked >= _RISK_RECHECK:
-            checked = now
-            exempt = _at_risk(timeline, config)
-        await serve.pay(nbytes, exempt=exempt)
+        if trio.current_time() - checked >= _RISK_RECHECK:
+            await at_risk()
+        await serve.pay(nbytes, exempt=exempt, release=at_risk)
 
     return pay
 
