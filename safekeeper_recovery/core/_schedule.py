@@ -5,17 +5,17 @@ When a slot frees, :func:`recovery_order` says who gets it.
 
 Rules:
 
-Q1. Quorum at risk first (core/_throttle.py rule T6): such a timeline is the one whose
+F1. Quorum at risk first (core/_throttle.py rule T6): such a timeline is the one whose
     delay costs availability.
-Q2. Then the smallest lag first: a small lag is done soon and frees its slot, so the
+F2. Then the smallest lag first: a small lag is done soon and frees its slot, so the
     number of timelines still behind falls fastest (shortest job first).
-Q3. Ageing: a timeline that has waited ``ageing`` seconds or more goes ahead of every
-    timeline that has not (after Q1), oldest first, so a large lag is never starved by a
+F3. Ageing: a timeline that has waited ``ageing`` seconds or more goes ahead of every
+    timeline that has not (after F1), oldest first, so a large lag is never starved by a
     stream of small ones: its wait is bounded by ``ageing`` plus the time the queue ahead
     of it takes.
-Q4. Ties go to the one that waited longest, then to the timeline id: the same queue
+F4. Ties go to the one that waited longest, then to the timeline id: the same queue
     always gives the same order.
-Q5. A failed attempt gives its slot back and backs off outside the queue (the engine's
+F5. A failed attempt gives its slot back and backs off outside the queue (the engine's
     job): it comes back as a newcomer, with a fresh wait.
 """
 
@@ -31,7 +31,7 @@ from ._ids import TenantTimelineId
 __all__ = ["DEFAULT_AGEING", "QueueEntry", "recovery_order"]
 
 DEFAULT_AGEING = 60.0
-"""Seconds of waiting after which a timeline goes ahead of smaller lags (rule Q3)."""
+"""Seconds of waiting after which a timeline goes ahead of smaller lags (rule F3)."""
 
 
 @final
@@ -49,7 +49,7 @@ class QueueEntry:
 def recovery_order(
     waiting: Iterable[QueueEntry], now: float, ageing: float = DEFAULT_AGEING
 ) -> list[QueueEntry]:
-    """The queue in the order slots are handed out (rules Q1-Q4): first gets the next."""
+    """The queue in the order slots are handed out (rules F1-F4): first gets the next."""
 
     def key(e: QueueEntry) -> tuple[bool, bool, int, float, TenantTimelineId]:
         aged = now - e.since >= ageing

@@ -1,18 +1,18 @@
 """The node-wide recovery queue: at most ``limit`` timelines recover at once.
 
-The order is ``core.recovery_order`` (rules Q1-Q5 in core/_schedule.py); this module holds
+The order is ``core.recovery_order`` (rules F1-F5 in core/_schedule.py); this module holds
 the slots and wakes the waiters.
 
 Rules:
 
-S1. A timeline asks for a slot with :meth:`RecoveryScheduler.slot`; it gets one at once
+G1. A timeline asks for a slot with :meth:`RecoveryScheduler.slot`; it gets one at once
     while fewer than ``limit`` run and nobody waits, else it waits in the queue.
-S2. A slot given back (the attempt ended, failed or was cancelled) goes to the first
+G2. A slot given back (the attempt ended, failed or was cancelled) goes to the first
     waiter in ``recovery_order`` at that moment.
-S3. Raising the limit at run time hands out the new slots at once; lowering it never
+G3. Raising the limit at run time hands out the new slots at once; lowering it never
     cuts a running recovery (the next ones wait until enough have ended).
-S4. A waiter cancelled while waiting leaves the queue and holds nothing.
-S5. ``position(ttid)`` is the waiter's 1-based place in the order (``None`` if it does
+G4. A waiter cancelled while waiting leaves the queue and holds nothing.
+G5. ``position(ttid)`` is the waiter's 1-based place in the order (``None`` if it does
     not wait); it is recomputed at most every ``POSITION_CACHE`` seconds, so a status
     listing of thousands of waiters costs one sort.
 """
@@ -41,7 +41,7 @@ class _Waiter:
 
 
 class RecoveryScheduler:
-    """Slots for recovering timelines (rules S1-S5). One per node."""
+    """Slots for recovering timelines (rules G1-G5). One per node."""
 
     def __init__(self, limit: int, *, ageing: float = DEFAULT_AGEING,
                  clock: Callable[[], float] = trio.current_time) -> None:
@@ -62,14 +62,14 @@ class RecoveryScheduler:
         return len(self._waiting)
 
     def set_limit(self, limit: int) -> None:
-        """Rule S3 (``ValueError`` if < 1)."""
+        """Rule G3 (``ValueError`` if < 1)."""
         if limit < 1:
             raise ValueError(f"max_concurrent must be at least 1, got {limit}")
         self.limit = limit
         self._grant()
 
     def position(self, ttid: TenantTimelineId) -> int | None:
-        """Rule S5."""
+        """Rule G5."""
         if ttid not in self._waiting:
             return None
         now = self._clock()
@@ -83,11 +83,11 @@ class RecoveryScheduler:
     async def slot(self, ttid: TenantTimelineId, *, at_risk: bool, lag_bytes: int,
                    on_wait: Callable[[], None] = lambda: None,
                    on_grant: Callable[[], None] = lambda: None) -> AsyncIterator[None]:
-        """Hold a slot for the ``with`` block (rules S1, S2, S4); ``on_wait`` is called if
+        """Hold a slot for the ``with`` block (rules G1, G2, G4); ``on_wait`` is called if
         the caller has to queue, ``on_grant`` the moment a queued caller gets its slot
         (before its task runs again: a status read in between sees it granted)."""
-        assert ttid not in self.running, f"S1: {ttid} asked for a second slot"
-        assert ttid not in self._waiting, f"S1: {ttid} asked for a second slot"
+        assert ttid not in self.running, f"G1: {ttid} asked for a second slot"
+        assert ttid not in self._waiting, f"G1: {ttid} asked for a second slot"
         if len(self.running) < self.limit and not self._waiting:
             self.running.add(ttid)
         else:

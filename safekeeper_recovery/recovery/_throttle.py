@@ -8,13 +8,13 @@ module adds the waiting and the counters.
 
 Rules:
 
-L1. Paying waits until the bucket's debt, this payment's included, is repaid; a rate
+B1. Paying waits until the bucket's debt, this payment's included, is repaid; a rate
     changed at run time (:meth:`RateLimit.set_rate`, the HTTP API) applies to payers that
     already wait.
-L2. An exempt payment (quorum at risk) never waits and never adds to the debt; it is
+B2. An exempt payment (quorum at risk) never waits and never adds to the debt; it is
     counted apart (``exempt_bytes``). A payer that becomes exempt while it waits (its
     ``release`` check, asked every ``RELEASE_CHECK`` seconds, says so) stops waiting.
-L3. ``rate`` ``None`` is unlimited.
+B3. ``rate`` ``None`` is unlimited.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ DEFAULT_SERVE_MAX_RATE: Final = 256 * MiB
 DEFAULT_MAX_SENDERS: Final = 8
 """Recovery streams a donor serves at once (the recovering side's default slot count)."""
 RELEASE_CHECK: Final = 1.0
-"""How often a waiting payer asks whether it became exempt (rule L2)."""
+"""How often a waiting payer asks whether it became exempt (rule B2)."""
 
 
 class RateLimit:
-    """A node-wide byte-rate limit that async tasks pay into (rules L1-L3)."""
+    """A node-wide byte-rate limit that async tasks pay into (rules B1-B3)."""
 
     def __init__(self, rate: float | None, *,
                  clock: Callable[[], float] = trio.current_time) -> None:

@@ -1,4 +1,4 @@
-"""Rules Q1-Q4 of core/_schedule.py: who gets the next recovery slot."""
+"""Rules F1-F4 of core/_schedule.py: who gets the next recovery slot."""
 
 from __future__ import annotations
 
@@ -22,27 +22,27 @@ def names(order: list[QueueEntry]) -> list[int]:
     return [int.from_bytes(e.ttid.timeline_id.raw, "big") for e in order]
 
 
-def test_q1_q2_at_risk_first_then_smallest_lag() -> None:
+def test_f1_q2_at_risk_first_then_smallest_lag() -> None:
     queue = [QueueEntry(ttid(1), False, 500, 0.0), QueueEntry(ttid(2), False, 10, 0.0),
              QueueEntry(ttid(3), True, 9000, 0.0), QueueEntry(ttid(4), False, 100, 0.0)]
     assert names(recovery_order(queue, 1.0)) == [3, 2, 4, 1]
 
 
-def test_q3_an_aged_waiter_goes_ahead_of_smaller_lags_but_not_of_risk() -> None:
+def test_f3_an_aged_waiter_goes_ahead_of_smaller_lags_but_not_of_risk() -> None:
     queue = [QueueEntry(ttid(1), False, 10**9, 0.0), QueueEntry(ttid(2), False, 10, 50.0),
              QueueEntry(ttid(3), True, 10**6, 55.0)]
     assert names(recovery_order(queue, 59.0, ageing=60.0)) == [3, 2, 1]
     assert names(recovery_order(queue, 60.0, ageing=60.0)) == [3, 1, 2]
 
 
-def test_q4_ties_by_wait_then_id() -> None:
+def test_f4_ties_by_wait_then_id() -> None:
     queue = [QueueEntry(ttid(2), False, 10, 1.0), QueueEntry(ttid(1), False, 10, 1.0),
              QueueEntry(ttid(3), False, 10, 0.5)]
     assert names(recovery_order(queue, 2.0)) == [3, 1, 2]
 
 
 @given(st.lists(st.integers(0, 10**9), min_size=1, max_size=30))
-def test_q3_no_waiter_starves_behind_a_stream_of_small_lags(lags: list[int]) -> None:
+def test_f3_no_waiter_starves_behind_a_stream_of_small_lags(lags: list[int]) -> None:
     """A big lag that joined at 0 is served once it aged, whatever newcomers keep coming:
     each slot freed at t=0,1,2,... goes to the first in order; newcomers with tiny lags
     join every second."""
@@ -55,4 +55,4 @@ def test_q3_no_waiter_starves_behind_a_stream_of_small_lags(lags: list[int]) -> 
             assert t <= 60 + len(lags)
             return
         waiting.remove(first)
-    raise AssertionError("Q3: the big lag was never served")
+    raise AssertionError("F3: the big lag was never served")
