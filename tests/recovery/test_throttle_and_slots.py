@@ -113,7 +113,7 @@ async def test_g3_raising_the_limit_hands_out_slots_and_g4_a_cancelled_waiter_ho
         for n in (1, 2, 3):
             nursery.start_soon(recover, n)
         await trio.sleep(0.1)
-        assert running == {1}
+        assert len(running) == 1  # whichever trio ran first
         with trio.CancelScope() as scope:
             scope.cancel()
             async with slots.slot(queue_ttid(9), at_risk=True, lag_bytes=0):
