@@ -150,11 +150,11 @@ _HOST_PORT_META = "HOST:PORT"  # checked by load_config, which names the setting
 @setting("--max-concurrent-recoveries", type=click.IntRange(min=1),
          help="How many timelines of this node may recover at once (the others wait: "
               "quorum at risk first, then the smallest lag).")
-@setting("--recovery-max-rate", type=SIZE, default_text="256MiB",
+@setting("--recovery-max-rate", type=SIZE, default_text="128MiB",
          help="Bytes per second peer recovery may receive, node-wide (0: unlimited); "
               "timelines whose quorum is at risk are exempt. Changeable at run time: "
               "PATCH /v1/recovery/throttles.")
-@setting("--recovery-serve-max-rate", type=SIZE, default_text="256MiB",
+@setting("--recovery-serve-max-rate", type=SIZE, default_text="128MiB",
          help="Bytes per second of WAL served to recovering peers, node-wide (0: "
               "unlimited); same exemption.")
 @setting("--recovery-max-senders", type=click.IntRange(min=1),

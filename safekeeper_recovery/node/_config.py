@@ -90,10 +90,10 @@ class NodeConfig:
     """Open WAL-port connections at most (further ones get 503); the node also keeps at
     least half its file-descriptor limit for timelines (see docs/architecture.md)."""
     max_concurrent_recoveries: int = 8
-    recovery_max_rate: int = 256 * 1024 * 1024
+    recovery_max_rate: int = 128 * 1024 * 1024
     """Node-wide bytes per second that peer recovery may receive; 0: unlimited. Timelines
-    whose quorum is at risk are exempt (docs/operations.md "Recovery throttles")."""
-    recovery_serve_max_rate: int = 256 * 1024 * 1024
+    whose quorum is at risk are exempt (docs/throttles.md)."""
+    recovery_serve_max_rate: int = 128 * 1024 * 1024
     """Node-wide bytes per second of WAL this node serves to recovering peers; 0:
     unlimited. Same exemption."""
     recovery_max_senders: int = 8

@@ -36,9 +36,9 @@ __all__ = [
 ]
 
 MiB: Final = 1024 * 1024
-DEFAULT_RECOVERY_MAX_RATE: Final = 256 * MiB
-"""Node-wide recovery intake, bytes/s (docs/operations.md "Recovery throttles" says why)."""
-DEFAULT_SERVE_MAX_RATE: Final = 256 * MiB
+DEFAULT_RECOVERY_MAX_RATE: Final = 128 * MiB
+"""Node-wide recovery intake, bytes/s (docs/throttles.md says why)."""
+DEFAULT_SERVE_MAX_RATE: Final = 128 * MiB
 """Node-wide WAL served to recovering peers, bytes/s."""
 DEFAULT_MAX_SENDERS: Final = 8
 """Recovery streams a donor serves at once (the recovering side's default slot count)."""
