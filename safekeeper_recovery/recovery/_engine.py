@@ -142,9 +142,6 @@ class RecoveryEngine:
 
     # ---- admin --------------------------------------------------------------------------
 
-    def throttle_settings(self) -> dict[str, object]:
-        return self.throttles.to_json()
-
     def snapshot_all(self) -> list[dict[str, object]]:
         return [
             {"tenant_id": str(t.tenant_id), "timeline_id": str(t.timeline_id), **s.to_json()}
