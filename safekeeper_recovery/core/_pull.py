@@ -8,21 +8,21 @@ state plus its WAL from its removal horizon to its flush position. The receiver 
 timeline aside and installs it in one rename; ordinary peer recovery then catches up
 whatever arrived meanwhile. This module is pure: the decisions and the bytes.
 
-P1  The donor is the most advanced candidate by ``(last_log_term, flush_lsn)``, never by
+B1  The donor is the most advanced candidate by ``(last_log_term, flush_lsn)``, never by
     ``term`` (a node with a high term but an old log would lose committed WAL: Neon
     #12778). Ties go to the URL listed first, so the operator's order decides.
-P2  A snapshot is a sequence of frames ``u8 tag | u32 length | payload | u32 CRC32C``
+B2  A snapshot is a sequence of frames ``u8 tag | u32 length | payload | u32 CRC32C``
     (big-endian; the CRC covers tag, length and payload). Tags: ``H`` header (once,
     first), ``W`` WAL (``u64 lsn | bytes``), then exactly one of ``E`` end (``u64 term |
     u64 end_lsn``) or ``X`` abort (``u8 kind | utf-8 reason``). A frame longer than
     :data:`MAX_FRAME` or with an unknown tag is refused before its payload is buffered.
-P3  The header carries the format version, the donor's node id, the term of the
+B3  The header carries the format version, the donor's node id, the term of the
     snapshot, ``start_lsn`` (the donor's removal horizon: where its WAL begins),
     ``end_lsn`` (its flush position) and the control state (``encode_state``) whose
     positions match them.
-P4  WAL frames are contiguous: the first starts at ``start_lsn``, each starts where the
+B4  WAL frames are contiguous: the first starts at ``start_lsn``, each starts where the
     previous ended, and the last ends exactly at ``end_lsn``.
-P5  The end frame repeats the header's term and ``end_lsn``: the donor checked, after the
+B5  The end frame repeats the header's term and ``end_lsn``: the donor checked, after the
     last WAL frame, that its term had not moved. An abort of kind ``term`` means it had
     (:class:`PullTermChanged`: the pull is redone); any other abort, a CRC mismatch, a
     gap or a stream that ends before its end frame is :class:`SnapshotInvalid` and
@@ -79,7 +79,7 @@ _ABORT_CODES: Final[dict[AbortKind, int]] = {"term": 1, "error": 2}
 @final
 @attrs.frozen
 class PullCandidate:
-    """One peer's answer about the timeline (P1's inputs)."""
+    """One peer's answer about the timeline (B1's inputs)."""
 
     url: str
     term: Term
@@ -94,7 +94,7 @@ class PullCandidate:
 @final
 @attrs.frozen
 class PullDonorChoice:
-    """The donor of P1 and the candidates it was chosen from (one log line as ``str``)."""
+    """The donor of B1 and the candidates it was chosen from (one log line as ``str``)."""
 
     donor: PullCandidate | None
     ranked: tuple[PullCandidate, ...]
@@ -111,7 +111,7 @@ class PullDonorChoice:
 def choose_pull_donor(
     candidates: Iterable[PullCandidate], unavailable: Iterable[str] = ()
 ) -> PullDonorChoice:
-    """Rule P1: rank by ``(last_log_term, flush_lsn)`` descending (ties keep the order
+    """Rule B1: rank by ``(last_log_term, flush_lsn)`` descending (ties keep the order
     given: stable sort). ``donor`` is ``None`` when there is no candidate."""
     ranked = tuple(sorted(
         candidates, key=lambda c: (-int(c.last_log_term), -int(c.flush_lsn)),
@@ -125,7 +125,7 @@ def choose_pull_donor(
 @final
 @attrs.frozen
 class SnapshotHeader:
-    """P3: what the snapshot holds."""
+    """B3: what the snapshot holds."""
 
     node_id: NodeId
     term: Term
@@ -186,7 +186,7 @@ def encode_abort(kind: AbortKind, reason: str) -> bytes:
 
 class SnapshotDecoder:
     """Sans-IO reader of one snapshot: :meth:`feed` bytes as they arrive, get the frames
-    that are complete, each checked (P2-P5). Raises :class:`SnapshotInvalid` for anything
+    that are complete, each checked (B2-B5). Raises :class:`SnapshotInvalid` for anything
     malformed or out of order and :class:`PullTermChanged` for a term abort; after the
     end frame, :attr:`complete` is true and further bytes are refused."""
 
@@ -217,7 +217,7 @@ class SnapshotDecoder:
         return frames
 
     def finish(self) -> SnapshotHeader:
-        """The stream ended: return the header if the end frame came (P5), else raise."""
+        """The stream ended: return the header if the end frame came (B5), else raise."""
         if not self.complete or self.header is None:
             where = f" at {self.next_lsn}" if self.next_lsn is not None else ""
             raise SnapshotInvalid(f"snapshot stream ended before its end frame{where}")
@@ -259,10 +259,10 @@ class SnapshotDecoder:
             data = payload[_LSN.size:]
             if lsn != self.next_lsn:
                 raise SnapshotInvalid(
-                    f"snapshot WAL frame at {Lsn(lsn)}, expected {self.next_lsn} (P4)")
+                    f"snapshot WAL frame at {Lsn(lsn)}, expected {self.next_lsn}")
             if lsn + len(data) > self.header.end_lsn:
                 raise SnapshotInvalid(
-                    f"snapshot WAL frame runs past the end {self.header.end_lsn} (P4)")
+                    f"snapshot WAL frame runs past the end {self.header.end_lsn}")
             self.next_lsn = Lsn(lsn + len(data))
             return SnapshotWal(Lsn(lsn), data)
         # "E"
@@ -274,6 +274,6 @@ class SnapshotDecoder:
                 f"donor's term moved from {self.header.term} to {term} during the snapshot")
         if end != self.header.end_lsn or self.next_lsn != self.header.end_lsn:
             raise SnapshotInvalid(
-                f"snapshot ended at {self.next_lsn}, its header said {self.header.end_lsn} (P4)")
+                f"snapshot ended at {self.next_lsn}, its header said {self.header.end_lsn}")
         self.complete = True
         return SnapshotEnd(term, Lsn(end))

@@ -8,7 +8,7 @@ why it is off by default):
 2. A timeline some peer holds and this node lacks is *missing*, unless this node deleted
    it since it started (a delete goes to every node one after another: the others still
    list it for a moment) or a pull of it runs already.
-3. Missing timelines are pulled from all the peers (the pull chooses the donor, rule P1),
+3. Missing timelines are pulled from all the peers (the pull chooses the donor, rule B1),
    at most ``concurrency`` at once. A timeline whose pull failed is tried again after
    ``interval`` doubling per failure up to ``max_backoff``.
 """

@@ -1,10 +1,10 @@
 """Both ends of a timeline snapshot (a pull), over any byte stream.
 
 :func:`snapshot_frames` is the donor's side: it holds removal (:meth:`Timeline.hold_removal`)
-for as long as the stream runs, sends the header (P3), the WAL from the store's start to the
+for as long as the stream runs, sends the header (B3), the WAL from the store's start to the
 flush position of the same instant, each read under the snapshot's term (a read in another
 term ends the stream with a ``term`` abort), and the end frame only after checking once more
-that the term has not moved (P5).
+that the term has not moved (B5).
 
 :func:`receive_snapshot` is the receiver's: it decodes and checks every frame
 (``SnapshotDecoder``), writes the WAL into a staged timeline and installs it only when the
@@ -93,7 +93,7 @@ async def snapshot_frames(
             if on_sent is not None:
                 on_sent(len(data))
             pos = Lsn(int(pos) + len(data))
-        if timeline.term != term:  # P5: checked after the last WAL frame
+        if timeline.term != term:  # B5: checked after the last WAL frame
             yield encode_abort("term", f"term {term} became {timeline.term}")
             return
         yield encode_end(term, end)

@@ -1,6 +1,6 @@
 """A pulled timeline under construction: written aside, installed in one step.
 
-Rules (the receiver's half of a pull; the wire format's rules P1-P5 are in ``core/_pull.py``):
+Rules (the receiver's half of a pull; the wire format's rules B1-B5 are in ``core/_pull.py``):
 
 I1  Nothing of a staged timeline is visible before :meth:`StagedTimeline.install`: it
     lives where the registry never lists (``StorageBackend.stage``), and a node that

@@ -7,7 +7,7 @@ automatic puller). One pull of a timeline:
    pull is a no-op). If a pull of it runs already, :class:`PullInProgress` (HTTP 409).
 2. Ask every source (peer HTTP URL) for its status of the timeline, concurrently; one
    that is down or lacks the timeline is left out (and named in the log line).
-3. Choose the donor by core rule P1 (``(last_log_term, flush_lsn)``, never the term),
+3. Choose the donor by core rule B1 (``(last_log_term, flush_lsn)``, never the term),
    stream its snapshot (``GET …/snapshot``) and install it (``receive_snapshot``: every
    frame checked, built aside, installed in one rename).
 4. A donor whose term moved during the snapshot (``PullTermChanged``) is asked again at
@@ -91,7 +91,7 @@ class PullStatus:
     term_changes: int = 0
     """Attempts redone because the donor's term moved during the snapshot."""
     choice: str | None = None
-    """Core rule P1's log line: the candidates and why the donor won."""
+    """Core rule B1's log line: the candidates and why the donor won."""
     started_at: float = attrs.field(factory=time.time)
     finished_at: float | None = None
     last_error: str | None = None
@@ -256,7 +256,7 @@ class PullService:
 
     async def _choose(self, ttid: TenantTimelineId, sources: Sequence[str],
                       failed: dict[str, str]) -> PullDonorChoice:
-        """Step 2 and P1 over the sources that did not fail in this pull (all of them, if
+        """Step 2 and B1 over the sources that did not fail in this pull (all of them, if
         every one did: a donor that was down may be back)."""
         answers: dict[str, PullCandidate | str] = {}
 

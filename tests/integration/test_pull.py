@@ -25,10 +25,11 @@ from safekeeper_recovery.testing import (
     run_cli,
     wait_until,
 )
+from safekeeper_recovery.transport import TimelineStatus
 
 from .conftest import ClusterFactory
-from .test_archive import metric
 from .recovery_support import assert_digests_equal, propose_args, wait_caught_up
+from .test_archive import metric
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +92,13 @@ async def wait_streaming(cluster: Cluster, node: int, ttid: TenantTimelineId) ->
     return last
 
 
+def pull_of(status: TimelineStatus) -> dict[str, object]:
+    """The ``pull`` object of a timeline status (the timeline was pulled)."""
+    value = status.raw.get("pull")
+    assert isinstance(value, dict), f"no pull object in {status.raw}"
+    return value
+
+
 def timeline_dirs(cluster: Cluster, node: int, ttid: TenantTimelineId) -> list[str]:
     tenant = cluster[node].data_dir / str(ttid.tenant_id)
     return sorted(p.name for p in tenant.iterdir()) if tenant.is_dir() else []
@@ -117,7 +125,7 @@ async def test_a_timeline_without_wal_is_pulled_and_pulling_it_again_is_a_no_op(
     assert json.loads(first.stdout)["state"] == "done", first.stdout
     st = await cluster.timeline_status(3, ttid)
     assert (st.flush_lsn, st.timeline_start_lsn) == (DEFAULT_START_LSN, DEFAULT_START_LSN)
-    assert st.raw["pull"]["state"] == "done", st.raw  # type: ignore[index]
+    assert pull_of(st)["state"] == "done", st.raw
     again = await run_cli("timeline", "pull", "--node", cluster[3].http_url, *ids,
                           "--from", sources, "--no-progress")
     assert again.returncode == 0, again.stderr
@@ -224,13 +232,15 @@ async def test_receiver_killed_at_random_moments_never_leaves_a_half_installed_t
     end = await written(cluster, ttid, "3MiB", [1, 2])
     rng = random.Random(154)
     seen = set()
-    for _ in range(4):
+    for round_ in range(5):
         answer = await start_pull(cluster, 3, ttid, [1, 2], max_rate=4 * MiB)
         assert answer.status_code in (200, 202), answer.text
         if answer.json()["state"] == "exists":
             break
-        # Anywhere from before the header to after the install (3 MiB at 4 MiB/s).
-        await run_pull_for(cluster, ttid, rng.uniform(0.0, 1.0))
+        if round_ == 0:  # surely mid-stream: the staging exists
+            await wait_streaming(cluster, 3, ttid)
+        else:  # anywhere from before the header to after the install (3 MiB at 4 MiB/s)
+            await run_pull_for(cluster, ttid, rng.uniform(0.0, 1.0))
         await cluster[3].kill()
         names = timeline_dirs(cluster, 3, ttid)
         seen.add(tuple(names))
@@ -244,7 +254,7 @@ async def test_receiver_killed_at_random_moments_never_leaves_a_half_installed_t
             st = await cluster.timeline_status(3, ttid)
             assert st.flush_lsn == end, st
             await assert_digests_equal(cluster, ttid, [1, 3], DEFAULT_START_LSN, end)
-    # A staging directory was caught by at least one kill, so the clean-up was exercised.
+    # The first kill caught a staging directory, so the clean-up was exercised.
     assert any(any(n.startswith(".pull-") for n in names) for names in seen), seen
     # And the pull completes in the end.
     answer = await start_pull(cluster, 3, ttid, [1, 2])
@@ -291,7 +301,7 @@ async def test_a_wiped_node_restarted_with_its_id_pulls_and_catches_up_during_a_
         await wait_caught_up(cluster, 3, ttid, target, timeout=60)
         await assert_digests_equal(cluster, ttid, [1, 2, 3], DEFAULT_START_LSN, target)
         assert commit <= target
-        assert (await cluster.timeline_status(3, ttid)).raw["pull"]["state"] == "done"
+        assert pull_of(await cluster.timeline_status(3, ttid))["state"] == "done"
 
 
 async def _flushed_past(cluster: Cluster, ttid: TenantTimelineId, lsn: int) -> bool:
@@ -335,6 +345,14 @@ async def test_a_new_node_pulls_after_the_donors_removed_old_wal_and_catches_up(
     assert st.flush_lsn == end
     await assert_digests_equal(cluster, ttid, [1, 3], start, end)
     # More WAL goes to nodes 1 and 2 only: node 3 catches up by ordinary peer recovery.
-    more = await written(cluster, ttid, "2MiB", [1, 2])
+    more = await written(cluster, ttid, "2500KiB", [1, 2])
     await wait_caught_up(cluster, 3, ttid, more, timeout=60)
-    await assert_digests_equal(cluster, ttid, [1, 2, 3], start, more)
+    # Every node may have archived and removed more meanwhile (node 3 too, once caught
+    # up): compare what all of them still hold.
+    horizons = []
+    for node in (1, 2, 3):
+        lc = (await cluster.timeline_status(node, ttid)).wal_lifecycle
+        assert lc is not None
+        horizons.append(Lsn.parse(str(lc["removal_horizon"])))
+    assert max(horizons) < more, horizons
+    await assert_digests_equal(cluster, ttid, [1, 2, 3], max(horizons), more)
