@@ -232,7 +232,7 @@ async def test_receiver_killed_at_random_moments_never_leaves_a_half_installed_t
     end = await written(cluster, ttid, "3MiB", [1, 2])
     rng = random.Random(154)
     seen = set()
-    for round_ in range(5):
+    for round_ in range(4):
         answer = await start_pull(cluster, 3, ttid, [1, 2], max_rate=4 * MiB)
         assert answer.status_code in (200, 202), answer.text
         if answer.json()["state"] == "exists":
