@@ -1,9 +1,11 @@
 """``timeline pull``: make a node pull a timeline from its peers, and watch it happen.
 
-The command asks the node (``POST …/pull``), then polls the pull's status (``GET …/pull``)
-every ``--poll`` seconds, showing a progress bar of the WAL bytes received on stderr, and
-prints the final status JSON. Exit 0 when the timeline was pulled or was there already
-(``"state": "exists"``), 1 when the pull failed (its ``last_error`` is in the message).
+The command asks the node (``POST …/pull``; if a pull of the timeline runs there already,
+the node refuses a second one and the command follows the running one), then polls the
+pull's status (``GET …/pull``) five times a second, showing a progress bar of the WAL
+bytes received on stderr, and prints the final status JSON. Exit 0 when the timeline was
+pulled or was there already (``"state": "exists"``), 1 when the pull failed (its
+``last_error`` is in the message).
 """
 
 from __future__ import annotations
@@ -25,9 +27,7 @@ from ._timeline import _timeline_options, timeline
 __all__ = ["pull"]
 
 _POLL = 0.2
-_HINTS = {409: "a pull of this timeline runs already on that node: wait for it (`timeline "
-               "status` shows its pull object) or run this again later",
-          404: "the node does not pull timelines (an old version?)"}
+_HINTS = {404: "no such timeline on the peers, or the node does not pull timelines"}
 
 
 @timeline.command()
@@ -55,7 +55,15 @@ def pull(
     async def go(bar: Progress) -> dict[str, object]:
         task = bar.add_task("", total=None)
         async with SafekeeperClient(node, token=token, timeout=timeout) as client:
-            status = await client.pull(ttid, list(sources), max_rate=rate)
+            try:
+                status = await client.pull(ttid, list(sources), max_rate=rate)
+            except HttpError as e:
+                if e.status != 409:
+                    raise
+                # Started by someone else (--pull-missing-timelines, another operator):
+                # the node refuses a second pull; follow the one that runs.
+                console.print(f"{node}: {e.message}; following that pull")
+                status = await client.pull_status(ttid)
             while status.get("state") not in ("done", "exists", "failed"):
                 done, total = status.get("bytes"), status.get("total_bytes")
                 bar.update(task, completed=done if isinstance(done, int) else 0,
