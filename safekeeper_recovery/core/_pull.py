@@ -197,24 +197,40 @@ class SnapshotDecoder:
         self.complete = False
 
     def feed(self, data: bytes) -> list[SnapshotFrame]:
+        # Frames are checked and cut out through a memoryview: a WAL frame's bytes are
+        # copied once into the buffer and once into the frame, never more.
         self._buf += data
         frames: list[SnapshotFrame] = []
-        while len(self._buf) >= _PREFIX.size:
-            tag, length = _PREFIX.unpack_from(self._buf)
-            if tag not in _TAGS:
-                raise SnapshotInvalid(f"snapshot frame has unknown tag {tag:#04x}")
-            if length > MAX_FRAME:
-                raise SnapshotInvalid(f"snapshot frame of {length} bytes is over {MAX_FRAME}")
-            total = _PREFIX.size + length + _CRC.size
-            if len(self._buf) < total:
-                break
-            image = bytes(self._buf[:total])
-            del self._buf[:total]
-            (stored,) = _CRC.unpack_from(image, total - _CRC.size)
-            if crc32c(image[: total - _CRC.size]) != stored:
-                raise SnapshotInvalid(f"snapshot frame {chr(tag)!r} failed its CRC32C check")
-            frames.append(self._check(chr(tag), image[_PREFIX.size: total - _CRC.size]))
+        offset = 0
+        with memoryview(self._buf) as view:
+            while True:
+                taken = self._take(view, offset)
+                if taken is None:
+                    break
+                frame, size = taken
+                frames.append(frame)
+                offset += size
+        del self._buf[:offset]
         return frames
+
+    def _take(self, view: memoryview, offset: int) -> tuple[SnapshotFrame, int] | None:
+        """The complete frame at ``offset`` and its size, or ``None`` if it has not all
+        arrived (its views of the buffer end with this call)."""
+        if len(view) - offset < _PREFIX.size:
+            return None
+        tag, length = _PREFIX.unpack_from(view, offset)
+        if tag not in _TAGS:
+            raise SnapshotInvalid(f"snapshot frame has unknown tag {tag:#04x}")
+        if length > MAX_FRAME:
+            raise SnapshotInvalid(f"snapshot frame of {length} bytes is over {MAX_FRAME}")
+        total = _PREFIX.size + length + _CRC.size
+        if len(view) - offset < total:
+            return None
+        end = offset + total - _CRC.size
+        (stored,) = _CRC.unpack_from(view, end)
+        if crc32c(view[offset:end]) != stored:
+            raise SnapshotInvalid(f"snapshot frame {chr(tag)!r} failed its CRC32C check")
+        return self._check(chr(tag), view[offset + _PREFIX.size: end]), total
 
     def finish(self) -> SnapshotHeader:
         """The stream ended: return the header if the end frame came (B5), else raise."""
@@ -225,13 +241,13 @@ class SnapshotDecoder:
             raise SnapshotInvalid(f"{len(self._buf)} bytes after the snapshot's end frame")
         return self.header
 
-    def _check(self, tag: str, payload: bytes) -> SnapshotFrame:
+    def _check(self, tag: str, payload: memoryview) -> SnapshotFrame:
         if self.complete:
             raise SnapshotInvalid("snapshot frame after the end frame")
         if tag == "X":
-            kind = next((k for k, v in _ABORT_CODES.items() if payload[:1] == bytes([v])),
+            kind = next((k for k, v in _ABORT_CODES.items() if bytes(payload[:1]) == bytes([v])),
                         "error")
-            reason = payload[1:].decode(errors="replace")
+            reason = bytes(payload[1:]).decode(errors="replace")
             if kind == "term":
                 raise PullTermChanged(f"donor's term moved during the snapshot: {reason}")
             raise SnapshotInvalid(f"donor aborted the snapshot: {reason}")
@@ -247,7 +263,7 @@ class SnapshotDecoder:
             if start > end:
                 raise SnapshotInvalid(f"snapshot start {Lsn(start)} is past its end {Lsn(end)}")
             self.header = SnapshotHeader(NodeId(node), term, Lsn(start), Lsn(end),
-                                         payload[_HEADER.size:])
+                                         bytes(payload[_HEADER.size:]))
             self.next_lsn = Lsn(start)
             return self.header
         if self.header is None or self.next_lsn is None:
@@ -256,7 +272,7 @@ class SnapshotDecoder:
             if len(payload) <= _LSN.size:
                 raise SnapshotInvalid("empty WAL frame in snapshot")
             (lsn,) = _LSN.unpack_from(payload)
-            data = payload[_LSN.size:]
+            data = bytes(payload[_LSN.size:])
             if lsn != self.next_lsn:
                 raise SnapshotInvalid(
                     f"snapshot WAL frame at {Lsn(lsn)}, expected {self.next_lsn}")

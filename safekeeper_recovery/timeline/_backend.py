@@ -148,7 +148,7 @@ class FileBackend:
         if staged.exists():
             shutil.rmtree(staged)
         staged.mkdir(parents=True)
-        return FileWalStore.create(staged, seg_size, start_lsn)
+        return FileWalStore.create(staged, seg_size, start_lsn, direct_io=self.direct_io)
 
     def commit_stage(self, ttid: TenantTimelineId, store: WalStore, control_body: bytes) -> None:
         staged, final = self._stage_dir(ttid), self._dir(ttid)

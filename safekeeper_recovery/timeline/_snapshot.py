@@ -17,6 +17,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import Final
 
+import attrs
+import trio
+
 from ..core import (
     INVALID_LSN,
     Lsn,
@@ -28,6 +31,7 @@ from ..core import (
     SnapshotInvalid,
     SnapshotWal,
     TenantTimelineId,
+    Term,
     decode_state,
     encode_abort,
     encode_end,
@@ -36,12 +40,15 @@ from ..core import (
     encode_wal,
 )
 from ._registry import TimelineRegistry
+from ._staging import StagedTimeline
 from ._timeline import TermMismatch, Timeline, TimelineSnapshot
 
 __all__ = ["SNAPSHOT_CHUNK", "receive_snapshot", "snapshot_frames", "snapshot_state"]
 
 SNAPSHOT_CHUNK: Final = 1 << 20
 """WAL bytes per frame (reads never cross a segment, so a frame may be shorter)."""
+WRITE_QUEUE: Final = 16
+"""Frames (MiB) received ahead of the receiver's disk writes."""
 
 
 def snapshot_state(snap: TimelineSnapshot, start: Lsn) -> PersistentState:
@@ -106,36 +113,62 @@ async def receive_snapshot(
     *,
     on_header: Callable[[SnapshotHeader], None] | None = None,
     on_wal: Callable[[int], None] | None = None,
+    min_term: Term = 0,
 ) -> Timeline:
     """Decode ``stream`` (a donor's :func:`snapshot_frames`), stage and install ``ttid``;
     return the installed timeline. ``on_header`` hears of the header once it is checked,
-    ``on_wal(n)`` of every WAL frame written. Raises ``SnapshotInvalid`` (a bad frame, a
-    truncated stream, a state that does not fit), ``PullTermChanged`` (redo the pull),
-    ``TimelineConflict`` (the timeline exists here) or ``StorageError``; nothing is
-    installed then."""
+    ``on_wal(n)`` of every WAL frame written. ``min_term``: the installed timeline's term
+    is at least this (the highest term the peers reported: a vote the lost disk held may
+    live on in another peer's term, and the node must not vote below it again). Raises
+    ``SnapshotInvalid`` (a bad frame, a truncated stream, a state that does not fit),
+    ``PullTermChanged`` (redo the pull), ``TimelineConflict`` (the timeline exists here)
+    or ``StorageError``; nothing is installed then."""
     decoder = SnapshotDecoder()
-    staged = None
+    staged: StagedTimeline | None = None
     state: PersistentState | None = None
+    # The network is read while the disk is written: frames queue up to WRITE_QUEUE
+    # deep, and the writer takes whatever has queued in one worker-thread hop.
+    send, receive = trio.open_memory_channel[SnapshotWal](WRITE_QUEUE)
+
+    async def write_frames() -> None:
+        async with receive:
+            async for frame in receive:
+                batch = [frame]
+                while True:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                assert staged is not None, "WAL frames are sent only after the header"
+                await staged.write_many([(f.lsn, f.data) for f in batch])
+                if on_wal is not None:
+                    on_wal(sum(len(f.data) for f in batch))
+
     try:
-        async for chunk in stream:
-            for frame in decoder.feed(chunk):
-                if isinstance(frame, SnapshotHeader):
-                    state = _decode_header_state(frame)
-                    staged = await registry.stage(ttid, state.server.wal_seg_size,
-                                                  frame.start_lsn)
-                    if on_header is not None:
-                        on_header(frame)
-                elif isinstance(frame, SnapshotWal):
-                    assert staged is not None, "decoder let WAL through before the header"
-                    await staged.write(frame.lsn, frame.data)
-                    if on_wal is not None:
-                        on_wal(len(frame.data))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_frames)
+            async with send:
+                async for chunk in stream:
+                    for frame in decoder.feed(chunk):
+                        if isinstance(frame, SnapshotHeader):
+                            state = _decode_header_state(frame)
+                            staged = await registry.stage(ttid, state.server.wal_seg_size,
+                                                          frame.start_lsn)
+                            if on_header is not None:
+                                on_header(frame)
+                        elif isinstance(frame, SnapshotWal):
+                            await send.send(frame)
         header = decoder.finish()
         assert staged is not None, "finish() passed without a header"
         assert state is not None, "finish() passed without a header"
+        if state.term < min_term:
+            state = attrs.evolve(state, term=min_term)
         timeline = await staged.install(state, header.end_lsn)
         staged = None
         return timeline
+    except BaseExceptionGroup as group:  # one failure: the writer's or the reader's
+        error = group.exceptions[0] if len(group.exceptions) == 1 else group
+        raise error from None
     finally:
         if staged is not None:
             await staged.discard()

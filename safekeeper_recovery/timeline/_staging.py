@@ -18,6 +18,7 @@ I4  A timeline that appeared meanwhile (created, or installed by someone else) i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..core import Lsn, PersistentState, SnapshotInvalid, TenantTimelineId, encode_state
@@ -46,11 +47,30 @@ class StagedTimeline:
 
     async def write(self, lsn: Lsn, data: bytes) -> None:
         """Append ``data`` at ``lsn`` (rule I2: must be where the last write ended)."""
+        await self.write_many([(lsn, data)])
+
+    async def write_many(self, pieces: Sequence[tuple[Lsn, bytes]]) -> None:
+        """Append contiguous ``(lsn, data)`` pieces in one worker-thread hop (I2)."""
         store = self._live()
-        if lsn != self.next_lsn:
-            raise SnapshotInvalid(f"staged WAL written at {lsn}, expected {self.next_lsn}")
-        await self._registry._blocking(lambda: store.write(lsn, data))
-        self.next_lsn = Lsn(int(lsn) + len(data))
+        if not pieces:
+            return
+        pos = int(self.next_lsn)
+        for lsn, data in pieces:
+            if lsn != pos:
+                raise SnapshotInvalid(f"staged WAL written at {lsn}, expected {Lsn(pos)}")
+            pos += len(data)
+
+        write_chunks = getattr(store, "write_chunks", None)  # FileWalStore: one pwritev
+
+        def write() -> None:
+            if write_chunks is not None:  # as AsyncWalStore does: few large direct writes
+                write_chunks(pieces[0][0], [data for _, data in pieces])
+                return
+            for lsn, data in pieces:
+                store.write(lsn, data)
+
+        await self._registry._blocking(write)
+        self.next_lsn = Lsn(pos)
 
     async def install(self, state: PersistentState, end_lsn: Lsn) -> Timeline:
         """Check (I2), make durable and move into place (I3), then load and start the

@@ -9,7 +9,9 @@ automatic puller). One pull of a timeline:
    that is down or lacks the timeline is left out (and named in the log line).
 3. Choose the donor by core rule B1 (``(last_log_term, flush_lsn)``, never the term),
    stream its snapshot (``GET …/snapshot``) and install it (``receive_snapshot``: every
-   frame checked, built aside, installed in one rename).
+   frame checked, built aside, installed in one rename). The installed term is the
+   highest term any source reported, not only the donor's: a node that lost its disk
+   lost its votes too, and must not vote again in a term a peer has moved past.
 4. A donor whose term moved during the snapshot (``PullTermChanged``) is asked again at
    once: the pull is *redone*. A donor that fails (unreachable, killed mid-stream, a bad
    frame) is skipped for the rest of this pull while another source can serve; the pull
@@ -43,6 +45,7 @@ from ..core import (
     SnapshotHeader,
     StorageError,
     TenantTimelineId,
+    Term,
     choose_pull_donor,
 )
 from ..timeline import TimelineConflict, TimelineRegistry, receive_snapshot
@@ -213,7 +216,8 @@ class PullService:
                                       f"{'; '.join(choice.unavailable) or 'none answered'}")
                 status.donor = choice.donor.url
                 status.state = "streaming"
-                await self._stream(choice.donor.url, status, rate)
+                top_term = max(c.term for c in choice.ranked)
+                await self._stream(choice.donor.url, status, rate, top_term)
             except TimelineConflict:
                 status.state = "exists"
                 log.info("pull of %s: the timeline appeared on this node meanwhile", ttid)
@@ -283,7 +287,8 @@ class PullService:
                  if any(c.url == u for c in candidates) and len(usable) < len(candidates)]
         return choose_pull_donor(usable, down)
 
-    async def _stream(self, url: str, status: PullStatus, rate: int | None) -> None:
+    async def _stream(self, url: str, status: PullStatus, rate: int | None,
+                      min_term: Term) -> None:
         def on_header(header: SnapshotHeader) -> None:
             status.donor_node_id = int(header.node_id)
             status.start_lsn, status.end_lsn = str(header.start_lsn), str(header.end_lsn)
@@ -299,7 +304,7 @@ class PullService:
                 client.snapshot(status.ttid) as body:
             stream = body if rate is None else _paced(body, rate)
             await receive_snapshot(self.registry, status.ttid, stream,
-                                   on_header=on_header, on_wal=on_wal)
+                                   on_header=on_header, on_wal=on_wal, min_term=min_term)
 
 
 async def _paced(stream: AsyncIterator[bytes], rate: int) -> AsyncIterator[bytes]:

@@ -167,6 +167,11 @@ async def test_the_donor_is_the_most_advanced_by_log_not_by_term_and_a_second_pu
     assert done["donor"] == cluster[2].http_url, done
     assert done["end_lsn"] == str(top), done
     await assert_digests_equal(cluster, ttid, [2, 3], DEFAULT_START_LSN, top)
+    # The donor's log, but the highest term any peer reported: node 3 never votes again in
+    # a term a peer has passed (its old votes were lost with its disk).
+    pulled = await cluster.timeline_status(3, ttid)
+    donor = await cluster.timeline_status(2, ttid)
+    assert (pulled.term, pulled.term_history) == (1000, donor.term_history)
     # The pulled node counts its pull in its metrics.
     async with httpx.AsyncClient() as http:
         text = (await http.get(f"{cluster[3].http_url}/metrics")).text

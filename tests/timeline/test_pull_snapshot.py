@@ -75,6 +75,17 @@ async def test_a_snapshot_installs_the_donors_wal_and_state() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_the_installed_term_is_at_least_the_highest_term_peers_reported() -> None:
+    async with trio.open_nursery() as nursery:
+        donor = await donor_with_wal(nursery, SEG)
+        reg = await receiver(nursery)
+        async with aclosing(snapshot_frames(donor)) as frames:
+            pulled = await receive_snapshot(reg, TTID, frames, min_term=9)
+        assert (pulled.term, donor.term) == (9, 1)
+        assert pulled.snapshot().term_history == donor.snapshot().term_history
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_term_change_mid_snapshot_installs_nothing() -> None:
     async with trio.open_nursery() as nursery:
         donor = await donor_with_wal(nursery, 3 * SEG)
