@@ -50,6 +50,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from importlib.resources import files
@@ -623,15 +624,23 @@ async def _closing(frames: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
             yield frame
 
 
+_PEER_URL: Final = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+"""A peer's HTTP API as ``from`` lists it: scheme, host, optional port, nothing else."""
+
+
 def _decode_pull(body: object) -> tuple[list[str], int | None]:
     if not isinstance(body, dict):
         raise ValueError("body: expected a JSON object")
     sources = body.get("from")
     if (not isinstance(sources, list) or not sources or len(sources) > 64
-            or not all(isinstance(u, str) and u.startswith(("http://", "https://"))
-                       and len(u) <= 1024 for u in sources)):
+            or not all(isinstance(u, str) and len(u) <= 1024 and _PEER_URL.fullmatch(u)
+                       for u in sources)):
         raise ValueError("body.from: expected a list of 1 to 64 peer HTTP URLs "
                          "(http://host:port)")
+    for url in sources:
+        port = url.rsplit("]", 1)[-1].rpartition(":")[2] if url.count(":") > 1 else ""
+        if port.isdigit() and not 0 < int(port) < 65536:
+            raise ValueError(f"body.from: {url!r} has no valid port")
     rate = body.get("max_rate")
     if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool)
                              or not 1024 <= rate <= 1 << 40):

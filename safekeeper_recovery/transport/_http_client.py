@@ -102,7 +102,8 @@ class SafekeeperClient:
                 method, path, content=content, params=params, headers=headers,
                 timeout=timeout,
             )
-        except httpx.HTTPError as e:  # transport errors, timeouts, protocol errors
+        # Transport errors, timeouts, protocol errors; a URL it cannot use (a bad port).
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
             raise HttpUnavailable(
                 f"{method} {self.base_url}{path}: {type(e).__name__}: {e}"
             ) from e
@@ -265,7 +266,7 @@ class SafekeeperClient:
                         message = payload["error"]
                     raise HttpError(response.status_code, message)
                 yield self._body_bytes(response, path)
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
             raise HttpUnavailable(f"GET {self.base_url}{path}: {type(e).__name__}: {e}") from e
 
     async def _body_bytes(self, response: httpx.Response, path: str) -> AsyncIterator[bytes]:

@@ -192,6 +192,12 @@ class PullService:
             self.metrics.pulls_active.inc()
         try:
             await self._attempts(status, rate)
+        except Exception as e:  # a bug must fail this pull, never the node (Cancelled passes)
+            log.exception("pull of %s failed unexpectedly", status.ttid)
+            status.state = "failed"
+            status.last_error, status.last_error_kind = f"{type(e).__name__}: {e}", "error"
+            if self.metrics is not None:
+                self.metrics.pull_finished("error")
         finally:
             status.finished_at = time.time()
             self._running.discard(status.ttid)
@@ -271,6 +277,9 @@ class PullService:
                     st = await client.typed_timeline_status(ttid)
             except HttpError as e:
                 answers[url] = str(e)
+                return
+            except ValueError as e:  # a URL httpx cannot use (checked by the API before)
+                answers[url] = f"{url}: {e}"
                 return
             if st.broken is not None:
                 answers[url] = f"{url}: timeline broken there: {st.broken}"

@@ -702,7 +702,8 @@ async def test_node_keeps_serving_after_a_stream_of_bad_requests(with_timeline: 
 @pytest.mark.parametrize("body", [
     {}, {"from": []}, {"from": "http://a:1"}, {"from": ["ws://a:1"]},
     {"from": ["http://a:1"], "max_rate": 0}, {"from": ["http://a:1"], "max_rate": True},
-    {"from": ["http://a:1"] * 65},
+    {"from": ["http://a:1"] * 65}, {"from": ["http://"]}, {"from": ["http://a:99999"]},
+    {"from": ["http://a:1/v1"]},
 ])
 async def test_a_pull_with_a_bad_body_is_400_and_starts_nothing(
     with_timeline: HttpNode, body: object
