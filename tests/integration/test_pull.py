@@ -361,3 +361,44 @@ async def test_a_new_node_pulls_after_the_donors_removed_old_wal_and_catches_up(
         horizons.append(Lsn.parse(str(lc["removal_horizon"])))
     assert max(horizons) < more, horizons
     await assert_digests_equal(cluster, ttid, [1, 2, 3], max(horizons), more)
+
+
+async def test_with_auth_on_a_pull_takes_a_peer_token_and_the_node_sends_its_own(
+    make_cluster: ClusterFactory, tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    assert (await run_cli("keygen", "--out-dir", str(keys))).returncode == 0
+    private = keys / "auth_private_key.pem"
+
+    async def token(*args: str) -> str:
+        made = await run_cli("token", "--private-key", str(private), *args)
+        assert made.returncode == 0, made.stderr
+        return made.stdout.strip()
+
+    admin = await token("--scope", "safekeeperdata")
+    ttid = make_ttid(158)
+    tenant = await token("--scope", "tenant", "--tenant-id", str(ttid.tenant_id))
+    (tmp_path / "peer.jwt").write_text(admin + "\n")
+    cluster = make_cluster(3, extra_args=[
+        "--auth-public-key", str(keys / "auth_public_key.pem"),
+        "--token-file", str(tmp_path / "peer.jwt")], token=admin)
+    await cluster.start()
+    await cluster.create_timeline(ttid, ids=[1, 2])
+    body = {"from": [cluster[1].http_url, cluster[2].http_url]}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for bearer, expected in ((None, 401), (tenant, 403)):
+            headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+            refused = await http.post(tl_url(cluster, 3, ttid, "/pull"), json=body,
+                                      headers=headers)
+            assert refused.status_code == expected, refused.text
+            snap = await http.get(tl_url(cluster, 1, ttid, "/snapshot"), headers=headers)
+            assert snap.status_code == expected, snap.text
+    # The operator's token starts the pull; node 3 authenticates to its donors with its
+    # own peer token (--token-file).
+    ids = ["--tenant-id", str(ttid.tenant_id), "--timeline-id", str(ttid.timeline_id)]
+    (tmp_path / "admin.jwt").write_text(admin + "\n")
+    pulled = await run_cli("timeline", "pull", "--node", cluster[3].http_url, *ids,
+                           "--from", ",".join(body["from"]), "--token-file",
+                           str(tmp_path / "admin.jwt"), "--no-progress")
+    assert pulled.returncode == 0, pulled.stderr
+    assert json.loads(pulled.stdout)["state"] == "done", pulled.stdout
