@@ -27,6 +27,7 @@ from ..core import (
     Lsn,
     NodeId,
     PersistentState,
+    PullInProgress,
     SafekeeperError,
     ServerInfo,
     SnapshotInvalid,
@@ -119,6 +120,8 @@ class TimelineRegistry:
         self._healing: set[TenantTimelineId] = set()
         self._create_lock = trio.Lock()
         self.changed = trio.Event()
+        self._staging: set[TenantTimelineId] = set()
+        """Timelines a pull is building aside now (one pull per timeline at a time)."""
         self.deleted_here: set[TenantTimelineId] = set()
         """Timelines deleted on this node since it started (and not created again): the
         automatic puller leaves them alone while peers still list them."""
@@ -273,13 +276,26 @@ class TimelineRegistry:
         async with self._create_lock:
             if ttid in self.timelines or ttid in self.broken:
                 raise TimelineConflict(f"timeline {ttid} exists on this node")
+            if ttid in self._staging:
+                raise PullInProgress(f"timeline {ttid} is being staged by another pull")
+            self._staging.add(ttid)
         try:
             store = await self._blocking(lambda: self.backend.stage(ttid, seg_size, start_lsn))
-        except OSError as e:
-            raise StorageError(f"staging pulled timeline {ttid} failed: {e}") from e
+        except BaseException as e:
+            self._staging.discard(ttid)
+            if isinstance(e, OSError):
+                raise StorageError(f"staging pulled timeline {ttid} failed: {e}") from e
+            raise
         return StagedTimeline(self, ttid, store, start_lsn)
 
     async def _install(self, ttid: TenantTimelineId, store: WalStore, body: bytes) -> Timeline:
+        try:
+            return await self._install_staged(ttid, store, body)
+        finally:
+            self._staging.discard(ttid)
+
+    async def _install_staged(self, ttid: TenantTimelineId, store: WalStore, body: bytes
+                              ) -> Timeline:
         async with self._create_lock:
             if ttid in self.timelines or ttid in self.broken:
                 await self._discard_stage(ttid, store)
@@ -303,8 +319,11 @@ class TimelineRegistry:
             finally:
                 self.backend.discard_stage(ttid)
 
-        with trio.CancelScope(shield=True):  # never leave a staging half-removed
-            await self._blocking(discard)
+        try:
+            with trio.CancelScope(shield=True):  # never leave a staging half-removed
+                await self._blocking(discard)
+        finally:
+            self._staging.discard(ttid)
 
     async def delete(self, ttid: TenantTimelineId) -> bool:
         """Delete a timeline and its data; return whether it existed."""

@@ -16,6 +16,7 @@ from safekeeper_recovery.core import (
     Lsn,
     NodeId,
     ProposerElected,
+    PullInProgress,
     PullTermChanged,
     SnapshotInvalid,
     TermHistory,
@@ -142,4 +143,16 @@ async def test_the_donor_removes_nothing_it_streams_until_the_stream_ends() -> N
         await frames.aclose()
         assert donor.removal_holds == 0
         assert await donor.remove_wal_before(Lsn(START + 2 * SEG)) == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_timeline_is_staged_by_one_pull_at_a_time() -> None:
+    async with trio.open_nursery() as nursery:
+        reg = await receiver(nursery)
+        first = await reg.stage(TTID, SEG, START)
+        with pytest.raises(PullInProgress):
+            await reg.stage(TTID, SEG, START)
+        await first.discard()
+        second = await reg.stage(TTID, SEG, START)  # free again once the first is gone
+        await second.discard()
         nursery.cancel_scope.cancel()
