@@ -22,7 +22,8 @@ PgConsumerSample = tuple[bool, int]
 
 METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
-PULL_OUTCOMES: Final = ("done", "donor_error", "error", "invalid", "no_donor", "term_changed")
+PULL_OUTCOMES: Final = ("done", "donor_error", "error", "in_progress", "invalid", "no_donor",
+                         "term_changed")
 """Outcomes of one pull attempt (``safekeeper_pull_attempts_total{outcome=…}``)."""
 RECOVERY_OUTCOMES: Final = (
     "caught_up",
