@@ -402,3 +402,59 @@ async def test_with_auth_on_a_pull_takes_a_peer_token_and_the_node_sends_its_own
                            str(tmp_path / "admin.jwt"), "--no-progress")
     assert pulled.returncode == 0, pulled.stderr
     assert json.loads(pulled.stdout)["state"] == "done", pulled.stdout
+
+
+async def test_the_donor_removes_no_wal_under_a_running_pull(
+    make_cluster: ClusterFactory, tmp_path: Path,
+) -> None:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    # The keep size makes every snapshot at least 4 MiB (a slow pull of it streams for
+    # seconds) and makes the nodes remove as the WAL grows, archived or not.
+    cluster = make_cluster(3, extra_args=["--archive", f"file://{archive}",
+                                          "--wal-keep-size", "4MiB"])
+    await cluster.start()
+    ttid = make_ttid(159)
+    await cluster.create_timeline(ttid, ids=[1, 2])
+    # One proposer writes steadily (one term: the snapshot is never overtaken); the
+    # archive takes each committed segment and the nodes remove it, but node 1, the donor
+    # of a slow pull, keeps every byte the snapshot still has to send.
+    propose = await cluster.start_propose(
+        "propose159", *propose_args(cluster, ttid, "16MiB", "--rate", "1MiB", ids=[1, 2]))
+    try:
+        await pull_while_writing(cluster, ttid)
+    finally:
+        propose.kill()
+
+
+async def pull_while_writing(cluster: Cluster, ttid: TenantTimelineId) -> None:
+    await wait_until(lambda: _flushed_past(cluster, ttid, DEFAULT_START_LSN + 5 * MiB),
+                     30, message="the propose to write 5 MiB")
+    answer = await start_pull(cluster, 3, ttid, [1], max_rate=256 * 1024)
+    assert answer.status_code == 202, answer.text
+    first = await wait_streaming(cluster, 3, ttid)
+    start = Lsn.parse(str(first["start_lsn"]))
+
+    async def horizon(node: int) -> Lsn:
+        lc = (await cluster.timeline_status(node, ttid)).wal_lifecycle
+        assert lc is not None
+        return Lsn.parse(str(lc["removal_horizon"]))
+
+    async def node2_removed_past_the_snapshot() -> bool:
+        state = (await pull_status(cluster, 3, ttid))["state"]
+        assert state == "streaming", f"the pull ended before node 2 removed: {state}"
+        return await horizon(2) >= start + 2 * SEG_SIZE
+
+    await wait_until(node2_removed_past_the_snapshot, 30,
+                     message="node 2 to archive and remove WAL the snapshot holds")
+    assert await horizon(1) <= start  # the donor removed nothing the snapshot still sends
+    done = await wait_pull(cluster, 3, ttid, "done", "failed", timeout=90)
+    # In one attempt from where it began: every byte from `start` was served (B4: no gap;
+    # WAL removed under the snapshot would have ended it with an abort).
+    assert (done["state"], done["start_lsn"], done["attempts"]) == ("done", str(start), 1), done
+
+    # The hold ends with the snapshot: node 1 removes what the archive holds.
+    async def donor_removed() -> bool:
+        return await horizon(1) >= start + 2 * SEG_SIZE
+
+    await wait_until(donor_removed, 30, message="node 1 to remove WAL once the pull is done")
