@@ -130,6 +130,14 @@ async def test_a_timeline_without_wal_is_pulled_and_pulling_it_again_is_a_no_op(
                           "--from", sources, "--no-progress")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["state"] == "exists", again.stdout
+    # A timeline no peer has: the pull retries with back-off, then fails with one line.
+    nowhere = make_ttid(160)
+    failed = await run_cli("timeline", "pull", "--node", cluster[3].http_url,
+                           "--tenant-id", str(nowhere.tenant_id), "--timeline-id",
+                           str(nowhere.timeline_id), "--from", sources, "--no-progress")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "Error:" in failed.stderr
+    assert "failed after 5 attempts: no source has timeline" in failed.stderr, failed.stderr
     # The pulled empty timeline takes WAL like any other: a proposer writes to all three.
     end = await written(cluster, ttid, "1MiB", [1, 2, 3])
     await wait_caught_up(cluster, 3, ttid, end, timeout=30)
