@@ -34,7 +34,7 @@ def _machine() -> str:
 def figures(r: BenchResults) -> list[tuple[str, str, str]]:
     """(figure, median (min-max), unit) rows."""
     rows: list[tuple[str, str, str]] = []
-    for s in (r.recovery, r.recovery_from_spawn, r.pg_receivewal, r.pg_port, r.disk,
+    for s in (r.recovery, r.recovery_from_spawn, r.pull, r.pg_receivewal, r.pg_port, r.disk,
               r.ingest):
         rows.append((s.name, s.describe(), s.unit))
     for name, s in r.ratios().items():
@@ -78,6 +78,8 @@ def targets(r: BenchResults) -> list[tuple[str, str, bool | None]]:
     rec = med(ratios["recovery ÷ pg_receivewal"])
     check("recovery ÷ pg_receivewal ≥ 1.0 (goal 1.5)", rec, rec is not None and rec >= 1.0,
           ".2f")
+    pull = med(ratios["pull ÷ recovery"])
+    check("pull ÷ recovery ≥ 0.8", pull, pull is not None and pull >= 0.8, ".2f")
     ing = med(ratios["ingest ÷ pg_receivewal"])
     check("ingest ÷ pg_receivewal ≥ 0.7", ing, ing is not None and ing >= 0.7, ".2f")
     port = med(ratios["pg port ÷ pg_receivewal"])
@@ -135,7 +137,9 @@ def render_markdown(r: BenchResults, command: str, notes: str = "") -> str:
         "Each round runs, in an order rotated per round: node 3 recovering N bytes from a "
         "donor (real `serve` processes on loopback; timed on the node's clock from the "
         "attempt's `recovery.started_at` to its `recovery.flushed_at`, the flush that reached "
-        "the donor's flush_lsn; status polled every 0.1 s); `pg_receivewal` "
+        "the donor's flush_lsn; status polled every 0.1 s); node 3 pulling the same "
+        "timeline from an empty disk (`timeline pull`, timed from the pull's `started_at` to "
+        "its `finished_at`, install included); `pg_receivewal` "
         "(default fsync per segment, TCP loopback, `--endpos`) streaming N bytes of real WAL "
         "from a throw-away PostgreSQL started by the benchmark (WAL made of 1 MiB "
         "`pg_logical_emit_message` records, one replication slot per round so each round "

@@ -1,7 +1,8 @@
 """The benchmark run: anchors and the safekeeper interleaved, several rounds, one window.
 
 Per round, in an order rotated each round (so no figure always runs first or last):
-node 3 recovering N bytes from a donor; ``pg_receivewal`` streaming N bytes of real WAL;
+node 3 recovering N bytes from a donor; node 3 pulling the same timeline from an empty
+disk (``_pull.py``); ``pg_receivewal`` streaming N bytes of real WAL;
 the disk limit (N bytes as fsynced segment files); a proposer writing N bytes to three
 nodes; node 3 recovering N/4 bytes (its peak RSS); ``pg_receivewal`` streaming the same N
 bytes from a safekeeper's pg port (``_pgport``). Then the latency trials and the idle-cost
@@ -26,6 +27,7 @@ from ._disk import write_segments
 from ._idle import IdleResult, measure_idle
 from ._pgport import PgPortBench
 from ._postgres import PostgresServer
+from ._pull import measure_pull
 from ._stats import Samples, ratio
 
 __all__ = ["BenchConfig", "BenchResults", "run_benchmarks"]
@@ -50,6 +52,7 @@ class BenchConfig:
 class BenchResults:
     config: BenchConfig
     recovery: Samples = attrs.Factory(lambda: Samples("recovery", "MB/s"))
+    pull: Samples = attrs.Factory(lambda: Samples("pull (bootstrap from peers)", "MB/s"))
     recovery_from_spawn: Samples = attrs.Factory(
         lambda: Samples("recovery incl. process start", "MB/s"))
     pg_receivewal: Samples = attrs.Factory(lambda: Samples("pg_receivewal", "MB/s"))
@@ -76,6 +79,7 @@ class BenchResults:
         return {
             "recovery ÷ pg_receivewal": ratio(self.recovery, self.pg_receivewal),
             "recovery ÷ disk limit": ratio(self.recovery, self.disk),
+            "pull ÷ recovery": ratio(self.pull, self.recovery),
             "ingest ÷ pg_receivewal": ratio(self.ingest, self.pg_receivewal),
             "ingest ÷ disk limit": ratio(self.ingest, self.disk),
             "pg port ÷ pg_receivewal": ratio(self.pg_port, self.pg_receivewal),
@@ -126,6 +130,9 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
 
         async def pg_port(_: int) -> None:
             results.pg_port.add(n / MB / await pgport.stream(root / "receivewal-pgport"))
+        async def pull(_: int) -> None:
+            run = await measure_pull(bench, bench.main)
+            results.pull.add(run.bytes / MB / run.seconds)
 
         async def memory(_: int) -> None:
             small = await bench.recover(bench.small)
@@ -136,7 +143,7 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
         # two maxima compared are taken over as many runs (one N/4 run against three N
         # runs read 1.23x in a run whose medians differed by 3 %).
         steps: list[tuple[str, Callable[[int], Awaitable[None]]]] = [
-            ("recovery", recovery), ("pg_receivewal", receivewal),
+            ("recovery", recovery), ("pull", pull), ("pg_receivewal", receivewal),
             ("disk limit", disk), ("ingest", ingest),
             (f"memory: recovering {n // 4 / 2**20:.0f} MiB", memory),
             ("pg_receivewal from the pg port", pg_port),

@@ -5,6 +5,7 @@ from . import (  # noqa: F401  # importing registers the commands
     _bench,
     _demo,
     _propose,
+    _pull,
     _restore_wal,
     _serve,
     _sidecar,

@@ -178,6 +178,10 @@ _HOST_PORT_META = "HOST:PORT"  # checked by load_config, which names the setting
          help="A peer heard from within this long keeps the WAL from its flush position on, "
               "so that it catches up from this node's disk (a peer away longer is served "
               "from the archive).")
+@setting("--pull-missing-timelines/--no-pull-missing-timelines", "pull_missing_timelines",
+         help="Pull every timeline a peer holds and this node lacks, a few at a time, with "
+              "back-off (a node back on an empty disk rejoins by itself). See docs/pull.md "
+              "for why it is off by default.")
 @setting("--auth-public-key", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
          help="Ed25519 public key (PEM, from `keygen`): turns JWT auth on for both ports.")
 @setting("--token-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",

@@ -18,6 +18,11 @@
     │       ├── ArchiveObjectMissing     no such object in the archive
     │       └── ArchiveCorrupted         an object failed its size or checksum check
     ├── AuthError                        missing / invalid credentials (401) or scope (403)
+    ├── PullError                        pulling a timeline from a peer failed
+    │   ├── PullInProgress               the timeline is already being pulled (409)
+    │   ├── NoPullDonor                  no listed peer answered with the timeline
+    │   ├── PullTermChanged              the donor's term moved during the snapshot: redo
+    │   └── SnapshotInvalid              a snapshot piece failed its CRC or validation
     └── RecoveryError                    one recovery attempt ended without success
         ├── TermChanged                  our or the donor's term moved during the attempt
         ├── NoCommonPoint                donor and local histories share no term
@@ -47,10 +52,15 @@ __all__ = [
     "FatalTimelineError",
     "LocalProtocolError",
     "NoCommonPoint",
+    "NoPullDonor",
     "ProposerArrived",
+    "PullError",
+    "PullInProgress",
+    "PullTermChanged",
     "RecoveryError",
     "RemoteProtocolError",
     "SafekeeperError",
+    "SnapshotInvalid",
     "StorageError",
     "StreamStopped",
     "StreamTermChanged",
@@ -183,6 +193,39 @@ class AuthError(SafekeeperError):
     def __init__(self, message: str, *, status: int = 401) -> None:
         super().__init__(message)
         self.status = status
+
+
+class PullError(SafekeeperError):
+    """Pulling a timeline from a peer (bootstrap) failed. ``outcome`` names it for
+    metrics and the ``pull`` status."""
+
+    outcome = "error"
+
+
+class PullInProgress(PullError):
+    """A pull of this timeline already runs on this node (a second one is refused)."""
+
+    outcome = "in_progress"
+
+
+class NoPullDonor(PullError):
+    """None of the peers asked has the timeline (or none answered)."""
+
+    outcome = "no_donor"
+
+
+class PullTermChanged(PullError):
+    """The donor's term moved while it streamed the snapshot: the snapshot may not match
+    the donor's WAL any more and is discarded; the pull is redone."""
+
+    outcome = "term_changed"
+
+
+class SnapshotInvalid(PullError):
+    """A piece of a snapshot failed its CRC32C or a consistency check (gap, overrun,
+    wrong timeline, truncated stream): nothing of it is installed."""
+
+    outcome = "invalid"
 
 
 class RecoveryError(SafekeeperError):

@@ -115,6 +115,9 @@ class NodeConfig:
     """A peer heard from within this long keeps the WAL from its flush position on (so a
     lagging or restarted peer can catch up from us); a peer silent for longer holds
     nothing."""
+    pull_missing_timelines: bool = False
+    """Pull every timeline a peer holds and this node lacks (a node back on an empty disk
+    comes back by itself). Off by default: see docs/pull.md."""
     log_format: LogFormat = "auto"
     log_level: str = "info"
 
@@ -293,6 +296,7 @@ _PARSERS: Final[dict[str, Callable[[object], object]]] = {
     "archive_endpoint": _parse_url,
     "wal_keep_size": _parse_size,
     "wal_peer_hold": parse_duration,
+    "pull_missing_timelines": _parse_bool,
     "log_format": _parse_log_format,
     "log_level": _parse_log_level,
 }

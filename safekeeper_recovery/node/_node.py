@@ -48,6 +48,8 @@ from ..transport import (
     NodeContext,
     NodeMetrics,
     PgServerConfig,
+    PullConfig,
+    PullService,
     RecoveryAdmin,
     WalSenders,
     WalServerConfig,
@@ -61,6 +63,7 @@ from ..transport import (
 )
 from ._config import HostPort, NodeConfig
 from ._data_dir_lock import DataDirLock
+from ._pull_missing import serve_pull_missing
 from ._recovery import build_throttles
 
 __all__ = ["SHUTDOWN_FLUSH_TIMEOUT", "RunningNode", "serve_node"]
@@ -181,6 +184,9 @@ async def _serve_locked(
         body_timeout=config.client_timeout,
         throttles=throttles,
     )
+    pulls = PullService(registry, PullConfig(token=peer_token, timeout=config.http_timeout),
+                        metrics=metrics)
+    context.pulls = pulls
     wal_config = WalServerConfig(
         keepalive_interval=config.keepalive_interval, handshake_timeout=config.connect_timeout,
         idle_timeout=config.client_timeout, heartbeat_timeout=config.heartbeat_timeout,
@@ -192,6 +198,7 @@ async def _serve_locked(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(registry.serve)
+            await nursery.start(pulls.serve)
             wal_host, wal_port_asked = config.listen_wal
             wal_port: int = await nursery.start(
                 partial(
@@ -245,6 +252,10 @@ async def _serve_locked(
                 )
             )
             nursery.start_soon(_persist_periodically, registry, config.persist_interval)
+            if config.pull_missing_timelines and config.peers:
+                nursery.start_soon(partial(
+                    serve_pull_missing, registry, pulls, config.peers, token=peer_token,
+                    timeout=config.http_timeout))
             log.info(
                 "node %s serving: http %s, wal %s, %d peers, recovery %s, at most %d "
                 "client connections", config.node_id, running.http_url, running.wal_url,

@@ -17,6 +17,8 @@ from ._registry import (
     TimelineRegistry,
     TimelineService,
 )
+from ._snapshot import SNAPSHOT_CHUNK, receive_snapshot, snapshot_frames, snapshot_state
+from ._staging import StagedTimeline
 from ._timeline import (
     Receiver,
     TermMismatch,
@@ -56,10 +58,12 @@ __all__ = [
     "MemoryBackend",
     "MessageQueue",
     "MessageSource",
-    "PUSH_QUEUE_BYTES",
     "PEER_SILENCE_WAKE",
+    "PUSH_QUEUE_BYTES",
     "PeerHub",
     "Receiver",
+    "SNAPSHOT_CHUNK",
+    "StagedTimeline",
     "StorageBackend",
     "TermMismatch",
     "Timeline",
@@ -76,8 +80,11 @@ __all__ = [
     "lifecycle_step",
     "pg_timestamp_us",
     "read_segment",
+    "receive_snapshot",
     "run_wal_acceptor",
     "run_wal_sender",
     "serve_wal_lifecycle",
+    "snapshot_frames",
+    "snapshot_state",
     "wal_lifecycle_service",
 ]

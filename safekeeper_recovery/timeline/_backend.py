@@ -1,11 +1,18 @@
-"""Where timelines keep their bytes: a directory per timeline, or memory (simulation)."""
+"""Where timelines keep their bytes: a directory per timeline, or memory (simulation).
+
+A pulled timeline (``stage`` … ``commit_stage``) is built aside, in a place listing never
+looks at (``<data_dir>/<tenant>/.pull-<timeline>/``), made durable there and moved into
+place with one rename: a crash at any moment leaves either no timeline or the whole one.
+``discard_stages`` (at start-up) removes what an interrupted pull left behind.
+"""
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..core import CorruptionError, Lsn, TenantId, TenantTimelineId, TimelineId, decode_state
 from ..storage import (
@@ -19,6 +26,9 @@ from ..storage import (
 )
 
 __all__ = ["FileBackend", "MemoryBackend", "StorageBackend"]
+
+
+_STAGE_PREFIX: Final = ".pull-"
 
 
 class StorageBackend(Protocol):
@@ -36,6 +46,25 @@ class StorageBackend(Protocol):
     def open(self, ttid: TenantTimelineId) -> tuple[WalStore, ControlFileStore, bytes]: ...
 
     def delete(self, ttid: TenantTimelineId) -> None: ...
+
+    def stage(self, ttid: TenantTimelineId, seg_size: int, start_lsn: Lsn) -> WalStore:
+        """Begin building ``ttid`` aside (a pull): an empty WAL store starting at
+        ``start_lsn``, replacing any earlier staging of it."""
+        ...
+
+    def commit_stage(self, ttid: TenantTimelineId, store: WalStore, control_body: bytes) -> None:
+        """Flush and close the staged ``store``, persist ``control_body`` beside it and move
+        the timeline into place atomically and durably. ``FileExistsError`` if the
+        timeline exists (the staging is then discarded)."""
+        ...
+
+    def discard_stage(self, ttid: TenantTimelineId) -> None:
+        """Remove the staging of ``ttid`` (if any)."""
+        ...
+
+    def discard_stages(self) -> tuple[str, ...]:
+        """Remove every staging left by an interrupted pull; return what was removed."""
+        ...
 
     def check_room(self, ttid: TenantTimelineId, nbytes: int) -> None:
         """Raise ``OSError`` unless ``nbytes`` (one segment) can be allocated for the
@@ -111,6 +140,48 @@ class FileBackend:
     def check_room(self, ttid: TenantTimelineId, nbytes: int) -> None:
         check_room(self._dir(ttid), nbytes)
 
+    def _stage_dir(self, ttid: TenantTimelineId) -> Path:
+        return self.data_dir / str(ttid.tenant_id) / f"{_STAGE_PREFIX}{ttid.timeline_id}"
+
+    def stage(self, ttid: TenantTimelineId, seg_size: int, start_lsn: Lsn) -> WalStore:
+        staged = self._stage_dir(ttid)
+        if staged.exists():
+            shutil.rmtree(staged)
+        staged.mkdir(parents=True)
+        return FileWalStore.create(staged, seg_size, start_lsn, direct_io=self.direct_io)
+
+    def commit_stage(self, ttid: TenantTimelineId, store: WalStore, control_body: bytes) -> None:
+        staged, final = self._stage_dir(ttid), self._dir(ttid)
+        try:
+            store.flush()
+        finally:
+            store.close()
+        FileControlFileStore(staged).persist(control_body)  # fsynced, directory too
+        _fsync_dir(staged)
+        if final.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+            raise FileExistsError(f"timeline directory {final} already exists")
+        os.rename(staged, final)
+        _fsync_dir(final.parent)
+
+    def discard_stage(self, ttid: TenantTimelineId) -> None:
+        shutil.rmtree(self._stage_dir(ttid), ignore_errors=True)
+
+    def discard_stages(self) -> tuple[str, ...]:
+        removed: builtins.list[str] = []
+        if not self.data_dir.is_dir():
+            return ()
+        for tdir in sorted(self.data_dir.iterdir()):
+            if not tdir.is_dir():
+                continue
+            for entry in sorted(tdir.iterdir()):
+                if entry.name.startswith(_STAGE_PREFIX) and entry.is_dir():
+                    shutil.rmtree(entry)
+                    removed.append(str(entry))
+            if removed:
+                _fsync_dir(tdir)
+        return tuple(removed)
+
     def delete(self, ttid: TenantTimelineId) -> None:
         d = self._dir(ttid)
         if d.exists():
@@ -132,6 +203,7 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self._timelines: dict[TenantTimelineId, tuple[MemoryWalStore, ControlFileStore]] = {}
+        self._staged: dict[TenantTimelineId, MemoryWalStore] = {}
 
     def new_control(self, body: bytes) -> ControlFileStore:
         """The control file of a new timeline, holding ``body`` durably."""
@@ -167,10 +239,32 @@ class MemoryBackend:
     def check_room(self, ttid: TenantTimelineId, nbytes: int) -> None:
         pass  # memory never runs out here
 
+    def stage(self, ttid: TenantTimelineId, seg_size: int, start_lsn: Lsn) -> WalStore:
+        store = MemoryWalStore(seg_size, start_lsn)
+        self._staged[ttid] = store
+        return store
+
+    def commit_stage(self, ttid: TenantTimelineId, store: WalStore, control_body: bytes) -> None:
+        staged = self._staged.pop(ttid)
+        assert staged is store, "commit_stage of a store that was not staged"
+        staged.flush()
+        if ttid in self._timelines:
+            raise FileExistsError(f"timeline {ttid} already exists")
+        self._timelines[ttid] = (staged, self.new_control(control_body))
+
+    def discard_stage(self, ttid: TenantTimelineId) -> None:
+        self._staged.pop(ttid, None)
+
+    def discard_stages(self) -> tuple[str, ...]:
+        removed = tuple(str(t) for t in self._staged)
+        self._staged.clear()
+        return removed
+
     def crash(self) -> None:
         """Lose everything that was not flushed or persisted (a power loss)."""
         for ttid, (store, control) in list(self._timelines.items()):
             self._timelines[ttid] = (store.crash(), self.crash_control(control))
+        self._staged.clear()  # a staging is never durable until committed
 
 
 def _fsync_dir(path: Path) -> None:

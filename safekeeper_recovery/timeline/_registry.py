@@ -27,8 +27,10 @@ from ..core import (
     Lsn,
     NodeId,
     PersistentState,
+    PullInProgress,
     SafekeeperError,
     ServerInfo,
+    SnapshotInvalid,
     StorageError,
     TenantTimelineId,
     decode_state,
@@ -38,6 +40,7 @@ from ..storage import AsyncWalStore, ControlFileStore, WalStore
 from ._backend import StorageBackend
 from ._changes import ChangeFeed
 from ._peers import PeerHub
+from ._staging import StagedTimeline
 from ._timeline import Timeline, TimelineObserver
 
 __all__ = [
@@ -117,11 +120,19 @@ class TimelineRegistry:
         self._healing: set[TenantTimelineId] = set()
         self._create_lock = trio.Lock()
         self.changed = trio.Event()
+        self._staging: set[TenantTimelineId] = set()
+        """Timelines a pull is building aside now (one pull per timeline at a time)."""
+        self.deleted_here: set[TenantTimelineId] = set()
+        """Timelines deleted on this node since it started (and not created again): the
+        automatic puller leaves them alone while peers still list them."""
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load every timeline, start their services, then run until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            # A pull interrupted by a crash left a staged timeline: it never existed.
+            for leftover in await self._blocking(self.backend.discard_stages):
+                log.warning("removed %s: a timeline pull that did not finish", leftover)
             ttids = await self._blocking(self.backend.list)
             for ttid in ttids:
                 try:
@@ -253,8 +264,66 @@ class TimelineRegistry:
                 raise StorageError(f"creating timeline {ttid} failed: {e}") from e
             timeline = self._timeline(state, store, control)
             self._start(timeline)
+            self.deleted_here.discard(ttid)
             log.info("created timeline %s at %s", ttid, params.start_lsn)
             return timeline, True
+
+    async def stage(self, ttid: TenantTimelineId, seg_size: int, start_lsn: Lsn) -> StagedTimeline:
+        """Begin building ``ttid`` aside from a pulled snapshot (``_staging.py``, rules
+        I1-I4). ``TimelineConflict`` if the timeline exists here already."""
+        if not MIN_SEG_SIZE <= seg_size <= MAX_SEG_SIZE or seg_size & (seg_size - 1):
+            raise SnapshotInvalid(f"snapshot's segment size {seg_size} is not valid")
+        async with self._create_lock:
+            if ttid in self.timelines or ttid in self.broken:
+                raise TimelineConflict(f"timeline {ttid} exists on this node")
+            if ttid in self._staging:
+                raise PullInProgress(f"timeline {ttid} is being staged by another pull")
+            self._staging.add(ttid)
+        try:
+            store = await self._blocking(lambda: self.backend.stage(ttid, seg_size, start_lsn))
+        except BaseException as e:
+            self._staging.discard(ttid)
+            if isinstance(e, OSError):
+                raise StorageError(f"staging pulled timeline {ttid} failed: {e}") from e
+            raise
+        return StagedTimeline(self, ttid, store, start_lsn)
+
+    async def _install(self, ttid: TenantTimelineId, store: WalStore, body: bytes) -> Timeline:
+        try:
+            return await self._install_staged(ttid, store, body)
+        finally:
+            self._staging.discard(ttid)
+
+    async def _install_staged(self, ttid: TenantTimelineId, store: WalStore, body: bytes
+                              ) -> Timeline:
+        async with self._create_lock:
+            if ttid in self.timelines or ttid in self.broken:
+                await self._discard_stage(ttid, store)
+                raise TimelineConflict(f"timeline {ttid} appeared on this node during the pull")
+            try:
+                await self._blocking(lambda: self.backend.commit_stage(ttid, store, body))
+            except FileExistsError as e:
+                raise TimelineConflict(f"timeline {ttid}: {e}") from None
+            except OSError as e:
+                await self._blocking(lambda: self.backend.discard_stage(ttid))
+                raise StorageError(f"installing pulled timeline {ttid} failed: {e}") from e
+            timeline = await self._load(ttid)
+            self._start(timeline)
+        log.info("installed pulled timeline %s (WAL up to %s)", ttid, timeline.flush_lsn)
+        return timeline
+
+    async def _discard_stage(self, ttid: TenantTimelineId, store: WalStore) -> None:
+        def discard() -> None:
+            try:
+                store.close()
+            finally:
+                self.backend.discard_stage(ttid)
+
+        try:
+            with trio.CancelScope(shield=True):  # never leave a staging half-removed
+                await self._blocking(discard)
+        finally:
+            self._staging.discard(ttid)
 
     async def delete(self, ttid: TenantTimelineId) -> bool:
         """Delete a timeline and its data; return whether it existed."""
@@ -268,6 +337,7 @@ class TimelineRegistry:
                 async with timeline.lock:
                     await timeline.store.aclose()
             await self._blocking(lambda: self.backend.delete(ttid))
+            self.deleted_here.add(ttid)
             self.feed.record_deleted(ttid)
             log.info("deleted timeline %s", ttid)
             return True

@@ -272,6 +272,8 @@ class Timeline:
         self.deleted = False
         self._durable_state = acceptor.persisted  # last control-file body known on disk
         self._attached: set[trio.CancelScope] = set()
+        self._removal_holds: dict[int, Lsn] = {}
+        """WAL a snapshot is streaming from (see :meth:`hold_removal`), by hold id."""
         self.recovery_messages = 0
         """Messages processed for recovery (``recovery=True``) since start."""
         self.recovery_yields = 0
@@ -440,11 +442,39 @@ class Timeline:
         """
         async with self.lock:
             self._check_usable()
+            if self._removal_holds:  # a snapshot streams from there: remove nothing above
+                held = min(self._removal_holds.values())
+                lsn = min(lsn, Lsn(int(held) - int(held) % self.store.seg_size))
             if lsn <= self.store.start_lsn:
                 return 0
             removed = await self.store.remove_before(lsn)
         self.changed.notify()
         return removed
+
+    @asynccontextmanager
+    async def hold_removal(self) -> AsyncIterator[tuple[TimelineSnapshot, Lsn]]:
+        """Keep every byte of WAL this node now holds until the block ends (a snapshot
+        streams it to a peer): yields a :meth:`snapshot` and the store's start, taken under
+        the lock in the same step as the hold, so no removal can slip in between.
+        :meth:`remove_wal_before` removes nothing at or above a held position meanwhile;
+        the lifecycle is woken when the hold ends. Raises :class:`TimelineBroken` if the
+        timeline was deleted."""
+        hold_id = next(_receiver_ids)
+        async with self.lock:
+            self._check_readable()
+            start = self.store.start_lsn
+            self._removal_holds[hold_id] = start
+            snap = self.snapshot()
+        try:
+            yield snap, start
+        finally:
+            del self._removal_holds[hold_id]
+            self.changed.notify()
+
+    @property
+    def removal_holds(self) -> int:
+        """How many snapshots hold this timeline's WAL now."""
+        return len(self._removal_holds)
 
     async def persist_in_memory(self) -> None:
         """Persist in-memory horizons (periodic, and at shutdown)."""

@@ -19,7 +19,7 @@ from ._json import (
     term_history_json,
     timeline_status_json,
 )
-from ._metrics import METRICS_CONTENT_TYPE, RECOVERY_OUTCOMES, NodeMetrics
+from ._metrics import METRICS_CONTENT_TYPE, PULL_OUTCOMES, RECOVERY_OUTCOMES, NodeMetrics
 from ._paths import BadRequest, TimelinePath, parse_timeline_path
 from ._peer_exchange import (
     HttpPeerExchange,
@@ -31,6 +31,7 @@ from ._peer_exchange import (
 )
 from ._pg_server import PgServerConfig, serve_pg
 from ._pg_stream import PgStreamObserver
+from ._pull import PullConfig, PullService, PullState, PullStatus
 from ._timeline_status import (
     PgConsumerReport,
     RecoveryReport,
@@ -64,6 +65,7 @@ __all__ = [
     "NetworkStream",
     "NodeContext",
     "NodeMetrics",
+    "PULL_OUTCOMES",
     "PeerExchange",
     "PeerInfoBatch",
     "PeerSenderStatistics",
@@ -71,6 +73,10 @@ __all__ = [
     "PgConsumerReport",
     "PgServerConfig",
     "PgStreamObserver",
+    "PullConfig",
+    "PullService",
+    "PullState",
+    "PullStatus",
     "RECOVERY_OUTCOMES",
     "RecoveryAdmin",
     "RecoveryReport",
@@ -104,8 +110,8 @@ __all__ = [
     "parse_acceptor_state",
     "parse_donor_status",
     "parse_term_history",
-    "parse_timeline_status",
     "parse_timeline_path",
+    "parse_timeline_status",
     "peer_timeline_info",
     "serve_http",
     "serve_peer_exchange",

@@ -19,6 +19,9 @@ GET    /v1/tenant/{tenant_id}/timeline/{timeline_id}/digest      tenant
 POST   /v1/tenant/{tenant_id}/timeline/{timeline_id}/term_bump   tenant
 POST   /v1/tenant/{tenant_id}/timeline/{timeline_id}/recovery/trigger   tenant
 POST   /v1/tenant/{tenant_id}/timeline/{timeline_id}/recovery/cancel    tenant
+POST   /v1/tenant/{tenant_id}/timeline/{timeline_id}/pull        node-wide (docs/pull.md)
+GET    /v1/tenant/{tenant_id}/timeline/{timeline_id}/pull        node-wide
+GET    /v1/tenant/{tenant_id}/timeline/{timeline_id}/snapshot    node-wide (binary stream)
 ====== ========================================================= ======================
 
 Status codes: 400 bad id / LSN / body, 401 missing or invalid token, 403 token scope does
@@ -49,7 +52,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from importlib.resources import files
 from typing import Final, NoReturn, Protocol, TypeVar
@@ -59,7 +63,7 @@ import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..core import (
@@ -67,6 +71,8 @@ from ..core import (
     AuthError,
     Lsn,
     NodeId,
+    PullError,
+    PullInProgress,
     StorageError,
     TenantId,
     TenantTimelineId,
@@ -80,6 +86,7 @@ from ..timeline import (
     TimelineNotFound,
     TimelineRegistry,
     describe_storage_failure,
+    snapshot_frames,
 )
 from ._auth import Authenticator, bearer_token
 from ._json import (
@@ -90,6 +97,7 @@ from ._json import (
 )
 from ._metrics import METRICS_CONTENT_TYPE, NodeMetrics
 from ._peer_exchange import apply_peer_info_batch
+from ._pull import PullService
 from ._wal_sender import WalSenders
 
 __all__ = [
@@ -179,6 +187,8 @@ class NodeContext:
     """Each timeline's WAL lifecycle status (archive, removal); one absent shows none."""
     walsenders: WalSenders = attrs.field(factory=WalSenders)
     """The ``wal_stream`` connections running on this node's WAL port."""
+    pulls: PullService | None = None
+    """Timeline pulls (``POST …/pull``); ``None``: the node pulls nothing (404)."""
     heartbeat_timeout: float = 5.0
     """A peer is listed in ``peers`` while its last info is younger than this (seconds)."""
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
@@ -235,6 +245,10 @@ def _json_errors(handler: Handler) -> Handler:
             return _error(409, str(e))
         except TimelineBroken as e:
             return _error(503, str(e))
+        except PullInProgress as e:
+            return _error(409, str(e), extra={"code": "pull_in_progress"})
+        except PullError as e:
+            return _error(400, str(e), extra={"code": f"pull_{e.outcome}"})
         except StorageError as e:
             log.error("%s %s: %s", request.method, request.url.path, e)
             return _error(503, describe_storage_failure(e))
@@ -403,6 +417,7 @@ class _Api:
             except Exception as e:
                 log.exception("WAL lifecycle status of %s failed", timeline.ttid)
                 lifecycle = {"error": f"{type(e).__name__}: {e}"}
+        pull = self.ctx.pulls.statuses.get(timeline.ttid) if self.ctx.pulls else None
         return timeline_status_json(
             timeline.snapshot(),
             wal_lifecycle=lifecycle,
@@ -411,7 +426,7 @@ class _Api:
             walsenders=self.ctx.walsenders.of(timeline.ttid),
             recovery=recovery,
             pg_consumers=timeline.consumers.all(),
-        )
+        ) | ({"pull": pull.to_json()} if pull is not None else {})
 
     # ---- node-wide ----------------------------------------------------------------------
 
@@ -595,6 +610,77 @@ class _Api:
         return JSONResponse({"status": "cancelled"})
 
 
+    # ---- pull (bootstrap; docs/pull.md) -------------------------------------------------
+
+    def _pull_ttid(self, request: Request) -> TenantTimelineId:
+        """Peer or operator scope (node-wide), like the peer exchange."""
+        self._authorize(request, tenant=False)
+        try:
+            return TenantTimelineId(TenantId.parse(request.path_params["tenant_id"]),
+                                    TimelineId.parse(request.path_params["timeline_id"]))
+        except ValueError as e:
+            raise _Problem(400, str(e)) from None
+
+    def _pulls(self) -> PullService:
+        if self.ctx.pulls is None:
+            raise _Problem(404, "this node does not pull timelines")
+        return self.ctx.pulls
+
+    async def pull_start(self, request: Request) -> Response:
+        ttid = self._pull_ttid(request)
+        sources, max_rate = await self._json_body(request, _decode_pull)
+        status = self._pulls().start(ttid, sources, max_rate=max_rate)
+        return JSONResponse(status.to_json(), status_code=200 if status.finished else 202)
+
+    async def pull_status(self, request: Request) -> Response:
+        ttid = self._pull_ttid(request)
+        status = self._pulls().statuses.get(ttid)
+        if status is None:
+            raise _Problem(404, f"no pull of timeline {ttid} on this node since it started")
+        return JSONResponse(status.to_json())
+
+    async def snapshot(self, request: Request) -> Response:
+        ttid = self._pull_ttid(request)
+        timeline = self._timeline(ttid)
+        metrics = self.ctx.metrics
+        frames = snapshot_frames(timeline, on_sent=metrics.snapshot_sent_bytes.inc)
+        log.info("streaming a snapshot of %s to %s", ttid,
+                 request.client.host if request.client else "?")
+        return StreamingResponse(_closing(frames), media_type="application/octet-stream")
+
+
+async def _closing(frames: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """``frames`` closed as soon as the response ends (a peer gone mid-stream), so the
+    donor's removal hold is released now, not when the generator is collected."""
+    async with aclosing(frames) as stream:
+        async for frame in stream:
+            yield frame
+
+
+_PEER_URL: Final = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+"""A peer's HTTP API as ``from`` lists it: scheme, host, optional port, nothing else."""
+
+
+def _decode_pull(body: object) -> tuple[list[str], int | None]:
+    if not isinstance(body, dict):
+        raise ValueError("body: expected a JSON object")
+    sources = body.get("from")
+    if (not isinstance(sources, list) or not sources or len(sources) > 64
+            or not all(isinstance(u, str) and len(u) <= 1024 and _PEER_URL.fullmatch(u)
+                       for u in sources)):
+        raise ValueError("body.from: expected a list of 1 to 64 peer HTTP URLs "
+                         "(http://host:port)")
+    for url in sources:
+        port = url.rsplit("]", 1)[-1].rpartition(":")[2] if url.count(":") > 1 else ""
+        if port.isdigit() and not 0 < int(port) < 65536:
+            raise ValueError(f"body.from: {url!r} has no valid port")
+    rate = body.get("max_rate")
+    if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool)
+                             or not 1024 <= rate <= 1 << 40):
+        raise ValueError("body.max_rate: expected null or bytes per second (1024 to 2^40)")
+    return sources, rate
+
+
 _THROTTLE_KEYS: Final = {"max_rate": 0, "serve_max_rate": 0, "max_senders": 1,
                          "max_concurrent": 1}
 """The settings ``PATCH /v1/recovery/throttles`` takes, with their least value (rates: 0
@@ -669,5 +755,8 @@ def build_http_app(node: NodeContext) -> Starlette:
         Route(f"{tl}/term_bump", _json_errors(api.term_bump), methods=["POST"]),
         Route(f"{tl}/recovery/trigger", _json_errors(api.recovery_trigger), methods=["POST"]),
         Route(f"{tl}/recovery/cancel", _json_errors(api.recovery_cancel), methods=["POST"]),
+        Route(f"{tl}/pull", _json_errors(api.pull_start), methods=["POST"]),
+        Route(f"{tl}/pull", _json_errors(api.pull_status), methods=["GET"]),
+        Route(f"{tl}/snapshot", _json_errors(api.snapshot), methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})

@@ -13,6 +13,8 @@ Every method raises :class:`HttpError` when the node answers with an error statu
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Self
 
@@ -100,7 +102,8 @@ class SafekeeperClient:
                 method, path, content=content, params=params, headers=headers,
                 timeout=timeout,
             )
-        except httpx.HTTPError as e:  # transport errors, timeouts, protocol errors
+        # Transport errors, timeouts, protocol errors; a URL it cannot use (a bad port).
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
             raise HttpUnavailable(
                 f"{method} {self.base_url}{path}: {type(e).__name__}: {e}"
             ) from e
@@ -227,6 +230,52 @@ class SafekeeperClient:
         if not isinstance(previous, int) or not isinstance(current, int):
             raise HttpUnavailable("term_bump answer lacks previous_term/current_term")
         return previous, current
+
+    # ---- pull (bootstrap) ----------------------------------------------------------------
+
+    async def pull(self, ttid: TenantTimelineId, sources: list[str], *,
+                   max_rate: int | None = None) -> dict[str, object]:
+        """Ask the node to pull ``ttid`` from ``sources`` (peer HTTP URLs); returns the pull
+        status (``state`` ``exists`` when the node has it already). ``HttpError`` 409 if a
+        pull of it runs already."""
+        body: dict[str, object] = {"from": sources}
+        if max_rate is not None:
+            body["max_rate"] = max_rate
+        return await self._object("POST", f"{_tl_path(ttid)}/pull", body=body)
+
+    async def pull_status(self, ttid: TenantTimelineId) -> dict[str, object]:
+        """The node's last pull of ``ttid`` (``HttpError`` 404 if there was none)."""
+        return await self._object("GET", f"{_tl_path(ttid)}/pull")
+
+    @asynccontextmanager
+    async def snapshot(self, ttid: TenantTimelineId) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream the node's snapshot of ``ttid`` (a donor's side of a pull): yields the
+        body's bytes as they come. A failure to connect, an error status, or the stream
+        breaking raise :class:`HttpError`/:class:`HttpUnavailable`."""
+        path = f"{_tl_path(ttid)}/snapshot"
+        try:
+            async with self._client.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    message = response.text[:500]
+                    try:
+                        payload = response.json()
+                    except ValueError:
+                        payload = None
+                    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+                        message = payload["error"]
+                    raise HttpError(response.status_code, message)
+                yield self._body_bytes(response, path)
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            raise HttpUnavailable(f"GET {self.base_url}{path}: {type(e).__name__}: {e}") from e
+
+    async def _body_bytes(self, response: httpx.Response, path: str) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as e:
+            raise HttpUnavailable(
+                f"GET {self.base_url}{path}: stream broke: {type(e).__name__}: {e}") from e
 
     # ---- recovery admin ----------------------------------------------------------------
 

@@ -14,13 +14,17 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-__all__ = ["METRICS_CONTENT_TYPE", "RECOVERY_OUTCOMES", "NodeMetrics", "PgConsumerSample"]
+__all__ = ["METRICS_CONTENT_TYPE", "PULL_OUTCOMES", "RECOVERY_OUTCOMES", "NodeMetrics",
+           "PgConsumerSample"]
 
 PgConsumerSample = tuple[bool, int]
 """One consumer at scrape time: (connected, lag bytes behind its timeline's commit_lsn)."""
 
 METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
+PULL_OUTCOMES: Final = ("done", "donor_error", "error", "in_progress", "invalid", "no_donor",
+                         "term_changed")
+"""Outcomes of one pull attempt (``safekeeper_pull_attempts_total{outcome=…}``)."""
 RECOVERY_OUTCOMES: Final = (
     "caught_up",
     "cancelled",
@@ -53,6 +57,9 @@ class NodeMetrics:
       the largest ``commit_lsn`` - consumer position on the node), read at scrape time
       from the source given to :meth:`track_pg_consumers` (the per-consumer positions are
       in the timeline status).
+    * ``pull_attempts`` (label ``outcome``: one of :data:`PULL_OUTCOMES`) / ``pull_bytes``
+      (counters), ``pulls_active`` (gauge), ``snapshot_sent_bytes`` (counter, the
+      donor's side): timeline pulls.
     """
 
     def __init__(self, prefix: str = "safekeeper") -> None:
@@ -118,6 +125,24 @@ class NodeMetrics:
         self._prefix = prefix
         self._consumers: Callable[[], Iterable[PgConsumerSample]] | None = None
         r.register(_ConsumerCollector(self))
+        self.pull_attempts = Counter(
+            f"{prefix}_pull_attempts",
+            "Timeline pull attempts (bootstrap from a peer) by outcome", ["outcome"],
+            registry=r,
+        )
+        for outcome in PULL_OUTCOMES:
+            self.pull_attempts.labels(outcome=outcome)
+        self.pull_bytes = Counter(
+            f"{prefix}_pull_bytes", "WAL bytes received in timeline snapshots (pulls)",
+            registry=r,
+        )
+        self.pulls_active = Gauge(
+            f"{prefix}_pulls_active", "Timeline pulls running on this node now", registry=r
+        )
+        self.snapshot_sent_bytes = Counter(
+            f"{prefix}_snapshot_sent_bytes", "WAL bytes sent in snapshots to pulling peers",
+            registry=r,
+        )
 
     # Method forms, so that NodeMetrics satisfies the recovery engine's RecoveryMetrics
     # and the WAL lifecycle's LifecycleObserver.
@@ -131,6 +156,9 @@ class NodeMetrics:
 
     def wal_segments_removed(self, n: int) -> None:
         self.wal_removed_segments.inc(n)
+
+    def pull_finished(self, outcome: str) -> None:
+        self.pull_attempts.labels(outcome=outcome).inc()
 
     def attempt_finished(self, outcome: str) -> None:
         self.recovery_attempts.labels(outcome=outcome).inc()

@@ -697,3 +697,28 @@ async def test_node_keeps_serving_after_a_stream_of_bad_requests(with_timeline: 
     r = await c.get(TL_PATH)
     assert r.status_code == 200
     assert r.json()["acceptor_state"]["term"] == 0
+
+
+@pytest.mark.parametrize("body", [
+    {}, {"from": []}, {"from": "http://a:1"}, {"from": ["ws://a:1"]},
+    {"from": ["http://a:1"], "max_rate": 0}, {"from": ["http://a:1"], "max_rate": True},
+    {"from": ["http://a:1"] * 65}, {"from": ["http://"]}, {"from": ["http://a:99999"]},
+    {"from": ["http://a:1/v1"]},
+])
+async def test_a_pull_with_a_bad_body_is_400_and_starts_nothing(
+    with_timeline: HttpNode, body: object
+) -> None:
+    r = await with_timeline.client.post(f"{TL_PATH}/pull", json=body)
+    assert r.status_code == 400, r.text
+    assert "body." in r.json()["error"]
+
+
+async def test_pull_and_snapshot_of_unknown_or_unpulled_timelines_are_404(
+    with_timeline: HttpNode,
+) -> None:
+    other = f"/v1/tenant/{'ab' * 16}/timeline/{'cd' * 16}"
+    assert (await with_timeline.client.get(f"{other}/snapshot")).status_code == 404
+    # This node runs no pull service: its pull endpoints say so.
+    r = await with_timeline.client.get(f"{TL_PATH}/pull")
+    assert r.status_code == 404
+    assert "does not pull" in r.json()["error"]

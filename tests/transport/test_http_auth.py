@@ -65,6 +65,9 @@ ENDPOINTS = [
     ("GET", f"{TL_PATH}/digest?from_lsn=0/1000000&until_lsn=0/1000000", None),
     ("POST", f"{TL_PATH}/term_bump", {"term": None}),
     ("POST", f"{TL_PATH}/recovery/trigger", None),
+    ("POST", f"{TL_PATH}/pull", {"from": ["http://127.0.0.1:1"]}),
+    ("GET", f"{TL_PATH}/pull", None),
+    ("GET", f"{TL_PATH}/snapshot", None),
     ("DELETE", TL_PATH, None),
 ]
 
@@ -103,6 +106,11 @@ async def test_tenant_token_works_for_its_tenant_only(secured: HttpNode, keys: K
         for path in ("/v1/status", "/v1/timelines", "/v1/timelines/changes", "/v1/recovery"):
             assert (await mine.get(path)).status_code == 403
         assert (await mine.post("/v1/peer_info", json={})).status_code == 403
+        # Pulls and snapshots are peer or operator business (a snapshot is all the WAL).
+        for path in (f"{TL_PATH}/pull", f"{TL_PATH}/snapshot"):
+            assert (await mine.get(path)).status_code == 403, path
+        r = await mine.post(f"{TL_PATH}/pull", json={"from": ["http://127.0.0.1:1"]})
+        assert r.status_code == 403
     async with asgi_client(secured.app, keys.token(OTHER_TENANT)) as other:
         r = await other.get(TL_PATH)
         assert r.status_code == 403
