@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import attrs
@@ -85,10 +85,11 @@ _clients: list[RawClient] = []
 
 
 @pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
+async def _close_clients() -> AsyncIterator[None]:
     yield
-    while _clients:  # synchronously: teardown may run where a checkpoint raises Cancelled
-        _clients.pop().stream.socket.close()
+    while _clients:
+        with trio.CancelScope(shield=True):  # teardown may run in a cancelled scope
+            await _clients.pop().stream.aclose()
 
 
 async def connect(port: int) -> RawClient:
