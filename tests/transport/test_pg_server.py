@@ -4,8 +4,9 @@ its SQLSTATE (``_pg_server`` G1-G5, ``_pg_stream`` T1-T6), and the port goes on 
 from __future__ import annotations
 
 import functools
+import os
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -85,11 +86,14 @@ _clients: list[RawClient] = []
 
 
 @pytest.fixture(autouse=True)
-async def _close_clients() -> AsyncIterator[None]:
+def _close_clients() -> Iterator[None]:
     yield
+    # Synchronously (an async fixture's teardown is not run here, and a trio socket's
+    # close needs trio's context): detach each socket from its descriptor and close that.
     while _clients:
-        with trio.CancelScope(shield=True):  # teardown may run in a cancelled scope
-            await _clients.pop().stream.aclose()
+        fd = _clients.pop().stream.socket.detach()
+        if fd >= 0:
+            os.close(fd)
 
 
 async def connect(port: int) -> RawClient:
