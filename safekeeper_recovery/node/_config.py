@@ -355,6 +355,11 @@ def load_config(
         host, port = config.listen_http
         raise ConfigError(f"listen_http and listen_wal are both {host}:{port}: the HTTP API "
                           "and the WAL port need two ports")
+    if config.listen_pg is not None and config.listen_pg[1] != 0 and config.listen_pg in (
+            config.listen_http, config.listen_wal):
+        host, port = config.listen_pg
+        raise ConfigError(f"listen_pg {host}:{port} is also the HTTP API's or the WAL port's "
+                          "address: the PostgreSQL replication port needs a port of its own")
     if config.archive_endpoint is not None and not (config.archive or "").startswith("s3://"):
         raise ConfigError("archive_endpoint is set but archive is not an s3:// URL: the "
                           "endpoint is the S3-compatible server of an s3:// archive")

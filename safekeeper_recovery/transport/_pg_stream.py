@@ -19,7 +19,8 @@ T4  ``START_REPLICATION`` (timeline absent or 1, else 55000) refuses a start bel
     end waits for the commit. Then it streams committed WAL only
     (:func:`~safekeeper_recovery.timeline.run_wal_sender` without a term), following
     ``commit_lsn`` live, as XLogData; a keepalive with reply requested goes out after
-    ``keepalive_interval`` seconds without data.
+    ``keepalive_interval`` seconds without data. Up to four encoded messages wait
+    between the sender and the socket, so reading the next chunk overlaps sending one.
 T5  The client's standby status updates move its consumer entry (K2: its removal hold)
     and wake the timeline's watchers; hot standby feedback is ignored (no snapshots here).
 T6  The stream ends when the client sends CopyDone (the server answers CopyDone and
@@ -194,6 +195,10 @@ def _check_start(timeline: Timeline, cmd: StartReplication) -> None:
                       f"position of this server {snap.flush_lsn}")
 
 
+_IN_FLIGHT = 4
+"""Encoded messages queued between the WAL sender and the socket writer."""
+
+
 class _StopSending(Exception):
     """The client sent CopyDone: the sender stops before its next message."""
 
@@ -219,32 +224,46 @@ async def _start_replication(
         log.info("pg port: %s streams timeline %s from %s as %s", conn.remote, timeline.ttid,
                  cmd.start, consumer.name)
 
-        async def send(msg: StreamSenderMessage) -> None:
-            nonlocal in_send
-            if copy_done:
-                raise _StopSending
-            in_send = True  # a cancel now would leave half a message on the wire
-            if isinstance(msg, WalData):
-                await conn.send(encode_xlog_data(msg.start_lsn, msg.wal_end, msg.timestamp_us,
-                                                 msg.data))
-                consumer.sent_lsn = Lsn(msg.start_lsn + len(msg.data))
-                if observer is not None:
-                    observer.pg_wal_sent(len(msg.data))
-            else:
-                await conn.send(encode_keepalive(msg.wal_end, msg.timestamp_us,
-                                                 msg.reply_requested))
-            in_send = False
-            if copy_done:
-                raise _StopSending
+        # The WAL sender reads and encodes the next chunks while the writer sends: a few
+        # messages in flight overlap the disk with the socket.
+        out_send, out_recv = trio.open_memory_channel[tuple[bytes, Lsn | None]](_IN_FLIGHT)
 
-        async def sender(scope: trio.CancelScope) -> None:
+        async def send(msg: StreamSenderMessage) -> None:
+            if copy_done:
+                raise _StopSending
+            if isinstance(msg, WalData):
+                await out_send.send((
+                    encode_xlog_data(msg.start_lsn, msg.wal_end, msg.timestamp_us, msg.data),
+                    Lsn(msg.start_lsn + len(msg.data))))
+            else:
+                await out_send.send((
+                    encode_keepalive(msg.wal_end, msg.timestamp_us, msg.reply_requested), None))
+
+        async def sender() -> None:
+            async with out_send:  # closed when it ends: the writer sends what is queued
+                try:
+                    await run_wal_sender(timeline, cmd.start, None, send,
+                                         keepalive_interval=keepalive_interval)
+                except _StopSending:
+                    pass
+                except WalRemoved as e:
+                    outcome.append(PgError(UNDEFINED_FILE, str(e), fatal=True))
+                except Exception as e:  # re-raised below, after the nursery
+                    outcome.append(e)
+
+        async def writer(scope: trio.CancelScope) -> None:
+            nonlocal in_send
             try:
-                await run_wal_sender(timeline, cmd.start, None, send,
-                                     keepalive_interval=keepalive_interval)
-            except _StopSending:
-                pass
-            except WalRemoved as e:
-                outcome.append(PgError(UNDEFINED_FILE, str(e), fatal=True))
+                async for data, sent_to in out_recv:
+                    in_send = True  # a cancel now would leave half a message on the wire
+                    await conn.send(data)
+                    in_send = False
+                    if sent_to is not None:
+                        if observer is not None:
+                            observer.pg_wal_sent(int(sent_to) - int(consumer.sent_lsn))
+                        consumer.sent_lsn = sent_to
+                    if copy_done:
+                        break
             except Exception as e:  # re-raised below, after the nursery
                 outcome.append(e)
             scope.cancel()
@@ -258,14 +277,15 @@ async def _start_replication(
                 scope.cancel()
                 return
             copy_done = True
-            if not in_send:  # else the sender stops once its message is out
+            if not in_send:  # else the writer stops once its message is out
                 scope.cancel()
 
         if observer is not None:
             observer.pg_stream_started()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(sender, nursery.cancel_scope)
+                nursery.start_soon(sender)
+                nursery.start_soon(writer, nursery.cancel_scope)
                 nursery.start_soon(reader, nursery.cancel_scope)
         finally:
             if observer is not None:

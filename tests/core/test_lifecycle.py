@@ -87,3 +87,10 @@ def test_l3_a_peer_heard_from_lately_keeps_what_it_still_needs() -> None:
     assert removal_horizon(commit_lsn=Lsn(10 * SEG), flush_lsn=Lsn(10 * SEG), seg_size=SEG,
                            backup_lsn=Lsn(10 * SEG), keep_bytes=None,
                            peer_holds=[Lsn(4 * SEG + 9), Lsn(12 * SEG)]) == Lsn(4 * SEG)
+
+
+def test_l3_a_replication_consumer_keeps_what_it_has_not_flushed() -> None:
+    assert removal_horizon(commit_lsn=Lsn(10 * SEG), flush_lsn=Lsn(10 * SEG), seg_size=SEG,
+                           backup_lsn=Lsn(10 * SEG), keep_bytes=None,
+                           peer_holds=[Lsn(9 * SEG)],
+                           consumer_holds=[Lsn(3 * SEG + 1), Lsn(11 * SEG)]) == Lsn(3 * SEG)

@@ -182,3 +182,15 @@ def test_old_auth_token_key_still_sets_token_file(tmp_path: Path) -> None:
     assert load_config(REQUIRED, env=env).token_file == Path("/env.jwt")
     assert load_config(REQUIRED, env={"SAFEKEEPER_TOKEN_FILE": "/t.jwt"}).token_file == Path(
         "/t.jwt")
+
+
+def test_listen_pg_is_off_by_default_and_comes_from_each_source(tmp_path: Path) -> None:
+    assert load_config(REQUIRED, env={}).listen_pg is None
+    assert load_config({**REQUIRED, "listen_pg": "127.0.0.1:5433"}, env={}).listen_pg == (
+        "127.0.0.1", 5433)
+    env = {"SAFEKEEPER_LISTEN_PG": "[::1]:5433"}
+    assert load_config(REQUIRED, env=env).listen_pg == ("::1", 5433)
+    toml = write_toml(tmp_path, 'listen_pg = "0.0.0.0:5433"\n')
+    assert load_config(REQUIRED, env={}, config_file=toml).listen_pg == ("0.0.0.0", 5433)
+    with pytest.raises(ConfigError, match="needs a port of its own"):
+        load_config({**REQUIRED, "listen_pg": REQUIRED["listen_wal"]}, env={})

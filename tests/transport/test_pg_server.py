@@ -4,8 +4,9 @@ its SQLSTATE (``_pg_server`` G1-G5, ``_pg_stream`` T1-T6), and the port goes on 
 from __future__ import annotations
 
 import functools
+import os
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -85,10 +86,14 @@ _clients: list[RawClient] = []
 
 
 @pytest.fixture(autouse=True)
-async def _close_clients() -> AsyncIterator[None]:
+def _close_clients() -> Iterator[None]:
     yield
+    # Synchronously (an async fixture's teardown is not run here, and a trio socket's
+    # close needs trio's context): detach each socket from its descriptor and close that.
     while _clients:
-        await _clients.pop().stream.aclose()
+        fd = _clients.pop().stream.socket.detach()
+        if fd >= 0:
+            os.close(fd)
 
 
 async def connect(port: int) -> RawClient:
@@ -140,7 +145,8 @@ async def identify(port: int) -> list[str | None]:
 @pytest.fixture
 async def pg(pushed: tuple[WalNode, Lsn]) -> tuple[WalNode, int]:
     node, _ = pushed
-    return node, await start_pg(node)
+    port = await start_pg(node)
+    return node, port
 
 
 async def test_ssl_request_is_declined_then_identify_system(pg: tuple[WalNode, int]) -> None:
