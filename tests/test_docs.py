@@ -1,6 +1,6 @@
 """The documents a user reads stay true to the code and to the repository.
 
-Every rule a module numbers at its top (R, S, W, E, P) has its row in docs/errors.md, and
+Every rule a module numbers at its top (R, S, W, E, P, U) has its row in docs/errors.md, and
 the links the CLI appends to a code land on those rows; every relative link of README.md
 and docs/ reaches a file of the repository (and a heading in it), so nothing points outside
 it, such as a design document next to the checkout.
@@ -26,6 +26,7 @@ RULE_MODULES: Final = {
     "W": "pgwal/_reader.py",
     "E": "proposer/_election.py",
     "P": "proposer/_proposer.py",
+    "U": "core/_disk_guard.py",
 }
 """Rule letter -> the module whose docstring numbers those rules."""
 ROW: Final = re.compile(r'^\| <a id="([a-z]\d+)"></a>([A-Z])(\d+)(?:\u2013\2?(\d+))? \|', re.M)

@@ -25,10 +25,11 @@ CODE_ANCHORS: Final = {
     **{f"W{n}": f"w{n}" for n in range(1, 6)},
     **{f"E{n}": f"e{n - (n + 1) % 2}" for n in range(1, 7)},  # rows E1-E2, E3-E4, E5-E6
     **{f"P{n}": f"p{n}" for n in range(1, 7)},
+    **{f"U{n}": f"u{n}" for n in range(1, 5)},
 }
 """Each rule code a message can carry -> the anchor of its row in docs/errors.md."""
 
-_CODE: Final = re.compile(r"(?<![\w/.-])([RSWEP]\d{1,2})(?=[:),;]|\s|$)")
+_CODE: Final = re.compile(r"(?<![\w/.-])([RSWEPU]\d{1,2})(?=[:),;]|\s|$)")
 """A code as messages write it (``R7: …``, ``(S1)``): not part of an id, LSN or word."""
 
 _HINTS: Final = {

@@ -22,6 +22,7 @@ log output          ``--log-format``,     one of the listed choices
                     ``--log-level``
 a WAL archive       ``--archive``         ``URL``: ``file:///DIR`` or ``s3://BUCKET/PREFIX``
                     ``--archive-endpoint`` ``URL``: an S3-compatible server, ``http(s)://…``
+a disk limit        ``--max-disk-usage``  ``SIZE|PERCENT``: ``200GiB``, ``95%`` or ``off``
 ==================  ====================  ==================================================
 
 Defaults are shown as ``[default: …]`` and mandatory options as ``[required]``, by click,
@@ -41,11 +42,12 @@ from typing import Any, Final, TypeVar
 import click
 
 from ..core import Lsn, NodeId, TenantId, TimelineId
-from ..node import parse_duration
+from ..node import parse_disk_limit, parse_duration
 from ..storage import open_archive
 
 __all__ = [
     "ARCHIVE_URL",
+    "DISK_LIMIT",
     "DURATION",
     "HTTP_URL",
     "LSN",
@@ -54,6 +56,7 @@ __all__ = [
     "TENANT_ID",
     "TIMELINE_ID",
     "ArchiveUrlType",
+    "DiskLimitType",
     "DurationType",
     "Hex32Type",
     "HttpUrlType",
@@ -198,6 +201,23 @@ class ArchiveUrlType(click.ParamType[str]):
         return text
 
 
+class DiskLimitType(click.ParamType[str]):
+    """``SIZE|PERCENT``: a limit of disk usage, ``200GiB``, ``95%`` or ``off`` (checked
+    here, passed on as written: the node configuration parses it, rule U1)."""
+
+    name = "SIZE|PERCENT"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        text = str(value).strip()
+        try:
+            parse_disk_limit(text)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        return text
+
+
 class HttpUrlType(click.ParamType[str]):
     """``URL``: a node's HTTP API, ``http(s)://HOST:PORT`` (trailing slash dropped)."""
 
@@ -250,6 +270,7 @@ TENANT_ID: Final = Hex32Type(TenantId.parse)
 TIMELINE_ID: Final = Hex32Type(TimelineId.parse)
 HTTP_URL: Final = HttpUrlType()
 ARCHIVE_URL: Final = ArchiveUrlType()
+DISK_LIMIT: Final = DiskLimitType()
 
 
 def node_option(help: str = "The node's HTTP API.") -> Callable[[F], F]:

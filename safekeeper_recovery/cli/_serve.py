@@ -25,6 +25,7 @@ from ..node import (
     ConfigError,
     NodeConfig,
     RunningNode,
+    build_disk_guard,
     build_recovery_engine,
     build_throttles,
     check_archive,
@@ -43,6 +44,7 @@ from ..transport import NodeMetrics
 from ._main import main
 from ._options import (
     ARCHIVE_URL,
+    DISK_LIMIT,
     DURATION,
     HTTP_URL,
     NODE_ID,
@@ -182,6 +184,10 @@ _HOST_PORT_META = "HOST:PORT"  # checked by load_config, which names the setting
          help="Pull every timeline a peer holds and this node lacks, a few at a time, with "
               "back-off (a node back on an empty disk rejoins by itself). See docs/pull.md "
               "for why it is off by default.")
+@setting("--max-disk-usage", type=DISK_LIMIT,
+         help="Past this usage of the data directory's file system (a size, or a "
+              "percentage of it) new WAL is refused (proposers get close code 4012) and "
+              "recovery pauses, until space is freed; off: never. See docs/archive.md.")
 @setting("--auth-public-key", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
          help="Ed25519 public key (PEM, from `keygen`): turns JWT auth on for both ports.")
 @setting("--token-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -246,19 +252,20 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             metrics = NodeMetrics()
+            guard = build_disk_guard(config, metrics)
             throttles = build_throttles(config)
             engine = build_recovery_engine(config, metrics, read_peer_token(config),
                                            throttles=throttles)
             settings = lifecycle_config(config)
             lifecycle_shown: dict[TenantTimelineId, LifecycleReport] = {}
-            lifecycle = lifecycle_service(config, settings, metrics, lifecycle_shown)
+            lifecycle = lifecycle_service(config, settings, metrics, lifecycle_shown, guard)
             shown: dict[TenantTimelineId, RecoveryStatus] = {}
             running: RunningNode = await nursery.start(
                 partial(
                     serve_node, config,
-                    extra_services=[recovery_service(engine, shown), lifecycle],
+                    extra_services=[recovery_service(engine, shown, guard), lifecycle],
                     recovery_admin=engine, recovery_statuses=shown,
-                    lifecycle_statuses=lifecycle_shown, metrics=metrics,
+                    lifecycle_statuses=lifecycle_shown, metrics=metrics, disk_guard=guard,
                     archive=settings.archive,
                     throttles=throttles,
                 )

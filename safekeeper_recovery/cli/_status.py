@@ -83,9 +83,22 @@ class NodeView:
     error: str | None = None
     recovery: dict[str, object] | None = None
     """Node-wide recovery progress (``/v1/status``'s ``recovery``)."""
+    disk: dict[str, object] | None = None
+    """The node's disk guard (``/v1/status``'s ``disk``): usage, limit, ``refusing``."""
 
     def to_json(self) -> dict[str, object]:
         return attrs.asdict(self)
+
+    @property
+    def disk_text(self) -> str:
+        """``51% of 252.0GiB``, or why new WAL is refused."""
+        disk = self.disk or {}
+        if disk.get("refusing"):
+            return f"REFUSING WAL: {disk['refusing']}"
+        size, used = disk.get("fs_size_bytes"), disk.get("fs_used_bytes")
+        if not isinstance(size, int) or not isinstance(used, int) or size <= 0:
+            return "-"
+        return f"{100 * used / size:.0f}% of {format_bytes(size)}"
 
 
 @attrs.define
@@ -130,6 +143,7 @@ async def gather_cluster_status(
                 version=str(status.get("version")), timeline_count=len(listing),
                 broken_count=_int(status.get("broken_count")),
                 recovery=_progress(status.get("recovery")),
+                disk=disk if isinstance(disk := status.get("disk"), dict) else None,
             )
             found: dict[TenantTimelineId, TimelineView] = {}
             limiter = trio.CapacityLimiter(_PER_NODE_REQUESTS)
@@ -209,6 +223,8 @@ def _recovery_text(view: TimelineView) -> str:
         return f"recovering from {donor}{behind}"
     if state == "backoff" and view.recovery.get("last_error"):
         return f"backoff ({view.recovery['last_error']})"
+    if state == "paused" and view.recovery.get("paused"):
+        return f"paused ({view.recovery['paused']})"
     return state
 
 
@@ -314,14 +330,14 @@ def render_table(status: ClusterStatus) -> Table:
 
 def _render_nodes(status: ClusterStatus) -> Table:
     table = Table(title="nodes", title_justify="left")
-    for name in ("node", "url", "state", "timelines", "broken", "version"):
+    for name in ("node", "url", "state", "timelines", "broken", "disk", "version"):
         table.add_column(name)
     for n in status.nodes:
         table.add_row("?" if n.node_id is None else str(n.node_id), n.url,
                       "up" if n.up else "down",
                       "-" if n.timeline_count is None else str(n.timeline_count),
                       "-" if n.broken_count is None else str(n.broken_count),
-                      n.version or "-")
+                      n.disk_text, n.version or "-")
     return table
 
 

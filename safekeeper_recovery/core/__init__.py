@@ -22,6 +22,7 @@ from ._codec import (
     decode_stream_sender_message,
     encode,
 )
+from ._disk_guard import DEFAULT_MAX_DISK_PERCENT, DiskLimit, guard_refuses, resume_margin
 from ._donors import (
     DonorSelection,
     DonorStatus,
@@ -39,6 +40,7 @@ from ._errors import (
     AuthError,
     CommonPointError,
     CorruptionError,
+    DiskUsageExceeded,
     DonorBusy,
     DonorUnavailable,
     FatalTimelineError,
@@ -116,6 +118,9 @@ __all__ = [
     "CommonPointError",
     "CorruptionError",
     "DEFAULT_AGEING",
+    "DEFAULT_MAX_DISK_PERCENT",
+    "DiskLimit",
+    "DiskUsageExceeded",
     "DonorBusy",
     "DonorSelection",
     "DonorStatus",
@@ -201,10 +206,12 @@ __all__ = [
     "encode_state",
     "encode_wal",
     "find_highest_common_point",
+    "guard_refuses",
     "leaves",
     "quorum_at_risk",
     "recovery_order",
     "removal_horizon",
+    "resume_margin",
     "segment_file_name",
     "select_donors",
     "select_for",

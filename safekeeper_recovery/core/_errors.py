@@ -17,6 +17,7 @@
     │   └── ArchiveError                 the WAL archive failed (``kind`` labels metrics)
     │       ├── ArchiveObjectMissing     no such object in the archive
     │       └── ArchiveCorrupted         an object failed its size or checksum check
+    ├── DiskUsageExceeded                the disk is past --max-disk-usage: WAL refused (4012)
     ├── AuthError                        missing / invalid credentials (401) or scope (403)
     ├── PullError                        pulling a timeline from a peer failed
     │   ├── PullInProgress               the timeline is already being pulled (409)
@@ -47,6 +48,7 @@ __all__ = [
     "AuthError",
     "CommonPointError",
     "CorruptionError",
+    "DiskUsageExceeded",
     "DonorBusy",
     "DonorUnavailable",
     "FatalTimelineError",
@@ -159,8 +161,8 @@ class ArchiveError(StorageError):
     """The WAL archive (a directory or an S3 bucket) failed or refused an operation.
 
     ``kind`` is a short, low-cardinality label for metrics and status: ``unreachable``,
-    ``auth`` (credentials refused), ``no_bucket``, ``missing``, ``corrupt``, ``io`` or
-    ``error``.
+    ``timeout`` (no answer in time), ``auth`` (credentials refused), ``no_bucket``,
+    ``missing``, ``corrupt``, ``server`` (a 5xx), ``io`` or ``error``.
     """
 
     def __init__(self, message: str, *, kind: str = "error") -> None:
@@ -183,6 +185,14 @@ class ArchiveCorrupted(ArchiveError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, kind="corrupt")
+
+
+class DiskUsageExceeded(SafekeeperError):
+    """The node's disk is past ``--max-disk-usage`` (rules U1-U4, ``core/_disk_guard.py``):
+    an append carrying WAL was refused and nothing of it was written. It passes by itself
+    once space is freed (WAL removal, an operator), so it is not ``permanent``."""
+
+    close_code: int | None = 4012
 
 
 class AuthError(SafekeeperError):

@@ -7,10 +7,12 @@ from ._config import (
     LogFormat,
     NodeConfig,
     load_config,
+    parse_disk_limit,
     parse_duration,
     parse_host_port,
 )
 from ._data_dir_lock import LOCK_FILE_NAME, DataDirLock, DataDirLocked
+from ._disk import build_disk_guard
 from ._fd_limit import raise_fd_limit
 from ._lifecycle import check_archive, lifecycle_config, lifecycle_service
 from ._logging import configure_logging
@@ -28,6 +30,7 @@ __all__ = [
     "NodeConfig",
     "RunningNode",
     "SHUTDOWN_FLUSH_TIMEOUT",
+    "build_disk_guard",
     "build_recovery_engine",
     "build_throttles",
     "recovery_service",
@@ -36,6 +39,7 @@ __all__ = [
     "lifecycle_config",
     "lifecycle_service",
     "load_config",
+    "parse_disk_limit",
     "parse_duration",
     "parse_host_port",
     "raise_fd_limit",

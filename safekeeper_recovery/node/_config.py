@@ -30,7 +30,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from ..core import NodeId, SafekeeperError
+from ..core import DEFAULT_MAX_DISK_PERCENT, DiskLimit, NodeId, SafekeeperError
 from ..storage import open_archive
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "LogFormat",
     "NodeConfig",
     "load_config",
+    "parse_disk_limit",
     "parse_duration",
     "parse_host_port",
 ]
@@ -48,6 +49,7 @@ ENV_PREFIX: Final = "SAFEKEEPER_"
 LogFormat = Literal["auto", "json", "console"]
 HostPort = tuple[str, int]
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+DEFAULT_MAX_DISK_USAGE: Final = DiskLimit(percent=DEFAULT_MAX_DISK_PERCENT)
 
 
 class ConfigError(SafekeeperError):
@@ -118,6 +120,10 @@ class NodeConfig:
     pull_missing_timelines: bool = False
     """Pull every timeline a peer holds and this node lacks (a node back on an empty disk
     comes back by itself). Off by default: see docs/pull.md."""
+    max_disk_usage: DiskLimit | None = DEFAULT_MAX_DISK_USAGE
+    """Past this usage of the data directory's file system (bytes, or a percentage of
+    its size) new WAL is refused and recovery pauses until space is freed (rules U1-U4,
+    ``core/_disk_guard.py``); ``None`` (``off``): never refused."""
     log_format: LogFormat = "auto"
     log_level: str = "info"
 
@@ -254,6 +260,24 @@ def _parse_archive(value: object) -> str:
     return value.strip()
 
 
+def parse_disk_limit(value: object) -> DiskLimit | None:
+    """``95%``, ``12.5%``, a size (``200GiB``) or ``off``: rule U1."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("off", "none"):
+            return None
+        if text.endswith("%"):
+            try:
+                return DiskLimit(percent=float(text[:-1]))
+            except ValueError:
+                raise ValueError(f"expected a percentage in (0, 100], a size like 200GiB "
+                                 f"or off, got {value!r}") from None
+    size = _parse_size(value)
+    if size == 0:
+        raise ValueError("a disk limit must be positive (use off to disable the guard)")
+    return DiskLimit(max_bytes=size)
+
+
 def _parse_log_format(value: object) -> LogFormat:
     if value == "auto" or value == "json" or value == "console":
         return value
@@ -297,6 +321,7 @@ _PARSERS: Final[dict[str, Callable[[object], object]]] = {
     "wal_keep_size": _parse_size,
     "wal_peer_hold": parse_duration,
     "pull_missing_timelines": _parse_bool,
+    "max_disk_usage": parse_disk_limit,
     "log_format": _parse_log_format,
     "log_level": _parse_log_level,
 }

@@ -7,6 +7,7 @@ import logging
 from ..core import ArchiveError, TenantTimelineId
 from ..storage import open_archive
 from ..timeline import (
+    DiskGuard,
     LifecycleConfig,
     LifecycleObserver,
     LifecycleReport,
@@ -33,11 +34,12 @@ def lifecycle_config(config: NodeConfig) -> LifecycleConfig:
 
 def lifecycle_service(config: NodeConfig, settings: LifecycleConfig,
                       observer: LifecycleObserver,
-                      shown: dict[TenantTimelineId, LifecycleReport]) -> TimelineService:
+                      shown: dict[TenantTimelineId, LifecycleReport],
+                      guard: DiskGuard | None = None) -> TimelineService:
     """One lifecycle per timeline of the node, its status registered in ``shown`` (what
     ``serve_node(lifecycle_statuses=...)`` shows); see :func:`check_archive` for what is
     said about it at start-up."""
-    return wal_lifecycle_service(config.node_id, settings, observer, shown)
+    return wal_lifecycle_service(config.node_id, settings, observer, shown, guard)
 
 
 async def check_archive(settings: LifecycleConfig) -> None:

@@ -34,6 +34,7 @@ from ..core import FlushWal, SafekeeperError, TenantTimelineId
 from ..recovery import RecoveryStatus, RecoveryThrottles
 from ..storage import Archive, open_archive
 from ..timeline import (
+    DiskGuard,
     FileBackend,
     LifecycleReport,
     PeerHub,
@@ -63,6 +64,7 @@ from ..transport import (
 )
 from ._config import HostPort, NodeConfig
 from ._data_dir_lock import DataDirLock
+from ._disk import build_disk_guard
 from ._pull_missing import serve_pull_missing
 from ._recovery import build_throttles
 
@@ -108,6 +110,7 @@ async def serve_node(
     metrics: NodeMetrics | None = None,
     archive: Archive | None = None,
     throttles: RecoveryThrottles | None = None,
+    disk_guard: DiskGuard | None = None,
     task_status: trio.TaskStatus[RunningNode] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the node described by ``config`` until cancelled (see the module docstring).
@@ -117,7 +120,8 @@ async def serve_node(
     and ``recovery_statuses`` (the registry ``node.recovery_service`` fills) to its
     timeline status (without it every timeline's recovery shows ``disabled``), likewise
     ``lifecycle_statuses`` (filled by ``node.lifecycle_service``);
-    ``metrics`` (made here if not given) is shared by the HTTP app and such services.
+    ``metrics`` (made here if not given) is shared by the HTTP app and such services, and
+    so is ``disk_guard`` (made from ``config.max_disk_usage`` if not given; run here).
     ``archive`` (opened from ``config.archive`` if not given) serves WAL this node removed
     to the peers that ask for it on the WAL port.
     The data directory is locked first (:class:`DataDirLock`, released on return), so a
@@ -140,6 +144,7 @@ async def serve_node(
             recovery_admin=recovery_admin, recovery_statuses=recovery_statuses,
             lifecycle_statuses=lifecycle_statuses, metrics=metrics, archive=archive,
             throttles=throttles if throttles is not None else build_throttles(config),
+            disk_guard=disk_guard,
             task_status=task_status,
         )
 
@@ -156,6 +161,7 @@ async def _serve_locked(
     metrics: NodeMetrics | None,
     archive: Archive | None,
     throttles: RecoveryThrottles,
+    disk_guard: DiskGuard | None,
     task_status: trio.TaskStatus[RunningNode],
 ) -> None:
     """:func:`serve_node` once the data directory is locked."""
@@ -166,11 +172,14 @@ async def _serve_locked(
     if config.listen_pg is not None:
         await trio.to_thread.run_sync(_check_can_listen, config.listen_pg, "--listen-pg")
     metrics = metrics if metrics is not None else NodeMetrics()
+    guard = disk_guard if disk_guard is not None else build_disk_guard(config, metrics)
     registry = TimelineRegistry(
         config.node_id, FileBackend(config.data_dir, direct_io=config.wal_direct_io),
         services=extra_services,
-        observer=metrics, hub=PeerHub(silence_wake=config.heartbeat_timeout),
+        observer=metrics, hub=PeerHub(silence_wake=config.heartbeat_timeout), guard=guard,
     )
+    metrics.wal_disk_bytes.set_function(  # read at scrape time: nothing on the write path
+        lambda: sum(t.wal_disk_bytes for t in registry.timelines.values()))
     context = NodeContext(
         registry=registry,
         node_id=config.node_id,
@@ -183,6 +192,7 @@ async def _serve_locked(
         heartbeat_timeout=config.heartbeat_timeout,
         body_timeout=config.client_timeout,
         throttles=throttles,
+        disk_guard=guard,
     )
     pulls = PullService(registry, PullConfig(token=peer_token, timeout=config.http_timeout),
                         metrics=metrics)
@@ -197,6 +207,7 @@ async def _serve_locked(
     metrics.track_pg_consumers(partial(_pg_consumer_samples, registry))
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(guard.serve)
             await nursery.start(registry.serve)
             await nursery.start(pulls.serve)
             wal_host, wal_port_asked = config.listen_wal

@@ -8,7 +8,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..core import TenantTimelineId
-from ..recovery import RecoveryConfig, RecoveryEngine, RecoveryStatus, RecoveryThrottles
+from ..recovery import PauseGate, RecoveryConfig, RecoveryEngine, RecoveryStatus, RecoveryThrottles
 from ..timeline import LocalTarget, Timeline, TimelineService
 from ..transport import NetworkDonorConnector, NodeMetrics
 from ._config import NodeConfig
@@ -142,7 +142,8 @@ def build_recovery_engine(
 
 
 def recovery_service(
-    engine: RecoveryEngine, shown: dict[TenantTimelineId, RecoveryStatus]
+    engine: RecoveryEngine, shown: dict[TenantTimelineId, RecoveryStatus],
+    gate: PauseGate | None = None,
 ) -> TimelineService:
     """The engine as a per-timeline service of the node's :class:`TimelineRegistry`: one
     supervisor per in-process timeline.
@@ -150,7 +151,8 @@ def recovery_service(
     Each timeline's status is registered in ``shown`` (the registry the node's status
     endpoint reads, ``NodeContext.recovery_statuses``) while the timeline runs here, also
     after its supervisor ended (recovery off: ``disabled``; a broken timeline: ``broken``
-    with the reason), until the timeline stops or is deleted.
+    with the reason), until the timeline stops or is deleted. While ``gate`` (the
+    node's disk guard) refuses WAL, supervisors pause (state ``paused``).
     """
 
     async def run(timeline: Timeline) -> None:
@@ -162,7 +164,8 @@ def recovery_service(
                 status.state = "disabled"
             else:
                 try:
-                    await engine.supervise(LocalTarget(timeline), broken=lambda: timeline.broken)
+                    await engine.supervise(LocalTarget(timeline), broken=lambda: timeline.broken,
+                                           gate=gate)
                 finally:
                     engine.statuses.pop(ttid, None)
             await trio.sleep_forever()  # keep the last status shown while the timeline runs

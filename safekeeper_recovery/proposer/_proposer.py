@@ -43,6 +43,10 @@ P3  The proposer sends only WAL it holds: its WAL source's from propTermStartLsn
     that fails stops the run with a :class:`ProposerError`.
 P4  A failed node is retried with exponential back-off while the others go on; an auth or
     "timeline not found" refusal is permanent for that node.
+P4a A node that refused WAL because its disk is past ``--max-disk-usage`` (close code
+    4012) is retried like any failed node, but counts as unreachable for P2 until it
+    takes WAL again (acknowledges everything sent to it): its reconnects, each refused
+    at the first append, must not keep a quorum alive forever.
 P5  The run succeeds once commit_lsn reaches the source's final end and a quorum was sent an
     append carrying it after reporting a flush at the end. Every node that joined the stream
     in this run and has not failed permanently then gets up to ``drain_timeout`` to catch
@@ -73,6 +77,7 @@ from ..core import (
     AcceptorMessage,
     AppendRequest,
     AppendResponse,
+    DiskUsageExceeded,
     Lsn,
     ProposerElected,
     RemoteProtocolError,
@@ -130,6 +135,8 @@ class _Node:
     joined: bool = False
     """Was streaming in some session of this run (a drop-out is waited for at the end, P5)."""
     last_error: str | None = None
+    disk_refused: str | None = None
+    """Why the node last refused WAL for its disk (P4a); ``None`` once it takes WAL."""
 
 
 @attrs.define
@@ -239,13 +246,14 @@ class Proposer:
     # ---- coordination --------------------------------------------------------------------
 
     def _reachable(self) -> int:
-        return sum(n.status not in _UNREACHABLE for n in self._nodes)
+        return sum(n.status not in _UNREACHABLE and n.disk_refused is None
+                   for n in self._nodes)
 
     def _lost_quorum(self, count: int) -> LostQuorumError:
         reasons = {
-            n.url: n.last_error or "no reply"
+            n.url: n.last_error or n.disk_refused or "no reply"
             for n in self._nodes
-            if n.status in _UNREACHABLE or n.last_error
+            if n.status in _UNREACHABLE or n.last_error or n.disk_refused
         }
         return LostQuorumError(count, len(self._nodes), self._quorum, reasons)
 
@@ -423,6 +431,9 @@ class Proposer:
             except Exception as exc:  # any failure of this node; Cancelled propagates
                 was_streaming = node.status == "streaming"
                 permanent = _is_permanent(exc)
+                if any(_close_code(leaf) == DiskUsageExceeded.close_code
+                       for leaf in leaves(exc)):
+                    node.disk_refused = _describe(exc)  # P4a
                 self._mark_down(node, _describe(exc), permanent=permanent)
                 if permanent:
                     return
@@ -638,6 +649,8 @@ class Proposer:
                 raise RemoteProtocolError(
                     f"AppendResponse flush {msg.flush_lsn} beyond what was sent ({sent.pos})"
                 )
+            if node.disk_refused is not None and msg.flush_lsn >= sent.pos:
+                node.disk_refused = None  # P4a: it took all we sent
             node.session_flush = msg.flush_lsn
             node.known_flush = msg.flush_lsn
             node.flush = max(node.flush or INVALID_LSN, msg.flush_lsn)

@@ -11,7 +11,7 @@ live with what they adapt — ``timeline.LocalTarget`` and ``timeline.InProcessD
 
 from ._attempt import AttemptCancelled, AttemptResult, DonorTimeout, RecoveryConfig, run_attempt
 from ._donor import DonorConnector, DonorStatus, DonorStream
-from ._engine import RecoveryEngine, RecoveryMetrics
+from ._engine import PauseGate, RecoveryEngine, RecoveryMetrics
 from ._scheduler import RecoveryScheduler
 from ._status import RATE_WINDOW, RecoveryState, RecoveryStatus, iso_time
 from ._target import AcceptorSession, LocalView, RecoveryTarget, select_for
@@ -48,4 +48,5 @@ __all__ = [
     "iso_time",
     "run_attempt",
     "select_for",
+    "PauseGate",
 ]

@@ -48,7 +48,7 @@ from ._status import RecoveryStatus
 from ._target import RecoveryTarget, select_for
 from ._throttle import RecoveryThrottles
 
-__all__ = ["RecoveryEngine", "RecoveryMetrics"]
+__all__ = ["PauseGate", "RecoveryEngine", "RecoveryMetrics"]
 
 log = structlog.get_logger("safekeeper_recovery.recovery")
 
@@ -58,6 +58,16 @@ class RecoveryMetrics(Protocol):
 
     def attempt_finished(self, outcome: str) -> None: ...
     def bytes_received(self, n: int) -> None: ...
+
+
+class PauseGate(Protocol):
+    """Something that may hold every recovery back (the node's disk guard): ``paused`` is
+    why (``None``: go on); :meth:`wait_resumed` returns once it is ``None`` again."""
+
+    @property
+    def paused(self) -> str | None: ...
+
+    async def wait_resumed(self) -> None: ...
 
 
 class _NoMetrics:
@@ -168,10 +178,13 @@ class RecoveryEngine:
     # ---- the supervisor -----------------------------------------------------------------
 
     async def supervise(
-        self, target: RecoveryTarget, *, broken: Callable[[], str | None] = lambda: None
+        self, target: RecoveryTarget, *, broken: Callable[[], str | None] = lambda: None,
+        gate: PauseGate | None = None,
     ) -> None:
         """Keep ``target`` caught up with its peers. Never returns unless cancelled
-        (or the timeline is broken: then the state says so and the task ends)."""
+        (or the timeline is broken: then the state says so and the task ends). While
+        ``gate`` says why (the node's disk guard refuses WAL), no attempt starts: the
+        state is ``paused`` with the reason, until the gate opens."""
         ttid = target.ttid
         if self._listening_since is None:
             self._listening_since = trio.current_time()
@@ -187,6 +200,14 @@ class RecoveryEngine:
                     status.state = "broken"
                     status.last_error = reason
                     return
+                if gate is not None and (why := gate.paused) is not None:
+                    status.state = "paused"
+                    status.paused = why
+                    await gate.wait_resumed()
+                    status.paused = None
+                    status.state = "idle"
+                    cause = "resumed"
+                    continue
                 selection, view = await self._evaluate_view(target, status, cause)
                 if not selection.donors:
                     status.state = "idle"

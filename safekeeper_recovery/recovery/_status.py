@@ -22,7 +22,8 @@ def iso_time(seconds: float | None) -> str | None:
     text = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
 
-RecoveryState = Literal["idle", "waiting", "backoff", "recovering", "disabled", "broken"]
+RecoveryState = Literal["idle", "waiting", "backoff", "recovering", "disabled", "broken",
+                       "paused"]
 """``waiting``: lagging, with a donor, queued for one of the node's recovery slots."""
 
 RATE_WINDOW: Final = 5.0
@@ -70,6 +71,8 @@ class RecoveryStatus:
     _samples: deque[tuple[float, int]] = attrs.field(
         factory=lambda: deque(maxlen=256), eq=False, repr=False)
     """(monotonic time, flushed LSN) of recent flushes, for :meth:`rate`."""
+    paused: str | None = None
+    """Why recovery waits (state ``paused``): the node's disk is past --max-disk-usage."""
 
     def attempt_started(self, donor: PeerInfo, start_lsn: Lsn) -> None:
         self.state = "recovering"
@@ -176,4 +179,5 @@ class RecoveryStatus:
             "quorum_at_risk": self.quorum_at_risk,
             "queue_position": (self.queue() if self.state == "waiting"
                                and self.queue is not None else None),
+            "paused": self.paused,
         }

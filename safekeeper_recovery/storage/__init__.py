@@ -29,6 +29,7 @@ from ._control_file import (
     FileControlFileStore,
     MemoryControlFileStore,
 )
+from ._disk_usage import DiskUsage, measure_disk_usage
 from ._durable import check_room
 from ._fileops import DiskFaults
 from ._flush_position import FLUSH_POSITION_FILE_NAME, FlushPositionFile
@@ -66,4 +67,6 @@ __all__ = [
     "segment_key",
     "timeline_prefix",
     "validate_seg_size",
+    "DiskUsage",
+    "measure_disk_usage",
 ]

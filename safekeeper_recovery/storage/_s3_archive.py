@@ -79,9 +79,11 @@ class S3Archive:
         from botocore.exceptions import (
             ClientError,
             ConnectionError,
+            ConnectTimeoutError,
             HTTPClientError,
             NoCredentialsError,
             PartialCredentialsError,
+            ReadTimeoutError,
         )
 
         where = f"archive {self._url}" + (f" (endpoint {self._endpoint})" if self._endpoint
@@ -106,6 +108,9 @@ class S3Archive:
             kind = "server" if isinstance(status, int) and status >= 500 else "error"
             return ArchiveError(f"cannot {what} in {where}: {code or status}: "
                                 f"{error.get('Message', exc)}", kind=kind)
+        if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
+            return ArchiveError(f"cannot {what} in {where}: the server did not answer in time "
+                                f"({exc}); a slow or overloaded archive", kind="timeout")
         if isinstance(exc, ConnectionError | HTTPClientError):
             return ArchiveError(f"cannot {what} in {where}: the server does not answer ({exc}); "
                                 "check --archive-endpoint and the network", kind="unreachable")

@@ -5,6 +5,7 @@ acceptor loop and flush policy) and read pipeline (the WAL sender), its WAL life
 from ._backend import FileBackend, MemoryBackend, StorageBackend
 from ._changes import ChangeFeed, Changes
 from ._consumers import Consumer, ConsumerPositions
+from ._disk_guard import DiskGuard, DiskGuardObserver, format_bytes
 from ._inprocess_donor import InProcessDonorConnector, InProcessStream
 from ._message_queue import PUSH_QUEUE_BYTES, MessageQueue
 from ._peers import PEER_SILENCE_WAKE, PeerHub
@@ -87,4 +88,7 @@ __all__ = [
     "snapshot_frames",
     "snapshot_state",
     "wal_lifecycle_service",
+    "DiskGuard",
+    "DiskGuardObserver",
+    "format_bytes",
 ]

@@ -39,6 +39,7 @@ from ..core import (
 from ..storage import AsyncWalStore, ControlFileStore, WalStore
 from ._backend import StorageBackend
 from ._changes import ChangeFeed
+from ._disk_guard import DiskGuard
 from ._peers import PeerHub
 from ._staging import StagedTimeline
 from ._timeline import Timeline, TimelineObserver
@@ -104,8 +105,11 @@ class TimelineRegistry:
         observer: TimelineObserver | None = None,
         hub: PeerHub | None = None,
         feed: ChangeFeed | None = None,
+        guard: DiskGuard | None = None,
     ) -> None:
         self.observer = observer
+        self.guard = guard
+        """The node's disk guard, handed to every timeline (``None``: no guard)."""
         self.hub = hub if hub is not None else PeerHub()
         """Shared by every timeline: peer liveness and the change feed of the exchange."""
         self.feed = feed if feed is not None else ChangeFeed()
@@ -168,7 +172,7 @@ class TimelineRegistry:
         async_store = AsyncWalStore(store, inline=inline)
         timeline = Timeline.from_stores(
             self.node_id, state, async_store, control, inline=inline, observer=self.observer,
-            hub=self.hub, feed=self.feed,
+            hub=self.hub, feed=self.feed, guard=self.guard,
         )
         timeline.on_break = self._on_break
         return timeline

@@ -47,8 +47,10 @@ import trio
 
 from ..core import (
     Acceptor,
+    AcceptorError,
     AcceptorMessage,
     AppendRequest,
+    DiskUsageExceeded,
     FatalTimelineError,
     FlushEffect,
     FlushWal,
@@ -77,6 +79,7 @@ from ..core import (
 from ..storage import AsyncWalStore, ControlFileStore
 from ._changes import ChangeFeed
 from ._consumers import ConsumerPositions
+from ._disk_guard import DiskGuard
 from ._peers import PeerHub
 from ._watch import Watch
 
@@ -245,8 +248,11 @@ class Timeline:
         observer: TimelineObserver | None = None,
         hub: PeerHub | None = None,
         feed: ChangeFeed | None = None,
+        guard: DiskGuard | None = None,
     ) -> None:
         self.ttid = ttid
+        self.guard = guard
+        """The node's disk guard: appends carrying WAL pass :meth:`DiskGuard.admit` first."""
         self.observer: TimelineObserver = observer or _NoObserver()
         self._inline = inline
         self.acceptor = acceptor
@@ -298,12 +304,13 @@ class Timeline:
         observer: TimelineObserver | None = None,
         hub: PeerHub | None = None,
         feed: ChangeFeed | None = None,
+        guard: DiskGuard | None = None,
     ) -> Timeline:
         """``inline=True`` (memory twins only) runs control-file writes without a thread."""
         acceptor = Acceptor(node_id, state, write_lsn=store.write_lsn, flush_lsn=store.flush_lsn)
         ttid = TenantTimelineId(state.tenant_id, state.timeline_id)
         return cls(ttid, acceptor, store, control, inline=inline, observer=observer, hub=hub,
-                   feed=feed)
+                   feed=feed, guard=guard)
 
     # ---- the one write path -------------------------------------------------------------
 
@@ -322,9 +329,12 @@ class Timeline:
         """Handle one proposer message and return the reply (``None`` if it has none).
 
         Raises ``AcceptorError`` for a refusal (nothing changed), :class:`TimelineBroken`
-        if the timeline is (or becomes) broken, and, with ``recovery`` (the recovery
-        engine's messages), ``ProposerArrived`` while a proposer is connected (nothing
-        changed).
+        if the timeline is (or becomes) broken, ``DiskUsageExceeded`` for an append
+        carrying WAL while the disk guard refuses (no WAL written, the timeline goes on;
+        the append's header is still taken, as an empty append would be: its
+        ``commit_lsn`` lets committed WAL be archived and removed, which frees the space)
+        and, with ``recovery`` (the recovery engine's messages), ``ProposerArrived`` while
+        a proposer is connected (nothing changed).
         """
         async with self.lock:
             self._check_usable()
@@ -333,6 +343,15 @@ class Timeline:
                     self.recovery_yields += 1
                     raise ProposerArrived("a proposer is connected to this node")
                 self.recovery_messages += 1
+            refused: DiskUsageExceeded | None = None
+            if self.guard is not None and isinstance(msg, AppendRequest) and msg.data:
+                try:
+                    await self.guard.admit(len(msg.data))
+                except DiskUsageExceeded as e:
+                    # U2: no WAL, but the header: with nothing else getting through, the
+                    # commit_lsn it carries is what lets archiving and removal free space.
+                    refused = e
+                    msg = attrs.evolve(msg, data=b"")
             a = self.acceptor
             flush_before, persisted_before = a.flush_lsn, a.persisted
             try:
@@ -340,11 +359,17 @@ class Timeline:
             except FatalTimelineError as e:
                 self._break(str(e))
                 raise TimelineBroken(f"timeline {self.ttid} stopped: {e}", reason=str(e)) from e
+            except AcceptorError:
+                if refused is not None:
+                    raise refused from None  # the header alone was refused: say why WAL was
+                raise
             await self._apply(step)
             if self.peers and (a.flush_lsn != flush_before or a.persisted is not persisted_before):
                 await self._follow_peers()
         self.hub.timeline_changed(self.ttid)
         self.changed.notify()
+        if refused is not None:
+            raise refused
         return step.reply
 
     async def _follow_peers(self) -> None:
@@ -613,6 +638,16 @@ class Timeline:
         if self.broken is not None:
             flush = max(min(flush, self.store.flush_lsn), self._durable_state.timeline_start_lsn)
         return flush
+
+    @property
+    def wal_disk_bytes(self) -> int:
+        """Bytes of this timeline's WAL segment files: every segment from the store's start
+        to its write position, each created full-size (preallocated)."""
+        store = self.store
+        seg = store.seg_size
+        first = int(store.start_lsn) // seg
+        last = max(first, (int(store.write_lsn) - 1) // seg)
+        return (last - first + 1) * seg
 
     @property
     def commit_lsn(self) -> Lsn:

@@ -44,6 +44,7 @@ from ..core import (
     removal_horizon,
 )
 from ..storage import Archive, segment_key
+from ._disk_guard import DiskGuard
 from ._registry import TimelineService
 from ._timeline import Timeline, TimelineBroken
 
@@ -69,7 +70,7 @@ class LifecycleObserver(Protocol):
 
     def archive_failed(self, kind: str) -> None: ...
 
-    def wal_segments_removed(self, n: int) -> None: ...
+    def wal_segments_removed(self, n: int, nbytes: int) -> None: ...
 
 
 class _NoObserver:
@@ -79,7 +80,7 @@ class _NoObserver:
     def archive_failed(self, kind: str) -> None:
         pass
 
-    def wal_segments_removed(self, n: int) -> None:
+    def wal_segments_removed(self, n: int, nbytes: int) -> None:
         pass
 
 
@@ -126,21 +127,64 @@ class LifecycleStatus:
     """Busy time of the uploads (read, put, verify, persist ``backup_lsn``)."""
     removal_seconds: float = 0.0
     """Busy time of the removals (record the horizon, unlink, fsync)."""
+    removed_bytes: int = 0
     failures: int = 0
+    failures_by_kind: dict[str, int] = attrs.Factory(dict)
     last_error: str | None = None
     last_error_kind: str | None = None
     last_error_at: float | None = None
+    committed_runs: list[tuple[int, float]] = attrs.Factory(list)
+    """``(first segment number, wall-clock time)``: the segments from that number on (up
+    to the next run's) were seen complete and committed at that time; runs below the
+    segment being archived are dropped (:meth:`note_committed`)."""
+    seen_end: int = 0
+    """Segments below this number were seen complete and committed."""
 
-    def to_json(self, timeline: Timeline, config: LifecycleConfig) -> dict[str, object]:
+    def note_committed(self, backup_lsn: Lsn, commit_lsn: Lsn, seg_size: int,
+                       now: float) -> None:
+        """Record when segments became complete and committed (for the lag in seconds):
+        called on every step, so the time is when this node first saw it (after a
+        restart: the restart)."""
+        first, done = int(backup_lsn) // seg_size, int(commit_lsn) // seg_size
+        if done > self.seen_end:
+            self.committed_runs.append((max(first, self.seen_end), now))
+            self.seen_end = done
+        runs = self.committed_runs
+        while len(runs) > 1 and runs[1][0] <= first:
+            del runs[0]
+
+    def archive_lag_seconds(self, backup_lsn: Lsn, commit_lsn: Lsn, seg_size: int,
+                            now: float) -> float:
+        """Seconds since the oldest complete, committed segment that is not archived yet
+        became so (0 when every complete committed segment is archived)."""
+        first, done = int(backup_lsn) // seg_size, int(commit_lsn) // seg_size
+        if first >= done:
+            return 0.0
+        since = next((t for start, t in reversed(self.committed_runs) if start <= first),
+                     None)
+        return 0.0 if since is None else max(0.0, now - since)
+
+    def failed(self, kind: str, message: str) -> None:
+        self.failures += 1
+        self.failures_by_kind[kind] = self.failures_by_kind.get(kind, 0) + 1
+        self.last_error, self.last_error_kind = message, kind
+        self.last_error_at = time.time()
+
+    def to_json(self, timeline: Timeline, config: LifecycleConfig,
+                guard: DiskGuard | None = None) -> dict[str, object]:
         snap = timeline.snapshot()
         archiving = config.archive is not None
         lag = max(0, int(snap.commit_lsn) - int(snap.backup_lsn)) if archiving else None
+        lag_seconds = (self.archive_lag_seconds(snap.backup_lsn, snap.commit_lsn,
+                                                snap.wal_seg_size, time.time())
+                       if archiving else None)
         return {
             "archive": config.archive.url if config.archive is not None else None,
             "wal_keep_size": config.keep_bytes,
             "backup_lsn": str(snap.backup_lsn),
             "removal_horizon": str(timeline.store.start_lsn),
             "archive_lag_bytes": lag,
+            "archive_lag_seconds": lag_seconds,
             "uploader": (int(self.choice.uploader) if self.choice is not None
                          and self.choice.uploader is not None else None),
             "uploaded_segments": self.uploaded_segments,
@@ -149,10 +193,14 @@ class LifecycleStatus:
             "removed_segments": self.removed_segments,
             "upload_seconds": round(self.upload_seconds, 6),
             "removal_seconds": round(self.removal_seconds, 6),
+            "removed_bytes": self.removed_bytes,
+            "wal_disk_bytes": timeline.wal_disk_bytes,
             "failures": self.failures,
+            "failures_by_kind": dict(self.failures_by_kind),
             "last_error": self.last_error,
             "last_error_kind": self.last_error_kind,
             "last_error_at": self.last_error_at,
+            "disk": None if guard is None else guard.to_json(),
         }
 
 
@@ -165,19 +213,21 @@ def wal_lifecycle_service(
     config: LifecycleConfig,
     observer: LifecycleObserver | None = None,
     shown: dict[TenantTimelineId, LifecycleReport] | None = None,
+    guard: DiskGuard | None = None,
 ) -> TimelineService:
     """The lifecycle as a per-timeline service of a :class:`TimelineRegistry`; with
     nothing to do (no archive, no keep size) it only reports its status.
 
     Each timeline's status is registered in ``shown`` (the registry the node's status
-    endpoint reads, ``NodeContext.lifecycle_statuses``) while the timeline runs here."""
+    endpoint reads, ``NodeContext.lifecycle_statuses``) while the timeline runs here,
+    with the disk usage ``guard`` (the node's disk guard) measured."""
 
     async def run(timeline: Timeline) -> None:
         ttid = timeline.ttid
         status = LifecycleStatus()
 
         def report() -> dict[str, object]:
-            return status.to_json(timeline, config)
+            return status.to_json(timeline, config, guard)
 
         if shown is not None:
             shown[ttid] = report
@@ -214,13 +264,11 @@ async def serve_wal_lifecycle(
                 await timeline.changed.wait_changed()
                 continue
             kind = e.kind if isinstance(e, ArchiveError) else "storage"
-            status.failures += 1
             observer.archive_failed(kind)
             if str(e) != status.last_error:
                 log.warning("timeline %s: WAL lifecycle: %s (retrying in %.0fs)",
                             timeline.ttid, e, delay)
-            status.last_error, status.last_error_kind = str(e), kind
-            status.last_error_at = time.time()
+            status.failed(kind, str(e))
             await trio.sleep(delay)
             delay = min(delay * 2, config.retry_max)
             continue
@@ -248,6 +296,7 @@ async def lifecycle_step(
     seg_size = snap.wal_seg_size
     progressed = False
     if config.archive is not None:
+        status.note_committed(snap.backup_lsn, snap.commit_lsn, seg_size, time.time())
         peers = timeline.alive_peers(trio.current_time(), config.heartbeat_timeout)
         choice = choose_uploader(timeline.ttid, node_id, snap.last_log_term, snap.flush_lsn,
                                  snap.commit_lsn, peers)
@@ -271,7 +320,8 @@ async def lifecycle_step(
         removed = await timeline.remove_wal_before(horizon)
         status.removal_seconds += time.perf_counter() - began
         status.removed_segments += removed
-        observer.wal_segments_removed(removed)
+        status.removed_bytes += removed * seg_size
+        observer.wal_segments_removed(removed, removed * seg_size)
         log.debug("timeline %s: removed %d WAL segment files below %s", timeline.ttid,
                   removed, horizon)
         progressed = True

@@ -18,7 +18,10 @@ Rules
    proposer; its messages are processed with ``recovery=True`` and so end with
    ``ProposerArrived`` as soon as a proposer is connected.
 4. The first processing error ends the acceptor and is raised unchanged; nothing is flushed
-   or replied after it.
+   or replied after it. Except the disk guard's refusal (``DiskUsageExceeded``, rule U2):
+   the WAL already taken is flushed and acknowledged first, so that the proposer learns
+   what is durable (its commit_lsn moves on, and with it what can be archived and
+   removed to free the space), then the refusal is raised.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import trio
 from ..core import (
     AcceptorMessage,
     AppendRequest,
+    DiskUsageExceeded,
     FlushWal,
     Greeting,
     ProposerElected,
@@ -117,12 +121,16 @@ async def run_wal_acceptor(
                     msg = await messages.receive()
                 except trio.EndOfChannel:
                     break
-            if isinstance(msg, AppendRequest):
-                result = await process(msg, flush=False)
-                if dirty_since is None:
-                    dirty_since = trio.current_time()
-            else:
-                result = await process(msg)
+            try:
+                if isinstance(msg, AppendRequest):
+                    result = await process(msg, flush=False)
+                    if dirty_since is None:
+                        dirty_since = trio.current_time()
+                else:
+                    result = await process(msg)
+            except DiskUsageExceeded:
+                await reply(await process(_FLUSH))  # rule 4: acknowledge what is taken
+                raise
             if not await reply(result):
                 break
         if dirty_since is not None:  # rule 2

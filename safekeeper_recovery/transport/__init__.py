@@ -33,9 +33,11 @@ from ._pg_server import PgServerConfig, serve_pg
 from ._pg_stream import PgStreamObserver
 from ._pull import PullConfig, PullService, PullState, PullStatus
 from ._timeline_status import (
+    DiskReport,
     PgConsumerReport,
     RecoveryReport,
     TimelineStatus,
+    WalLifecycleReport,
     parse_timeline_status,
 )
 from ._wal_client import (
@@ -119,4 +121,6 @@ __all__ = [
     "serve_wal",
     "term_history_json",
     "timeline_status_json",
+    "DiskReport",
+    "WalLifecycleReport",
 ]

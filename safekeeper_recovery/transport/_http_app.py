@@ -80,6 +80,7 @@ from ..core import (
 )
 from ..recovery import RecoveryStatus, RecoveryThrottles
 from ..timeline import (
+    DiskGuard,
     Timeline,
     TimelineBroken,
     TimelineConflict,
@@ -189,6 +190,8 @@ class NodeContext:
     """The ``wal_stream`` connections running on this node's WAL port."""
     pulls: PullService | None = None
     """Timeline pulls (``POST …/pull``); ``None``: the node pulls nothing (404)."""
+    disk_guard: DiskGuard | None = None
+    """The node's disk guard: ``/v1/status`` shows its ``disk`` object."""
     heartbeat_timeout: float = 5.0
     """A peer is listed in ``peers`` while its last info is younger than this (seconds)."""
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
@@ -457,6 +460,7 @@ class _Api:
             "broken_count": len(broken),
             "broken_timelines": broken,
             "recovery": None if ctx.recovery is None else ctx.recovery.progress(),
+            "disk": None if ctx.disk_guard is None else ctx.disk_guard.to_json(),
         })
 
     async def list_timelines(self, request: Request) -> Response:

@@ -14,6 +14,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from ..storage import DiskUsage
+
 __all__ = ["METRICS_CONTENT_TYPE", "PULL_OUTCOMES", "RECOVERY_OUTCOMES", "NodeMetrics",
            "PgConsumerSample"]
 
@@ -50,7 +52,8 @@ class NodeMetrics:
       ``active_recoveries`` and ``recovery_lag_bytes`` (gauges, node totals): the recovery
       engine.
     * ``archive_uploads`` / ``archive_upload_bytes`` / ``archive_failures`` (label
-      ``kind``) / ``wal_removed_segments`` (counters): the WAL lifecycle.
+      ``kind``) / ``wal_removed_segments`` / ``wal_removed_bytes`` (counters): the WAL
+      lifecycle.
     * ``pg_streams`` (gauge) / ``pg_sent_bytes`` (counter): the PostgreSQL replication
       port; ``pg_consumers`` (gauge, label ``state``: ``connected`` or ``held``, a
       disconnected consumer still holding WAL) and ``pg_consumer_max_lag_bytes`` (gauge:
@@ -60,6 +63,10 @@ class NodeMetrics:
     * ``pull_attempts`` (label ``outcome``: one of :data:`PULL_OUTCOMES`) / ``pull_bytes``
       (counters), ``pulls_active`` (gauge), ``snapshot_sent_bytes`` (counter, the
       donor's side): timeline pulls.
+    * ``disk_size_bytes`` / ``disk_used_bytes`` / ``disk_limit_bytes`` /
+      ``disk_guard_refusing`` (gauges, the data directory's file system, from the disk
+      guard's last measurement), ``disk_guard_refused_appends`` (counter) and
+      ``wal_disk_bytes`` (gauge, every timeline's WAL files, set by the node at scrape).
     """
 
     def __init__(self, prefix: str = "safekeeper") -> None:
@@ -107,8 +114,8 @@ class NodeMetrics:
         )
         self.archive_failures = Counter(
             f"{prefix}_archive_failures",
-            "Failed WAL lifecycle steps by kind (unreachable, auth, no_bucket, corrupt, "
-            "server, io, storage, error)", ["kind"], registry=r,
+            "Failed WAL lifecycle steps by kind (unreachable, timeout, auth, no_bucket, "
+            "corrupt, server, io, storage, error)", ["kind"], registry=r,
         )
         self.wal_removed_segments = Counter(
             f"{prefix}_wal_removed_segments",
@@ -144,6 +151,37 @@ class NodeMetrics:
             registry=r,
         )
 
+        self.wal_removed_bytes = Counter(
+            f"{prefix}_wal_removed_bytes",
+            "Bytes of WAL segment files removed below the removal horizon", registry=r,
+        )
+        self.disk_size_bytes = Gauge(
+            f"{prefix}_disk_size_bytes", "Size of the data directory's file system",
+            registry=r,
+        )
+        self.disk_used_bytes = Gauge(
+            f"{prefix}_disk_used_bytes",
+            "Bytes of the data directory's file system this node cannot write any more",
+            registry=r,
+        )
+        self.disk_limit_bytes = Gauge(
+            f"{prefix}_disk_limit_bytes",
+            "--max-disk-usage in bytes (-1: no limit)", registry=r,
+        )
+        self.disk_guard_refusing = Gauge(
+            f"{prefix}_disk_guard_refusing",
+            "1 while new WAL is refused because the disk is past --max-disk-usage",
+            registry=r,
+        )
+        self.disk_guard_refused_appends = Counter(
+            f"{prefix}_disk_guard_refused_appends",
+            "Appends refused because the disk was past --max-disk-usage", registry=r,
+        )
+        self.wal_disk_bytes = Gauge(
+            f"{prefix}_wal_disk_bytes",
+            "Bytes of WAL segment files of every timeline on this node", registry=r,
+        )
+
     # Method forms, so that NodeMetrics satisfies the recovery engine's RecoveryMetrics
     # and the WAL lifecycle's LifecycleObserver.
 
@@ -154,8 +192,18 @@ class NodeMetrics:
     def archive_failed(self, kind: str) -> None:
         self.archive_failures.labels(kind=kind).inc()
 
-    def wal_segments_removed(self, n: int) -> None:
+    def wal_segments_removed(self, n: int, nbytes: int) -> None:
         self.wal_removed_segments.inc(n)
+        self.wal_removed_bytes.inc(nbytes)
+
+    def disk_measured(self, usage: DiskUsage, limit_bytes: int | None, refusing: bool) -> None:
+        self.disk_size_bytes.set(usage.size)
+        self.disk_used_bytes.set(usage.used)
+        self.disk_limit_bytes.set(-1 if limit_bytes is None else limit_bytes)
+        self.disk_guard_refusing.set(1 if refusing else 0)
+
+    def appends_refused(self) -> None:
+        self.disk_guard_refused_appends.inc()
 
     def pull_finished(self, outcome: str) -> None:
         self.pull_attempts.labels(outcome=outcome).inc()

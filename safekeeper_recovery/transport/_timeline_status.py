@@ -17,7 +17,8 @@ import attrs
 from ..core import Lsn, TenantId, TenantTimelineId, Term, TermHistory, TimelineId
 from ._json import _id, _int, _lsn, _object, parse_acceptor_state
 
-__all__ = ["PgConsumerReport", "RecoveryReport", "TimelineStatus", "parse_timeline_status"]
+__all__ = ["DiskReport", "PgConsumerReport", "RecoveryReport", "TimelineStatus",
+           "WalLifecycleReport", "parse_timeline_status"]
 
 _WHERE = "timeline status"
 
@@ -78,6 +79,8 @@ class RecoveryReport:
     quorum_at_risk: bool = False
     queue_position: int | None = None
     """1-based place in the node's recovery queue while ``state == "waiting"``."""
+    paused: str | None = None
+    """Why recovery waits (state ``paused``: the disk is past --max-disk-usage)."""
 
     @classmethod
     def parse(cls, value: object, where: str = f"{_WHERE}.recovery") -> RecoveryReport:
@@ -109,6 +112,101 @@ class RecoveryReport:
             eta_seconds=_opt_time(obj, "eta_seconds", where),
             quorum_at_risk=obj.get("quorum_at_risk") is True,
             queue_position=_opt_int(obj, "queue_position", where),
+            paused=_opt_str(obj, "paused", where),
+        )
+
+
+@final
+@attrs.frozen
+class DiskReport:
+    """The ``disk`` object: the data directory's file system as the disk guard last
+    measured it (rules U1-U4), the limit, and why WAL is refused (``refusing``)."""
+
+    path: str
+    fs_size_bytes: int | None
+    fs_used_bytes: int | None
+    fs_available_bytes: int | None
+    max_disk_usage: str | None
+    limit_bytes: int | None
+    refusing: str | None
+    refusing_since: float | None
+    refused_appends: int
+
+    @classmethod
+    def parse(cls, value: object, where: str) -> DiskReport:
+        obj = _object(value, where)
+        path = _opt_str(obj, "path", where)
+        if path is None:
+            raise ValueError(f"{where}.path: required")
+        return cls(
+            path=path,
+            fs_size_bytes=_opt_int(obj, "fs_size_bytes", where),
+            fs_used_bytes=_opt_int(obj, "fs_used_bytes", where),
+            fs_available_bytes=_opt_int(obj, "fs_available_bytes", where),
+            max_disk_usage=_opt_str(obj, "max_disk_usage", where),
+            limit_bytes=_opt_int(obj, "limit_bytes", where),
+            refusing=_opt_str(obj, "refusing", where),
+            refusing_since=_opt_time(obj, "refusing_since", where),
+            refused_appends=_int(obj, "refused_appends", where, default=0),
+        )
+
+
+@final
+@attrs.frozen
+class WalLifecycleReport:
+    """The ``wal_lifecycle`` object: archive, removal and disk use of one timeline
+    (docs/archive.md "Observing it")."""
+
+    archive: str | None
+    wal_keep_size: int | None
+    backup_lsn: Lsn
+    removal_horizon: Lsn
+    archive_lag_bytes: int | None
+    archive_lag_seconds: float | None
+    uploader: int | None
+    uploaded_segments: int
+    uploaded_bytes: int
+    last_uploaded: str | None
+    removed_segments: int
+    removed_bytes: int
+    upload_seconds: float
+    removal_seconds: float
+    wal_disk_bytes: int
+    failures: int
+    failures_by_kind: Mapping[str, int]
+    last_error: str | None
+    last_error_kind: str | None
+    last_error_at: float | None
+    disk: DiskReport | None
+
+    @classmethod
+    def parse(cls, value: object, where: str = f"{_WHERE}.wal_lifecycle") -> WalLifecycleReport:
+        """Validate the ``wal_lifecycle`` object; ``ValueError`` names the field at fault."""
+        obj = _object(value, where)
+        kinds = _object(obj.get("failures_by_kind", {}), f"{where}.failures_by_kind")
+        return cls(
+            archive=_opt_str(obj, "archive", where),
+            wal_keep_size=_opt_int(obj, "wal_keep_size", where),
+            backup_lsn=_lsn(obj, "backup_lsn", where),
+            removal_horizon=_lsn(obj, "removal_horizon", where),
+            archive_lag_bytes=_opt_int(obj, "archive_lag_bytes", where),
+            archive_lag_seconds=_opt_time(obj, "archive_lag_seconds", where),
+            uploader=_opt_int(obj, "uploader", where),
+            uploaded_segments=_int(obj, "uploaded_segments", where, default=0),
+            uploaded_bytes=_int(obj, "uploaded_bytes", where, default=0),
+            last_uploaded=_opt_str(obj, "last_uploaded", where),
+            removed_segments=_int(obj, "removed_segments", where, default=0),
+            removed_bytes=_int(obj, "removed_bytes", where, default=0),
+            upload_seconds=_opt_time(obj, "upload_seconds", where) or 0.0,
+            removal_seconds=_opt_time(obj, "removal_seconds", where) or 0.0,
+            wal_disk_bytes=_int(obj, "wal_disk_bytes", where, default=0),
+            failures=_int(obj, "failures", where, default=0),
+            failures_by_kind={k: _int(kinds, k, f"{where}.failures_by_kind") for k in kinds},
+            last_error=_opt_str(obj, "last_error", where),
+            last_error_kind=_opt_str(obj, "last_error_kind", where),
+            last_error_at=_opt_time(obj, "last_error_at", where),
+            disk=(None if obj.get("disk") is None
+                  else DiskReport.parse(obj["disk"], f"{where}.disk")),
         )
 
 
@@ -176,6 +274,8 @@ class TimelineStatus:
     runs no lifecycle."""
     pg_consumers: tuple[PgConsumerReport, ...]
     """The PostgreSQL replication consumers (the pg port's), oldest first."""
+    lifecycle: WalLifecycleReport | None
+    """The same object, validated and typed."""
     raw: Mapping[str, object] = attrs.field(repr=False)
     """The whole document, for the fields not modelled here (peers, receivers, senders)."""
 
@@ -211,6 +311,7 @@ def parse_timeline_status(doc: object) -> TimelineStatus:
             PgConsumerReport.parse(c, f"{_WHERE}.pg_consumers[{i}]")
             for i, c in enumerate(_list(obj.get("pg_consumers", []), f"{_WHERE}.pg_consumers"))
         ),
+        lifecycle=None if lifecycle is None else WalLifecycleReport.parse(lifecycle),
         raw=obj,
     )
 

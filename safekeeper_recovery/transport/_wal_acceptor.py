@@ -18,6 +18,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ..core import (
     AcceptorMessage,
+    DiskUsageExceeded,
     Greeting,
     RemoteProtocolError,
     decode_proposer_message,
@@ -34,6 +35,8 @@ CLOSE_IDLE: Final = 4008
 """Closed by the server: the client sent nothing (``wal_push``) or took nothing
 (``wal_stream``) for the idle timeout."""
 REPLY_QUEUE_SIZE: Final = 16
+REFUSAL_REPLY_TIMEOUT: Final = 5.0
+"""How long the replies queued before a disk-guard refusal may take to go out."""
 
 
 async def serve_push_connection(
@@ -114,6 +117,10 @@ async def serve_push_connection(
             )
         except Exception as e:  # re-raised below, once the helpers are cancelled
             acceptor_error.append(e)
+            if isinstance(e, DiskUsageExceeded):
+                # Its last reply acknowledges the WAL taken before the refusal: deliver it.
+                with trio.move_on_after(REFUSAL_REPLY_TIMEOUT):
+                    await writer_done.wait()
             nursery.cancel_scope.cancel()  # rule 4: send nothing more
         else:
             await writer_done.wait()  # deliver the final replies

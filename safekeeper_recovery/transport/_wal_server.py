@@ -11,7 +11,9 @@ refused because the term moved, 4001 stream refused because the WAL was removed,
 timeline deleted, 4008 idle (a push client silent, or a stream reader taking nothing, for
 ``idle_timeout``), 4009 acceptor refusal, 4010 a recovery push ended because a proposer
 connected to the timeline (recovery yields), 4011 a stream asked for WAL this node removed
-and its archive could not serve (``ArchivedWalUnreadable``). A handler never
+and its archive could not serve (``ArchivedWalUnreadable``), 4012 an append refused
+because the disk is past ``--max-disk-usage`` (``DiskUsageExceeded``, rule U2). A handler
+never
 lets an exception escape: trio-websocket would take the whole server down with it.
 
 A stopped (broken) timeline refuses ``wal_push`` handshakes with 503 and
@@ -47,6 +49,7 @@ from ..core import (
     MAX_MESSAGE_SIZE,
     AcceptorError,
     AuthError,
+    DiskUsageExceeded,
     Lsn,
     ProposerArrived,
     RemoteProtocolError,
@@ -382,6 +385,9 @@ def _close_code_for(error: Exception, remote: str) -> tuple[int, str]:
         case ProposerArrived():
             log.info("WAL port: recovery push from %s yields: %s", remote, error)
             return CLOSE_PROPOSER_ARRIVED, str(error)
+        case DiskUsageExceeded():
+            log.info("WAL push from %s refused: %s", remote, error)
+            return error.close_code or CLOSE_INTERNAL_ERROR, str(error)
         case AcceptorError():
             log.info("WAL push from %s refused: %s", remote, error)
             return CLOSE_ACCEPTOR_REFUSED, str(error)

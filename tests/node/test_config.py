@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from safekeeper_recovery.core import NodeId
+from safekeeper_recovery.core import DiskLimit, NodeId
 from safekeeper_recovery.node import ConfigError, load_config, parse_duration, parse_host_port
 
 REQUIRED = {
@@ -194,3 +194,19 @@ def test_listen_pg_is_off_by_default_and_comes_from_each_source(tmp_path: Path) 
     assert load_config(REQUIRED, env={}, config_file=toml).listen_pg == ("0.0.0.0", 5433)
     with pytest.raises(ConfigError, match="needs a port of its own"):
         load_config({**REQUIRED, "listen_pg": REQUIRED["listen_wal"]}, env={})
+
+
+def test_max_disk_usage_from_each_source_and_its_default(tmp_path: Path) -> None:
+    assert load_config(REQUIRED, env={}).max_disk_usage == DiskLimit(percent=95)
+    assert load_config({**REQUIRED, "max_disk_usage": "80%"}, env={}).max_disk_usage == (
+        DiskLimit(percent=80))
+    env = {"SAFEKEEPER_MAX_DISK_USAGE": "200GiB"}
+    assert load_config(REQUIRED, env=env).max_disk_usage == DiskLimit(max_bytes=200 << 30)
+    toml = write_toml(tmp_path, 'max_disk_usage = "off"\n')
+    assert load_config(REQUIRED, env={}, config_file=toml).max_disk_usage is None
+    toml = write_toml(tmp_path, "max_disk_usage = 1073741824\n")
+    assert load_config(REQUIRED, env={}, config_file=toml).max_disk_usage == (
+        DiskLimit(max_bytes=1 << 30))
+    for bad in ("0", "120%", "lots", "-5%"):
+        with pytest.raises(ConfigError, match="max_disk_usage"):
+            load_config({**REQUIRED, "max_disk_usage": bad}, env={})

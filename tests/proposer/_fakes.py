@@ -1,7 +1,8 @@
 """In-process fake safekeepers driving the real ``core.Acceptor`` (WAL in a bytearray).
 
 Every message goes through the binary codec, so the fakes also exercise encode/decode.
-Faults: ``kill``/``restart`` a node, ``block`` one proposer from one node (refused connects,
+Faults: ``disk_full`` (appends carrying WAL refused with close code 4012),
+``kill``/``restart`` a node, ``block`` one proposer from one node (refused connects,
 existing connections reset), ``stall`` one proposer's WAL appends at an LSN on one node (they
 never get processed, like a hung network).
 """
@@ -19,6 +20,7 @@ from safekeeper_recovery.core import (
     AcceptorError,
     AcceptorMessage,
     AppendRequest,
+    DiskUsageExceeded,
     FlushEffect,
     FlushWal,
     Lsn,
@@ -57,6 +59,8 @@ class FakeSafekeeper:
         self.acceptor = Acceptor(self.node_id, state, write_lsn=start_lsn, flush_lsn=start_lsn)
         self.up = True
         self.conns: set[FakeConnection] = set()
+        self.disk_full = False
+        """Refuse appends carrying WAL, as a node past --max-disk-usage does (close 4012)."""
 
     @property
     def flush_lsn(self) -> Lsn:
@@ -129,6 +133,10 @@ class FakeConnection:
                 self._reply(self._cluster.nodes[self.url].handle(FlushWal()))
             await trio.sleep_forever()
         node = self._cluster.nodes[self.url]
+        if node.disk_full and isinstance(msg, AppendRequest) and msg.data:
+            self.close(DiskUsageExceeded("WAL refused: disk usage 96% is past "
+                                         "--max-disk-usage 95% (U2)"))
+            return
         try:
             msg = decode_proposer_message(encode(msg))
             if self._cluster.batch and isinstance(msg, AppendRequest):

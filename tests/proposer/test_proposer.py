@@ -380,3 +380,34 @@ async def test_a_refusal_at_our_term_before_we_are_elected_still_stops_the_run()
     with trio.fail_after(10), pytest.raises(NewerTermError) as info:
         await propose(config(cluster, MiB), racing)
     assert "term already taken" in str(info.value)
+
+
+async def test_p4a_a_quorum_out_of_disk_ends_the_run_instead_of_reconnecting_forever() -> None:
+    cluster = FakeCluster(3)
+    cluster[1].disk_full = cluster[2].disk_full = True
+    with trio.fail_after(10), pytest.raises(LostQuorumError) as info:
+        await propose(config(cluster, MiB), cluster.connector("A"))
+    message = str(info.value)
+    assert message.startswith("lost quorum: 1 of 3 safekeepers reachable, need 2"), message
+    assert "4012" in message
+    assert "--max-disk-usage" in message
+    assert cluster[1].flush_lsn == cluster[2].flush_lsn == START
+
+
+async def test_p4a_one_node_out_of_disk_the_run_finishes_and_it_rejoins_once_space_is_back(
+) -> None:
+    cluster = FakeCluster(3)
+    cluster[2].disk_full = True
+    async with trio.open_nursery() as nursery:
+        results: list[ProposeResult] = []
+
+        async def run() -> None:
+            results.append(await propose(config(cluster, 4 * MiB, drain_timeout=5.0),
+                                         cluster.connector("A")))
+
+        nursery.start_soon(run)
+        await cluster.wait_until(lambda: cluster[0].flush_lsn > START + MiB)
+        assert cluster[2].flush_lsn == START
+        cluster[2].disk_full = False  # space is back: the node takes WAL again
+    assert results[0].commit_lsn == START + 4 * MiB
+    await cluster.wait_until(lambda: cluster[2].flush_lsn == START + 4 * MiB)

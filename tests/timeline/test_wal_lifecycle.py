@@ -55,7 +55,7 @@ class Counts:
     def archive_failed(self, kind: str) -> None:
         self.failed.append(kind)
 
-    def wal_segments_removed(self, n: int) -> None:
+    def wal_segments_removed(self, n: int, nbytes: int) -> None:
         self.removed += n
 
 
