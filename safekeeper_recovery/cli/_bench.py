@@ -53,10 +53,10 @@ def bench(quick: bool, rounds: int, gib: float | None, output: Path | None,
           keep: bool) -> None:
     """Run the benchmarks (several minutes): needs PostgreSQL's binaries (pg_config).
 
-    A full run replaces docs/benchmarks.md (keeping its hand-written ``## Profile`` part,
+    A full run replaces docs/benchmarks.md (keeping its hand-written "## Profile" part,
     and showing the replaced run's figures next to the new ones); a quick run's figures
-    are not comparable with a full run's, so it writes no report unless ``--output``
-    names one."""
+    are not comparable with a full run's, so it writes no report unless --output names
+    one."""
     console = make_console()
     nbytes = int((gib if gib is not None else (0.25 if quick else 1.0)) * 2**30)
     output = report_path(quick, output)
