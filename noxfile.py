@@ -58,7 +58,8 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (minutes; needs PostgreSQL's binaries): prints a table and writes
-    docs/benchmarks.md. ``nox -s bench -- --quick`` for the short run."""
+    docs/benchmarks.md. ``nox -s bench -- --quick`` for the short run (prints only, unless
+    ``--output FILE``)."""
     session.install("-e", ".")
     session.run("safekeeper-recovery", "bench", *session.posargs)
 

@@ -1,27 +1,148 @@
-"""Smoke tests of the benchmark helpers that need no cluster (the full run is `nox -s bench`)."""
+"""Smoke tests of the benchmark's parts (the full run is `nox -s bench`); one runs a mass
+recovery at a tiny scale with real node processes."""
 
 from __future__ import annotations
 
+import errno
 import os
+import sys
 from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from rich.console import Console
 
 from safekeeper_recovery.bench import (
     BenchConfig,
     BenchResults,
+    MassScale,
     Samples,
+    TimedWal,
     cpu_seconds,
+    earlier_figures,
     figures,
     kept_sections,
+    measure_mass,
+    percentile,
     ratio,
+    render_markdown,
     targets,
     write_segments,
 )
+from safekeeper_recovery.bench._postgres import _run_timed
+from safekeeper_recovery.cli._bench import REPORT, report_path
+from safekeeper_recovery.core import Lsn
+from safekeeper_recovery.proposer import WalGenerator
 
 
-def test_disk_limit_writes_and_removes_segments(tmp_path: Path) -> None:
-    seconds = write_segments(tmp_path / "disk", 3 * 1024 * 1024, segment_size=2 * 1024 * 1024)
-    assert seconds > 0
+def _direct_io_works(directory: Path) -> bool:
+    try:
+        fd = os.open(directory / "probe", os.O_RDWR | os.O_CREAT | os.O_DIRECT)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        return False
+    os.close(fd)
+    os.unlink(directory / "probe")
+    return True
+
+
+def test_disk_limit_writes_like_the_node_and_says_how(tmp_path: Path) -> None:
+    run = write_segments(tmp_path / "disk", 3 * 1024 * 1024 + 100,
+                         segment_size=2 * 1024 * 1024, write_bytes=1024 * 1024)
+    assert run.seconds > 0
     assert not (tmp_path / "disk").exists()
+    expected = "O_DIRECT" if _direct_io_works(tmp_path) else "buffered (O_DIRECT refused"
+    assert run.mode.startswith(expected), run.mode
+    assert "1 MiB writes" in run.mode
+    assert "2 MiB segments" in run.mode
+    with pytest.raises(ValueError, match="page size"):
+        write_segments(tmp_path / "disk", 4096, segment_size=1000)
+
+
+def test_a_child_is_timed_with_its_own_cpu() -> None:
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    seconds, cpu, code, _ = _run_timed([sys.executable, "-c", spin])
+    assert code == 0
+    assert 0.3 <= cpu <= seconds + 0.05
+    _, _, code, err = _run_timed([sys.executable, "-c", "import sys; sys.exit('no')"])
+    assert code == 1
+    assert "no" in err
+
+
+def test_a_quick_run_writes_no_report_unless_asked() -> None:
+    assert report_path(quick=True, output=None) is None
+    assert report_path(quick=False, output=None) == REPORT
+    assert report_path(quick=True, output=Path("x.md")) == Path("x.md")
+    assert report_path(quick=False, output=Path("-")) is None
+
+
+async def test_live_wal_times_each_piece_from_release_to_commit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    wal = TimedWal(WalGenerator(1, 4 * 100), Lsn(1000), piece=100, interval=1.0)
+    notified = 0
+
+    def notify() -> None:
+        nonlocal notified
+        notified += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wal.run, notify)
+        await trio.sleep(2.5)  # mock clock: pieces released at 1 and 2
+        assert wal.available == Lsn(1200)
+        wal.committed(Lsn(1150))  # only the first piece is wholly committed
+        await trio.sleep(1.0)
+        wal.committed(Lsn(1400))  # the second and third (released at 3); the fourth is not out
+        assert wal.latencies() == [1.5, 1.5, 0.5]
+    assert notified == 4  # run returned: everything released (at 4)
+    await trio.sleep(0.25)
+    wal.committed(Lsn(1400))
+    assert wal.latencies() == [1.5, 1.5, 0.5, 0.25]
+    assert wal.latencies(since=1.5, until=3.0) == [1.5]
+    assert wal.read_wal(Lsn(1100), Lsn(1200)) == WalGenerator(1, 400).read(100, 100)
+
+
+def test_percentile_is_the_nearest_rank() -> None:
+    values = tuple(float(v) for v in range(1, 101))
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile((), 50) != percentile((), 50)  # nan
+
+
+def test_a_report_carries_the_earlier_runs_figures_and_their_change() -> None:
+    first = BenchResults(BenchConfig())
+    first.recovery.values.extend([400.0, 500.0, 450.0])
+    first.load.append(("start", (0.5, 0.4, 0.3)))
+    earlier = render_markdown(first, "bench")
+    parsed = earlier_figures(earlier)
+    assert parsed.values["recovery"] == "450.0 (400.0-500.0)"
+    assert parsed.load == "start 0.50 0.40 0.30"
+    second = BenchResults(BenchConfig())
+    second.recovery.values.extend([900.0, 880.0, 910.0])
+    report = render_markdown(second, "bench", earlier=earlier)
+    assert "| recovery | 900.0 (880.0-910.0) | MB/s | 450.0 (400.0-500.0) | 2.00x |" in report
+    assert "| pg_receivewal | n/a | MB/s | n/a |  |" in report  # n/a is not compared
+    # A report compares with the run it replaces only, not with that run's own earlier one.
+    third = render_markdown(second, "bench", earlier=report)
+    assert "| recovery | 900.0 (880.0-910.0) | MB/s | 900.0 (880.0-910.0) | 1.00x |" in third
+
+
+async def test_mass_recovery_at_a_tiny_scale_catches_up_every_timeline(tmp_path: Path) -> None:
+    scale = MassScale(timelines=4, lag_bytes=512 << 10, seg_size=1 << 20)
+    with trio.fail_after(120):
+        [run] = await measure_mass(tmp_path, scale, [None], Console(quiet=True), timeout=60.0)
+    assert run.throttle is None
+    assert run.total_bytes == 4 * (512 << 10)
+    assert 0 < run.recovery_seconds <= run.caught_up_seconds
+    assert run.peak_rss > 0
+    assert run.cpu_seconds > 0
+    # The live proposer kept committing before and during the recovery.
+    assert run.baseline_latency
+    assert run.latency
+    assert max(run.latency) < 30
 
 
 def test_samples_describe_median_and_range_and_ratios_pair_by_round() -> None:

@@ -22,10 +22,13 @@ from ..core import Lsn, TenantId, TenantTimelineId, TimelineId
 from ..testing import Cluster, NodeProcess
 from ..transport import SafekeeperClient, parse_acceptor_state
 
-__all__ = ["BenchCluster", "IngestRun", "LatencyTrial", "RecoveryRun", "cpu_seconds", "peak_rss",
-           "rss"]
+__all__ = ["UNTHROTTLED", "BenchCluster", "IngestRun", "LatencyTrial", "RecoveryRun",
+           "cpu_seconds", "peak_rss", "rss"]
 
 START_LSN = Lsn.parse("0/1000000")
+UNTHROTTLED = ("--recovery-max-rate", "0", "--recovery-serve-max-rate", "0")
+"""Node arguments turning the recovery throttles off (their defaults are 128 MiB/s): the
+throughput figures measure what the engine can do, not the default limit."""
 POLL = 0.01
 """Status polling period (s): the resolution of every latency taken from outside a node."""
 PROPOSER_WINDOW = 64 << 20
@@ -127,7 +130,8 @@ class BenchCluster:
 
     @classmethod
     def plan(cls, root: Path) -> BenchCluster:
-        return cls(root, Cluster(root / "nodes", 3, peer_timing=(), ready_timeout=30.0))
+        return cls(root, Cluster(root / "nodes", 3, peer_timing=(), ready_timeout=30.0,
+                                 extra_args=UNTHROTTLED))
 
     @property
     def snapshot(self) -> Path:

@@ -39,7 +39,7 @@ from ..timeline import FileBackend
 from ..transport import HttpError, PeerInfoBatch, PeerTimelineInfo, SafekeeperClient
 from ._cluster import START_LSN, cpu_seconds, rss
 
-__all__ = ["IdleResult", "cpu_seconds", "measure_idle"]
+__all__ = ["IdleResult", "cpu_seconds", "measure_idle", "precreate"]
 
 SEG_SIZE = 16 * 1024 * 1024
 SETTLE = 3.0
@@ -63,14 +63,16 @@ class IdleResult:
         return (self.rss_bytes - self.rss_empty_bytes) / self.timelines
 
 
-def _precreate(data_dir: Path, ttids: list[TenantTimelineId]) -> None:
+def precreate(data_dir: Path, ttids: list[TenantTimelineId], seg_size: int = SEG_SIZE) -> None:
+    """Create ``ttids`` (empty, at ``START_LSN``) in a stopped node's ``data_dir`` through
+    the storage layer, as the HTTP create would. Blocking: call it from a thread."""
     backend = FileBackend(data_dir)
 
     def one(ttid: TenantTimelineId) -> None:
         state = PersistentState.new_timeline(
-            ttid.tenant_id, ttid.timeline_id, START_LSN, ServerInfo(0, 0, SEG_SIZE)
+            ttid.tenant_id, ttid.timeline_id, START_LSN, ServerInfo(0, 0, seg_size)
         )
-        store, _control = backend.create(ttid, SEG_SIZE, START_LSN, encode_state(state))
+        store, _control = backend.create(ttid, seg_size, START_LSN, encode_state(state))
         store.close()
 
     # fsync-bound: a few threads overlap the waits.
@@ -88,7 +90,7 @@ async def measure_idle(root: Path, count: int, window: float, console: Console
              for i in range(count)]
     try:
         t0 = time.perf_counter()
-        await trio.to_thread.run_sync(_precreate, node.work_dir / "data", ttids)
+        await trio.to_thread.run_sync(precreate, node.work_dir / "data", ttids)
         create_seconds = time.perf_counter() - t0
         console.print(f"    pre-created {count} timelines in {create_seconds:.1f} s")
         await peer.start()

@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +40,20 @@ def find_bindir() -> Path:
         if not (bindir / tool).exists():
             raise RuntimeError(f"{bindir / tool} missing")
     return bindir
+
+
+def _run_timed(cmd: list[str]) -> tuple[float, float, int, str]:
+    """Run ``cmd`` to its end: (wall seconds, CPU seconds, exit status, stderr)."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=err)
+        _pid, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - t0
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        err.seek(0)
+        return (seconds, usage.ru_utime + usage.ru_stime, process.returncode,
+                err.read().decode(errors="replace"))
 
 
 def _as_server_user() -> list[str]:
@@ -124,23 +139,23 @@ class PostgresServer:
         self.end_lsn = end
         return end
 
-    async def stream(self, round_index: int, target: Path) -> float:
+    async def stream(self, round_index: int, target: Path) -> tuple[float, float]:
         """``pg_receivewal`` (default fsync: per segment) over TCP loopback from slot
-        ``round_index`` to ``end_lsn``; returns its wall time in seconds."""
+        ``round_index`` to ``end_lsn``; returns its wall time and its CPU time (user +
+        system from its own rusage), in seconds."""
         assert self.end_lsn is not None, "make_wal() first"
         await trio.to_thread.run_sync(lambda: shutil.rmtree(target, ignore_errors=True))
         await trio.Path(target).mkdir(parents=True)
         cmd = [str(self.bindir / "pg_receivewal"), "-D", str(target), "-h", "127.0.0.1",
                "-p", str(self.port), "-U", "postgres", "-w", "--no-loop",
                "-S", f"bench_{round_index}", f"--endpos={self.end_lsn}"]
-        t0 = time.perf_counter()
-        result = await trio.run_process(cmd, capture_stderr=True, check=False)
-        seconds = time.perf_counter() - t0
-        if result.returncode != 0:
-            raise RuntimeError(f"pg_receivewal exited {result.returncode}: "
-                               f"{result.stderr.decode()[-2000:]}")
+        # A worker thread, because only wait4 hands back the child's own rusage (trio
+        # reaps its children without it); --endpos makes the child end by itself.
+        seconds, cpu, returncode, stderr = await trio.to_thread.run_sync(_run_timed, cmd)
+        if returncode != 0:
+            raise RuntimeError(f"pg_receivewal exited {returncode}: {stderr[-2000:]}")
         shutil.rmtree(target, ignore_errors=True)
-        return seconds
+        return seconds, cpu
 
     async def stop(self) -> None:
         if self.data.exists():

@@ -9,10 +9,13 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ._compare import Earlier, change, earlier_figures
+from ._mass import MassRun, percentile
 from ._run import BenchResults
 from ._stats import Samples
 
-__all__ = ["figures", "kept_sections", "render_markdown", "render_table", "targets"]
+__all__ = ["figures", "kept_sections", "load_line", "render_markdown", "render_table",
+           "targets"]
 
 KEPT_HEADING = "## Profile"
 
@@ -39,13 +42,16 @@ def figures(r: BenchResults) -> list[tuple[str, str, str]]:
         rows.append((s.name, s.describe(), s.unit))
     for name, s in r.ratios().items():
         rows.append((name, s.describe(".2f"), "x"))
-    for s in (r.cpu_recipient, r.cpu_donor, r.cpu_proposer, r.cpu_ingest_node):
+    for s in (r.cpu_recipient, r.cpu_donor, r.cpu_pg_receivewal, r.cpu_proposer,
+              r.cpu_ingest_node):
         rows.append((s.name, s.describe(".2f"), s.unit))
     rows.append((r.detect.name, r.detect.describe(".3f"), "s"))
     rows.append((r.finish.name, r.finish.describe(".3f"), "s"))
     rows.append((r.peak_rss_small.name, r.peak_rss_small.describe(), "MiB"))
     rows.append((r.peak_rss_main.name, r.peak_rss_main.describe(), "MiB"))
     rows += r.archive.rows()
+    for run in r.mass:
+        rows += _mass_rows(run, r.recovery)
     idle = r.idle
     if idle is not None:
         rows += [
@@ -60,6 +66,42 @@ def figures(r: BenchResults) -> list[tuple[str, str, str]]:
              else f"n/a ({idle.wake_error})", "s"),
         ]
     return rows
+
+
+def _mass_name(run: MassRun) -> str:
+    throttle = f", throttle {run.throttle}/s" if run.throttle else ", throttle off"
+    return f"mass {run.scale.describe()}{throttle}"
+
+
+def _ms(values: tuple[float, ...]) -> str:
+    if not values:
+        return "n/a"
+    return "/".join(f"{1000 * percentile(values, q):.0f}" for q in (50, 99, 100))
+
+
+def _mass_rows(run: MassRun, single: Samples) -> list[tuple[str, str, str]]:
+    name = _mass_name(run)
+    rows = [
+        (f"{name}: all caught up (from node start)", f"{run.caught_up_seconds:.2f}", "s"),
+        (f"{name}: aggregate", f"{run.aggregate_mb_s:.1f}", "MB/s"),
+    ]
+    if single.values:
+        rows.append((f"{name}: aggregate ÷ single-timeline recovery",
+                     f"{run.aggregate_mb_s / single.median:.2f}", "x"))
+    rows += [
+        (f"{name}: peak RSS", f"{run.peak_rss / 2**20:.1f}", "MiB"),
+        (f"{name}: CPU, recovering node", f"{run.cpu_per_gib:.2f}", "s/GiB"),
+        (f"{name}: live proposer commit latency before", _ms(run.baseline_latency),
+         "ms p50/p99/max"),
+        (f"{name}: live proposer commit latency during", _ms(run.latency),
+         "ms p50/p99/max"),
+    ]
+    return rows
+
+
+def load_line(r: BenchResults) -> str:
+    """The load averages the run was taken under (``uptime``'s three figures)."""
+    return "; ".join(f"{when} {a:.2f} {b:.2f} {c:.2f}" for when, (a, b, c) in r.load) or "n/a"
 
 
 def targets(r: BenchResults) -> list[tuple[str, str, bool | None]]:
@@ -80,6 +122,11 @@ def targets(r: BenchResults) -> list[tuple[str, str, bool | None]]:
           ".2f")
     pull = med(ratios["pull ÷ recovery"])
     check("pull ÷ recovery ≥ 0.8", pull, pull is not None and pull >= 0.8, ".2f")
+    disk = med(ratios["recovery ÷ disk limit"])
+    check("recovery ÷ O_DIRECT disk limit ≥ 0.5", disk, disk is not None and disk >= 0.5,
+          ".2f")
+    cpu = med(r.cpu_recipient)
+    check("CPU, recovering node ≤ 1.0 s/GiB", cpu, cpu is not None and cpu <= 1.0, ".2f")
     ing = med(ratios["ingest ÷ pg_receivewal"])
     check("ingest ÷ pg_receivewal ≥ 0.7", ing, ing is not None and ing >= 0.7, ".2f")
     port = med(ratios["pg port ÷ pg_receivewal"])
@@ -93,6 +140,12 @@ def targets(r: BenchResults) -> list[tuple[str, str, bool | None]]:
         check("start-up ≤ 20 s", r.idle.startup_seconds, r.idle.startup_seconds <= 20.0,
               ".2f")
     out += r.archive.targets()
+    single = med(r.recovery)
+    for run in r.mass:
+        if run.throttle is None:  # a throttled run is slower on purpose
+            agg = None if single is None else run.aggregate_mb_s / single
+            check(f"{_mass_name(run)}: aggregate ÷ single-timeline ≥ 0.8", agg,
+                  agg is not None and agg >= 0.8, ".2f")
     # Peaks: the highest over the rounds, at both sizes (each size runs every round).
     big = max(r.peak_rss_main.values) if r.peak_rss_main.values else None
     small = max(r.peak_rss_small.values) if r.peak_rss_small.values else None
@@ -122,14 +175,19 @@ def render_table(r: BenchResults) -> tuple[Table, Table]:
     return t, g
 
 
-def render_markdown(r: BenchResults, command: str, notes: str = "") -> str:
+def render_markdown(r: BenchResults, command: str, notes: str = "",
+                    earlier: str = "") -> str:
+    """The report; ``earlier`` (an earlier report's text) adds its figures and each
+    figure's change, for the stability across runs (``_compare.py``)."""
     n = r.config.nbytes / 2**20
+    before = earlier_figures(earlier) if earlier else Earlier("", "", {})
     lines = [
         "# Benchmarks",
         "",
         f"- **Machine**: {_machine()}",
         f"- **Date**: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- **Command**: `{command}`",
+        f"- **Load** (1/5/15-minute averages): {load_line(r)}",
         f"- **PostgreSQL** (anchor): {r.pg_version or 'n/a'}",
         f"- **N** = {n:.0f} MiB, {r.config.rounds} rounds; latency: "
         f"{r.config.latency_trials} trials of {r.config.latency_bytes / 2**20:.0f} MiB",
@@ -143,20 +201,41 @@ def render_markdown(r: BenchResults, command: str, notes: str = "") -> str:
         "(default fsync per segment, TCP loopback, `--endpos`) streaming N bytes of real WAL "
         "from a throw-away PostgreSQL started by the benchmark (WAL made of 1 MiB "
         "`pg_logical_emit_message` records, one replication slot per round so each round "
-        "streams the same bytes); the disk limit (N bytes written as 16 MiB files, one "
-        "write + fsync per file, by a plain Python loop); and the test proposer (in the "
+        "streams the same bytes; its I/O: buffered writes, fsync per segment; its CPU from "
+        "its own rusage); the disk limit (N bytes written the way the node writes WAL: "
+        f"{r.disk_mode or 'n/a'}); the test proposer (in the "
         "benchmark process, 64 MiB window) writing N bytes to three nodes (ingest); and node "
         "3 recovering N/4 bytes, for its peak RSS (VmHWM) against the N runs'; and "
         "`pg_receivewal` streaming the same N bytes, the same way, from a safekeeper's "
         "`--listen-pg` port (one node, loaded once with the same WAL by the ingest). Ratios "
         "are per round (same window), then median (min-max). MB = 10^6 bytes. CPU is user + "
         "system time from `/proc/<pid>/stat` per GiB moved (each ingest node counts once "
-        "per round).",
+        "per round). The node writes WAL with O_DIRECT, 4 MiB writes, fdatasync per flush "
+        "and per filled segment. Nodes run with their recovery throttles off "
+        "(`--recovery-max-rate 0 --recovery-serve-max-rate 0`): the figures are the "
+        "engine's, not its 128 MiB/s default limit's.",
         "",
-        "| figure | median (min-max) | unit |",
-        "|---|---:|---|",
+        "Mass recovery (per scale, after the rounds): node 3 was down while every timeline "
+        "took the lag on nodes 1 and 2; it starts and recovers them all (recovery "
+        "throttles off unless a row says otherwise, at most 8 recoveries at a time). "
+        "*All caught up* is from its spawn to "
+        "the last timeline's `recovery.flushed_at`; *aggregate* is all lag bytes over "
+        "the first attempt's `started_at` to that last flush, against the median "
+        "single-timeline recovery of the same run. A live proposer on another timeline "
+        "writes to all three nodes (2 MiB/s in 64 KiB pieces); each piece is timed from "
+        "its release to the quorum commit, 2 s before node 3 starts and while it recovers.",
+        "",
     ]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in figures(r)]
+    if before.values:
+        lines += [f"*Earlier run* below: the report this one replaced ({before.when}, load "
+                  f"{before.load or 'not recorded'}); *change* = this median ÷ that one.",
+                  "", "| figure | median (min-max) | unit | earlier run | change |",
+                  "|---|---:|---|---:|---:|"]
+        lines += [f"| {a} | {b} | {c} | {before.values.get(a, '')} | "
+                  f"{change(b, before.values.get(a))} |" for a, b, c in figures(r)]
+    else:
+        lines += ["| figure | median (min-max) | unit |", "|---|---:|---|"]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in figures(r)]
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---:|---|"]
     for name, value, ok in targets(r):
         verdict = {True: "yes", False: "**no**", None: "-"}[ok]

@@ -3,15 +3,17 @@
 Per round, in an order rotated each round (so no figure always runs first or last):
 node 3 recovering N bytes from a donor; node 3 pulling the same timeline from an empty
 disk (``_pull.py``); ``pg_receivewal`` streaming N bytes of real WAL;
-the disk limit (N bytes as fsynced segment files); a proposer writing N bytes to three
-nodes; node 3 recovering N/4 bytes (its peak RSS); ``pg_receivewal`` streaming the same N
-bytes from a safekeeper's pg port (``_pgport``). Then the latency trials and the idle-cost
-run.
+the disk limit (N bytes written the way the node writes WAL: ``_disk.py``); a proposer
+writing N bytes to three nodes; node 3 recovering N/4 bytes (its peak RSS);
+``pg_receivewal`` streaming the same N bytes from a safekeeper's pg port (``_pgport``).
+Then the latency trials, the mass recoveries (``_mass.py``) and the idle-cost run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -25,12 +27,13 @@ from ._archive import ArchiveFigures, archive_round
 from ._cluster import BenchCluster
 from ._disk import write_segments
 from ._idle import IdleResult, measure_idle
+from ._mass import MassRun, MassScale, measure_mass
 from ._pgport import PgPortBench
 from ._postgres import PostgresServer
 from ._pull import measure_pull
 from ._stats import Samples, ratio
 
-__all__ = ["BenchConfig", "BenchResults", "run_benchmarks"]
+__all__ = ["QUICK_MASS_SCALES", "BenchConfig", "BenchResults", "run_benchmarks"]
 
 MB = 1e6
 
@@ -43,9 +46,16 @@ class BenchConfig:
     latency_bytes: int = 1 << 20
     idle_timelines: int = 10_000
     idle_window: float = 30.0
+    mass_scales: tuple[MassScale, ...] = (
+        MassScale(200, 8 << 20, 4 << 20), MassScale(1000, 256 << 10, 1 << 20))
+    throttle_rate: str = "64MiB"
+    """``--recovery-max-rate`` of the throttled mass recoveries."""
     keep: bool = False
     archive: bool = True
     """Run the WAL lifecycle figures (``_archive.py``) each round."""
+
+
+QUICK_MASS_SCALES = (MassScale(20, 2 << 20, 1 << 20), MassScale(100, 64 << 10, 1 << 20))
 
 
 @attrs.define
@@ -58,11 +68,13 @@ class BenchResults:
     pg_receivewal: Samples = attrs.Factory(lambda: Samples("pg_receivewal", "MB/s"))
     pg_port: Samples = attrs.Factory(
         lambda: Samples("pg_receivewal from a safekeeper's pg port", "MB/s"))
-    disk: Samples = attrs.Factory(lambda: Samples("disk limit", "MB/s"))
+    disk: Samples = attrs.Factory(lambda: Samples("disk limit (O_DIRECT)", "MB/s"))
+    disk_mode: str = ""
     ingest: Samples = attrs.Factory(lambda: Samples("ingest (propose to 3)", "MB/s"))
     cpu_recipient: Samples = attrs.Factory(
         lambda: Samples("CPU, recovering node", "s/GiB"))
     cpu_donor: Samples = attrs.Factory(lambda: Samples("CPU, donors", "s/GiB"))
+    cpu_pg_receivewal: Samples = attrs.Factory(lambda: Samples("CPU, pg_receivewal", "s/GiB"))
     cpu_proposer: Samples = attrs.Factory(lambda: Samples("CPU, ingest proposer", "s/GiB"))
     cpu_ingest_node: Samples = attrs.Factory(
         lambda: Samples("CPU, ingest node (each)", "s/GiB"))
@@ -72,6 +84,9 @@ class BenchResults:
     peak_rss_main: Samples = attrs.Factory(lambda: Samples("peak RSS, N", "MiB"))
     idle: IdleResult | None = None
     archive: ArchiveFigures = attrs.Factory(ArchiveFigures)
+    mass: list[MassRun] = attrs.Factory(list)
+    load: list[tuple[str, tuple[float, float, float]]] = attrs.Factory(list)
+    """(when, 1/5/15-minute load averages) at the start and the end of the run."""
     pg_version: str = ""
     errors: list[str] = attrs.Factory(list)
 
@@ -83,6 +98,7 @@ class BenchResults:
             "ingest ÷ pg_receivewal": ratio(self.ingest, self.pg_receivewal),
             "ingest ÷ disk limit": ratio(self.ingest, self.disk),
             "pg port ÷ pg_receivewal": ratio(self.pg_port, self.pg_receivewal),
+            "pg_receivewal ÷ disk limit": ratio(self.pg_receivewal, self.disk),
         }
 
 
@@ -90,6 +106,7 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
     """Run everything under a temporary directory (removed unless ``keep``)."""
     root = Path(tempfile.mkdtemp(prefix="safekeeper-bench-"))
     results = BenchResults(config)
+    results.load.append(("start", os.getloadavg()))
     n = config.nbytes
     pg = PostgresServer(root / "pg", rounds=config.rounds)
     bench = BenchCluster.plan(root)
@@ -115,11 +132,14 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             results.cpu_donor.add(run.donor_cpu / gib)
 
         async def receivewal(i: int) -> None:
-            results.pg_receivewal.add(n / MB / await pg.stream(i, root / "receivewal"))
+            seconds, cpu = await pg.stream(i, root / "receivewal")
+            results.pg_receivewal.add(n / MB / seconds)
+            results.cpu_pg_receivewal.add(cpu / (n / 2**30))
 
         async def disk(_: int) -> None:
-            seconds = await trio.to_thread.run_sync(write_segments, root / "disk", n)
-            results.disk.add(n / MB / seconds)
+            run = await trio.to_thread.run_sync(write_segments, root / "disk", n)
+            results.disk.add(n / MB / run.seconds)
+            results.disk_mode = run.mode
 
         async def ingest(_: int) -> None:
             run = await bench.ingest(n)
@@ -166,9 +186,19 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
         await pgport.stop()
         await pg.stop()
 
+        for i, scale in enumerate(config.mass_scales):
+            console.print(f"  mass recovery: {scale.describe()}, throttle off and "
+                          f"{config.throttle_rate}/s")
+            results.mass += await measure_mass(root / f"mass{i}", scale,
+                                               [None, config.throttle_rate], console)
+            if not config.keep:  # up to GBs of preallocated segments on three nodes
+                await trio.to_thread.run_sync(
+                    functools.partial(shutil.rmtree, root / f"mass{i}", ignore_errors=True))
+
         console.print(f"  idle: {config.idle_timelines} timelines on one node")
         results.idle = await measure_idle(root / "idle", config.idle_timelines,
                                           config.idle_window, console)
+        results.load.append(("end", os.getloadavg()))
         return results
     finally:
         with trio.CancelScope(shield=True):

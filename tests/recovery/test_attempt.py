@@ -33,14 +33,15 @@ def connector(cluster: Cluster, **kw: float) -> InProcessDonorConnector:
 
 async def attempt(
     cluster: Cluster, node: int, donor: int, conn: InProcessDonorConnector | None = None,
-    *, count_tasks: bool = True, no_data_timeout: float = 30.0,
+    *, count_tasks: bool = True, no_data_timeout: float = 30.0, caught_up_grace: float = 0.1,
 ) -> AttemptResult:
     """Run one attempt and check that it leaves no task behind and unregisters itself."""
     tl = cluster[node]
     before = trio.lowlevel.current_statistics().tasks_living
     result = await run_attempt(
         LocalTarget(tl), cluster.peer_info(donor), conn or connector(cluster),
-        RecoveryConfig(no_data_timeout=no_data_timeout), RecoveryStatus(),
+        RecoveryConfig(no_data_timeout=no_data_timeout, caught_up_grace=caught_up_grace),
+        RecoveryStatus(),
     )
     if count_tasks:
         # Structured concurrency: the attempt's nursery is gone, so are its three siblings.
@@ -176,12 +177,31 @@ async def test_silent_donor_hits_the_no_data_timeout(
     cluster: Cluster, autojump_clock: trio.testing.MockClock
 ) -> None:
     await cluster.propose(1, [1, 2], MiB)
-    # Keepalives every hour: the 30 s no-data timeout fires first.
+    # Keepalives every hour and no early end at the donor's end: the 30 s no-data timeout
+    # fires first.
     conn = connector(cluster, keepalive_interval=3600.0)
-    result = await attempt(cluster, 3, 1, conn, no_data_timeout=30.0)
+    result = await attempt(cluster, 3, 1, conn, no_data_timeout=30.0, caught_up_grace=3600.0)
     # The donor streams its 1 MiB, then goes silent: timeout, not success.
     assert isinstance(result.error, DonorTimeout), result
     assert result.end_lsn == START + MiB
+
+
+async def test_an_attempt_at_the_donors_end_ends_after_the_grace_not_the_keepalive(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    end = await cluster.propose(1, [1, 2], 3 * MiB)
+    await cluster.exchange()
+    # Keepalives every hour: only the grace after the donor's last chunk can end it.
+    conn = connector(cluster, keepalive_interval=3600.0)
+    t0 = trio.current_time()
+    result = await attempt(cluster, 3, 1, conn, caught_up_grace=0.25)
+    assert result.outcome == "caught_up", result.message
+    assert result.end_lsn == end
+    assert "nothing more within 0.25s" in result.message
+    # The mock clock only moves when everything waits: the grace is all the waiting.
+    assert trio.current_time() - t0 < 1.0
+    assert cluster[3].snapshot().flush_lsn == end  # flushed before the attempt ended
+    assert await digest(cluster[3]) == await digest(cluster[1])
 
 
 async def test_unreachable_donor_is_donor_unavailable(
@@ -222,7 +242,8 @@ async def test_a_vote_while_the_donor_is_silent_ends_the_attempt_at_once(
     cluster: Cluster, autojump_clock: trio.testing.MockClock
 ) -> None:
     await cluster.propose(1, [1, 2], MiB)
-    # The donor streams its 1 MiB, then says nothing for an hour (no keepalives).
+    # The donor streams its 1 MiB, then says nothing for an hour (no keepalives), and the
+    # attempt does not end early at the donor's end.
     conn = connector(cluster, keepalive_interval=3600.0)
     tl = cluster[3]
 
@@ -234,8 +255,9 @@ async def test_a_vote_while_the_donor_is_silent_ends_the_attempt_at_once(
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(voter)
-        result = await run_attempt(LocalTarget(tl), cluster.peer_info(1), conn,
-                                   RecoveryConfig(no_data_timeout=30.0), RecoveryStatus())
+        result = await run_attempt(
+            LocalTarget(tl), cluster.peer_info(1), conn,
+            RecoveryConfig(no_data_timeout=30.0, caught_up_grace=3600.0), RecoveryStatus())
     assert isinstance(result.error, TermChanged), result
     assert trio.current_time() - start < 5.0, "noticed from local state, not by a timeout"
 
