@@ -150,6 +150,7 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
 
         async def pg_port(_: int) -> None:
             results.pg_port.add(n / MB / await pgport.stream(root / "receivewal-pgport"))
+
         async def pull(_: int) -> None:
             run = await measure_pull(bench, bench.main)
             results.pull.add(run.bytes / MB / run.seconds)

@@ -30,7 +30,7 @@ async def test_pg_port_streams_the_benchmark_wal_like_the_walsender() -> None:
             async with pgport.node.client() as client:
                 assert (await client.typed_timeline_status(TTID)).commit_lsn > end
             with trio.fail_after(120):  # pg_receivewal waits for WAL past --endpos
-                walsender = await pg.stream(0, root / "a")
+                walsender, _cpu = await pg.stream(0, root / "a")
                 ours = await pgport.stream(root / "b")
             assert walsender > 0
             assert ours > 0
