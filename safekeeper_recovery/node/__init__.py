@@ -20,12 +20,12 @@ from ._node import SHUTDOWN_FLUSH_TIMEOUT, RunningNode, read_peer_token, serve_n
 from ._recovery import build_recovery_engine, build_throttles, recovery_service
 
 __all__ = [
-    "ENV_PREFIX",
-    "LOCK_FILE_NAME",
     "ConfigError",
     "DataDirLock",
     "DataDirLocked",
+    "ENV_PREFIX",
     "HostPort",
+    "LOCK_FILE_NAME",
     "LogFormat",
     "NodeConfig",
     "RunningNode",
@@ -33,7 +33,6 @@ __all__ = [
     "build_disk_guard",
     "build_recovery_engine",
     "build_throttles",
-    "recovery_service",
     "check_archive",
     "configure_logging",
     "lifecycle_config",
@@ -44,5 +43,6 @@ __all__ = [
     "parse_host_port",
     "raise_fd_limit",
     "read_peer_token",
+    "recovery_service",
     "serve_node",
 ]

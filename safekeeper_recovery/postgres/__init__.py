@@ -29,8 +29,8 @@ from ._server import (
 )
 
 __all__ = [
-    "DEFAULT_SLOT",
     "CreateQuorumUnreachable",
+    "DEFAULT_SLOT",
     "IngestInterrupted",
     "IngestOptions",
     "IngestPlan",

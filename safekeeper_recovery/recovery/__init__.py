@@ -35,6 +35,7 @@ __all__ = [
     "DonorStream",
     "DonorTimeout",
     "LocalView",
+    "PauseGate",
     "RATE_WINDOW",
     "RateLimit",
     "RecoveryConfig",
@@ -48,5 +49,4 @@ __all__ = [
     "iso_time",
     "run_attempt",
     "select_for",
-    "PauseGate",
 ]

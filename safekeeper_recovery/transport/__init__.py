@@ -59,6 +59,7 @@ __all__ = [
     "BadRequest",
     "ConnectionSlots",
     "DEFAULT_MAX_BODY_SIZE",
+    "DiskReport",
     "HttpError",
     "HttpPeerExchange",
     "HttpUnavailable",
@@ -88,6 +89,7 @@ __all__ = [
     "TimelineStatus",
     "WalConnectError",
     "WalConnectionClosed",
+    "WalLifecycleReport",
     "WalPushClosed",
     "WalPushConnection",
     "WalSenderFeedback",
@@ -121,6 +123,4 @@ __all__ = [
     "serve_wal",
     "term_history_json",
     "timeline_status_json",
-    "DiskReport",
-    "WalLifecycleReport",
 ]
