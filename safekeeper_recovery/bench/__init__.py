@@ -3,6 +3,7 @@ latency, idle cost at scale, memory. Run with ``safekeeper-recovery bench``."""
 
 from ._archive import (
     ARCHIVE_SEG_SIZE,
+    REMOVAL_GRACE,
     ArchiveFigures,
     ArchiveRun,
     DiskSample,
@@ -47,6 +48,7 @@ __all__ = [
     "MassScale",
     "PostgresServer",
     "QUICK_MASS_SCALES",
+    "REMOVAL_GRACE",
     "RecoveryRun",
     "SEGMENT_SIZE",
     "Samples",

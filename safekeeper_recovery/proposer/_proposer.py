@@ -438,6 +438,17 @@ class Proposer:
                 if permanent:
                     return
                 failures = 1 if was_streaming else failures + 1
+            except BaseExceptionGroup as group:  # holds a Cancelled: not an Exception
+                # The run is ending (a cancel from above: lost quorum, a newer term, the
+                # caller) at the moment this node's session also failed. The failure no
+                # longer matters and must not escape in place of the run's own outcome:
+                # only the cancellation goes on (a trio cancel scope absorbs it).
+                cancelled, failure = group.split(trio.Cancelled)
+                if cancelled is not None:
+                    if failure is not None:
+                        log.debug("%s failed as the run ended: %s", node.url, _describe(failure))
+                    raise cancelled from None
+                raise
             delay = min(self._cfg.reconnect_max, self._cfg.reconnect_min * 2 ** (failures - 1))
             await trio.sleep(delay)
 

@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from safekeeper_recovery.bench import ARCHIVE_SEG_SIZE, run_archive
+from safekeeper_recovery.bench import ARCHIVE_SEG_SIZE, REMOVAL_GRACE, run_archive
 from safekeeper_recovery.testing import MiB
 
+SUITE_REMOVAL_GRACE = 5.0
+"""The short run's grace (B2): on a 2-core CI machine at load 9, a node's lifecycle step
+was seen to act on news 2-3 s late, so the suite allows 5 s; the 4 GiB run and the
+benchmark keep the 2 s their figures were taken with."""
 
-async def long_run(root: Path, nbytes: int) -> None:
-    run = await run_archive(root, nbytes)
+
+async def long_run(root: Path, nbytes: int, removal_grace: float = REMOVAL_GRACE) -> None:
+    run = await run_archive(root, nbytes, removal_grace=removal_grace)
     print(run.summary())  # the figures, for docs/archive.md (pytest -s)
     assert run.samples, "nothing was sampled"
     # Samples were taken all along the run, not only at its end.
@@ -42,7 +47,7 @@ async def long_run(root: Path, nbytes: int) -> None:
 async def test_256_mib_through_three_nodes_stays_bounded_and_archives_every_byte(
     tmp_path: Path,
 ) -> None:
-    await long_run(tmp_path, 256 * MiB)
+    await long_run(tmp_path, 256 * MiB, SUITE_REMOVAL_GRACE)
 
 
 @pytest.mark.long_run
