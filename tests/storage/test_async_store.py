@@ -106,21 +106,25 @@ async def test_a_streaming_reader_gets_the_next_block_prefetched(inner: WalStore
     await s.aclose()
 
 
-class _SlowSecondSegment(MemoryWalStore):
-    """Reads of segment 1 block (on a worker thread) until ``go`` is set."""
+class _SlowSecondSegment:
+    """A MemoryWalStore whose reads of segment 1 block (on a worker thread) until ``go``."""
 
-    go = threading.Event()
+    def __init__(self) -> None:
+        self.inner = MemoryWalStore(SEG, Lsn(0))
+        self.go = threading.Event()
 
     def read(self, start: Lsn, max_bytes: int) -> bytes:
         if start >= SEG:
             assert self.go.wait(30), "never released"
-        return super().read(start, max_bytes)
+        return self.inner.read(start, max_bytes)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
 
 
 async def test_cached_reads_do_not_wait_behind_a_prefetchs_disk_read() -> None:
-    inner = _SlowSecondSegment(SEG, Lsn(0))
-    inner.go = threading.Event()
-    s = AsyncWalStore(inner)
+    inner = _SlowSecondSegment()
+    s = AsyncWalStore(inner)  # type: ignore[arg-type]  # a WalStore by delegation
     data = bytes(range(251)) * (9 * KIB)  # segment 0 and part of 1
     await s.write(Lsn(0), data)
     await s.flush()
