@@ -201,9 +201,9 @@ def _check_start(timeline: Timeline, cmd: StartReplication) -> None:
 
 _IN_FLIGHT = 16
 """Chunks queued between the WAL sender and the socket writer (16 MiB a stream at most):
-a window deep enough to ride out a busy disk while the client drains what is queued (the
-walsender reads from the page cache, our WAL comes from the disk; 4 chunks measured
-0.88, 16 chunks 0.95 of the walsender's rate, docs/postgres-port.md)."""
+a window to ride out a busy disk while the client drains what is queued (our WAL comes
+from the disk, the walsender's from the page cache; docs/postgres-port.md has the
+figures, which do not separate it from 4 chunks beyond the noise of a shared machine)."""
 
 _CHUNK_BYTES = MAX_SEND_SIZE
 """WAL per read (a ``WalData`` holds at most this)."""
