@@ -70,6 +70,7 @@ from ._wire import (
     encode_ready_for_query,
     encode_row_description,
     encode_xlog_data,
+    xlog_data_header,
 )
 
 __all__ = [
@@ -132,6 +133,7 @@ __all__ = [
     "encode_ready_for_query",
     "encode_row_description",
     "encode_xlog_data",
+    "xlog_data_header",
     "parse_command",
     "parse_startup",
     "split_options",

@@ -74,6 +74,7 @@ __all__ = [
     "encode_ready_for_query",
     "encode_row_description",
     "encode_xlog_data",
+    "xlog_data_header",
 ]
 
 MAX_STARTUP_PACKET: Final = 10_000
@@ -408,8 +409,16 @@ def encode_copy_done() -> bytes:
 
 def encode_xlog_data(start: Lsn, wal_end: Lsn, timestamp_us: int, data: bytes) -> bytes:
     """A CopyData carrying XLogData (``w``): WAL bytes from ``start``."""
-    head = b"w" + struct.pack("!QQq", int(start), int(wal_end), timestamp_us)
-    return b"d" + _I32.pack(4 + len(head) + len(data)) + head + data
+    return xlog_data_header(start, wal_end, timestamp_us, len(data)) + data
+
+
+_XLOG_HEAD: Final = struct.Struct("!cicQQq")
+
+
+def xlog_data_header(start: Lsn, wal_end: Lsn, timestamp_us: int, nbytes: int) -> bytes:
+    """The first 30 bytes of :func:`encode_xlog_data` for ``nbytes`` of WAL: a sender
+    that writes the WAL itself after it (vectored) never copies the WAL into a message."""
+    return _XLOG_HEAD.pack(b"d", 4 + 25 + nbytes, b"w", int(start), int(wal_end), timestamp_us)
 
 
 def encode_keepalive(wal_end: Lsn, timestamp_us: int, reply_requested: bool) -> bytes:

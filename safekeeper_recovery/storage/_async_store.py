@@ -11,7 +11,8 @@ Reads may fetch up to ``read_ahead_bytes`` (within one segment) in one hop and s
 following smaller reads from that cache. A reader streaming through old WAL (a peer
 recovering, a node being caught up) has the next block *prefetched*: as soon as a block is
 read in full, the one after it is read on a worker thread while the caller sends the
-current one, so the disk and the network work at the same time (WAL is read with
+current one (reads the cache answers do not wait for the lock that prefetch holds), so
+the disk and the network work at the same time (WAL is read with
 ``O_DIRECT``, never from the page cache, so every block is a real disk read). Nothing here
 reads a clock, so it runs unchanged
 under trio's ``MockClock``. But a thread hop leaves the run loop idle, and an *autojump*
@@ -271,6 +272,15 @@ class AsyncWalStore:
         ``max_bytes <= 0``.
         """
         check_readable(start, self._store.start_lsn, max_bytes)
+        if self._lock.locked():
+            # Busy (mostly: prefetching the next block). Bytes already cached need not wait
+            # for that disk read: the cache only ever holds durable bytes, and a truncation
+            # empties it before its own hop. Promoting the prefetched block waits.
+            await trio.lowlevel.checkpoint()
+            data = self._from_cache(start, max_bytes, promote=False)
+            if data is not None:
+                self._cache_hits += 1
+                return data
         async with self._lock:
             data = self._from_cache(start, max_bytes)
             if data is not None:
@@ -288,11 +298,12 @@ class AsyncWalStore:
             self._prefetch_after(start + len(block))
             return self._from_cache(start, max_bytes) or b""
 
-    def _from_cache(self, start: Lsn, max_bytes: int) -> bytes | None:
-        """Serve from the cache or the prefetched block; None if neither holds ``start``."""
+    def _from_cache(self, start: Lsn, max_bytes: int, *, promote: bool = True) -> bytes | None:
+        """Serve from the cache or (``promote``) the prefetched block; None if neither
+        holds ``start``."""
         offset = int(start) - int(self._cache_start)
         if not (self._cache and 0 <= offset < len(self._cache)):
-            if not self._next or int(start) - int(self._next_start) not in range(
+            if not promote or not self._next or int(start) - int(self._next_start) not in range(
                     len(self._next)):
                 return None
             # The reader moved on to the prefetched block: it becomes the cache, and the

@@ -10,7 +10,8 @@ Rules
 2. The term is checked against the *current* term before every read, under the timeline
    lock ("failed to acquire term t, current term X"), and on every wake-up while waiting
    ("term changed: requested t, now X"): both end the stream with ``StreamTermChanged``.
-3. A chunk is at most ``MAX_SEND_SIZE`` bytes and never crosses a segment; a chunk that
+3. A chunk is at most ``max_chunk`` bytes (``MAX_SEND_SIZE`` unless the caller splits
+   chunks into smaller messages itself) and never crosses a segment; a chunk that
    is not the last one available ends on an 8 KiB page boundary (as PostgreSQL does).
 4. After ``keepalive_interval`` seconds without sending anything, a Keepalive goes out
    (``reply_requested``); the sender never ends on its own when the reader is caught up.
@@ -64,6 +65,7 @@ async def run_wal_sender(
     keepalive_interval: float = 1.0,
     on_sent: Callable[[Lsn], None] | None = None,
     archive: Archive | None = None,
+    max_chunk: int = MAX_SEND_SIZE,
 ) -> None:
     """Stream WAL from ``start_lsn`` through ``send``; never returns on its own.
 
@@ -104,7 +106,7 @@ async def run_wal_sender(
                 f"{first_available}" + ("" if archived is None else
                                         f" and the timeline at {snap.timeline_start_lsn}")
             )
-        n = min(MAX_SEND_SIZE, int(end) - int(pos), seg_size - pos.segment_offset(seg_size))
+        n = min(max_chunk, int(end) - int(pos), seg_size - pos.segment_offset(seg_size))
         if pos + n < end:
             page_aligned = int(pos + n) - (pos + n).block_offset() - int(pos)
             if page_aligned > 0:

@@ -19,8 +19,12 @@ T4  ``START_REPLICATION`` (timeline absent or 1, else 55000) refuses a start bel
     end waits for the commit. Then it streams committed WAL only
     (:func:`~safekeeper_recovery.timeline.run_wal_sender` without a term), following
     ``commit_lsn`` live, as XLogData; a keepalive with reply requested goes out after
-    ``keepalive_interval`` seconds without data. Up to four encoded messages wait
-    between the sender and the socket, so reading the next chunk overlaps sending one.
+    ``keepalive_interval`` seconds without data. WAL is read in chunks of
+    ``_CHUNK_BYTES`` (served from the store's read-ahead) and sent as XLogData messages
+    of at most ``_MESSAGE_BYTES`` (PostgreSQL's walsender size), each a header and a view
+    of the chunk (no copy), written with vectored sends of everything queued
+    (``PgConnection`` N3). Up to ``_IN_FLIGHT`` chunks wait between the sender and the
+    socket, so reading the next chunk overlaps sending one.
 T5  The client's standby status updates move its consumer entry (K2: its removal hold)
     and wake the timeline's watchers; hot standby feedback is ignored (no snapshots here).
 T6  The stream ends when the client sends CopyDone (the server answers CopyDone and
@@ -36,7 +40,7 @@ from typing import Protocol
 
 import trio
 
-from ..core import Lsn, StreamSenderMessage, WalData, WalRemoved
+from ..core import MAX_SEND_SIZE, Lsn, StreamSenderMessage, WalData, WalRemoved
 from ..pgproto import (
     IDLE_SESSION_TIMEOUT,
     INT4_OID,
@@ -66,8 +70,8 @@ from ..pgproto import (
     encode_empty_query,
     encode_keepalive,
     encode_row_description,
-    encode_xlog_data,
     parse_command,
+    xlog_data_header,
 )
 from ..timeline import Consumer, Timeline, run_wal_sender
 from ._pg_connection import ClientGone, PgConnection
@@ -195,8 +199,32 @@ def _check_start(timeline: Timeline, cmd: StartReplication) -> None:
                       f"position of this server {snap.flush_lsn}")
 
 
-_IN_FLIGHT = 4
-"""Encoded messages queued between the WAL sender and the socket writer."""
+_IN_FLIGHT = 16
+"""Chunks queued between the WAL sender and the socket writer (16 MiB a stream at most):
+a window to ride out a busy disk while the client drains what is queued (our WAL comes
+from the disk, the walsender's from the page cache; docs/postgres-port.md has the
+figures, which do not separate it from 4 chunks beyond the noise of a shared machine)."""
+
+_CHUNK_BYTES = MAX_SEND_SIZE
+"""WAL per read (a ``WalData`` holds at most this)."""
+
+_MESSAGE_BYTES = 128 * 1024
+"""WAL per XLogData message: PostgreSQL's walsender sends at most this (MAX_SEND_SIZE)."""
+
+_BATCH_BYTES = 8 << 20
+"""The writer sends what is queued in one vectored write up to about this much."""
+
+
+def _xlog_messages(data: WalData) -> list[bytes | memoryview]:
+    """``data`` as XLogData messages of at most ``_MESSAGE_BYTES``: header, view, ..."""
+    view = memoryview(data.data)
+    parts: list[bytes | memoryview] = []
+    for off in range(0, len(view), _MESSAGE_BYTES):
+        piece = view[off:off + _MESSAGE_BYTES]
+        parts.append(xlog_data_header(Lsn(data.start_lsn + off), data.wal_end,
+                                      data.timestamp_us, len(piece)))
+        parts.append(piece)
+    return parts
 
 
 class _StopSending(Exception):
@@ -226,24 +254,26 @@ async def _start_replication(
 
         # The WAL sender reads and encodes the next chunks while the writer sends: a few
         # messages in flight overlap the disk with the socket.
-        out_send, out_recv = trio.open_memory_channel[tuple[bytes, Lsn | None]](_IN_FLIGHT)
+        out_send, out_recv = trio.open_memory_channel[
+            tuple[list[bytes | memoryview], int, Lsn | None]](_IN_FLIGHT)
 
         async def send(msg: StreamSenderMessage) -> None:
             if copy_done:
                 raise _StopSending
             if isinstance(msg, WalData):
-                await out_send.send((
-                    encode_xlog_data(msg.start_lsn, msg.wal_end, msg.timestamp_us, msg.data),
-                    Lsn(msg.start_lsn + len(msg.data))))
+                await out_send.send((_xlog_messages(msg), len(msg.data),
+                                     Lsn(msg.start_lsn + len(msg.data))))
             else:
                 await out_send.send((
-                    encode_keepalive(msg.wal_end, msg.timestamp_us, msg.reply_requested), None))
+                    [encode_keepalive(msg.wal_end, msg.timestamp_us, msg.reply_requested)],
+                    0, None))
 
         async def sender() -> None:
             async with out_send:  # closed when it ends: the writer sends what is queued
                 try:
                     await run_wal_sender(timeline, cmd.start, None, send,
-                                         keepalive_interval=keepalive_interval)
+                                         keepalive_interval=keepalive_interval,
+                                         max_chunk=_CHUNK_BYTES)
                 except _StopSending:
                     pass
                 except WalRemoved as e:
@@ -254,9 +284,19 @@ async def _start_replication(
         async def writer(scope: trio.CancelScope) -> None:
             nonlocal in_send
             try:
-                async for data, sent_to in out_recv:
+                async for parts, nbytes, sent_to in out_recv:
+                    # Everything already queued goes out in the same vectored write.
+                    while nbytes < _BATCH_BYTES:
+                        try:
+                            more, more_bytes, more_to = out_recv.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break  # the async for sees the end next
+                        parts += more
+                        nbytes += more_bytes
+                        if more_to is not None:
+                            sent_to = more_to
                     in_send = True  # a cancel now would leave half a message on the wire
-                    await conn.send(data)
+                    await conn.send_parts(parts)
                     in_send = False
                     if sent_to is not None:
                         if observer is not None:

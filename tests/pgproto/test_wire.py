@@ -33,6 +33,7 @@ from safekeeper_recovery.pgproto import (
     encode_keepalive,
     encode_row_description,
     encode_xlog_data,
+    xlog_data_header,
 )
 
 
@@ -137,6 +138,7 @@ def test_xlog_data_and_keepalive_layout() -> None:
     assert msg[5:6] == b"w"
     assert struct.unpack_from("!QQq", msg, 6) == (0x100, 0x200, 9)
     assert msg[30:] == b"abc"
+    assert xlog_data_header(Lsn(0x100), Lsn(0x200), 9, 3) + b"abc" == msg
     k = encode_keepalive(Lsn(0x200), 9, True)
     assert k == b"d" + struct.pack("!i", 4 + 18) + b"k" + struct.pack("!QqB", 0x200, 9, 1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,43 @@ async def test_a_streaming_reader_gets_the_next_block_prefetched(inner: WalStore
     # Segment 0 read by the reader itself, 1-3 ahead of it; every other read from memory.
     assert stats.prefetches == 3
     assert stats.read_cache_hits == len(range(0, len(data), 128 * KIB)) - 1
+    await s.aclose()
+
+
+class _SlowSecondSegment:
+    """A MemoryWalStore whose reads of segment 1 block (on a worker thread) until ``go``."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryWalStore(SEG, Lsn(0))
+        self.go = threading.Event()
+
+    def read(self, start: Lsn, max_bytes: int) -> bytes:
+        if start >= SEG:
+            assert self.go.wait(30), "never released"
+        return self.inner.read(start, max_bytes)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_cached_reads_do_not_wait_behind_a_prefetchs_disk_read() -> None:
+    inner = _SlowSecondSegment()
+    s = AsyncWalStore(inner)  # type: ignore[arg-type]  # a WalStore by delegation
+    data = bytes(range(251)) * (9 * KIB)  # segment 0 and part of 1
+    await s.write(Lsn(0), data)
+    await s.flush()
+    assert await s.read(Lsn(0), 128 * KIB) == data[:128 * KIB]
+    await trio.testing.wait_all_tasks_blocked()  # the prefetch of segment 1 is stuck
+    with trio.fail_after(10):  # before: every read waited for the prefetch's lock
+        got = bytearray(data[:128 * KIB])
+        while len(got) < SEG:
+            got += await s.read(Lsn(len(got)), 128 * KIB)
+    assert got == data[:SEG]
+    assert s.statistics().prefetches == 0  # still stuck: all of that came from the cache
+    inner.go.set()
+    with trio.fail_after(10):
+        assert await s.read(Lsn(SEG), 128 * KIB) == data[SEG:SEG + 128 * KIB]
+    assert s.statistics().prefetches == 1
     await s.aclose()
 
 
