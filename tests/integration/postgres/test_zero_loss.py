@@ -1,8 +1,8 @@
 """Zero loss (issue 16): with synchronous ingest, every commit the primary acknowledged is on
 the standby that streamed from the safekeepers and was promoted after ``kill -9`` of the
 primary and ``sync`` (rules Z1-Z3 of ``demo/_failover.py``), in ``ZERO_LOSS_ROUNDS``
-(default 10, the issue's count; see ``ROUNDS``) repetitions on one cluster, with a fresh primary, standby and
-timeline each."""
+(default 10, the issue's count; see ``ROUNDS``) repetitions on one cluster, with a fresh
+primary, standby and timeline each."""
 
 from __future__ import annotations
 
