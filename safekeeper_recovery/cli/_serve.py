@@ -29,6 +29,7 @@ from ..node import (
     build_recovery_engine,
     build_throttles,
     check_archive,
+    close_recovery_engine,
     configure_logging,
     lifecycle_config,
     lifecycle_service,
@@ -285,6 +286,7 @@ async def _run(config: NodeConfig, ready_file: Path | None) -> None:
                 log.info("received %s: shutting down", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
+        await close_recovery_engine(engine)  # every supervisor has ended
     if ready_file is not None:
         await trio.Path(ready_file).unlink(missing_ok=True)
     log.info("node %s stopped", config.node_id)

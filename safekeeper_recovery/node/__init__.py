@@ -17,7 +17,12 @@ from ._fd_limit import raise_fd_limit
 from ._lifecycle import check_archive, lifecycle_config, lifecycle_service
 from ._logging import configure_logging
 from ._node import SHUTDOWN_FLUSH_TIMEOUT, RunningNode, read_peer_token, serve_node
-from ._recovery import build_recovery_engine, build_throttles, recovery_service
+from ._recovery import (
+    build_recovery_engine,
+    build_throttles,
+    close_recovery_engine,
+    recovery_service,
+)
 
 __all__ = [
     "ConfigError",
@@ -34,6 +39,7 @@ __all__ = [
     "build_recovery_engine",
     "build_throttles",
     "check_archive",
+    "close_recovery_engine",
     "configure_logging",
     "lifecycle_config",
     "lifecycle_service",

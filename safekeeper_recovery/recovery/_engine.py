@@ -12,7 +12,8 @@ Per timeline, :meth:`RecoveryEngine.supervise` loops forever (until cancelled):
    donor, paying the node-wide intake throttle for every WAL byte received (exempt while
    the timeline's quorum is at risk, re-checked every second); when a donor fails
    (unreachable, busy, timeout, stream error) fail over to the next one; the slot is given
-   back as soon as the attempt ends, failed or not;
+   back as soon as the attempt ends, failed or not, and an attempt that has everything
+   its donor had ends at once (no ``caught_up_grace``) while others wait for a slot;
 4. after a failure, wait a jittered exponential back-off (0.5 s → 30 s, reset on success),
    cut short by a trigger or by news that changes the reason: the donors on offer (which
    nodes, in which term) differ from the ones that just failed. More of the same news (a
@@ -332,7 +333,7 @@ class RecoveryEngine:
                     with trio.CancelScope() as scope:
                         self._attempt_scopes[ttid] = scope
                         result = await run_attempt(target, donor, self.connector, self.config,
-                                                   status, pay=pay)
+                                                   status, pay=pay, contended=self._contended)
                     self._attempt_scopes.pop(ttid, None)
                     if scope.cancelled_caught:
                         err = AttemptCancelled("cancelled by an operator")
@@ -358,6 +359,10 @@ class RecoveryEngine:
             status.waiting_since = None
         assert result is not None
         return result
+
+    def _contended(self) -> bool:
+        """Other timelines wait for a recovery slot (an attempt caught up gives its back)."""
+        return self.scheduler.waiting > 0
 
     def _intake_payer(
         self, target: RecoveryTarget, status: RecoveryStatus

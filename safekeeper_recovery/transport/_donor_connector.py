@@ -5,6 +5,17 @@ donor can end its stream arrives as a typed close code and leaves as a typed rec
 outcome (4000 → ``TermChanged``, anything else → ``DonorUnavailable``); a handshake refused
 as busy (503 with ``"reason": "donor_busy"``: the donor's cap on recovery senders) is
 ``DonorBusy``.
+
+Rules:
+
+1. Without ``pooled`` every status request has its own HTTP client (nothing to close).
+2. With ``pooled`` (the node) there is one keep-alive HTTP client per donor address,
+   made on first use and closed by :meth:`NetworkDonorConnector.aclose`: a node coming
+   back to hundreds of lagging timelines asks each donor's status once per attempt, and a
+   new TCP connection per request was the largest fixed cost of an attempt (timed in
+   docs/throttles.md). A request on a pooled client that fails without an answer (the
+   donor restarted and closed an idle connection) is retried once; the pool has dropped
+   the broken connection, so the retry connects anew.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from ..core import (
     TermLsn,
     WalData,
 )
-from ._http_client import HttpError, SafekeeperClient
+from ._http_client import HttpError, HttpUnavailable, SafekeeperClient
 from ._wal_client import WalConnectError, WalStreamClosed, WalStreamConnection, open_wal_stream
 
 __all__ = ["NetworkDonorConnector", "NetworkStream", "parse_donor_status"]
@@ -86,21 +97,47 @@ class NetworkDonorConnector:
     """Talks to donors over the network, authenticating with ``token`` when given."""
 
     def __init__(
-        self, *, token: str | None = None, http_timeout: float = 10.0, connect_timeout: float = 10.0
+        self, *, token: str | None = None, http_timeout: float = 10.0,
+        connect_timeout: float = 10.0, pooled: bool = False,
     ) -> None:
         self.token = token
         self.http_timeout = http_timeout
         self.connect_timeout = connect_timeout
+        self.pooled = pooled
+        self._clients: dict[str, SafekeeperClient] = {}
 
     async def fetch_status(self, donor: PeerInfo, ttid: TenantTimelineId) -> DonorStatus:
         try:
-            async with SafekeeperClient(
-                donor.http_addr, token=self.token, timeout=self.http_timeout
-            ) as client:
-                doc = await client.timeline_status(ttid)
+            if not self.pooled:
+                async with self._client(donor) as client:
+                    doc = await client.timeline_status(ttid)
+            else:
+                doc = await self._pooled_status(donor, ttid)
         except HttpError as e:
             raise DonorUnavailable(f"donor {donor.node_id} status: {e}") from e
         return parse_donor_status(doc)
+
+    async def aclose(self) -> None:
+        """Close the pooled clients (rule 2); the connector stays usable."""
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
+
+    def _client(self, donor: PeerInfo) -> SafekeeperClient:
+        return SafekeeperClient(donor.http_addr, token=self.token, timeout=self.http_timeout)
+
+    async def _pooled_status(self, donor: PeerInfo, ttid: TenantTimelineId
+                             ) -> dict[str, object]:
+        client = self._clients.get(donor.http_addr)
+        if client is None:
+            client = self._clients[donor.http_addr] = self._client(donor)
+            return await client.timeline_status(ttid)
+        try:
+            return await client.timeline_status(ttid)
+        except HttpUnavailable:
+            # Maybe a connection the donor closed while idle: the pool dropped it, so
+            # the second try connects anew (and fails the same if the donor is down).
+            return await client.timeline_status(ttid)
 
     def open_stream(
         self, donor: PeerInfo, ttid: TenantTimelineId, start_lsn: Lsn, term: Term

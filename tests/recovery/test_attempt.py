@@ -34,6 +34,7 @@ def connector(cluster: Cluster, **kw: float) -> InProcessDonorConnector:
 async def attempt(
     cluster: Cluster, node: int, donor: int, conn: InProcessDonorConnector | None = None,
     *, count_tasks: bool = True, no_data_timeout: float = 30.0, caught_up_grace: float = 0.1,
+    contended: bool = False,
 ) -> AttemptResult:
     """Run one attempt and check that it leaves no task behind and unregisters itself."""
     tl = cluster[node]
@@ -41,7 +42,7 @@ async def attempt(
     result = await run_attempt(
         LocalTarget(tl), cluster.peer_info(donor), conn or connector(cluster),
         RecoveryConfig(no_data_timeout=no_data_timeout, caught_up_grace=caught_up_grace),
-        RecoveryStatus(),
+        RecoveryStatus(), contended=lambda: contended,
     )
     if count_tasks:
         # Structured concurrency: the attempt's nursery is gone, so are its three siblings.
@@ -202,6 +203,37 @@ async def test_an_attempt_at_the_donors_end_ends_after_the_grace_not_the_keepali
     assert trio.current_time() - t0 < 1.0
     assert cluster[3].snapshot().flush_lsn == end  # flushed before the attempt ended
     assert await digest(cluster[3]) == await digest(cluster[1])
+
+
+async def test_a_caught_up_attempt_ends_at_once_while_others_wait_for_a_slot(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    end = await cluster.propose(1, [1, 2], 3 * MiB)
+    await cluster.exchange()
+    conn = connector(cluster, keepalive_interval=3600.0)
+    t0 = trio.current_time()
+    # A grace of an hour: only `contended` can end the attempt before the no-data timeout.
+    result = await attempt(cluster, 3, 1, conn, caught_up_grace=3600.0,
+                           no_data_timeout=7200.0, contended=True)
+    assert result.outcome == "caught_up", result.message
+    assert "others wait for the slot" in result.message
+    assert result.end_lsn == end
+    # The mock clock only moves when everything waits: nothing waited on a timer.
+    assert trio.current_time() - t0 < 0.01
+    assert cluster[3].snapshot().flush_lsn == end  # flushed before the attempt ended
+    assert await digest(cluster[3]) == await digest(cluster[1])
+
+
+async def test_an_uncontended_attempt_still_waits_out_the_grace(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], 3 * MiB)
+    await cluster.exchange()
+    conn = connector(cluster, keepalive_interval=3600.0)
+    t0 = trio.current_time()
+    result = await attempt(cluster, 3, 1, conn, caught_up_grace=0.5, contended=False)
+    assert "nothing more within 0.5s" in result.message
+    assert trio.current_time() - t0 >= 0.5
 
 
 async def test_unreachable_donor_is_donor_unavailable(
