@@ -146,7 +146,10 @@ async def test_a_failing_archive_holds_removal_and_uploads_resume_when_it_heals(
         async def healed() -> bool:
             lc = (await cluster.timeline_status(1, ttid)).lifecycle
             assert lc is not None
-            return lc.backup_lsn == lc.removal_horizon == archived_end
+            # The horizon is recorded before the files are unlinked (crash safety) and the
+            # count after, so wait for both.
+            return (lc.backup_lsn == lc.removal_horizon == archived_end
+                    and lc.removed_bytes == int(archived_end) - int(DEFAULT_START_LSN))
 
         await wait_until(healed, DEADLINE, message="uploads to resume and WAL removed",
                          poll=0.2)
