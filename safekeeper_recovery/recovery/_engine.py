@@ -10,11 +10,12 @@ Per timeline, :meth:`RecoveryEngine.supervise` loops forever (until cancelled):
    while the slots are taken: quorum at risk first, then the smallest lag, with ageing;
    core/_schedule.py; both re-checked every second while it waits, so a quorum that
    turns at risk moves the timeline to the front), re-check the donors once it is
-   granted, then attempt the best donor, paying the node-wide intake throttle for every WAL byte received (exempt while
-   the timeline's quorum is at risk, re-checked every second); when a donor fails
-   (unreachable, busy, timeout, stream error) fail over to the next one; the slot is given
-   back as soon as the attempt ends, failed or not, and an attempt that has everything
-   its donor had ends at once (no ``caught_up_grace``) while others wait for a slot;
+   granted, then attempt the best donor, paying the node-wide intake throttle for every
+   WAL byte received (exempt while the timeline's quorum is at risk, re-checked every
+   second); when a donor fails (unreachable, busy, timeout, stream error) fail over to
+   the next one; the slot is given back as soon as the attempt ends, failed or not, and
+   an attempt that has everything its donor had ends at once (no ``caught_up_grace``)
+   while others wait for a slot;
 4. after a failure, wait a jittered exponential back-off (0.5 s → 30 s, reset on success),
    cut short by a trigger or by news that changes the reason: the donors on offer (which
    nodes, in which term) differ from the ones that just failed. More of the same news (a

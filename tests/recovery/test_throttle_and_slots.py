@@ -3,6 +3,8 @@ autojump clock."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import trio
 import trio.testing
@@ -125,7 +127,7 @@ async def test_g6_a_waiter_whose_quorum_turns_at_risk_while_it_waits_is_next(
         await trio.sleep(3)
         assert [slots.position(queue_ttid(n)) for n in (2, 3)] == [1, 2]
         assert len(refreshes) >= 2  # every second or so, jittered by up to a quarter
-        assert all(b - a <= 1.25 for a, b in zip(refreshes, refreshes[1:], strict=False))
+        assert all(b - a <= 1.25 for a, b in itertools.pairwise(refreshes))
         risk[3] = True  # e.g. a caught-up peer went silent
         await trio.sleep(1.5)
         assert [slots.position(queue_ttid(n)) for n in (2, 3)] == [2, 1]
@@ -134,6 +136,37 @@ async def test_g6_a_waiter_whose_quorum_turns_at_risk_while_it_waits_is_next(
     checks = len(refreshes)
     await trio.sleep(5)
     assert len(refreshes) == checks  # granted: no more re-checks
+
+
+async def test_g6_a_waiter_queued_with_a_stale_lag_is_placed_by_its_lag_of_now(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # It joined while its donor was still being written to: 10 bytes then, 5000 now.
+    slots = RecoveryScheduler(1, recheck=1.0)
+    order: list[int] = []
+    release = trio.Event()
+
+    async def grown() -> tuple[bool, int] | None:
+        return (False, 5000)
+
+    async def recover(n: int, lag: int) -> None:
+        async with slots.slot(queue_ttid(n), at_risk=False, lag_bytes=lag,
+                              refresh=grown if n == 3 else None):
+            order.append(n)
+            if n == 1:
+                await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recover, 1, 10)
+        await trio.sleep(0.1)
+        nursery.start_soon(recover, 2, 50)
+        nursery.start_soon(recover, 3, 10)
+        await trio.sleep(0.1)
+        assert [slots.position(queue_ttid(n)) for n in (2, 3)] == [2, 1]
+        await trio.sleep(2)
+        assert [slots.position(queue_ttid(n)) for n in (2, 3)] == [1, 2]
+        release.set()
+    assert order == [1, 2, 3]
 
 
 async def test_g3_raising_the_limit_hands_out_slots_and_g4_a_cancelled_waiter_holds_none(
