@@ -17,6 +17,10 @@ F4. Ties go to the one that waited longest, then to the timeline id: the same qu
     always gives the same order.
 F5. A failed attempt gives its slot back and backs off outside the queue (the engine's
     job): it comes back as a newcomer, with a fresh wait.
+F6. The verdict and the lag are those of now, not of when the timeline joined: a waiter
+    re-checked while it waits (:meth:`QueueEntry.revised`) keeps its place in time
+    (``since``), so a timeline whose quorum turns at risk while it waits goes first at
+    once (F1), and a revision never resets its ageing (F3).
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ class QueueEntry:
     lag_bytes: int
     since: float
     """When it joined the queue (the caller's monotonic clock)."""
+
+    def revised(self, *, at_risk: bool, lag_bytes: int) -> QueueEntry:
+        """The same waiter with a fresh verdict and lag, waiting since the same time
+        (rule F6)."""
+        return attrs.evolve(self, at_risk=at_risk, lag_bytes=lag_bytes)
 
 
 def recovery_order(

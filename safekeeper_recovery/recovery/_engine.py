@@ -8,12 +8,14 @@ Per timeline, :meth:`RecoveryEngine.supervise` loops forever (until cancelled):
    one parked task with one deadline (no helper tasks, no nursery);
 3. donors → ask the node-wide scheduler for a slot (``waiting`` with a queue position
    while the slots are taken: quorum at risk first, then the smallest lag, with ageing;
-   core/_schedule.py), re-check the donors once it is granted, then attempt the best
-   donor, paying the node-wide intake throttle for every WAL byte received (exempt while
-   the timeline's quorum is at risk, re-checked every second); when a donor fails
-   (unreachable, busy, timeout, stream error) fail over to the next one; the slot is given
-   back as soon as the attempt ends, failed or not, and an attempt that has everything
-   its donor had ends at once (no ``caught_up_grace``) while others wait for a slot;
+   core/_schedule.py; both re-checked every second while it waits, so a quorum that
+   turns at risk moves the timeline to the front), re-check the donors once it is
+   granted, then attempt the best donor, paying the node-wide intake throttle for every
+   WAL byte received (exempt while the timeline's quorum is at risk, re-checked every
+   second); when a donor fails (unreachable, busy, timeout, stream error) fail over to
+   the next one; the slot is given back as soon as the attempt ends, failed or not, and
+   an attempt that has everything its donor had ends at once (no ``caught_up_grace``)
+   while others wait for a slot;
 4. after a failure, wait a jittered exponential back-off (0.5 s → 30 s, reset on success),
    cut short by a trigger or by news that changes the reason: the donors on offer (which
    nodes, in which term) differ from the ones that just failed. More of the same news (a
@@ -311,11 +313,25 @@ class RecoveryEngine:
             status.state = "recovering"
             status.waiting_since = None
 
+        async def refresh() -> tuple[bool, int] | None:
+            # While queued, the verdict and the lag of now decide the place (rule G6): a
+            # peer going silent makes no change event, so this runs on a timer.
+            now = await target.local_view()
+            offer = select_for(target.node_id, now, self.config.heartbeat_timeout)
+            status.quorum_at_risk = self._at_risk(target, now)
+            if not offer.donors:
+                return None  # checked again once granted
+            status.target_lsn = offer.donors[0].flush_lsn
+            status.flushed_lsn = now.flush_lsn
+            return (status.quorum_at_risk,
+                    max(0, int(offer.donors[0].flush_lsn) - int(now.flush_lsn)))
+
         result: AttemptResult | None = None
         lag = max(0, int(best.flush_lsn) - int(view.flush_lsn))
         try:
             async with self.scheduler.slot(ttid, at_risk=at_risk, lag_bytes=lag,
-                                           on_wait=on_wait, on_grant=on_grant):
+                                           on_wait=on_wait, on_grant=on_grant,
+                                           refresh=refresh):
                 status.waiting_since = None
                 donors = selection.donors
                 if queued:

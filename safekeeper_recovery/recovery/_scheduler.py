@@ -15,11 +15,17 @@ G4. A waiter cancelled while waiting leaves the queue and holds nothing.
 G5. ``position(ttid)`` is the waiter's 1-based place in the order (``None`` if it does
     not wait); it is recomputed at most every ``POSITION_CACHE`` seconds, so a status
     listing of thousands of waiters costs one sort.
+G6. A waiter is re-checked while it waits (core rule F6): every ``recheck`` seconds
+    (jittered, so thousands of waiters do not wake in lockstep) its ``refresh`` gives its
+    verdict and lag of now, and the queue is re-ordered with them, so a timeline whose
+    quorum turns at risk while it waits is next. Without ``refresh`` the entry stays as
+    it joined.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -31,6 +37,11 @@ from ..core import DEFAULT_AGEING, QueueEntry, TenantTimelineId, recovery_order
 __all__ = ["RecoveryScheduler"]
 
 POSITION_CACHE: Final = 0.5
+RECHECK: Final = 1.0
+"""Seconds between a waiter's re-checks (rule G6), before jitter."""
+
+Refresh = Callable[[], Awaitable[tuple[bool, int] | None]]
+"""A waiter's verdict of now: ``(at_risk, lag_bytes)``, or ``None`` to keep the entry."""
 
 
 @attrs.define
@@ -44,11 +55,14 @@ class RecoveryScheduler:
     """Slots for recovering timelines (rules G1-G5). One per node."""
 
     def __init__(self, limit: int, *, ageing: float = DEFAULT_AGEING,
-                 clock: Callable[[], float] = trio.current_time) -> None:
+                 clock: Callable[[], float] = trio.current_time,
+                 recheck: float = RECHECK, rng: random.Random | None = None) -> None:
         if limit < 1:
             raise ValueError(f"max_concurrent must be at least 1, got {limit}")
         self.limit = limit
         self.ageing = ageing
+        self.recheck = recheck
+        self._rng = rng or random.Random()
         self._clock = clock
         self.running: set[TenantTimelineId] = set()
         self._waiting: dict[TenantTimelineId, _Waiter] = {}
@@ -79,13 +93,40 @@ class RecoveryScheduler:
             self._positions_at = now
         return self._positions.get(ttid)
 
+    def revise(self, ttid: TenantTimelineId, *, at_risk: bool, lag_bytes: int) -> None:
+        """Rule G6: ``ttid``'s verdict and lag of now (nothing if it does not wait)."""
+        waiter = self._waiting.get(ttid)
+        if waiter is None:
+            return
+        entry = waiter.entry.revised(at_risk=at_risk, lag_bytes=lag_bytes)
+        if entry != waiter.entry:
+            waiter.entry = entry
+            self._positions_at = -float("inf")
+
+    async def _wait_granted(self, waiter: _Waiter, refresh: Refresh | None) -> None:
+        """Until ``waiter`` is granted, re-checking it every ``recheck`` s (rule G6)."""
+        while not waiter.granted.is_set():
+            if refresh is None:
+                await waiter.granted.wait()
+                return
+            with trio.move_on_after(self.recheck * (0.75 + 0.5 * self._rng.random())):
+                await waiter.granted.wait()
+            if waiter.granted.is_set():
+                return
+            verdict = await refresh()
+            if verdict is not None:
+                at_risk, lag_bytes = verdict
+                self.revise(waiter.entry.ttid, at_risk=at_risk, lag_bytes=lag_bytes)
+
     @asynccontextmanager
     async def slot(self, ttid: TenantTimelineId, *, at_risk: bool, lag_bytes: int,
                    on_wait: Callable[[], None] = lambda: None,
-                   on_grant: Callable[[], None] = lambda: None) -> AsyncIterator[None]:
+                   on_grant: Callable[[], None] = lambda: None,
+                   refresh: Refresh | None = None) -> AsyncIterator[None]:
         """Hold a slot for the ``with`` block (rules G1, G2, G4); ``on_wait`` is called if
         the caller has to queue, ``on_grant`` the moment a queued caller gets its slot
-        (before its task runs again: a status read in between sees it granted)."""
+        (before its task runs again: a status read in between sees it granted);
+        ``refresh`` re-checks a queued caller (rule G6)."""
         assert ttid not in self.running, f"G1: {ttid} asked for a second slot"
         assert ttid not in self._waiting, f"G1: {ttid} asked for a second slot"
         if len(self.running) < self.limit and not self._waiting:
@@ -96,7 +137,7 @@ class RecoveryScheduler:
             self._positions_at = -float("inf")
             on_wait()
             try:
-                await waiter.granted.wait()
+                await self._wait_granted(waiter, refresh)
             except BaseException:
                 if self._waiting.pop(ttid, None) is None:  # granted as we were cancelled
                     self.running.discard(ttid)

@@ -110,7 +110,7 @@ class RecoveryStatus:
     @property
     def lag_bytes(self) -> int:
         """Bytes still to flush: while recovering, up to the donor's end; while waiting,
-        the lag the timeline queued with."""
+        the lag at the last re-check of the queue (about every second)."""
         if (self.state not in ("recovering", "waiting") or self.target_lsn is None
                 or self.flushed_lsn is None):
             return 0

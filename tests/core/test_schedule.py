@@ -1,4 +1,4 @@
-"""Rules F1-F4 of core/_schedule.py: who gets the next recovery slot."""
+"""Rules F1-F4 and F6 of core/_schedule.py: who gets the next recovery slot."""
 
 from __future__ import annotations
 
@@ -39,6 +39,19 @@ def test_f4_ties_by_wait_then_id() -> None:
     queue = [QueueEntry(ttid(2), False, 10, 1.0), QueueEntry(ttid(1), False, 10, 1.0),
              QueueEntry(ttid(3), False, 10, 0.5)]
     assert names(recovery_order(queue, 2.0)) == [3, 1, 2]
+
+
+def test_f6_a_waiter_turning_at_risk_goes_first_and_keeps_its_age() -> None:
+    small = QueueEntry(ttid(1), False, 10, 5.0)
+    big = QueueEntry(ttid(2), False, 10**6, 0.0)
+    assert names(recovery_order([small, big], 6.0)) == [1, 2]
+    risky = big.revised(at_risk=True, lag_bytes=2 * 10**6)
+    assert (risky.since, risky.lag_bytes, risky.at_risk) == (0.0, 2 * 10**6, True)
+    assert names(recovery_order([small, risky], 6.0)) == [2, 1]
+    # Revised back, it has still waited since 0: aged at 60 s, ahead of the small lag.
+    calm = risky.revised(at_risk=False, lag_bytes=10**6)
+    assert names(recovery_order([small, calm], 59.0, ageing=60.0)) == [1, 2]
+    assert names(recovery_order([small, calm], 60.0, ageing=60.0)) == [2, 1]
 
 
 @given(st.lists(st.integers(0, 10**9), min_size=1, max_size=30))

@@ -5,6 +5,8 @@
 * a timeline whose quorum is at risk bypasses the throttle;
 * with one recovery slot, the queue is visible in the status (``waiting``, with
   ``queue_position`` in lag order) and the slots go out smallest lag first;
+* a waiting timeline whose quorum turns at risk (a caught-up node dies) moves ahead of
+  smaller lags, in the status and in the order the slots go out;
 * a donor at its cap of recovery senders answers busy and the recovering node takes
   another donor.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -229,6 +232,92 @@ async def test_the_recovery_queue_is_shown_in_status_and_served_smallest_lag_fir
     assert all(r.last_outcome == "caught_up" for r in final.values()), final
     started = sorted(lags, key=lambda t: final[t].started_at or 0.0)
     assert started == [first, *waiting], (started, lags)
+
+
+@pytest.mark.slow
+async def test_a_waiting_timeline_whose_quorum_turns_at_risk_is_served_before_smaller_lags(
+    make_cluster: ClusterFactory,
+) -> None:
+    # Five nodes (a quorum is 3); sk4 recovers with one slot. The Ys lag on sk4 only;
+    # X lags on sk4 and sk5 (which never recovers), so once one of X's three caught-up
+    # nodes dies, X has two: at risk. The Ys keep three (sk5 among them): not at risk.
+    cluster = make_cluster(5)
+    cluster[5].extra_args.append("--no-recovery")
+    y1, y2, x = make_ttid(30), make_ttid(31), make_ttid(32)
+    lags = {y1: 1 * MiB, y2: 3 * MiB // 2, x: 3 * MiB}
+    await cluster.start()
+    for ttid in lags:
+        await cluster.create_timeline(ttid)
+    await cluster[4].terminate()
+    for ttid in (y1, y2):
+        result = await cluster.propose(*propose_args(cluster, ttid, str(lags[ttid]),
+                                                     ids=[1, 2, 3, 5]))
+        assert result.returncode == 0, result.stderr
+    # One slot at 32 KiB/s: whichever Y goes first takes its first chunk (1 MiB) and then
+    # owes the throttle 30 s, so the queue behind it stands still to be looked at.
+    cluster[4].extra_args += ["--max-concurrent-recoveries", "1", "--recovery-max-rate",
+                              "32KiB"]
+    await cluster[4].start()
+
+    reports: dict[TenantTimelineId, RecoveryReport] = {}
+
+    def queue_is(check: Callable[[dict[TenantTimelineId, RecoveryReport]], bool]
+                 ) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            # One snapshot of every timeline at once: the queue moves between two requests.
+            reports.clear()
+            reports.update(await recoveries(cluster, 4))
+            return check(reports)
+        return probe
+
+    await wait_until(queue_is(lambda r: r[y1].state in ("recovering", "waiting")
+                              and r[y2].state in ("recovering", "waiting")), 20,
+                     message="sk4 recovering one Y, the other waiting")
+    [first] = [t for t in (y1, y2) if reports[t].state == "recovering"]
+    [second] = [t for t in (y1, y2) if t != first]
+    assert reports[second].state == "waiting", reports
+
+    # X is written now, to sk1-sk3 only: sk4 queues it as it hears of it. Its quorum is
+    # whole (three caught up), so it waits behind the smaller lag, its lag re-read.
+    result = await cluster.propose(*propose_args(cluster, x, str(lags[x]), ids=[1, 2, 3]))
+    assert result.returncode == 0, result.stderr
+    await wait_until(queue_is(lambda r: r[x].state == "waiting"
+                              and r[x].lag_bytes == lags[x]), 10,
+                     message="X waiting on sk4 with its whole lag")
+    assert reports[first].state == "recovering", reports
+    assert not reports[x].quorum_at_risk, reports
+    assert [reports[t].queue_position for t in (second, x)] == [1, 2], reports
+
+    # Kill one of X's caught-up nodes (not the donor of the running Y: its stream would
+    # end and hand the slot on). Once sk4 sees it silent for a heartbeat timeout (2 s),
+    # the waiting X is at risk and goes first.
+    donor = reports[first].donor
+    victim = next(n for n in (3, 2, 1) if n != donor)
+    await cluster[victim].kill()
+    await wait_until(queue_is(lambda r: r[x].quorum_at_risk), 15,
+                     message=f"X at risk on sk4 once sk{victim} is gone")
+    assert reports[first].state == "recovering", reports
+    assert reports[second].state == "waiting", reports
+    assert not reports[second].quorum_at_risk, reports
+    assert [reports[t].queue_position for t in (x, second)] == [1, 2], reports
+
+    # Faster, at run time: everything catches up, and the slot went to X before the
+    # smaller lag (one slot: the attempts start in the order the slot was handed out).
+    async with cluster[4].client() as client:
+        await client.set_recovery_throttles(max_rate=4 * MiB)
+
+    async def all_done() -> bool:
+        now = await recoveries(cluster, 4)
+        if any(r.state in ("recovering", "waiting") for r in now.values()):
+            return False
+        flushed = {t: await cluster.flush_lsn(4, t) for t in lags}
+        return all(flushed[t] >= DEFAULT_START_LSN + lag for t, lag in lags.items())
+
+    await wait_until(all_done, 30, message="every timeline to catch up on sk4")
+    final = await recoveries(cluster, 4)
+    assert all(r.last_outcome == "caught_up" for r in final.values()), final
+    started = sorted(lags, key=lambda t: final[t].started_at or 0.0)
+    assert started == [first, x, second], (started, final)
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
-"""The live throttles (rules B1-B3) and the recovery slots (rules G1-G5), on trio's
+"""The live throttles (rules B1-B3) and the recovery slots (rules G1-G6), on trio's
 autojump clock."""
 
 from __future__ import annotations
+
+import itertools
 
 import pytest
 import trio
@@ -95,6 +97,76 @@ async def test_g1_g2_slots_go_to_the_smallest_lag_and_at_risk_first(
         assert slots.position(queue_ttid(1)) is None  # holds the slot
         release.set()
     assert order == [1, 4, 3, 2]
+
+
+async def test_g6_a_waiter_whose_quorum_turns_at_risk_while_it_waits_is_next(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    slots = RecoveryScheduler(1, recheck=1.0)
+    order: list[int] = []
+    release = trio.Event()
+    risk = {3: False}
+    refreshes: list[float] = []
+
+    async def refresh() -> tuple[bool, int] | None:
+        refreshes.append(trio.current_time())
+        return (risk[3], 5000)
+
+    async def recover(n: int, lag: int) -> None:
+        async with slots.slot(queue_ttid(n), at_risk=False, lag_bytes=lag,
+                              refresh=refresh if n == 3 else None):
+            order.append(n)
+            if n == 1:
+                await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recover, 1, 10)
+        await trio.sleep(0.1)
+        nursery.start_soon(recover, 2, 50)
+        nursery.start_soon(recover, 3, 4000)
+        await trio.sleep(3)
+        assert [slots.position(queue_ttid(n)) for n in (2, 3)] == [1, 2]
+        assert len(refreshes) >= 2  # every second or so, jittered by up to a quarter
+        assert all(b - a <= 1.25 for a, b in itertools.pairwise(refreshes))
+        risk[3] = True  # e.g. a caught-up peer went silent
+        await trio.sleep(1.5)
+        assert [slots.position(queue_ttid(n)) for n in (2, 3)] == [2, 1]
+        release.set()
+    assert order == [1, 3, 2]
+    checks = len(refreshes)
+    await trio.sleep(5)
+    assert len(refreshes) == checks  # granted: no more re-checks
+
+
+async def test_g6_a_waiter_queued_with_a_stale_lag_is_placed_by_its_lag_of_now(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # It joined while its donor was still being written to: 10 bytes then, 5000 now.
+    slots = RecoveryScheduler(1, recheck=1.0)
+    order: list[int] = []
+    release = trio.Event()
+
+    async def grown() -> tuple[bool, int] | None:
+        return (False, 5000)
+
+    async def recover(n: int, lag: int) -> None:
+        async with slots.slot(queue_ttid(n), at_risk=False, lag_bytes=lag,
+                              refresh=grown if n == 3 else None):
+            order.append(n)
+            if n == 1:
+                await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recover, 1, 10)
+        await trio.sleep(0.1)
+        nursery.start_soon(recover, 2, 50)
+        nursery.start_soon(recover, 3, 10)
+        await trio.sleep(0.1)
+        assert [slots.position(queue_ttid(n)) for n in (2, 3)] == [2, 1]
+        await trio.sleep(2)
+        assert [slots.position(queue_ttid(n)) for n in (2, 3)] == [1, 2]
+        release.set()
+    assert order == [1, 2, 3]
 
 
 async def test_g3_raising_the_limit_hands_out_slots_and_g4_a_cancelled_waiter_holds_none(
