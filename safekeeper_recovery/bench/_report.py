@@ -175,6 +175,15 @@ def render_table(r: BenchResults) -> tuple[Table, Table]:
     return t, g
 
 
+def _bytecode_cache() -> str:
+    """Whether the node processes could load compiled modules: start-up figures depend on
+    it (compiling the package and its dependencies costs a node about 0.6 s of CPU)."""
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return ("off (`PYTHONDONTWRITEBYTECODE` is set: each node process compiles the "
+                "package again at start, unless an install compiled it)")
+    return "on"
+
+
 def render_markdown(r: BenchResults, command: str, notes: str = "",
                     earlier: str = "") -> str:
     """The report; ``earlier`` (an earlier report's text) adds its figures and each
@@ -189,6 +198,7 @@ def render_markdown(r: BenchResults, command: str, notes: str = "",
         f"- **Command**: `{command}`",
         f"- **Load** (1/5/15-minute averages): {load_line(r)}",
         f"- **PostgreSQL** (anchor): {r.pg_version or 'n/a'}",
+        f"- **Python bytecode cache**: {_bytecode_cache()}",
         f"- **N** = {n:.0f} MiB, {r.config.rounds} rounds; latency: "
         f"{r.config.latency_trials} trials of {r.config.latency_bytes / 2**20:.0f} MiB",
         "",
