@@ -177,8 +177,8 @@ def test_memory_growth_compares_the_peaks_over_as_many_rounds_at_both_sizes() ->
     assert verdicts["peak RSS at N within 10 % of N/4 (max over rounds)"] == ("1.190", False)
 
 
-BOUND = ("WAL on disk ≤ not archived or not on every peer 2 s earlier + 3 segments "
-         "(every sample)")
+BOUND = ("WAL on disk ≤ its whole segments not archived or not on every peer 2 s earlier, "
+         "through the one being written (every sample)")
 
 
 def test_archive_targets_fail_on_a_slow_upload_a_sample_over_the_bound_or_a_bad_object(
@@ -190,7 +190,8 @@ def test_archive_targets_fail_on_a_slow_upload_a_sample_over_the_bound_or_a_bad_
     run = ArchiveRun(1 << 30, seg, 4, ingest_seconds=10.0, uploaded_bytes=1 << 30,
                      upload_seconds=5.0, removed_segments=190, removal_seconds=0.5,
                      archived_segments=63, verified_segments=63)
-    run.samples.append(DiskSample(1.0, 1, 3 * seg, seg, seg, 5 * seg))
+    run.samples.append(DiskSample(1.0, 1, 3 * seg, seg, 3 * seg, 3 * seg, Lsn(seg),
+                                   Lsn(4 * seg), Lsn(4 * seg)))
     results.archive.add(run, plain_seconds=8.0)
     verdicts = {name: (value, ok) for name, value, ok in targets(results)}
     assert verdicts["archive upload ÷ ingest ≥ 1.0 (every round)"] == ("2.00", True)
@@ -203,7 +204,8 @@ def test_archive_targets_fail_on_a_slow_upload_a_sample_over_the_bound_or_a_bad_
     # An upload slower than ingest, a sample over the bound, an object that differs.
     slow = ArchiveRun(1 << 30, seg, 4, ingest_seconds=10.0, uploaded_bytes=1 << 30,
                       upload_seconds=20.0, archived_segments=63, verified_segments=62)
-    over = DiskSample(2.0, 2, 6 * seg, seg, seg, 5 * seg)
+    over = DiskSample(2.0, 2, 6 * seg, seg, 5 * seg, 5 * seg, Lsn(seg), Lsn(6 * seg),
+                      Lsn(6 * seg))
     slow.samples.append(over)
     slow.violations.append(over)
     results.archive.add(slow, plain_seconds=8.0)
@@ -213,3 +215,18 @@ def test_archive_targets_fail_on_a_slow_upload_a_sample_over_the_bound_or_a_bad_
         "1 of 2 over", False)
     assert verdicts["archived segments byte-identical to the WAL written"] == (
         "125 of 126", False)
+
+
+def test_the_disk_bound_counts_whole_segments_from_the_hold_through_the_one_written() -> None:
+    from safekeeper_recovery.bench._archive import _written_end, kept_bytes
+
+    seg = 16 << 20
+    # Hold 1 byte before the end of segment 3, one byte written into segment 6: segments
+    # 3, 4, 5 and 6 are on disk (each full-size), so all four are kept.
+    assert kept_bytes(Lsn(4 * seg - 1), Lsn(7 * seg), seg) == 4 * seg
+    # A hold exactly at a segment start keeps nothing below it.
+    assert kept_bytes(Lsn(4 * seg), Lsn(7 * seg), seg) == 3 * seg
+    # The node's status: its WAL begins at segment 3 (the removal horizon) and it counts 4
+    # segments through its write position: the last one it writes into is segment 6.
+    lifecycle = {"removal_horizon": str(Lsn(3 * seg)), "wal_disk_bytes": 4 * seg}
+    assert _written_end(lifecycle, seg) == Lsn(7 * seg)
