@@ -2,9 +2,12 @@
 
 Rules:
 
-1. :class:`TimedWal` is a ``StreamingWalSource`` (``proposer/_source.py``): it releases
-   ``piece`` bytes of the wrapped source every ``interval`` seconds, as a database writing
-   steadily would, and remembers when each piece became available.
+1. :class:`TimedWal` is a ``StreamingWalSource`` (``proposer/_source.py``): the proposer's
+   :class:`~safekeeper_recovery.proposer.PacedWal`, releasing ``piece`` bytes of the
+   wrapped source per step of ``interval`` seconds, as a database writing steadily would
+   (one piece per step, not per ``interval`` of the clock: a step that overslept on a
+   busy machine releases one piece, not a burst), and remembering when each piece became
+   available.
 2. The latency of a piece is the time from its release to the proposer's quorum commit
    reaching its end (``committed``, called by the proposer): what a client of a
    synchronous-commit database would wait. Both instants are read from ``trio.current_time``.
@@ -17,45 +20,31 @@ Rules:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 
 import trio
 
 from ..core import Lsn
-from ..proposer import WalSource
+from ..proposer import PacedWal, WalSource
 
 __all__ = ["TimedWal"]
 
 
-class TimedWal:
+class TimedWal(PacedWal):
     """``wal`` placed at ``start``, released ``piece`` bytes per ``interval`` (rule 1)."""
 
     def __init__(self, wal: WalSource, start: Lsn, *, piece: int, interval: float) -> None:
         if piece <= 0 or interval <= 0:
             raise ValueError("piece and interval must be positive")
-        self._wal = wal
-        self._start = start
-        self._end = Lsn(start + wal.size)
-        self._available = start
+        super().__init__(wal, start, piece / interval, interval=interval)
         self._piece = piece
-        self._interval = interval
         self._pending: deque[tuple[Lsn, float]] = deque()  # (piece end, released at)
         self._done: list[tuple[float, float]] = []  # (released at, latency)
 
-    @property
-    def first(self) -> Lsn:
-        return self._start
+    def _released_by(self, elapsed: float) -> int:
+        return int(self._available) - int(self._start) + self._piece  # one piece per step
 
-    @property
-    def available(self) -> Lsn:
-        return self._available
-
-    @property
-    def final_end(self) -> Lsn:
-        return self._end
-
-    def read_wal(self, start: Lsn, end: Lsn) -> bytes:
-        return self._wal.read(start - self._start, end - start)
+    def _on_release(self, end: Lsn, at: float) -> None:
+        self._pending.append((end, at))
 
     def committed(self, commit_lsn: Lsn) -> None:
         now = trio.current_time()
@@ -68,10 +57,3 @@ class TimedWal:
         """Seconds from release to commit of the pieces released in ``[since, until)``
         (``trio.current_time`` clock) and committed by now (rule 3)."""
         return [latency for released, latency in self._done if since <= released < until]
-
-    async def run(self, notify: Callable[[], None]) -> None:
-        while self._available < self._end:
-            await trio.sleep(self._interval)
-            self._available = Lsn(min(self._end, self._available + self._piece))
-            self._pending.append((self._available, trio.current_time()))
-            notify()

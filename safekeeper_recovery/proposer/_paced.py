@@ -53,12 +53,22 @@ class PacedWal:
     def committed(self, commit_lsn: Lsn) -> None:
         pass
 
+    def _released_by(self, elapsed: float) -> int:
+        """Bytes out after ``elapsed`` seconds of :meth:`run` (before capping at the end):
+        ``rate`` per second of the clock, so a step that overslept catches up."""
+        return int(elapsed * self._rate)
+
+    def _on_release(self, end: Lsn, at: float) -> None:
+        """Called after each step with the new ``available`` end and the step's
+        ``trio.current_time`` (a subclass times pieces from it; here nothing)."""
+
     async def run(self, notify: Callable[[], None]) -> None:
         began = trio.current_time()
         while self._available < self._end:
             await trio.sleep(self._interval)
-            released = int((trio.current_time() - began) * self._rate)
-            self._available = Lsn(min(self._end, self._start + released))
+            now = trio.current_time()
+            self._available = Lsn(min(self._end, self._start + self._released_by(now - began)))
+            self._on_release(self._available, now)
             notify()
 
 
