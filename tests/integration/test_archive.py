@@ -24,6 +24,7 @@ from safekeeper_recovery.testing import (
 from safekeeper_recovery.transport import WalStreamClosed, open_wal_stream
 
 from .conftest import ClusterFactory
+from .metrics_support import metric
 from .recovery_support import propose_args
 
 pytestmark = pytest.mark.slow
@@ -35,12 +36,6 @@ async def lifecycle_of(cluster: Cluster, node_id: int,
     value = (await cluster.timeline_status(node_id, ttid)).wal_lifecycle
     assert value is not None, f"node {node_id} reports no WAL lifecycle"
     return value
-
-
-def metric(text: str, name: str) -> float:
-    """The sum of ``name``'s samples (every label set) in a Prometheus text page."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith((name + " ", name + "{")))
 
 
 def segment_files(cluster: Cluster, node: int, ttid: TenantTimelineId) -> list[str]:

@@ -43,9 +43,10 @@ from safekeeper_recovery.testing import (
 
 from .conftest import ClusterFactory
 from .fault_proxy import FaultProxy, Mode
+from .metrics_support import metric
 from .recovery_support import propose_args
 from .seaweedfs import S3Server
-from .test_archive import lifecycle_of, metric
+from .test_archive import lifecycle_of
 
 pytestmark = pytest.mark.slow
 

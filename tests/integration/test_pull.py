@@ -28,8 +28,8 @@ from safekeeper_recovery.testing import (
 from safekeeper_recovery.transport import TimelineStatus
 
 from .conftest import ClusterFactory
+from .metrics_support import metric
 from .recovery_support import assert_digests_equal, propose_args, wait_caught_up
-from .test_archive import metric
 
 pytestmark = pytest.mark.slow
 
