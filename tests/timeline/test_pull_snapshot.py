@@ -5,7 +5,7 @@ installs nothing; the donor's removal is held while it streams."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 
 import pytest
@@ -87,48 +87,47 @@ async def test_the_installed_term_is_at_least_the_highest_term_peers_reported() 
         nursery.cancel_scope.cancel()
 
 
-async def test_a_term_change_mid_snapshot_installs_nothing() -> None:
+async def bump_term_after_second_frame(donor: Timeline, frames: AsyncIterator[bytes]
+                                       ) -> AsyncGenerator[bytes, None]:
+    """The donor's frames, its term bumped once the second (the first WAL) went out."""
+    n = 0
+    async for frame in frames:
+        yield frame
+        n += 1
+        if n == 2:
+            await donor.bump_term()
+
+
+async def cut_in_third_frame(donor: Timeline, frames: AsyncIterator[bytes]
+                             ) -> AsyncGenerator[bytes, None]:
+    """The donor's frames up to half of the third, then the end of the stream."""
+    n = 0
+    async for frame in frames:
+        n += 1
+        if n == 3:
+            yield frame[: len(frame) // 2]
+            return
+        yield frame
+
+
+@pytest.mark.parametrize(("nbytes", "spoil", "error"), [
+    pytest.param(3 * SEG, bump_term_after_second_frame, PullTermChanged, id="term-change"),
+    pytest.param(2 * SEG, cut_in_third_frame, SnapshotInvalid, id="broken-stream"),
+])
+async def test_a_snapshot_that_goes_wrong_midway_installs_nothing_and_leaves_no_staging(
+    nbytes: int,
+    spoil: Callable[[Timeline, AsyncIterator[bytes]], AsyncGenerator[bytes, None]],
+    error: type[Exception],
+) -> None:
     async with trio.open_nursery() as nursery:
-        donor = await donor_with_wal(nursery, 3 * SEG)
+        donor = await donor_with_wal(nursery, nbytes)
         reg = await receiver(nursery)
-
-        async def bump_after_first_wal() -> AsyncGenerator[bytes, None]:
-            n = 0
-            async with aclosing(snapshot_frames(donor)) as frames:
-                async for frame in frames:
-                    yield frame
-                    n += 1
-                    if n == 2:
-                        await donor.bump_term()
-
-        with pytest.raises(PullTermChanged):
-            async with aclosing(bump_after_first_wal()) as stream:
+        with pytest.raises(error):
+            async with (aclosing(snapshot_frames(donor)) as frames,
+                        aclosing(spoil(donor, frames)) as stream):
                 await receive_snapshot(reg, TTID, stream)
         assert TTID not in reg.timelines
         assert reg.backend.discard_stages() == ()  # the staging is gone already
-        nursery.cancel_scope.cancel()
-
-
-async def test_a_stream_that_breaks_installs_nothing_and_leaves_no_staging() -> None:
-    async with trio.open_nursery() as nursery:
-        donor = await donor_with_wal(nursery, 2 * SEG)
-        reg = await receiver(nursery)
-
-        async def cut() -> AsyncGenerator[bytes, None]:
-            n = 0
-            async with aclosing(snapshot_frames(donor)) as frames:
-                async for frame in frames:
-                    n += 1
-                    if n == 3:
-                        yield frame[: len(frame) // 2]
-                        return
-                    yield frame
-
-        with pytest.raises(SnapshotInvalid):
-            async with aclosing(cut()) as stream:
-                await receive_snapshot(reg, TTID, stream)
-        assert TTID not in reg.timelines
-        assert reg.backend.discard_stages() == ()
         nursery.cancel_scope.cancel()
 
 
