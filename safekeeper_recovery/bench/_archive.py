@@ -20,13 +20,15 @@ B2  Every ``sample_interval`` seconds, while the proposer writes and until the a
     one the hold is in counts whole with its last byte still needed. ``held`` is the
     segments from the one holding the node's *hold* as of ``removal_grace`` seconds before
     the disk was read, through the one holding the last byte the node accepted (its write
-    position, after the disk read: the node's ``wal_disk_bytes`` from its ``removal
+    position, read after the disk: the node's ``wal_disk_bytes`` from its ``removal
     horizon``; WAL is on disk as soon as it is written, before ``flush_lsn`` covers it, so
-    on an idle machine the written end runs segments ahead of ``flush_lsn``). The hold is
-    min(its ``commit_lsn``, its ``backup_lsn``, the ``flush_lsn`` of each peer as it heard
-    it) (at least the timeline's start): what is not archived yet or not yet on every live
-    peer (rule L3's peer hold: a peer that lags by the proposer's window keeps that much
-    on the others). The bound checked at *every* sample is ``held + bound_segments *
+    on an idle machine the written end runs segments ahead of ``flush_lsn``; bytes still in
+    the node's write batch, a few MiB handed to the disk by a segment's end at the latest,
+    count in the segment they go to). The hold is min(its ``commit_lsn``, its
+    ``backup_lsn``, the ``flush_lsn`` of each peer as it heard it) (at least the
+    timeline's start), as in L3: what is not archived yet or not yet on every live peer
+    (the peer hold: a peer that lags by the proposer's window keeps that much on the
+    others). The bound checked at *every* sample is ``held + bound_segments *
     seg_size``, ``bound_segments`` 0 by default: exact. The grace lets removal act on
     news: a non-uploader learns ``backup_lsn`` from peer info (every second; several
     segments at once after a stall) and removes after the coalescing delay and the
@@ -105,12 +107,13 @@ class DiskSample:
     held: int
     """What rule L3 keeps, in whole segments (bytes): from the segment holding the hold
     (min(commit_lsn, backup_lsn, every peer's flush_lsn)) ``removal_grace`` seconds
-    earlier through the segment holding the last byte written."""
+    earlier through the segment holding the last byte accepted (:func:`kept_bytes`)."""
     bound: int
     hold: Lsn
     """The hold ``held`` starts from (``removal_grace`` seconds before the disk read)."""
     written_end: Lsn
-    """The end of the segments the node holds WAL in (its write position rounded up)."""
+    """The end of the segment holding its last accepted byte (its write position rounded up
+    to a segment end)."""
     flush_lsn: Lsn
     """Its flush position (read after the disk, like ``written_end``)."""
 
@@ -218,8 +221,9 @@ def kept_bytes(hold: Lsn, written_end: Lsn, seg_size: int) -> int:
 def _written_end(lifecycle: object, seg_size: int) -> Lsn:
     """The end of the last segment a node holds WAL in (B2), from its status: every segment
     from its ``removal_horizon`` (its store's start) through its write position counts in
-    ``wal_disk_bytes``. The write position includes WAL accepted but not yet flushed: its
-    segment file exists (full-size) as soon as the first byte is written into it."""
+    ``wal_disk_bytes``. The write position includes WAL accepted but not yet flushed (and
+    the write batch): a segment file exists, full-size, as soon as its first byte is
+    written."""
     assert isinstance(lifecycle, dict)
     start = int(_lsn(lifecycle["removal_horizon"]))
     return Lsn(start - start % seg_size + int(str(lifecycle["wal_disk_bytes"])))
