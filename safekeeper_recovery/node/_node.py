@@ -218,6 +218,8 @@ async def _serve_locked(
                     throttles=throttles,
                 )
             )
+            # Snapshots pay the serve rate with the WAL port's at-risk grace (rule T7).
+            context.listening_since = trio.current_time()
             http_host, http_port_asked = config.listen_http
             http_port: int = await nursery.start(
                 partial(

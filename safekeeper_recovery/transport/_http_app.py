@@ -99,6 +99,7 @@ from ._json import (
 from ._metrics import METRICS_CONTENT_TYPE, NodeMetrics
 from ._peer_exchange import apply_peer_info_batch
 from ._pull import PullService
+from ._serve_throttle import Payer, serve_payer
 from ._wal_sender import WalSenders
 
 __all__ = [
@@ -203,7 +204,11 @@ class NodeContext:
     parse_limiter: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(2))
     """Worker threads parsing large bodies at once (bounds their CPU and memory)."""
     throttles: RecoveryThrottles | None = None
-    """The node's recovery throttles (``/v1/recovery/throttles``); ``None``: not served."""
+    """The node's recovery throttles (``/v1/recovery/throttles``); ``None``: not served.
+    Snapshots (``GET …/snapshot``) pay their ``serve`` rate (``_serve_throttle`` S1)."""
+    listening_since: float = -float("inf")
+    """When the node started listening (trio clock): a timeline's quorum counts as at risk
+    only a heartbeat timeout later (core rule T7). The default: settled at once."""
 
 
 class _Problem(Exception):
@@ -650,14 +655,23 @@ class _Api:
         frames = snapshot_frames(timeline, on_sent=metrics.snapshot_sent_bytes.inc)
         log.info("streaming a snapshot of %s to %s", ttid,
                  request.client.host if request.client else "?")
-        return StreamingResponse(_closing(frames), media_type="application/octet-stream")
+        pay = None
+        if self.ctx.throttles is not None:
+            pay = serve_payer(timeline, self.ctx.throttles, self.ctx.heartbeat_timeout,
+                              self.ctx.listening_since)
+        return StreamingResponse(_closing(frames, pay), media_type="application/octet-stream")
 
 
-async def _closing(frames: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+async def _closing(frames: AsyncGenerator[bytes, None], pay: Payer | None = None
+                   ) -> AsyncIterator[bytes]:
     """``frames`` closed as soon as the response ends (a peer gone mid-stream), so the
-    donor's removal hold is released now, not when the generator is collected."""
+    donor's removal hold is released now, not when the generator is collected. With
+    ``pay``, every frame pays the node's serve rate before it goes out (S1: its few bytes
+    of framing count with the WAL, as a WAL stream's headers do)."""
     async with aclosing(frames) as stream:
         async for frame in stream:
+            if pay is not None:
+                await pay(len(frame))
             yield frame
 
 

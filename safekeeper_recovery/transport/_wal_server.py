@@ -25,7 +25,8 @@ Recovery streams (``wal_stream`` with a term) obey the node's throttles
 (``recovery.RecoveryThrottles``): beyond ``max_senders`` running ones a new one is refused
 with 503 and ``{"error": "donor busy: …", "reason": "donor_busy"}`` (the recovering node
 raises ``DonorBusy`` and tries another donor or backs off), and every WAL byte sent pays
-the ``serve`` rate limit; both exempt a timeline whose quorum is at risk (core rule T6).
+the ``serve`` rate limit (``_serve_throttle.py``, which snapshots of a pull pay too); both
+exempt a timeline whose quorum is at risk (core rule T6).
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ from ..core import (
     StreamStopped,
     TenantTimelineId,
     Term,
-    quorum_at_risk,
 )
 from ..recovery import RecoveryThrottles
 from ..storage import Archive
@@ -64,6 +64,7 @@ from ..timeline import Timeline, TimelineBroken, TimelineNotFound, TimelineRegis
 from ._auth import Authenticator, bearer_token
 from ._connections import ConnectionSlots
 from ._paths import BadRequest, check_query, parse_bool, parse_lsn, parse_term, parse_timeline_path
+from ._serve_throttle import Payer, quorum_at_risk_here, serve_payer
 from ._wal_acceptor import serve_push_connection
 from ._wal_sender import WalSenders, serve_stream_connection
 
@@ -265,7 +266,7 @@ async def _handle_request(
         return
     recovery_stream = (throttles is not None and isinstance(target, WalStreamTarget)
                        and target.term is not None)
-    pay: _Payer | None = None
+    pay: Payer | None = None
     if recovery_stream:
         assert throttles is not None
         if not throttles.sender_slot_free() and not _at_risk(timeline, config,
@@ -277,7 +278,7 @@ async def _handle_request(
                 f"{throttles.max_senders} (--recovery-max-senders); try another donor",
                 remote, reason="donor_busy")
             return
-        pay = _serve_payer(timeline, config, throttles, listening_since)
+        pay = serve_payer(timeline, throttles, config.heartbeat_timeout, listening_since)
         throttles.active_senders += 1
     try:
         try:
@@ -297,44 +298,8 @@ async def _handle_request(
             throttles.active_senders -= 1
 
 
-_Payer = Callable[[int], Awaitable[None]]
-_RISK_RECHECK: Final = 1.0
-
-
 def _at_risk(timeline: Timeline, config: WalServerConfig, listening_since: float) -> bool:
-    """Core rules T6-T7, from this node's peer table (settled a heartbeat timeout after
-    the WAL port started)."""
-    a = timeline.acceptor
-    now = trio.current_time()
-    return quorum_at_risk(a.node_id, a.flush_lsn, a.commit_lsn, timeline.current_peers(),
-                          now, config.heartbeat_timeout,
-                          settled=now - listening_since >= config.heartbeat_timeout)
-
-
-def _serve_payer(timeline: Timeline, config: WalServerConfig,
-                 throttles: RecoveryThrottles, listening_since: float) -> _Payer:
-    """What a recovery stream pays per WAL message: the node's ``serve`` rate limit,
-    exempt while the timeline's quorum is at risk (re-checked every second, also while
-    it waits)."""
-    checked = -float("inf")
-    exempt = False
-
-    async def at_risk() -> bool:
-        nonlocal checked, exempt
-        checked = trio.current_time()
-        exempt = _at_risk(timeline, config, listening_since)
-        return exempt
-
-    async def pay(nbytes: int) -> None:
-        serve = throttles.serve
-        if serve.rate is None:
-            serve.bytes += nbytes
-            return
-        if trio.current_time() - checked >= _RISK_RECHECK:
-            await at_risk()
-        await serve.pay(nbytes, exempt=exempt, release=at_risk)
-
-    return pay
+    return quorum_at_risk_here(timeline, config.heartbeat_timeout, listening_since)
 
 
 async def _run_connection(
@@ -344,7 +309,7 @@ async def _run_connection(
     remote: str,
     config: WalServerConfig,
     senders: WalSenders,
-    pay: _Payer | None = None,
+    pay: Payer | None = None,
 ) -> tuple[int, str]:
     """Serve an accepted connection; return the close code and reason it ends with."""
     try:

@@ -466,3 +466,42 @@ async def pull_while_writing(cluster: Cluster, ttid: TenantTimelineId) -> None:
         return await horizon(1) >= start + 2 * SEG_SIZE
 
     await wait_until(donor_removed, 30, message="node 1 to remove WAL once the pull is done")
+
+
+async def test_a_snapshot_pays_the_donors_serve_rate_like_a_recovery_stream(
+    make_cluster: ClusterFactory,
+) -> None:
+    # The donors' serve limit covers pulls as it covers recovery streams (issue 17: a node
+    # cannot be drained past its limit by pulling instead of recovering).
+    cluster = make_cluster(3)
+    await cluster.start()
+    ttid = make_ttid(170)
+    await cluster.create_timeline(ttid, ids=[1, 2])
+    end = await written(cluster, ttid, "6MiB", [1, 2])
+    rate = 2 * MiB
+    for i in (1, 2):
+        async with cluster[i].client() as client:
+            await client.set_recovery_throttles(serve_max_rate=rate)
+    started = trio.current_time()
+    answer = await start_pull(cluster, 3, ttid, [1, 2])
+    assert answer.status_code == 202, answer.text
+    await wait_pull(cluster, 3, ttid, "done")
+    took = trio.current_time() - started
+    served = exempt = 0
+    for i in (1, 2):
+        async with cluster[i].client() as client:
+            serve = (await client.recovery_throttles())["serve"]
+        assert isinstance(serve, dict), serve
+        served += int(str(serve["bytes"]))
+        exempt += int(str(serve["exempt_bytes"]))
+    wal = int(end) - int(DEFAULT_START_LSN)
+    # Both donors alive and caught up: nothing is at risk, every frame paid.
+    assert exempt == 0, exempt
+    assert served >= wal, (served, wal)
+    # At 2 MiB/s (the bucket's burst is a twentieth of a second's worth) 6 MiB take about
+    # 3 s; the bound leaves a margin. Unthrottled, a pull of 6 MiB takes a fraction of a
+    # second here.
+    assert took >= (wal - rate) / rate * 0.9, took
+    st = await cluster.timeline_status(3, ttid)
+    assert st.flush_lsn == end, st.raw
+    await assert_digests_equal(cluster, ttid, [1, 3], DEFAULT_START_LSN, end)
