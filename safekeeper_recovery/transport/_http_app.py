@@ -666,8 +666,9 @@ async def _closing(frames: AsyncGenerator[bytes, None], pay: Payer | None = None
                    ) -> AsyncIterator[bytes]:
     """``frames`` closed as soon as the response ends (a peer gone mid-stream), so the
     donor's removal hold is released now, not when the generator is collected. With
-    ``pay``, every frame pays the node's serve rate before it goes out (S1: its few bytes
-    of framing count with the WAL, as a WAL stream's headers do)."""
+    ``pay``, every frame pays the node's serve rate before it goes out (S1; a frame's few
+    bytes of framing count with its WAL: a WAL stream pays for its WAL only, and a
+    snapshot's header and end frames are a few hundred bytes)."""
     async with aclosing(frames) as stream:
         async for frame in stream:
             if pay is not None:
