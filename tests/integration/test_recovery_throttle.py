@@ -49,6 +49,24 @@ async def recoveries(cluster: Cluster, node: int) -> dict[TenantTimelineId, Reco
     }
 
 
+async def all_caught_up(cluster: Cluster, node: int, lags: dict[TenantTimelineId, int]
+                        ) -> dict[TenantTimelineId, RecoveryReport]:
+    """Wait until ``node`` recovered every timeline of ``lags`` to its lag (nothing
+    recovering or waiting), each last attempt ``caught_up``; the final reports."""
+
+    async def all_done() -> bool:
+        now = await recoveries(cluster, node)
+        if any(r.state in ("recovering", "waiting") for r in now.values()):
+            return False
+        flushed = {t: await cluster.flush_lsn(node, t) for t in lags}
+        return all(flushed[t] >= DEFAULT_START_LSN + lag for t, lag in lags.items())
+
+    await wait_until(all_done, 30, message=f"every timeline to catch up on sk{node}")
+    final = await recoveries(cluster, node)
+    assert all(r.last_outcome == "caught_up" for r in final.values()), final
+    return final
+
+
 async def _sample_total_bytes(cluster: Cluster, node: int, ttid: TenantTimelineId,
                               samples: list[tuple[float, int]], stop: trio.Event) -> None:
     """Record (time, bytes received by recovery so far) every 0.2 s until ``stop``."""
@@ -220,16 +238,7 @@ async def test_the_recovery_queue_is_shown_in_status_and_served_smallest_lag_fir
     async with cluster[3].client() as client:
         await client.set_recovery_throttles(max_rate=4 * MiB)
 
-    async def all_done() -> bool:
-        now = await recoveries(cluster, 3)
-        if any(r.state in ("recovering", "waiting") for r in now.values()):
-            return False
-        flushed = {t: await cluster.flush_lsn(3, t) for t in lags}
-        return all(flushed[t] >= DEFAULT_START_LSN + lag for t, lag in lags.items())
-
-    await wait_until(all_done, 30, message="every timeline to catch up on sk3")
-    final = await recoveries(cluster, 3)
-    assert all(r.last_outcome == "caught_up" for r in final.values()), final
+    final = await all_caught_up(cluster, 3, lags)
     started = sorted(lags, key=lambda t: final[t].started_at or 0.0)
     assert started == [first, *waiting], (started, lags)
 
@@ -306,16 +315,7 @@ async def test_a_waiting_timeline_whose_quorum_turns_at_risk_is_served_before_sm
     async with cluster[4].client() as client:
         await client.set_recovery_throttles(max_rate=4 * MiB)
 
-    async def all_done() -> bool:
-        now = await recoveries(cluster, 4)
-        if any(r.state in ("recovering", "waiting") for r in now.values()):
-            return False
-        flushed = {t: await cluster.flush_lsn(4, t) for t in lags}
-        return all(flushed[t] >= DEFAULT_START_LSN + lag for t, lag in lags.items())
-
-    await wait_until(all_done, 30, message="every timeline to catch up on sk4")
-    final = await recoveries(cluster, 4)
-    assert all(r.last_outcome == "caught_up" for r in final.values()), final
+    final = await all_caught_up(cluster, 4, lags)
     started = sorted(lags, key=lambda t: final[t].started_at or 0.0)
     assert started == [first, x, second], (started, final)
 

@@ -4,6 +4,7 @@ autojump clock."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -99,6 +100,23 @@ async def test_g1_g2_slots_go_to_the_smallest_lag_and_at_risk_first(
     assert order == [1, 4, 3, 2]
 
 
+def _queued(slots: RecoveryScheduler, order: list[int], release: trio.Event,
+            refresh: dict[int, Callable[[], Awaitable[tuple[bool, int] | None]]]
+            ) -> Callable[[int, int], Awaitable[None]]:
+    """``recover(n, lag)``: take a slot for timeline ``n`` (re-checked by ``refresh[n]``
+    if given), note the order slots were granted in; timeline 1 holds its slot until
+    ``release``."""
+
+    async def recover(n: int, lag: int) -> None:
+        async with slots.slot(queue_ttid(n), at_risk=False, lag_bytes=lag,
+                              refresh=refresh.get(n)):
+            order.append(n)
+            if n == 1:
+                await release.wait()
+
+    return recover
+
+
 async def test_g6_a_waiter_whose_quorum_turns_at_risk_while_it_waits_is_next(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -112,12 +130,7 @@ async def test_g6_a_waiter_whose_quorum_turns_at_risk_while_it_waits_is_next(
         refreshes.append(trio.current_time())
         return (risk[3], 5000)
 
-    async def recover(n: int, lag: int) -> None:
-        async with slots.slot(queue_ttid(n), at_risk=False, lag_bytes=lag,
-                              refresh=refresh if n == 3 else None):
-            order.append(n)
-            if n == 1:
-                await release.wait()
+    recover = _queued(slots, order, release, {3: refresh})
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(recover, 1, 10)
@@ -149,12 +162,7 @@ async def test_g6_a_waiter_queued_with_a_stale_lag_is_placed_by_its_lag_of_now(
     async def grown() -> tuple[bool, int] | None:
         return (False, 5000)
 
-    async def recover(n: int, lag: int) -> None:
-        async with slots.slot(queue_ttid(n), at_risk=False, lag_bytes=lag,
-                              refresh=grown if n == 3 else None):
-            order.append(n)
-            if n == 1:
-                await release.wait()
+    recover = _queued(slots, order, release, {3: grown})
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(recover, 1, 10)
