@@ -195,6 +195,19 @@ async def test_removal_frees_the_space_and_the_guard_takes_wal_again_by_itself(
             usage = measure_disk_usage(disk)  # now, not the guard's last measurement
             headroom = DiskLimit(percent=50).limit_bytes(usage.size) - usage.used
             leave_room(disk / "filler", headroom - 3 * SEG_SIZE)
+            filled = measure_disk_usage(disk).used
+
+            async def filler_measured() -> bool:
+                # The guard counts only its own WAL between two measurements (U4): until
+                # it has measured the filler, it would admit up to the old headroom, and
+                # the propose (a fraction of a second) fits inside one interval (1 s).
+                lc = parse_timeline_status(await get(node, ttid_url(TTID))).lifecycle
+                assert lc is not None
+                used = None if lc.disk is None else lc.disk.fs_used_bytes
+                return used is not None and used >= filled
+
+            await wait_until(filler_measured, DEADLINE, message="the guard to measure the "
+                             "filler", poll=0.1)
 
             done = await run_cli(
                 "propose", "--safekeepers", node.wal_url,
