@@ -25,7 +25,7 @@ from safekeeper_recovery.testing import (
     run_cli,
     wait_until,
 )
-from safekeeper_recovery.transport import TimelineStatus
+from safekeeper_recovery.transport import HttpError, TimelineStatus
 
 from .conftest import ClusterFactory
 from .metrics_support import metric
@@ -361,14 +361,24 @@ async def test_a_new_node_pulls_after_the_donors_removed_old_wal_and_catches_up(
     more = await written(cluster, ttid, "2500KiB", [1, 2])
     await wait_caught_up(cluster, 3, ttid, more, timeout=60)
     # Every node may have archived and removed more meanwhile (node 3 too, once caught
-    # up): compare what all of them still hold.
-    horizons = []
-    for node in (1, 2, 3):
-        lc = (await cluster.timeline_status(node, ttid)).wal_lifecycle
-        assert lc is not None
-        horizons.append(Lsn.parse(str(lc["removal_horizon"])))
-    assert max(horizons) < more, horizons
-    await assert_digests_equal(cluster, ttid, [1, 2, 3], max(horizons), more)
+    # up), even between reading the horizons and asking the digests (409: removed): compare
+    # what all of them still hold, from the new horizons if one moved in between.
+    async def same_wal_held() -> bool:
+        horizons = []
+        for node in (1, 2, 3):
+            lc = (await cluster.timeline_status(node, ttid)).wal_lifecycle
+            assert lc is not None
+            horizons.append(Lsn.parse(str(lc["removal_horizon"])))
+        assert max(horizons) < more, horizons
+        try:
+            await assert_digests_equal(cluster, ttid, [1, 2, 3], max(horizons), more)
+        except HttpError as e:
+            if e.status != 409:
+                raise
+            return False
+        return True
+
+    await wait_until(same_wal_held, 30, message="the three nodes' digests of what they hold")
 
 
 async def test_with_auth_on_a_pull_takes_a_peer_token_and_the_node_sends_its_own(
