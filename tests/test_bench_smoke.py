@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from safekeeper_recovery.bench import (
     targets,
     write_segments,
 )
-from safekeeper_recovery.bench._postgres import _run_timed
+from safekeeper_recovery.bench._postgres import _run_timed, evict_from_page_cache
 from safekeeper_recovery.cli._bench import REPORT, report_path
 from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.proposer import WalGenerator
@@ -59,6 +61,29 @@ def test_disk_limit_writes_like_the_node_and_says_how(tmp_path: Path) -> None:
     assert "2 MiB segments" in run.mode
     with pytest.raises(ValueError, match="page size"):
         write_segments(tmp_path / "disk", 4096, segment_size=1000)
+
+
+def _resident_bytes(path: Path) -> int:
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux's fincore")
+def test_the_walsender_from_disk_figure_evicts_the_wal_from_the_page_cache(
+        tmp_path: Path) -> None:
+    wal = tmp_path / "pg_wal"
+    (wal / "archive_status").mkdir(parents=True)
+    segments = [wal / "000000010000000000000001", wal / "archive_status" / "x.done"]
+    for path in segments:
+        with path.open("wb") as f:
+            f.write(os.urandom(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())  # clean pages: what make_wal leaves (PostgreSQL flushed)
+    if _resident_bytes(segments[0]) == 0:
+        pytest.skip("this file system keeps no page cache for the file (e.g. tmpfs)")
+    assert evict_from_page_cache(wal) == 2
+    assert [_resident_bytes(p) for p in segments] == [0, 0]
 
 
 def test_a_child_is_timed_with_its_own_cpu() -> None:

@@ -11,6 +11,12 @@ byte-identical to ``pg_wal``, as the ingest tests check). Each round, :meth:`str
 ``--endpos``, a slot name so it reports flush positions, default fsync per segment), but
 against the node: the target directory starts with an empty ``.partial`` of the start
 segment, which is where pg_receivewal then starts (the node has no slots to ask).
+
+The node reads its WAL from the disk (``O_DIRECT``; its files are evicted from the page
+cache before each round too, in case the file system refused ``O_DIRECT`` and the writes
+went through the cache). The report compares it with the walsender both ways: reading
+WAL from the page cache, where PostgreSQL's own writes left it, and from the disk (the
+same I/O mode as the node: ``PostgresServer.stream(from_disk=True)``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import trio
 
 from ..core import TenantId, TenantTimelineId, TimelineId
 from ..testing import NodeProcess, allocate_ports, run_cli
-from ._postgres import SEGMENT_SIZE, PostgresServer
+from ._postgres import SEGMENT_SIZE, PostgresServer, evict_from_page_cache
 
 __all__ = ["PgPortBench"]
 
@@ -88,6 +94,7 @@ class PgPortBench:
                     f"options='-c tenant_id={TTID.tenant_id} -c timeline_id={TTID.timeline_id}'")
         cmd = [str(self.pg.bindir / "pg_receivewal"), "-D", str(target), "-d", conninfo, "-w",
                "--no-loop", "-S", SLOT, f"--endpos={self.pg.end_lsn}"]
+        await trio.to_thread.run_sync(evict_from_page_cache, self.node.data_dir)
         t0 = time.perf_counter()
         result = await trio.run_process(cmd, capture_stderr=True, check=False)
         seconds = time.perf_counter() - t0

@@ -2,9 +2,15 @@
 
 The server is initialised and started by the benchmark (binaries from ``pg_config
 --bindir``), as the ``postgres`` user when we are root (the server refuses root). Before
-any WAL is made, one physical replication slot per round is created with its WAL reserved,
-so every round's ``pg_receivewal -S slot_i --endpos …`` streams the same bytes from the
-same start, and the server cannot recycle them in between.
+any WAL is made, two physical replication slots per round are created with their WAL
+reserved, so every round's ``pg_receivewal -S slot --endpos …`` streams the same bytes from
+the same start, and the server cannot recycle them in between.
+
+A stream reads the server's WAL the way the server left it: in the page cache, since
+PostgreSQL writes WAL buffered and the benchmark has just made it. ``stream(from_disk=True)``
+first evicts the server's WAL files from the page cache (:func:`evict_from_page_cache`),
+so the walsender reads them from the disk, as a safekeeper reads its WAL (``O_DIRECT``):
+the same I/O mode for the two servers (``_pgport.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import trio
 from ..core import Lsn
 from ..testing import allocate_ports
 
-__all__ = ["PostgresServer", "find_bindir"]
+__all__ = ["PostgresServer", "evict_from_page_cache", "find_bindir"]
 
 SEGMENT_SIZE = 16 * 1024 * 1024
 MESSAGE_BYTES = 1024 * 1024
@@ -54,6 +60,22 @@ def _run_timed(cmd: list[str]) -> tuple[float, float, int, str]:
         err.seek(0)
         return (seconds, usage.ru_utime + usage.ru_stime, process.returncode,
                 err.read().decode(errors="replace"))
+
+
+def evict_from_page_cache(directory: Path) -> int:
+    """Drop the page-cache pages of every file under ``directory`` (``POSIX_FADV_DONTNEED``);
+    return the number of files. Only clean pages go: PostgreSQL's WAL is, once flushed,
+    which ``make_wal`` waits for. Raises ``OSError``."""
+    count = 0
+    for parent, _dirs, files in os.walk(directory):
+        for name in files:
+            fd = os.open(os.path.join(parent, name), os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+            count += 1
+    return count
 
 
 def _as_server_user() -> list[str]:
@@ -110,13 +132,14 @@ class PostgresServer:
         options = " ".join([
             f"-c port={self.port}", "-c listen_addresses=127.0.0.1",
             f"-c unix_socket_directories={self.root}",
-            f"-c max_replication_slots={self.rounds + 2}", "-c max_wal_senders=10",
+            f"-c max_replication_slots={2 * self.rounds + 2}", "-c max_wal_senders=10",
             "-c max_wal_size=8GB", "-c fsync=on", "-c synchronous_commit=on",
         ])
         await self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w",
                         "-l", str(self.root / "postgres.log"), "-o", options, "start")
         for i in range(self.rounds):
-            await self.sql(f"SELECT pg_create_physical_replication_slot('bench_{i}', true)")
+            for slot in (f"bench_{i}", f"bench_disk_{i}"):
+                await self.sql(f"SELECT pg_create_physical_replication_slot('{slot}', true)")
         restart = await self.sql("SELECT min(restart_lsn) FROM pg_replication_slots")
         lsn = int(Lsn.parse(restart))
         self.start_lsn = Lsn(lsn - lsn % SEGMENT_SIZE)
@@ -139,16 +162,22 @@ class PostgresServer:
         self.end_lsn = end
         return end
 
-    async def stream(self, round_index: int, target: Path) -> tuple[float, float]:
-        """``pg_receivewal`` (default fsync: per segment) over TCP loopback from slot
-        ``round_index`` to ``end_lsn``; returns its wall time and its CPU time (user +
-        system from its own rusage), in seconds."""
+    async def stream(self, round_index: int, target: Path, *,
+                     from_disk: bool = False) -> tuple[float, float]:
+        """``pg_receivewal`` (default fsync: per segment) over TCP loopback from round
+        ``round_index``'s slot to ``end_lsn``; returns its wall time and its CPU time (user
+        + system from its own rusage), in seconds. ``from_disk``: evict the server's WAL
+        from the page cache first (another slot, so each stream starts at ``start_lsn``)."""
         assert self.end_lsn is not None, "make_wal() first"
         await trio.to_thread.run_sync(lambda: shutil.rmtree(target, ignore_errors=True))
         await trio.Path(target).mkdir(parents=True)
+        slot = f"bench_{round_index}"
+        if from_disk:
+            slot = f"bench_disk_{round_index}"
+            await trio.to_thread.run_sync(evict_from_page_cache, self.data / "pg_wal")
         cmd = [str(self.bindir / "pg_receivewal"), "-D", str(target), "-h", "127.0.0.1",
                "-p", str(self.port), "-U", "postgres", "-w", "--no-loop",
-               "-S", f"bench_{round_index}", f"--endpos={self.end_lsn}"]
+               "-S", slot, f"--endpos={self.end_lsn}"]
         # A worker thread, because only wait4 hands back the child's own rusage (trio
         # reaps its children without it); --endpos makes the child end by itself.
         seconds, cpu, returncode, stderr = await trio.to_thread.run_sync(_run_timed, cmd)

@@ -2,7 +2,8 @@
 
 Per round, in an order rotated each round (so no figure always runs first or last):
 node 3 recovering N bytes from a donor; node 3 pulling the same timeline from an empty
-disk (``_pull.py``); ``pg_receivewal`` streaming N bytes of real WAL;
+disk (``_pull.py``); ``pg_receivewal`` streaming N bytes of real WAL, read from the page
+cache and again read from the disk (``_postgres.py``);
 the disk limit (N bytes written the way the node writes WAL: ``_disk.py``); a proposer
 writing N bytes to three nodes; node 3 recovering N/4 bytes (its peak RSS);
 ``pg_receivewal`` streaming the same N bytes from a safekeeper's pg port (``_pgport``).
@@ -66,6 +67,8 @@ class BenchResults:
     recovery_from_spawn: Samples = attrs.Factory(
         lambda: Samples("recovery incl. process start", "MB/s"))
     pg_receivewal: Samples = attrs.Factory(lambda: Samples("pg_receivewal", "MB/s"))
+    pg_receivewal_disk: Samples = attrs.Factory(
+        lambda: Samples("pg_receivewal, server's WAL read from disk", "MB/s"))
     pg_port: Samples = attrs.Factory(
         lambda: Samples("pg_receivewal from a safekeeper's pg port", "MB/s"))
     disk: Samples = attrs.Factory(lambda: Samples("disk limit (O_DIRECT)", "MB/s"))
@@ -98,6 +101,8 @@ class BenchResults:
             "ingest ÷ pg_receivewal": ratio(self.ingest, self.pg_receivewal),
             "ingest ÷ disk limit": ratio(self.ingest, self.disk),
             "pg port ÷ pg_receivewal": ratio(self.pg_port, self.pg_receivewal),
+            "pg port ÷ pg_receivewal, both from disk": ratio(self.pg_port,
+                                                             self.pg_receivewal_disk),
             "pg_receivewal ÷ disk limit": ratio(self.pg_receivewal, self.disk),
         }
 
@@ -136,6 +141,10 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             results.pg_receivewal.add(n / MB / seconds)
             results.cpu_pg_receivewal.add(cpu / (n / 2**30))
 
+        async def receivewal_disk(i: int) -> None:
+            seconds, _cpu = await pg.stream(i, root / "receivewal", from_disk=True)
+            results.pg_receivewal_disk.add(n / MB / seconds)
+
         async def disk(_: int) -> None:
             run = await trio.to_thread.run_sync(write_segments, root / "disk", n)
             results.disk.add(n / MB / run.seconds)
@@ -168,6 +177,7 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             ("disk limit", disk), ("ingest", ingest),
             (f"memory: recovering {n // 4 / 2**20:.0f} MiB", memory),
             ("pg_receivewal from the pg port", pg_port),
+            ("pg_receivewal, the server's WAL read from disk", receivewal_disk),
         ]
         if config.archive:
             steps.append(("archive: ingest with and without archive + removal",
