@@ -167,6 +167,10 @@ _HOST_PORT_META = "HOST:PORT"  # checked by load_config, which names the setting
     help="Write WAL with O_DIRECT, bypassing the page cache (buffered where the file "
          "system refuses it).",
 )
+@setting("--wal-memory", type=SIZE, default_text="64MiB",
+         help="The newest WAL kept in memory, all timelines together, so that readers at the "
+              "live end (standbys, the archive uploader, peers finishing a recovery) need no "
+              "disk read (0: none).")
 @setting("--archive", type=ARCHIVE_URL,
          help="Archive completed WAL segments here (file:///DIR or s3://BUCKET/PREFIX; S3 "
               "credentials and region from AWS_* variables) and remove WAL once archived "

@@ -104,6 +104,10 @@ class NodeConfig:
     wal_direct_io: bool = True
     """Write WAL with O_DIRECT (no page-cache copy; buffered where the file system
     refuses it). See storage/_direct.py for why."""
+    wal_memory: int = 64 * 1024 * 1024
+    """Bytes of the newest WAL kept in memory, all timelines together, for readers at the
+    live end (standbys on the pg port, the archive uploader, peers finishing a recovery):
+    they read it with no disk read (storage/_recent_wal.py). 0: none. Process-wide."""
     archive: str | None = None
     """Where completed WAL segments are archived: ``file:///DIR`` or ``s3://BUCKET/PREFIX``
     (docs/archive.md). With an archive, WAL is removed once archived and committed."""
@@ -316,6 +320,7 @@ _PARSERS: Final[dict[str, Callable[[object], object]]] = {
     "recovery_serve_max_rate": _parse_size,
     "recovery_max_senders": _parse_positive_int,
     "wal_direct_io": _parse_bool,
+    "wal_memory": _parse_size,
     "archive": _parse_archive,
     "archive_endpoint": _parse_url,
     "wal_keep_size": _parse_size,

@@ -32,7 +32,7 @@ import trio
 
 from ..core import FlushWal, SafekeeperError, TenantTimelineId
 from ..recovery import RecoveryStatus, RecoveryThrottles
-from ..storage import Archive, open_archive
+from ..storage import Archive, open_archive, recent_wal_budget
 from ..timeline import (
     DiskGuard,
     FileBackend,
@@ -172,6 +172,9 @@ async def _serve_locked(
     if config.listen_pg is not None:
         await trio.to_thread.run_sync(_check_can_listen, config.listen_pg, "--listen-pg")
     metrics = metrics if metrics is not None else NodeMetrics()
+    # Process-wide, like the O_DIRECT staging buffers: a library user running several
+    # nodes in one process shares one budget, set by the last node started.
+    recent_wal_budget.limit = config.wal_memory
     guard = disk_guard if disk_guard is not None else build_disk_guard(config, metrics)
     registry = TimelineRegistry(
         config.node_id, FileBackend(config.data_dir, direct_io=config.wal_direct_io),

@@ -34,6 +34,7 @@ from ._durable import check_room
 from ._fileops import DiskFaults
 from ._flush_position import FLUSH_POSITION_FILE_NAME, FlushPositionFile
 from ._memory_wal import MemoryWalStore
+from ._recent_wal import RecentWal, RecentWalBudget, recent_wal_budget
 from ._removal import REMOVAL_HORIZON_FILE_NAME, read_removal_horizon
 from ._segments import FileWalStore
 from ._truncation_mark import TRUNCATION_MARK_FILE_NAME, read_mark
@@ -59,6 +60,8 @@ __all__ = [
     "MemoryControlFileStore",
     "MemoryWalStore",
     "REMOVAL_HORIZON_FILE_NAME",
+    "RecentWal",
+    "RecentWalBudget",
     "TRUNCATION_MARK_FILE_NAME",
     "WalStore",
     "check_room",
@@ -66,6 +69,7 @@ __all__ = [
     "open_archive",
     "read_mark",
     "read_removal_horizon",
+    "recent_wal_budget",
     "segment_key",
     "timeline_prefix",
     "validate_seg_size",

@@ -13,7 +13,10 @@ recovering, a node being caught up) has the next block *prefetched*: as soon as 
 read in full, the one after it is read on a worker thread while the caller sends the
 current one (reads the cache answers do not wait for the lock that prefetch holds), so
 the disk and the network work at the same time (WAL is read with
-``O_DIRECT``, never from the page cache, so every block is a real disk read). Nothing here
+``O_DIRECT``, never from the page cache, so every block is a real disk read). A reader at
+the live end is served from the store's *tail* instead: the bytes of its last writes, kept
+in memory under a process-wide budget (``_recent_wal.py``), with no hop and no disk read.
+Nothing here
 reads a clock, so it runs unchanged
 under trio's ``MockClock``. But a thread hop leaves the run loop idle, and an *autojump*
 clock then jumps virtual time forward (timeouts may fire while the disk "works"): for
@@ -37,6 +40,7 @@ import attrs
 import trio  # type: ignore[import-untyped, unused-ignore]  # trio < 0.23 has no py.typed
 
 from ..core import Lsn
+from ._recent_wal import DEFAULT_RECENT_CAP, RecentWal, RecentWalBudget, recent_wal_budget
 from ._wal_store import (
     WalStore,
     check_readable,
@@ -74,6 +78,8 @@ class AsyncWalStoreStatistics:
     """``read`` calls served from the read-ahead cache without a hop."""
     prefetches: int = 0
     """Blocks read ahead of a streaming reader (see the module docstring)."""
+    recent_hits: int = 0
+    """``read`` calls served from the tail of recent writes (``_recent_wal.py``)."""
 
 
 @final
@@ -88,6 +94,8 @@ class AsyncWalStore:
         read_ahead_bytes: int = DEFAULT_READ_AHEAD,
         inline: bool = False,
         prefetch: bool | None = None,
+        recent_cap: int = DEFAULT_RECENT_CAP,
+        recent_budget: RecentWalBudget = recent_wal_budget,
     ) -> None:
         """Wrap ``store`` (which this object then owns and closes in ``aclose``).
 
@@ -95,7 +103,8 @@ class AsyncWalStore:
         preceded by a checkpoint) instead of on a worker thread: only for stores that never
         block, such as ``MemoryWalStore`` under a mock clock. ``prefetch`` (default: when
         not inline; a simulation wants no tasks of the store's own) reads the next block
-        ahead of a streaming reader.
+        ahead of a streaming reader. ``recent_cap`` bytes of the newest writes are kept in
+        memory for readers at the live end (0: none), within ``recent_budget``.
         """
         if write_batch_bytes <= 0 or read_ahead_bytes <= 0:
             raise ValueError("write_batch_bytes and read_ahead_bytes must be positive")
@@ -119,6 +128,9 @@ class AsyncWalStore:
         self._flushes = 0
         self._hops = 0
         self._cache_hits = 0
+        self._recent = RecentWal(recent_cap, recent_budget)
+        self._recent_budget = recent_budget
+        self._recent_hits = 0
 
     @property
     def store(self) -> WalStore:
@@ -151,6 +163,7 @@ class AsyncWalStore:
             buffered_bytes=self._buffered,
             read_cache_hits=self._cache_hits,
             prefetches=self._prefetches,
+            recent_hits=self._recent_hits,
         )
 
     async def _hop(self, fn: Callable[[], T]) -> T:
@@ -191,8 +204,10 @@ class AsyncWalStore:
         except BaseException:
             self._bytes_written += int(store.write_lsn) - int(start)
             self._write_lsn = store.write_lsn
+            self._recent.clear()  # what reached the store is unknown: read it from there
             raise
         self._bytes_written += n
+        self._recent.append(start, chunks)
         return result
 
     async def write(self, lsn: Lsn, data: bytes) -> None:
@@ -243,6 +258,7 @@ class AsyncWalStore:
         async with self._lock:
             check_truncate_target(lsn, self._store.start_lsn, self._write_lsn)
             self._cache = self._next = b""
+            self._recent.clear()
             self._keep_buffered(max(0, int(lsn) - int(self._store.write_lsn)))
             store = self._store
             await self._hand_over(lambda: store.truncate(lsn))
@@ -272,6 +288,14 @@ class AsyncWalStore:
         ``max_bytes <= 0``.
         """
         check_readable(start, self._store.start_lsn, max_bytes)
+        # The tail of recent writes first: a reader at the live end needs no hop (R3: only
+        # durable bytes are asked of it; a truncation empties it before its own hop).
+        store = self._store
+        n = readable_length(start, max_bytes, store.flush_lsn, store.seg_size)
+        if n and (recent := self._recent.read(start, n)) is not None:
+            self._recent_hits += 1
+            self._recent_budget.read_from_memory_bytes += len(recent)
+            return recent
         if self._lock.locked():
             # Busy (mostly: prefetching the next block). Bytes already cached need not wait
             # for that disk read: the cache only ever holds durable bytes, and a truncation
@@ -291,6 +315,7 @@ class AsyncWalStore:
                 return b""
             want = max(max_bytes, self._read_ahead)
             block = await self._hop(lambda: store.read(start, want))
+            self._recent_budget.read_from_disk_bytes += len(block)
             self._cache_start, self._cache = start, block
             self._next = b""
             # More durable WAL after this block: a reader catching up will want it next (a
@@ -336,6 +361,7 @@ class AsyncWalStore:
                 if int(self._cache_start) + len(self._cache) != int(lsn) and self._cache:
                     return  # the reader went elsewhere meanwhile
                 block = await self._hop(lambda: store.read(lsn, self._read_ahead))
+                self._recent_budget.read_from_disk_bytes += len(block)
                 if not self._closed:
                     self._next_start, self._next = lsn, block
                     self._prefetches += 1
@@ -365,6 +391,7 @@ class AsyncWalStore:
             self._chunks, self._buffered = [], 0
             self._write_lsn = self._store.flush_lsn
             self._cache = self._next = b""
+            self._recent.clear()  # give its bytes back to the process-wide budget
             self._closed = True
             await self._hop(self._store.close)
 

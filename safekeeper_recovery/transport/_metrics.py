@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from ..storage import DiskUsage
+from ..storage import DiskUsage, recent_wal_budget
 
 __all__ = ["METRICS_CONTENT_TYPE", "PULL_OUTCOMES", "RECOVERY_OUTCOMES", "NodeMetrics",
            "PgConsumerSample"]
@@ -67,6 +67,10 @@ class NodeMetrics:
       ``disk_guard_refusing`` (gauges, the data directory's file system, from the disk
       guard's last measurement), ``disk_guard_refused_appends`` (counter) and
       ``wal_disk_bytes`` (gauge, every timeline's WAL files, set by the node at scrape).
+    * ``wal_memory_bytes`` / ``wal_memory_limit_bytes`` (gauges) and
+      ``wal_read_bytes`` (counter, label ``source``: ``memory`` or ``disk``): the newest
+      WAL kept in memory for readers at the live end (``storage/_recent_wal.py``), read at
+      scrape time from the process-wide budget.
     """
 
     def __init__(self, prefix: str = "safekeeper") -> None:
@@ -181,6 +185,7 @@ class NodeMetrics:
             f"{prefix}_wal_disk_bytes",
             "Bytes of WAL segment files of every timeline on this node", registry=r,
         )
+        r.register(_RecentWalCollector(prefix))
 
     # Method forms, so that NodeMetrics satisfies the recovery engine's RecoveryMetrics
     # and the WAL lifecycle's LifecycleObserver.
@@ -240,6 +245,32 @@ class NodeMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of this node's registry."""
         return generate_latest(self.registry)
+
+
+class _RecentWalCollector(Collector):
+    """The recent-WAL gauges and read counter of :class:`NodeMetrics`, from the
+    process-wide budget at scrape time."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+
+    def collect(self) -> Iterator[Metric]:
+        budget = recent_wal_budget
+        yield GaugeMetricFamily(f"{self._prefix}_wal_memory_bytes",
+                                "Newest WAL held in memory for readers at the live end",
+                                value=budget.used)
+        yield GaugeMetricFamily(f"{self._prefix}_wal_memory_limit_bytes",
+                                "--wal-memory: the most newest WAL held in memory",
+                                value=budget.limit)
+        reads = CounterMetricFamily(f"{self._prefix}_wal_read_bytes",
+                                    "WAL bytes read by WAL senders and archive uploads, by source "
+                                    "(memory: the newest WAL held; disk)", labels=["source"])
+        reads.add_metric(["memory"], budget.read_from_memory_bytes)
+        reads.add_metric(["disk"], budget.read_from_disk_bytes)
+        yield reads
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 class _ConsumerCollector(Collector):

@@ -1,4 +1,6 @@
-"""``AsyncWalStore``: batching of thread hops, read-ahead cache, same positions as the store."""
+"""``AsyncWalStore``: batching of thread hops, read-ahead cache, the tail of recent writes,
+same positions as the store. Tests of the disk read path turn the tail off (``recent_cap=0``):
+it would serve their reads from memory."""
 
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ async def test_rewrite_and_gap_are_refused_against_buffered_position(inner: WalS
 
 
 async def test_reads_see_only_flushed_bytes_and_use_the_read_ahead_cache(inner: WalStore) -> None:
-    s = AsyncWalStore(inner, prefetch=False)  # the cache alone (prefetching: below)
+    s = AsyncWalStore(inner, prefetch=False, recent_cap=0)  # the cache alone
     data = bytes(range(256)) * (6 * KIB)  # 1.5 MiB
     await s.write(Lsn(0), data)
     assert await s.read(Lsn(0), 128 * KIB) == b""
@@ -86,7 +88,7 @@ async def test_reads_see_only_flushed_bytes_and_use_the_read_ahead_cache(inner: 
 
 
 async def test_a_streaming_reader_gets_the_next_block_prefetched(inner: WalStore) -> None:
-    s = AsyncWalStore(inner)
+    s = AsyncWalStore(inner, recent_cap=0)
     data = bytes(range(251)) * (14 * KIB)  # 3.4 MiB: four segments
     await s.write(Lsn(0), data)
     await s.flush()
@@ -124,7 +126,7 @@ class _SlowSecondSegment:
 
 async def test_cached_reads_do_not_wait_behind_a_prefetchs_disk_read() -> None:
     inner = _SlowSecondSegment()
-    s = AsyncWalStore(inner)  # type: ignore[arg-type]  # a WalStore by delegation
+    s = AsyncWalStore(inner, recent_cap=0)  # type: ignore[arg-type]  # a WalStore by delegation
     data = bytes(range(251)) * (9 * KIB)  # segment 0 and part of 1
     await s.write(Lsn(0), data)
     await s.flush()
@@ -144,7 +146,7 @@ async def test_cached_reads_do_not_wait_behind_a_prefetchs_disk_read() -> None:
 
 
 async def test_a_truncation_drops_the_prefetched_block(inner: WalStore) -> None:
-    s = AsyncWalStore(inner)
+    s = AsyncWalStore(inner, recent_cap=0)
     await s.write(Lsn(0), b"1" * (2 * SEG))
     await s.flush()
     assert await s.read(Lsn(0), 10) == b"1" * 10
@@ -210,7 +212,7 @@ async def test_a_failed_hand_over_falls_back_to_the_store_position() -> None:
 async def test_inline_mode_keeps_virtual_time_still_under_an_autojump_clock(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    s = AsyncWalStore(MemoryWalStore(SEG), inline=True)
+    s = AsyncWalStore(MemoryWalStore(SEG), inline=True, recent_cap=0)
     start = trio.current_time()
     with trio.fail_after(1):  # a thread hop would idle the loop and let the clock jump
         await s.write(Lsn(0), b"z" * (2 * SEG))

@@ -1,16 +1,20 @@
 """The pg port (``--listen-pg``) with real PostgreSQL 15 clients: pg_receivewal writes
-segments byte-identical to the primary's ``pg_wal``; a standby streams from the
-safekeepers and replays, and keeps streaming when the node it uses is killed."""
+segments byte-identical to the primary's ``pg_wal``; a consumer following the live end is
+served from memory, with no disk read; a standby streams from the safekeepers and
+replays, and keeps streaming when the node it uses is killed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
+import trio
 
 from safekeeper_recovery.postgres import PostgresError, PostgresServer, running_postgres
 from safekeeper_recovery.testing import Cluster, MiB, wait_until
 
+from ..metrics_support import metric
 from .ingest_support import SEG, TTID, segment_name, wait_committed
 from .pgport_support import ingesting, pg_conninfo, receivewal
 
@@ -75,6 +79,56 @@ async def test_pg_receivewal_from_a_safekeeper_writes_the_primarys_segments(
     # where it started (K2).
     assert consumer.flush_lsn == 0
     assert consumer.hold_lsn == start
+
+
+@pytest.mark.slow
+async def test_a_consumer_at_the_live_end_is_served_from_memory_with_no_disk_read(
+    primary: PostgresServer, pg_cluster: Cluster, shared_dir: Path,
+) -> None:
+    """pg_receivewal follows node 2 while pgbench writes: every byte it gets comes from the
+    node's newest WAL in memory (``--wal-memory``, default 64 MiB), none from the disk,
+    although the node writes WAL with O_DIRECT and so has none of it in the page cache."""
+    cluster = pg_cluster
+    async with ingesting(cluster, primary) as (ingest, start):
+        # Past the timeline's first segment: pg_receivewal starts at the start of the
+        # segment of the commit position, which must be WAL the node holds.
+        await primary.run_tool("pgbench", "-i", "-s", "2", "-q", primary.conninfo)
+        ready = await primary.lsn("SELECT pg_current_wal_flush_lsn()")
+        assert ready // SEG > start // SEG, "still in the timeline's first segment"
+        await wait_committed(cluster, [1, 2, 3], ready, ingest)
+        async with httpx.AsyncClient() as http:
+            metrics = f"{cluster[2].http_url}/metrics"
+            before = (await http.get(metrics)).text
+            out = shared_dir / "live"
+            out.mkdir()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receivewal, primary, pg_conninfo(cluster, 2), out)
+
+                async def following() -> bool:
+                    status = await cluster.timeline_status(2, TTID)
+                    return any(c.connected and c.sent_lsn >= ready
+                               for c in status.pg_consumers)
+
+                await wait_until(following, 30, message="pg_receivewal caught up")
+                await primary.run_tool("pgbench", "-t", "300", "-c", "2", primary.conninfo)
+                target = await primary.lsn("SELECT pg_current_wal_flush_lsn()")
+                await wait_committed(cluster, [2], target, ingest)
+
+                async def sent_all() -> bool:
+                    status = await cluster.timeline_status(2, TTID)
+                    return any(c.sent_lsn >= target for c in status.pg_consumers)
+
+                await wait_until(sent_all, 30, message="the live WAL sent to pg_receivewal")
+                nursery.cancel_scope.cancel()
+            after = (await http.get(metrics)).text
+    sent = metric(after, "safekeeper_pg_sent_bytes_total")
+    from_memory = (metric(after, 'safekeeper_wal_read_bytes_total{source="memory"}')
+                   - metric(before, 'safekeeper_wal_read_bytes_total{source="memory"}'))
+    from_disk = (metric(after, 'safekeeper_wal_read_bytes_total{source="disk"}')
+                 - metric(before, 'safekeeper_wal_read_bytes_total{source="disk"}'))
+    assert sent >= int(target) - int(ready), after
+    assert (from_disk, from_memory >= sent) == (0, True), after
+    assert 0 < metric(after, "safekeeper_wal_memory_bytes") <= 64 * MiB
 
 
 async def _standby_sees(standby: PostgresServer, table: str, timeout: float = 60) -> None:
