@@ -12,9 +12,10 @@ byte-identical to ``pg_wal``, as the ingest tests check). Each round, :meth:`str
 against the node: the target directory starts with an empty ``.partial`` of the start
 segment, which is where pg_receivewal then starts (the node has no slots to ask).
 
-The node reads its WAL from the disk (``O_DIRECT``; its files are evicted from the page
-cache before each round too, in case the file system refused ``O_DIRECT`` and the writes
-went through the cache). The report compares it with the walsender both ways: reading
+The node reads all of its WAL from the disk: ``O_DIRECT``, ``--wal-memory 0`` (else the
+newest 32 MiB it ingested would be served from memory), and its files evicted from the
+page cache before each round too, in case the file system refused ``O_DIRECT`` and the
+writes went through the cache. The report compares it with the walsender both ways: reading
 WAL from the page cache, where PostgreSQL's own writes left it, and from the disk (the
 same I/O mode as the node: ``PostgresServer.stream(from_disk=True)``).
 """
@@ -62,8 +63,10 @@ class PgPortBench:
         position (past ``end_lsn``) into it."""
         assert self.pg.end_lsn is not None, "make_wal() first"
         http, wal, pgp = allocate_ports(3)
+        # --wal-memory 0: the node's newest WAL would otherwise answer the end of every
+        # stream from memory; the figure is of WAL read from the disk, all of it.
         self.node = NodeProcess(1, self.root / "pgport-node", http, wal, pg_port=pgp,
-                                peer_timing=())
+                                peer_timing=(), extra_args=["--wal-memory", "0"])
         await self.node.start()
         conninfo = f"host=127.0.0.1 port={self.pg.port} user=postgres dbname=postgres"
         # pg_receivewal --endpos stops only once it has seen WAL *past* the end position:
