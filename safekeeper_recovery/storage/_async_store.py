@@ -16,11 +16,13 @@ the disk and the network work at the same time (WAL is read with
 ``O_DIRECT``, never from the page cache, so every block is a real disk read). A reader at
 the live end is served from the store's *tail* instead: the bytes of its last writes, kept
 in memory under a process-wide budget (``_recent_wal.py``), with no hop and no disk read.
-Nothing here
-reads a clock, so it runs unchanged
-under trio's ``MockClock``. But a thread hop leaves the run loop idle, and an *autojump*
-clock then jumps virtual time forward (timeouts may fire while the disk "works"): for
-simulations over ``MemoryWalStore`` pass ``inline=True`` to run the calls in the trio thread.
+A store keeps a tail only while it has readers (a ``read`` within the last
+``RECENT_READER_WINDOW`` seconds): one that is only written to (a node recovering, or
+without standbys, archive uploads or peers reading it) holds no WAL in memory. The only
+clock read is trio's, for that window, so it runs unchanged under trio's ``MockClock``.
+But a thread hop leaves the run loop idle, and an *autojump* clock then jumps virtual
+time forward (timeouts may fire while the disk "works"): for simulations over
+``MemoryWalStore`` pass ``inline=True`` to run the calls in the trio thread.
 
 Concurrency: callers serialise mutations (``write``/``flush``/``truncate``); the timeline
 holds a lock for that. A ``trio.Lock`` inside still serialises every thread hop, because the
@@ -56,6 +58,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WRITE_BATCH: Final = 4 << 20
 DEFAULT_READ_AHEAD: Final = 4 << 20
+RECENT_READER_WINDOW: Final = 60.0
+"""Seconds since the last ``read`` during which a store keeps its newest writes in memory:
+a standby or a recovering peer reads all the time, the archive uploader once a segment (so
+a timeline writing 16 MiB a minute or more keeps its tail for it)."""
 # Why 4 MiB, not 1: each hop costs the trio thread about a millisecond (the worker wakes
 # and takes the GIL from it), which at 1 MiB per hop was a seventh of a recovering node's
 # main-thread time. A hop of 4 MiB spends most of its time in pwritev/pread without the GIL.
@@ -130,6 +136,7 @@ class AsyncWalStore:
         self._cache_hits = 0
         self._recent = RecentWal(recent_cap, recent_budget)
         self._recent_budget = recent_budget
+        self._last_read: float | None = None  # trio time of the last read: see the window
         self._recent_hits = 0
 
     @property
@@ -207,7 +214,11 @@ class AsyncWalStore:
             self._recent.clear()  # what reached the store is unknown: read it from there
             raise
         self._bytes_written += n
-        self._recent.append(start, chunks)
+        last = self._last_read
+        if last is not None and trio.current_time() - last <= RECENT_READER_WINDOW:
+            self._recent.append(start, chunks)
+        elif self._recent.size:
+            self._recent.clear()  # nobody read lately: give the memory back
         return result
 
     async def write(self, lsn: Lsn, data: bytes) -> None:
@@ -288,6 +299,7 @@ class AsyncWalStore:
         ``max_bytes <= 0``.
         """
         check_readable(start, self._store.start_lsn, max_bytes)
+        self._last_read = trio.current_time()
         # The tail of recent writes first: a reader at the live end needs no hop (R3: only
         # durable bytes are asked of it; a truncation empties it before its own hop).
         store = self._store

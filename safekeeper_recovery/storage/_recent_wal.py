@@ -24,6 +24,9 @@ R3  The tail knows nothing of durability: the store asks it only for bytes below
     flush position (``AsyncWalStore.read``), and empties it before a truncation.
 R4  ``read`` answers only when the tail holds the whole range asked, else None (the
     caller reads the disk): an answer is never short because part of it was dropped.
+R5  (``AsyncWalStore``) A store fills its tail only while it has readers, a ``read``
+    within the last ``RECENT_READER_WINDOW`` (60 s), and empties it at its next write
+    otherwise: a store that is only written to holds nothing here.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+import trio.testing  # type: ignore[import-untyped, unused-ignore]  # trio < 0.23 has no py.typed
 
 from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.storage import (
@@ -16,6 +17,7 @@ from safekeeper_recovery.storage import (
     RecentWal,
     RecentWalBudget,
 )
+from safekeeper_recovery.storage._async_store import RECENT_READER_WINDOW
 
 SEG = 1 << 20
 KIB = 1 << 10
@@ -66,6 +68,7 @@ def test_the_budget_empties_the_least_recently_written_tails_first() -> None:
 async def test_a_reader_at_the_live_end_is_served_from_memory_with_no_hop(tmp_path: Path) -> None:
     budget = RecentWalBudget()
     s = AsyncWalStore(FileWalStore.create(tmp_path / "tl", SEG, Lsn(0)), recent_budget=budget)
+    assert await s.read(Lsn(0), 1) == b""  # a reader is here (R5)
     pos = 0
     for i in range(50):
         commit = bytes([i]) * (3 * KIB + i)
@@ -132,3 +135,24 @@ async def test_reads_always_match_the_store_under_writes_truncations_and_evictio
     for s in stores:
         await s.aclose()
     assert budget.used == 0
+
+
+async def test_a_store_keeps_its_newest_wal_only_while_it_has_readers(
+        mock_clock: trio.testing.MockClock) -> None:
+    budget = RecentWalBudget()
+    s = AsyncWalStore(MemoryWalStore(SEG, Lsn(0)), inline=True, recent_budget=budget)
+    await s.write(Lsn(0), b"a" * 100)
+    await s.flush()
+    assert budget.used == 0  # only written to: nothing kept (R5)
+    assert await s.read(Lsn(0), 100) == b"a" * 100  # from the store
+    assert s.statistics().recent_hits == 0
+    await s.write(Lsn(100), b"b" * 100)
+    await s.flush()
+    assert budget.used == 100  # a reader came: the next writes are kept
+    assert await s.read(Lsn(100), 100) == b"b" * 100
+    assert s.statistics().recent_hits == 1
+    mock_clock.jump(RECENT_READER_WINDOW + 1)
+    await s.write(Lsn(200), b"c" * 100)
+    await s.flush()
+    assert budget.used == 0  # no reader for the window: given back at the next write
+    await s.aclose()
