@@ -2,11 +2,12 @@
 
 Per round, in an order rotated each round (so no figure always runs first or last):
 node 3 recovering N bytes from a donor; node 3 pulling the same timeline from an empty
-disk (``_pull.py``); ``pg_receivewal`` streaming N bytes of real WAL, read from the page
-cache and again read from the disk (``_postgres.py``);
-the disk limit (N bytes written the way the node writes WAL: ``_disk.py``); a proposer
-writing N bytes to three nodes; node 3 recovering N/4 bytes (its peak RSS);
-``pg_receivewal`` streaming the same N bytes from a safekeeper's pg port (``_pgport``).
+disk (``_pull.py``); ``pg_receivewal`` streaming N bytes of real WAL from PostgreSQL's page
+cache (``_postgres.py``); the disk limit (N bytes written the way the node writes WAL:
+``_disk.py``); a proposer writing N bytes to three nodes; node 3 recovering N/4 bytes (its
+peak RSS); and, back to back in an order swapped every round, ``pg_receivewal`` streaming
+the same N bytes from a safekeeper's pg port (``_pgport``) and from PostgreSQL with its WAL
+evicted from the page cache (the same I/O mode as the node's).
 Then the latency trials, the mass recoveries (``_mass.py``) and the idle-cost run.
 """
 
@@ -145,6 +146,17 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             seconds, _cpu = await pg.stream(i, root / "receivewal", from_disk=True)
             results.pg_receivewal_disk.add(n / MB / seconds)
 
+        async def pg_port(_: int) -> None:
+            results.pg_port.add(n / MB / await pgport.stream(root / "receivewal-pgport"))
+
+        async def pg_port_and_disk_anchor(i: int) -> None:
+            # The two compared in the same I/O mode run back to back, in an order swapped
+            # every round: whichever runs second shares the disk with the first one's
+            # writes still going out, and a fixed order would favour one of them.
+            pair = [pg_port, receivewal_disk]
+            for step in pair if i % 2 == 0 else pair[::-1]:
+                await step(i)
+
         async def disk(_: int) -> None:
             run = await trio.to_thread.run_sync(write_segments, root / "disk", n)
             results.disk.add(n / MB / run.seconds)
@@ -156,9 +168,6 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             results.cpu_proposer.add(run.proposer_cpu / (n / 2**30))
             for node_cpu in run.node_cpu:
                 results.cpu_ingest_node.add(node_cpu / (n / 2**30))
-
-        async def pg_port(_: int) -> None:
-            results.pg_port.add(n / MB / await pgport.stream(root / "receivewal-pgport"))
 
         async def pull(_: int) -> None:
             run = await measure_pull(bench, bench.main)
@@ -176,8 +185,8 @@ async def run_benchmarks(config: BenchConfig, console: Console) -> BenchResults:
             ("recovery", recovery), ("pull", pull), ("pg_receivewal", receivewal),
             ("disk limit", disk), ("ingest", ingest),
             (f"memory: recovering {n // 4 / 2**20:.0f} MiB", memory),
-            ("pg_receivewal from the pg port", pg_port),
-            ("pg_receivewal, the server's WAL read from disk", receivewal_disk),
+            ("pg_receivewal from the pg port and from PostgreSQL's WAL read from disk",
+             pg_port_and_disk_anchor),
         ]
         if config.archive:
             steps.append(("archive: ingest with and without archive + removal",
