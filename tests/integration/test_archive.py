@@ -23,19 +23,12 @@ from safekeeper_recovery.testing import (
 )
 from safekeeper_recovery.transport import WalStreamClosed, open_wal_stream
 
+from .archive_support import lifecycle_of
 from .conftest import ClusterFactory
 from .metrics_support import metric
 from .recovery_support import propose_args
 
 pytestmark = pytest.mark.slow
-
-
-async def lifecycle_of(cluster: Cluster, node_id: int,
-                       ttid: TenantTimelineId) -> Mapping[str, object]:
-    """The ``wal_lifecycle`` object of the node's timeline status (the node runs one)."""
-    value = (await cluster.timeline_status(node_id, ttid)).wal_lifecycle
-    assert value is not None, f"node {node_id} reports no WAL lifecycle"
-    return value
 
 
 def segment_files(cluster: Cluster, node: int, ttid: TenantTimelineId) -> list[str]:

@@ -17,10 +17,10 @@ from safekeeper_recovery.core import Lsn
 from safekeeper_recovery.storage import segment_key
 from safekeeper_recovery.testing import SEG_SIZE, make_ttid, wait_until
 
+from .archive_support import lifecycle_of
 from .conftest import ClusterFactory
 from .recovery_support import propose_args
 from .seaweedfs import S3Server
-from .test_archive import lifecycle_of
 
 pytestmark = pytest.mark.slow
 

@@ -41,12 +41,12 @@ from safekeeper_recovery.testing import (
     wait_until,
 )
 
+from .archive_support import lifecycle_of
 from .conftest import ClusterFactory
 from .fault_proxy import FaultProxy, Mode
 from .metrics_support import metric
 from .recovery_support import propose_args
 from .seaweedfs import S3Server
-from .test_archive import lifecycle_of
 
 pytestmark = pytest.mark.slow
 

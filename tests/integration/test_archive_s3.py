@@ -20,10 +20,10 @@ from safekeeper_recovery.testing import (
     wait_until,
 )
 
+from .archive_support import lifecycle_of
 from .conftest import ClusterFactory
 from .recovery_support import propose_args
 from .seaweedfs import S3Server
-from .test_archive import lifecycle_of
 
 pytestmark = pytest.mark.slow
 
