@@ -11,9 +11,10 @@ L1  Exactly one uploader per timeline in a settled cluster: among the *caught-up
     id). The hash spreads timelines over nodes; a node that falls behind or goes silent
     (it is no longer an alive peer) drops out and the next one takes over. Two nodes that
     briefly disagree both upload the same committed bytes under the same key: harmless.
-L2  Only complete segments wholly at or below ``commit_lsn`` are uploaded, oldest first;
-    ``backup_lsn`` (the end of the archived prefix) advances only after an upload was
-    verified, and is durable before anyone (this node's removal, peers) acts on it.
+L2  Only complete segments wholly at or below ``commit_lsn`` are uploaded, oldest first
+    (several may be in flight at once); ``backup_lsn`` (the end of the archived prefix)
+    advances only over segments whose uploads were all verified, and is durable before
+    anyone (this node's removal, peers) acts on it.
 L3  The removal horizon is ``min(commit_lsn, backup_lsn if an archive is configured,
     flush_lsn - keep_bytes if a keep size is set, the flush_lsn of every peer heard from
     lately)``, rounded down to a segment start. Without an archive and without a keep size

@@ -37,6 +37,7 @@ from safekeeper_recovery.timeline import (
     serve_wal_lifecycle,
     wal_lifecycle_service,
 )
+from safekeeper_recovery.timeline._wal_lifecycle import UPLOADS_AT_ONCE
 
 SEG = 1 << 20
 START = Lsn(SEG)
@@ -221,3 +222,69 @@ async def test_the_service_shows_its_status_in_the_node_registry_while_the_timel
     await reg.delete(tl.ttid)
     await trio.testing.wait_all_tasks_blocked()
     assert tl.ttid not in shown
+
+
+class _PutsInFlight:
+    """A MemoryArchive whose puts wait until ``wanted`` of them are in flight at once (so a
+    one-at-a-time uploader never gets past the first), and fail for ``failing`` keys."""
+
+    def __init__(self, wanted: int, failing: frozenset[str] = frozenset()) -> None:
+        self.inner = MemoryArchive()
+        self.wanted = wanted
+        self.failing = failing
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.all_in = trio.Event()
+
+    async def put(self, key: str, data: bytes) -> object:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        if self.in_flight >= self.wanted:
+            self.all_in.set()
+        try:
+            await self.all_in.wait()
+            if key in self.failing:
+                raise ArchiveError(f"refused {key}", kind="server")
+            return await self.inner.put(key, data)
+        finally:
+            self.in_flight -= 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_due_segments_are_uploaded_several_at_once_and_backup_lsn_moves_once(
+    nursery: trio.Nursery,
+) -> None:
+    tl = await timeline_with_wal(nursery, 6 * SEG, commit=6 * SEG)
+    archive = _PutsInFlight(UPLOADS_AT_ONCE)
+    status, counts = LifecycleStatus(), Counts()
+    with trio.fail_after(5):  # one put at a time would wait for the others forever
+        assert await lifecycle_step(tl, ME, LifecycleConfig(archive=archive),  # type: ignore[arg-type]
+                                    status, counts)
+    assert archive.most_in_flight == UPLOADS_AT_ONCE
+    assert tl.snapshot().backup_lsn == Lsn((1 + UPLOADS_AT_ONCE) * SEG)
+    assert decode_state(tl.control.load() or b"").backup_lsn == tl.snapshot().backup_lsn
+    assert sorted(archive.inner.objects) == [
+        segment_key(tl.ttid, n, SEG) for n in range(1, 1 + UPLOADS_AT_ONCE)]
+    assert (status.uploaded_segments, counts.uploaded) == (UPLOADS_AT_ONCE,
+                                                           UPLOADS_AT_ONCE * SEG)
+
+
+async def test_a_failed_upload_stops_backup_lsn_at_the_prefix_before_it(
+    nursery: trio.Nursery,
+) -> None:
+    tl = await timeline_with_wal(nursery, 4 * SEG, commit=4 * SEG)
+    archive = _PutsInFlight(UPLOADS_AT_ONCE, failing=frozenset({segment_key(tl.ttid, 3, SEG)}))
+    with pytest.raises(ArchiveError, match="refused"):
+        await lifecycle_step(tl, ME, LifecycleConfig(archive=archive),  # type: ignore[arg-type]
+                             LifecycleStatus(), Counts())
+    # Segments 1 and 2 are archived and counted; 3 failed; 4 was archived after the gap but
+    # does not count until 3 is: backup_lsn stops at 3's start, and removal with it.
+    assert tl.snapshot().backup_lsn == Lsn(3 * SEG)
+    assert tl.store.start_lsn == START  # removal runs in the next step, not after a failure
+    archive.failing = frozenset()
+    await run_steps(tl, LifecycleConfig(archive=archive), LifecycleStatus(),  # type: ignore[arg-type]
+                    Counts())
+    assert tl.snapshot().backup_lsn == Lsn(5 * SEG)
+    assert tl.store.start_lsn == Lsn(5 * SEG)
