@@ -69,6 +69,10 @@ waits: on fsyncs (``file://``) or round trips (``s3://``), and on SHA-256 in a w
 thread; one at a time, uploads fell behind a busy ingest (0.70-0.78 of its rate on the
 benchmark). Segments are read one after another (one reader keeps the store's read-ahead
 useful) and held in memory until their ``put`` ends: 64 MiB of 16 MiB segments at most."""
+NODE_UPLOADS_AT_ONCE: Final = 16
+"""Segments in flight for all timelines of a node together (``LifecycleConfig.uploads``):
+after an archive outage every timeline has a backlog, and 256 MiB of 16 MiB segments in
+memory is the most the node spends on them."""
 
 
 class LifecycleObserver(Protocol):
@@ -115,6 +119,10 @@ class LifecycleConfig:
     idle_check: float = 30.0
     retry_min: float = 1.0
     retry_max: float = 30.0
+    uploads: trio.CapacityLimiter = attrs.field(
+        factory=lambda: trio.CapacityLimiter(NODE_UPLOADS_AT_ONCE), eq=False)
+    """Segments being uploaded at once by all timelines sharing this config (a node builds
+    one): each is held in memory until its put ends."""
 
     @property
     def enabled(self) -> bool:
@@ -312,7 +320,7 @@ async def lifecycle_step(
             log.info("timeline %s: WAL uploader: %s", timeline.ttid, choice)
         status.choice = choice
         if choice.uploader == node_id:
-            progressed = await _upload_due(timeline, config.archive, status, observer)
+            progressed = await _upload_due(timeline, config, status, observer)
             snap = timeline.snapshot()
     now = trio.current_time()
     horizon = removal_horizon(
@@ -339,11 +347,14 @@ async def lifecycle_step(
 
 
 async def _upload_due(
-    timeline: Timeline, archive: Archive, status: LifecycleStatus, observer: LifecycleObserver
+    timeline: Timeline, config: LifecycleConfig, status: LifecycleStatus,
+    observer: LifecycleObserver,
 ) -> bool:
     """Upload the segments after ``backup_lsn`` that are complete and committed (L2), up to
     ``UPLOADS_AT_ONCE`` at once; advance ``backup_lsn`` over the prefix that succeeded, then
     raise the first failure if there was one."""
+    archive = config.archive
+    assert archive is not None
     snap = timeline.snapshot()
     seg_size = snap.wal_seg_size
     first = snap.backup_lsn.segment_number(seg_size)
@@ -355,22 +366,30 @@ async def _upload_due(
     uploaded: dict[int, int] = {}  # segno -> bytes, once its put was verified
     failures: dict[int, SafekeeperError | OSError] = {}
 
-    async def put(segno: int, data: bytes) -> None:
+    async def put(segno: int, data: bytes, token: object) -> None:
         try:
             await archive.put(segment_key(timeline.ttid, segno, seg_size), data)
         except (SafekeeperError, OSError) as e:
             failures[segno] = e
         else:
             uploaded[segno] = len(data)
+        finally:
+            limiter.release_on_behalf_of(token)
 
+    limiter = config.uploads
     async with trio.open_nursery() as nursery:
         for segno in due:
+            token = object()  # one per segment: the limiter counts segments in memory
+            await limiter.acquire_on_behalf_of(token)
             try:
                 data = await read_segment(timeline, segno, seg_size)
-            except (SafekeeperError, OSError) as e:
+            except BaseException as e:
+                limiter.release_on_behalf_of(token)
+                if not isinstance(e, (SafekeeperError, OSError)):
+                    raise
                 failures[segno] = e
                 break  # the puts already started finish; nothing after a gap counts
-            nursery.start_soon(put, segno, data)
+            nursery.start_soon(put, segno, data, token)
     prefix = list(itertools.takewhile(lambda segno: segno in uploaded, due))
     if prefix:
         await timeline.advance_backup_lsn(Lsn((prefix[-1] + 1) * seg_size))

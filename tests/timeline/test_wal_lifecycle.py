@@ -288,3 +288,14 @@ async def test_a_failed_upload_stops_backup_lsn_at_the_prefix_before_it(
                     Counts())
     assert tl.snapshot().backup_lsn == Lsn(5 * SEG)
     assert tl.store.start_lsn == Lsn(5 * SEG)
+
+
+async def test_the_node_wide_limit_bounds_the_segments_in_flight(nursery: trio.Nursery) -> None:
+    tl = await timeline_with_wal(nursery, 6 * SEG, commit=6 * SEG)
+    archive = _PutsInFlight(2)
+    config = LifecycleConfig(archive=archive, uploads=trio.CapacityLimiter(2))  # type: ignore[arg-type]
+    with trio.fail_after(5):
+        assert await lifecycle_step(tl, ME, config, LifecycleStatus(), Counts())
+    assert archive.most_in_flight == 2  # two at a time, and the batch still completes
+    assert tl.snapshot().backup_lsn == Lsn((1 + UPLOADS_AT_ONCE) * SEG)
+    assert config.uploads.borrowed_tokens == 0
