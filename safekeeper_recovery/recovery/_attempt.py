@@ -220,9 +220,28 @@ async def _attempt(
         progress.start = progress.received = lcp.lsn
         status.attempt_started(donor, lcp.lsn)
         # 7-11. Stream. The connector applies the connect timeout itself (a cancel scope
-        # around entering a context manager would misnest its nursery).
-        async with connector.open_stream(donor, ttid, lcp.lsn, donor.term) as stream:
-            return await _stream(target, donor, session, stream, config, status, progress)
+        # around entering a context manager would misnest its nursery). A proposer that
+        # connects while the donor has not answered the handshake yet ends the attempt at
+        # once: _stream watches for it only once the stream is open, and a donor that
+        # hangs in the handshake would otherwise hold the attempt for the connect timeout
+        # and end it as a donor error (seen with a donor frozen mid-handshake).
+        result: list[str] = []
+        connected = trio.CancelScope()
+
+        async def connect_and_stream() -> None:
+            async with connector.open_stream(donor, ttid, lcp.lsn, donor.term) as stream:
+                connected.cancel()  # the stream watches from here on
+                result.append(
+                    await _stream(target, donor, session, stream, config, status, progress))
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(connect_and_stream)
+                with connected:
+                    await _watch_local(target, session, donor)
+        except BaseExceptionGroup as group:
+            raise _outcome_of(group) from None
+        return result[0]
 
 
 async def _stream(
@@ -265,15 +284,7 @@ async def _stream(
         # A proposer connecting (or voting us into a higher term) must end the attempt
         # even while the donor is silent, not only when the next message arrives.
         with watch_scope:
-            while True:
-                if session.proposer_connected():
-                    raise ProposerArrived("a proposer connected to this node")
-                view = await target.local_view()
-                if view.term != donor.term:
-                    raise TermChanged(
-                        f"our term changed from {donor.term} to {view.term} during recovery"
-                    )
-                await target.wait_for_change()
+            await _watch_local(target, session, donor)
 
     try:
         async with trio.open_nursery() as nursery:
@@ -286,6 +297,21 @@ async def _stream(
         raise _outcome_of(group) from None
     # Every sibling ended without an error: network_io finished cleanly.
     return result[0]
+
+
+async def _watch_local(target: RecoveryTarget, session: AcceptorSession,
+                       donor: PeerInfo) -> None:
+    """Raise ``ProposerArrived`` once a proposer connects to this node, ``TermChanged``
+    once our term leaves the donor's; never returns otherwise."""
+    while True:
+        if session.proposer_connected():
+            raise ProposerArrived("a proposer connected to this node")
+        view = await target.local_view()
+        if view.term != donor.term:
+            raise TermChanged(
+                f"our term changed from {donor.term} to {view.term} during recovery"
+            )
+        await target.wait_for_change()
 
 
 def _outcome_of(group: BaseExceptionGroup[BaseException]) -> BaseException:

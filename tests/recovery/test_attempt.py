@@ -3,6 +3,9 @@ all three siblings (network_io, WAL acceptor, reply reader)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import trio
 import trio.testing
 
@@ -330,3 +333,46 @@ async def test_a_proposer_greeting_mid_attempt_ends_it_before_its_next_message(
         nursery.cancel_scope.cancel()
     assert isinstance(result.error, ProposerArrived), result
     assert result.end_lsn < START + 32 * MiB
+
+
+class _HandshakeHangs:
+    """A donor connector whose WAL stream never gets past the handshake (a donor frozen
+    right after it accepted the connection)."""
+
+    def __init__(self, inner: InProcessDonorConnector) -> None:
+        self.inner = inner
+        self.connecting = trio.Event()
+
+    async def fetch_status(self, donor: PeerInfo, ttid: object) -> DonorStatus:
+        return await self.inner.fetch_status(donor, ttid)  # type: ignore[arg-type]
+
+    @asynccontextmanager
+    async def open_stream(self, *args: object) -> AsyncIterator[object]:
+        self.connecting.set()
+        await trio.sleep_forever()
+        yield None  # type: ignore[unreachable]  # never reached: the handshake hangs
+
+
+async def test_a_proposer_greeting_while_the_donor_handshake_hangs_ends_the_attempt(
+    cluster: Cluster, autojump_clock: trio.testing.MockClock
+) -> None:
+    await cluster.propose(1, [1, 2], MiB)
+    target = cluster[3]
+    hangs = _HandshakeHangs(connector(cluster))
+
+    async def proposer_greets() -> None:
+        await hangs.connecting.wait()
+        async with target.receiver("proposer", "test") as r:
+            target.mark(r, "greeted")
+            await trio.sleep_forever()
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(proposer_greets)
+        with trio.fail_after(10):  # the hung handshake has no timeout of its own here
+            result = await run_attempt(LocalTarget(target), cluster.peer_info(1),
+                                       hangs,  # type: ignore[arg-type]
+                                       RecoveryConfig(), RecoveryStatus())
+        nursery.cancel_scope.cancel()
+    assert isinstance(result.error, ProposerArrived), result
+    assert trio.current_time() - start < 1.0, "ended by the greeting, not by a timeout"
