@@ -365,6 +365,7 @@ async def _upload_due(
     began = time.perf_counter()
     uploaded: dict[int, int] = {}  # segno -> bytes, once its put was verified
     failures: dict[int, SafekeeperError | OSError] = {}
+    limiter = config.uploads
 
     async def put(segno: int, data: bytes, token: object) -> None:
         try:
@@ -376,7 +377,6 @@ async def _upload_due(
         finally:
             limiter.release_on_behalf_of(token)
 
-    limiter = config.uploads
     async with trio.open_nursery() as nursery:
         for segno in due:
             token = object()  # one per segment: the limiter counts segments in memory
