@@ -260,7 +260,7 @@ class _RecentWalCollector(Collector):
                                 "Newest WAL held in memory for readers at the live end",
                                 value=budget.used)
         yield GaugeMetricFamily(f"{self._prefix}_wal_memory_limit_bytes",
-                                "--wal-memory: the most newest WAL held in memory",
+                                "--wal-memory: the most WAL held in memory, all timelines together",
                                 value=budget.limit)
         reads = CounterMetricFamily(f"{self._prefix}_wal_read_bytes",
                                     "WAL bytes read by WAL senders and archive uploads, by source "
