@@ -135,7 +135,6 @@ class AsyncWalStore:
         self._hops = 0
         self._cache_hits = 0
         self._recent = RecentWal(recent_cap, recent_budget)
-        self._recent_budget = recent_budget
         self._last_read: float | None = None  # trio time of the last read: see the window
         self._recent_hits = 0
 
@@ -306,7 +305,7 @@ class AsyncWalStore:
         n = readable_length(start, max_bytes, store.flush_lsn, store.seg_size)
         if n and (recent := self._recent.read(start, n)) is not None:
             self._recent_hits += 1
-            self._recent_budget.read_from_memory_bytes += len(recent)
+            self._recent.budget.read_from_memory_bytes += len(recent)
             return recent
         if self._lock.locked():
             # Busy (mostly: prefetching the next block). Bytes already cached need not wait
@@ -327,7 +326,7 @@ class AsyncWalStore:
                 return b""
             want = max(max_bytes, self._read_ahead)
             block = await self._hop(lambda: store.read(start, want))
-            self._recent_budget.read_from_disk_bytes += len(block)
+            self._recent.budget.read_from_disk_bytes += len(block)
             self._cache_start, self._cache = start, block
             self._next = b""
             # More durable WAL after this block: a reader catching up will want it next (a
@@ -373,7 +372,7 @@ class AsyncWalStore:
                 if int(self._cache_start) + len(self._cache) != int(lsn) and self._cache:
                     return  # the reader went elsewhere meanwhile
                 block = await self._hop(lambda: store.read(lsn, self._read_ahead))
-                self._recent_budget.read_from_disk_bytes += len(block)
+                self._recent.budget.read_from_disk_bytes += len(block)
                 if not self._closed:
                     self._next_start, self._next = lsn, block
                     self._prefetches += 1

@@ -126,6 +126,11 @@ class RecentWal:
         self._end = 0
 
     @property
+    def budget(self) -> RecentWalBudget:
+        """The budget this tail is counted in (and its stores' read counters)."""
+        return self._budget
+
+    @property
     def size(self) -> int:
         """Bytes held."""
         return self._size
